@@ -1,0 +1,339 @@
+"""The ``retrieval`` command: a thin click layer over :class:`retrieval.Collection`.
+
+Commands parse options, call the library, and print. Library errors (one hierarchy) become a
+one-line ``Error: ...`` on stderr and exit code 1; Ctrl-C exits with 130 after the library has
+committed what it finished.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import click
+
+from .config import ENV_COLLECTION
+from .errors import IndexingError, RetrievalError
+
+if TYPE_CHECKING:
+    from .collection import Collection, Hit
+    from .ingest import IndexProgress, IndexSummary
+
+
+class _Group(click.Group):
+    """Turns library errors and interrupts into one line and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except IndexingError as exc:
+            if exc.summary is not None and ctx.meta.get("json"):
+                click.echo(json.dumps(exc.summary.to_dict()))  # type: ignore[attr-defined]
+            raise click.ClickException(str(exc)) from None
+        except RetrievalError as exc:
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            click.echo("\nInterrupted: finished batches are saved; run the same command again "
+                       "to continue.", err=True)
+            sys.exit(130)
+
+
+def _setup_logging(verbose: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    log = logging.getLogger("retrieval")
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+    log.propagate = False
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--collection", "collection_path", type=click.Path(path_type=Path),
+              envvar=ENV_COLLECTION, show_envvar=True,
+              help="Collection folder. Default: the 'default' collection under $RETRIEVAL_HOME "
+                   "or the user data folder.")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.version_option(package_name="retrieval")
+@click.pass_context
+def cli(ctx: click.Context, collection_path: Path | None, verbose: int) -> None:
+    """Index image folders and search them by text or image with open_clip and FAISS."""
+    _setup_logging(verbose)
+    ctx.obj = {"collection": collection_path}
+
+
+def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--device", default="auto", show_default=True,
+                     help="cpu, cuda, cuda:N, or auto (CUDA when available).")(f)
+    f = click.option("--pretrained", default=None,
+                     help="Pretrained tag (e.g. laion2b_s34b_b79k) or a checkpoint file. "
+                          "Ignored for hf-hub: and local-dir: models.")(f)
+    f = click.option("--model", default=None,
+                     help="open_clip model: an architecture (ViT-B-32), hf-hub:org/repo or "
+                          "local-dir:/path. Default: the collection's model; ViT-B-32 with "
+                          "laion2b_s34b_b79k for a new collection.")(f)
+    return f
+
+
+def _collection_path(ctx: click.Context) -> Path:
+    from .config import default_collection_path
+
+    return ctx.obj["collection"] or default_collection_path()
+
+
+def _open(ctx: click.Context, model: str | None = None, pretrained: str | None = None,
+          device: str = "auto", create: bool = False) -> Collection:
+    from .collection import CATALOG_FILE, Collection
+    from .encoders import DEFAULT_MODEL
+    from .errors import CollectionNotFoundError
+
+    path = _collection_path(ctx)
+    exists = (path / CATALOG_FILE).exists()
+    if not exists and not create:
+        raise CollectionNotFoundError(
+            f"no collection at {path}; create it with `retrieval --collection {path} index "
+            "FOLDER` or choose one with --collection / $RETRIEVAL_COLLECTION")
+    if model is None and not exists:
+        return Collection(path, model=DEFAULT_MODEL, device=device)
+    return Collection(path, model=model, pretrained=pretrained, device=device)
+
+
+class _Progress:
+    """Draws the library's progress reports as tqdm bars on stderr."""
+
+    LABELS: ClassVar[dict[str, str]] = {"scan": "scanning", "embed": "embedding", "captions": "captions",
+              "remove": "removing", "index": "updating index"}
+
+    def __init__(self, enabled: bool, unit: str = "file") -> None:
+        self.enabled = enabled
+        self.unit = unit
+        self.bar: Any = None
+        self.phase: str | None = None
+
+    def __call__(self, p: IndexProgress) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        if p.phase != self.phase:
+            self.close()
+            self.phase = p.phase
+            if p.phase == "index":
+                click.echo("updating search index...", err=True)
+                return
+            self.bar = tqdm(total=p.total, desc=self.LABELS.get(p.phase, p.phase),
+                            unit=self.unit, file=sys.stderr, dynamic_ncols=True, leave=True)
+        if self.bar is None:
+            return
+        if p.total is not None and self.bar.total != p.total:
+            self.bar.total = p.total
+        if p.phase == "embed":
+            self.bar.set_postfix(embedded=p.embedded, failed=p.failed, refresh=False)
+        self.bar.update(p.done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _progress_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--progress/--no-progress", default=None,
+                        help="Show progress bars on stderr. Default: when stderr is a terminal."
+                        )(f)
+
+
+def _print_summary(summary: IndexSummary, as_json: bool, what: str = "images") -> None:
+    if as_json:
+        click.echo(json.dumps(summary.to_dict()))
+        return
+    click.echo(
+        f"{summary.added} added, {summary.updated} updated, {summary.removed} removed, "
+        f"{summary.unchanged} unchanged, {summary.failed} failed "
+        f"({summary.embedded} {what} embedded)"
+    )
+    shown = summary.errors[:20]
+    for e in shown:
+        click.echo(f"  skipped {e.path}: {e.reason}", err=True)
+    if len(summary.errors) > len(shown):
+        click.echo(f"  ... and {len(summary.errors) - len(shown)} more (see --json)", err=True)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@model_options
+@click.option("--hidden", is_flag=True, help="Also index hidden files and folders.")
+@click.option("--strict", is_flag=True, help="Exit with an error if any file was skipped.")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=None,
+              help="Refuse images with more pixels than this (default 100 million).")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=32, show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="Decode processes (0: decode in the main process). Default: CPUs - 1.")
+@click.option("--no-captions", is_flag=True, help="Ignore sidecar caption files (x.txt).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@_progress_option
+@click.pass_context
+def index(ctx: click.Context, paths: tuple[Path, ...], model: str | None,
+          pretrained: str | None, device: str, hidden: bool, strict: bool,
+          max_pixels: int | None, batch_size: int, workers: int | None, no_captions: bool,
+          as_json: bool, progress: bool | None) -> None:
+    """Index image files and folders (recursively). Unchanged files are skipped; changed ones
+    are re-embedded; files gone from these folders are removed.
+
+    A caption file beside an image (photo.txt for photo.jpg) is stored as its caption."""
+    ctx.meta["json"] = as_json
+    col = _open(ctx, model, pretrained, device, create=True)
+    bar = _Progress(sys.stderr.isatty() if progress is None else progress)
+    try:
+        summary = col.index(paths, hidden=hidden, strict=strict, max_pixels=max_pixels,
+                            batch_size=batch_size, workers=workers, captions=not no_captions,
+                            progress=bar)
+    finally:
+        bar.close()
+    _print_summary(summary, as_json)
+
+
+@cli.command("add-texts")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@model_options
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@_progress_option
+@click.pass_context
+def add_texts(ctx: click.Context, file: Path, model: str | None, pretrained: str | None,
+              device: str, as_json: bool, progress: bool | None) -> None:
+    """Add texts from FILE: one text per line, or JSONL objects with "text", an optional "id"
+    (a text with a known id is replaced) and any other fields as metadata."""
+    col = _open(ctx, model, pretrained, device, create=True)
+    bar = _Progress(sys.stderr.isatty() if progress is None else progress, unit="text")
+    try:
+        summary = col.add_texts(file, progress=bar)
+    finally:
+        bar.close()
+    _print_summary(summary, as_json, what="texts")
+
+
+def _weighted_terms(kind: str, values: tuple[str, ...], sign: float = 1.0) -> list[Any]:
+    from .query import Term, parse_weighted
+
+    terms = []
+    for raw in values:
+        weight, value = parse_weighted(raw)
+        if kind == "image" and os.path.exists(raw):
+            weight, value = 1.0, raw  # a file whose name starts with "2:" is still a file
+        terms.append(Term(kind, value, sign * weight))  # type: ignore[arg-type]
+    return terms
+
+
+@cli.command()
+@click.argument("texts", nargs=-1)
+@click.option("--image", "images", multiple=True, metavar="[W:]PATH",
+              help="Search with an image file (repeatable).")
+@click.option("--like", "likes", multiple=True, metavar="[W:]ID",
+              help="Search with a stored item's vector (repeatable).")
+@click.option("--add", "adds", multiple=True, metavar="TEXT", help="Add a text term.")
+@click.option("--subtract", "subtracts", multiple=True, metavar="TEXT",
+              help="Subtract a text term (push results away from it).")
+@click.option("--target", type=click.Choice(["images", "texts"]), default="images",
+              show_default=True, help="Search images, or stored texts and captions.")
+@click.option("-k", "--top", "k", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Number of results.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per hit.")
+@click.option("--paths", "paths_only", is_flag=True, help="Print bare paths, one per line.")
+@model_options
+@click.pass_context
+def search(ctx: click.Context, texts: tuple[str, ...], images: tuple[str, ...],
+           likes: tuple[str, ...], adds: tuple[str, ...], subtracts: tuple[str, ...],
+           target: str, k: int, as_json: bool, paths_only: bool, model: str | None,
+           pretrained: str | None, device: str) -> None:
+    """Search by text, image or stored item. Each TEXT argument is a term; prefix a weight
+    to weigh it, e.g. '2:red car' or '-1:people'. Terms are combined as a weighted sum."""
+    from .query import Query
+
+    terms = (
+        _weighted_terms("text", texts) + _weighted_terms("text", adds)
+        + _weighted_terms("text", subtracts, -1.0) + _weighted_terms("image", images)
+        + _weighted_terms("item", likes)
+    )
+    col = _open(ctx, model, pretrained, device)
+    hits = col.run(Query(terms, target=target, k=k))
+    if as_json:
+        for h in hits:
+            click.echo(json.dumps(h.to_dict(), ensure_ascii=False))
+    elif paths_only:
+        for h in hits:
+            click.echo(h.path if h.path else h.text)
+    else:
+        _print_hits(hits)
+
+
+def _print_hits(hits: list[Hit]) -> None:
+    if not hits:
+        click.echo("no results", err=True)
+        return
+    width = shutil.get_terminal_size((120, 20)).columns
+    id_w = max(len(str(h.id)) for h in hits)
+    click.echo(f"{'#':>3}  {'score':>6}  {'id':>{id_w}}  {'kind':<5}  result")
+    for rank, h in enumerate(hits, 1):
+        what = h.path if h.kind == "image" else repr(h.text)
+        if h.kind == "text" and h.path:
+            what += f"  (caption of {h.path})"
+        line = f"{rank:>3}  {h.score:>6.3f}  {h.id:>{id_w}}  {h.kind:<5}  {what}"
+        click.echo(line if len(line) <= width else line[: width - 3] + "...")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_context
+def info(ctx: click.Context, as_json: bool) -> None:
+    """Show the collection's model, item counts, indexes and disk use."""
+    col = _open(ctx)
+    data = col.info()
+    if as_json:
+        click.echo(json.dumps(data))
+        return
+    model = data["model"]
+    name = model["name"] + (f" ({model['pretrained']})" if model["pretrained"] else "")
+    rows = [
+        ("collection", data["path"]),
+        ("model", name + (f", {data['dim']} dimensions" if data["dim"] else "")),
+        ("items", f"{data['counts']['image']} images, {data['counts']['text']} texts"),
+    ]
+    for modality, d in data["index"].items():
+        rows.append((f"{modality} index", f"{d['type']}, {d['ntotal']} vectors"))
+    rows += [("disk", _human_bytes(data["disk_bytes"])),
+             ("last indexed", data["last_indexed"] or "never")]
+    for key, value in rows:
+        click.echo(f"{key:<14}{value}")
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print {\"removed\": N}.")
+@click.pass_context
+def remove(ctx: click.Context, paths: tuple[Path, ...], as_json: bool) -> None:
+    """Remove images (and their captions) at these paths or under these folders from the
+    collection. Files on disk are not touched."""
+    col = _open(ctx)
+    n = col.remove(paths)
+    click.echo(json.dumps({"removed": n}) if as_json else f"{n} removed")
+
+
+def main() -> None:
+    cli(prog_name="retrieval")
+
+
+if __name__ == "__main__":
+    main()

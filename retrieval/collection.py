@@ -1,0 +1,477 @@
+"""The ``Collection`` facade: the one object the CLI, the HTTP app and Python callers use.
+
+A collection is a folder::
+
+    catalog.sqlite      the SQL catalog (source of truth)
+    indexes/            FAISS indexes derived from it, one per modality
+    lock                taken by writers (index, add-texts, remove)
+
+It is bound to the model its vectors were made with. Searching never blocks on a writer: the
+catalog is read in WAL mode and index files are replaced atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .config import default_collection_path
+from .encoders import DEFAULT_MODEL, Encoder, ModelSpec
+from .errors import (
+    CollectionError,
+    CollectionLockedError,
+    CollectionNotFoundError,
+    IndexingError,
+    InputError,
+    ModelMismatchError,
+    ModelNotFoundError,
+    QueryError,
+)
+from .query import Query, Term, combine
+
+if TYPE_CHECKING:
+    from .catalog import Catalog, Item
+    from .indexes import IndexSet
+    from .ingest import IndexSummary, ProgressCallback, TextInput
+
+CATALOG_FILE = "catalog.sqlite"
+INDEX_DIR = "indexes"
+LOCK_FILE = "lock"
+
+
+@dataclass
+class Hit:
+    """One search result."""
+
+    id: int
+    score: float | None
+    kind: str
+    path: str | None = None
+    text: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "score": self.score, "kind": self.kind, "path": self.path,
+                "text": self.text, "metadata": self.metadata}
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+class Collection:
+    """A searchable collection of images and texts.
+
+    ``Collection(path)`` opens an existing collection; ``Collection(path, model=...)`` also
+    creates it when it does not exist. ``encoder`` passes a ready encoder instead of a model
+    name (tests, embedding applications that already hold a model).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        model: str | ModelSpec | None = None,
+        pretrained: str | None = None,
+        device: str | None = "auto",
+        encoder: Encoder | None = None,
+    ) -> None:
+        from .catalog import Catalog
+
+        self.path = Path(path if path is not None else default_collection_path()).expanduser()
+        self.path = self.path.absolute()
+        self.device = device
+        self._encoder = encoder
+        self._indexes: IndexSet | None = None
+        self._lock_fd: int | None = None
+        self._lock_depth = 0
+        catalog_file = self.path / CATALOG_FILE
+        requested = encoder.spec if encoder is not None else (
+            ModelSpec.parse(model, pretrained) if isinstance(model, str) else model)
+        if not catalog_file.exists():
+            if requested is None:
+                raise CollectionNotFoundError(
+                    f"no collection at {self.path}; index a folder into it to create it "
+                    f"(retrieval --collection {self.path} index FOLDER)")
+            if self.path.exists() and not self.path.is_dir():
+                raise CollectionError(f"{self.path} exists and is not a folder")
+            self.path.mkdir(parents=True, exist_ok=True)
+        self.catalog: Catalog = Catalog(catalog_file, create=True)
+        self._catalog_id = self.catalog.ensure_catalog_id()
+        self.spec = self._bind(requested)
+
+    # -- model binding ---------------------------------------------------------------------------
+
+    def _bound_spec(self) -> ModelSpec | None:
+        m = self.catalog.get_settings().get("model")
+        return ModelSpec(m["name"], m.get("pretrained")) if m else None
+
+    def _bind(self, requested: ModelSpec | None) -> ModelSpec:
+        bound = self._bound_spec()
+        if requested is not None and requested.random_weights:
+            # An architecture without weights is never what a collection wants: take the
+            # collection's own weights, the default tag, or ask.
+            if bound is not None and bound.name == requested.name:
+                requested = bound
+            elif requested.name == DEFAULT_MODEL.name:
+                requested = DEFAULT_MODEL
+            else:
+                raise ModelNotFoundError(
+                    f"model {requested.name} needs pretrained weights: pass --pretrained with a "
+                    "tag (see open_clip.list_pretrained_tags_by_model) or a checkpoint file")
+        if requested is None:
+            assert bound is not None
+            return bound
+        if bound is not None and bound != requested:
+            counts = self.catalog.counts()
+            if counts["image"] or counts["text"]:
+                raise ModelMismatchError(
+                    f"collection {self.path} holds vectors of model {bound}; it cannot take "
+                    f"{requested}. Use another --collection for that model, or omit --model")
+        if bound != requested:
+            self.catalog.set_settings(
+                model={"name": requested.name, "pretrained": requested.pretrained}, dim=None,
+                created_at=self.catalog.get_settings().get("created_at") or _iso(_now()))
+        return requested
+
+    @property
+    def encoder(self) -> Encoder:
+        """The collection's encoder, loaded on first use."""
+        if self._encoder is None:
+            from .encoders import load_encoder
+
+            self._encoder = load_encoder(self.spec, self.device)
+        dim = self.catalog.get_settings().get("dim")
+        if dim is None:
+            self.catalog.set_settings(dim=int(self._encoder.dim))
+        elif int(dim) != self._encoder.dim:
+            raise ModelMismatchError(
+                f"model {self.spec} gives {self._encoder.dim}-dimensional vectors, collection "
+                f"{self.path} holds {dim}-dimensional ones")
+        return self._encoder
+
+    @property
+    def dim(self) -> int:
+        dim = self.catalog.get_settings().get("dim")
+        return int(dim) if dim is not None else self.encoder.dim
+
+    # -- locking ---------------------------------------------------------------------------------
+
+    def _acquire(self, blocking: bool) -> bool:
+        if self._lock_depth:
+            self._lock_depth += 1
+            return True
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: rely on SQLite's own locking
+            self._lock_depth = 1
+            return True
+        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except OSError:
+            os.close(fd)
+            return False
+        self._lock_fd, self._lock_depth = fd, 1
+        return True
+
+    def _release(self) -> None:
+        self._lock_depth -= 1
+        if self._lock_depth == 0 and self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        if not self._acquire(blocking=False):
+            raise CollectionLockedError(
+                f"another process is writing to collection {self.path}; wait for it to finish")
+        try:
+            yield
+        finally:
+            self._release()
+
+    @contextlib.contextmanager
+    def _maybe_writing(self) -> Iterator[bool]:
+        """Take the write lock if it is free (to save a caught-up index), never wait."""
+        got = self._acquire(blocking=False)
+        try:
+            yield got
+        finally:
+            if got:
+                self._release()
+
+    def _index_set(self) -> IndexSet:
+        if self._indexes is None:
+            from .indexes import IndexSet
+
+            self._indexes = IndexSet(
+                self.catalog, self.path / INDEX_DIR, self.dim, self._catalog_id,
+                can_save=lambda: self._lock_depth > 0)
+        return self._indexes
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def index(
+        self,
+        paths: Iterable[str | os.PathLike[str]],
+        *,
+        hidden: bool = False,
+        strict: bool = False,
+        max_pixels: int | None = None,
+        batch_size: int = 32,
+        workers: int | None = None,
+        captions: bool = True,
+        progress: ProgressCallback | None = None,
+    ) -> IndexSummary:
+        """Index image files and folders (recursively); returns what changed.
+
+        With ``strict=True`` a run that skipped any file raises :class:`IndexingError` (after
+        committing everything that could be indexed); the summary is on the exception.
+        """
+        from .ingest import IndexOptions, IndexProgress, index_images
+        from .media import DEFAULT_MAX_PIXELS
+
+        options = IndexOptions(
+            hidden=hidden, max_pixels=max_pixels or DEFAULT_MAX_PIXELS, batch_size=batch_size,
+            workers=workers, captions=captions)
+        with self._writing():
+            try:
+                summary = index_images(self.catalog, lambda: self.encoder, list(paths), options,
+                                       progress)
+            finally:
+                self.catalog.set_settings(last_indexed_at=_iso(_now()))
+            if progress:
+                progress(IndexProgress("index", 0))
+            self._sync()
+        if strict and summary.failed:
+            raise IndexingError(
+                f"{summary.failed} file(s) skipped (strict mode); first: "
+                f"{summary.errors[0].path}: {summary.errors[0].reason}", summary)
+        return summary
+
+    def add_texts(
+        self,
+        texts: str | os.PathLike[str] | Sequence[str | dict[str, Any] | TextInput],
+        *,
+        progress: ProgressCallback | None = None,
+    ) -> IndexSummary:
+        """Add texts: a file (one per line, or JSONL with ``text``, ``id``, metadata) or a list
+        of strings / dicts. Texts with an ``id`` replace the stored text of that id."""
+        from .ingest import FileError, TextInput, add_texts, read_text_file
+
+        errors: list[FileError] = []
+        if isinstance(texts, (str, os.PathLike)):
+            inputs, errors = read_text_file(texts)
+        else:
+            inputs = [_text_input(t, TextInput) for t in texts]
+        with self._writing():
+            summary = add_texts(self.catalog, lambda: self.encoder, inputs, progress=progress)
+            self._sync()
+        summary.failed += len(errors)
+        summary.errors.extend(errors)
+        return summary
+
+    def remove(self, paths: Iterable[str | os.PathLike[str]]) -> int:
+        """Remove the items at these paths or under these folders; returns images removed."""
+        from .scan import normalize_path
+
+        roots = [normalize_path(p) for p in paths]
+        with self._writing():
+            states = self.catalog.file_states(roots)
+            self.catalog.delete_items(s.id for s in states.values())
+            self._sync()
+        return len(states)
+
+    def _sync(self) -> None:
+        if self.catalog.get_settings().get("dim") is not None:
+            self._index_set().sync()
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def search(
+        self,
+        text: str | None = None,
+        *,
+        image: str | os.PathLike[str] | None = None,
+        like: int | None = None,
+        vector: Sequence[float] | np.ndarray | None = None,
+        terms: Sequence[Term] = (),
+        k: int = 10,
+        target: str = "images",
+    ) -> list[Hit]:
+        """Search by any mix of text, image file, stored item and raw vector.
+
+        ``terms`` adds weighted terms (negative weights push results away); the others are
+        shorthands for terms of weight 1. ``target`` is ``images`` or ``texts``.
+        """
+        all_terms = list(terms)
+        if text is not None:
+            all_terms.append(Term("text", text))
+        if image is not None:
+            all_terms.append(Term("image", image))
+        if like is not None:
+            all_terms.append(Term("item", like))
+        if vector is not None:
+            all_terms.append(Term("vector", vector))
+        return self.run(Query(all_terms, target=target, k=k))
+
+    def run(self, query: Query) -> list[Hit]:
+        """Run a :class:`Query`."""
+        query.validate()
+        q = self.query_vector(query.terms)
+        with self._maybe_writing():
+            index = self._index_set().get(query.modality)
+        scores, ids = index.search(q, query.k)
+        pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+        return self._hydrate(pairs)
+
+    def query_vector(self, terms: Sequence[Term]) -> np.ndarray:
+        """Embed and combine query terms into one normalised vector."""
+        vectors: list[np.ndarray | None] = [None] * len(terms)
+        texts = [(i, str(t.value)) for i, t in enumerate(terms) if t.kind == "text"]
+        if texts:
+            embedded = self.encoder.embed_texts([s for _, s in texts])
+            for (i, _), v in zip(texts, embedded, strict=True):
+                vectors[i] = v
+        for i, t in enumerate(terms):
+            if t.kind == "image":
+                vectors[i] = self._embed_image_file(t.value)
+            elif t.kind == "item":
+                vectors[i] = self._item_vector(t.value)
+            elif t.kind == "vector":
+                v = np.asarray(t.value, dtype=np.float32).reshape(-1)
+                if v.shape[0] != self.dim:
+                    raise QueryError(f"query vector has {v.shape[0]} dimensions, the collection "
+                                     f"{self.dim}")
+                vectors[i] = v
+            elif t.kind != "text":
+                raise QueryError(f"unknown term kind {t.kind!r}")
+        return combine([v for v in vectors if v is not None], [t.weight for t in terms])
+
+    def _embed_image_file(self, path: str | os.PathLike[str]) -> np.ndarray:
+        from .media import ImageDecodeError, load_image
+
+        encoder = self.encoder
+        try:
+            pixels, _ = load_image(path, encoder.image_spec)
+        except ImageDecodeError as exc:
+            raise QueryError(f"query image {path}: {exc.reason}") from None
+        return encoder.embed_images(pixels[None])[0]
+
+    def _item_vector(self, value: Any) -> np.ndarray:
+        try:
+            item_id = int(value)
+        except (TypeError, ValueError):
+            raise QueryError(f"item id must be an integer, got {value!r}") from None
+        ids, vecs = self.catalog.vectors([item_id], self.dim)
+        if not len(ids):
+            raise QueryError(f"no item with id {item_id} in collection {self.path}")
+        return vecs[0]
+
+    def _hydrate(self, pairs: list[tuple[int, float | None]]) -> list[Hit]:
+        from .catalog import IMAGE
+
+        items = self.catalog.get_items(i for i, _ in pairs)
+        parents = self.catalog.get_items(
+            it.parent_id for it in items.values() if it.parent_id is not None)
+        captions = self.catalog.captions_of(i for i, it in items.items() if it.kind == IMAGE)
+        hits = []
+        for item_id, score in pairs:
+            item = items.get(item_id)
+            if item is None:  # deleted by a writer since the index was read
+                continue
+            hits.append(_hit(item, score, parents, captions))
+        return hits
+
+    def get(self, item_id: int) -> Hit:
+        """One item by id, as a hit without a score."""
+        hits = self._hydrate([(int(item_id), None)])
+        if not hits:
+            raise QueryError(f"no item with id {item_id} in collection {self.path}")
+        return hits[0]
+
+    def info(self) -> dict[str, Any]:
+        """Model, dimension, counts, indexes and disk use; never loads the model."""
+        settings = self.catalog.get_settings()
+        dim = settings.get("dim")
+        indexes: dict[str, Any] = {}
+        if dim is not None:
+            with self._maybe_writing():
+                indexes = {m: self._index_set().describe(m) for m in ("image", "text")}
+        disk = sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+        return {
+            "path": str(self.path),
+            "model": {"name": self.spec.name, "pretrained": self.spec.pretrained},
+            "dim": dim,
+            "counts": self.catalog.counts(),
+            "index": indexes,
+            "disk_bytes": disk,
+            "created_at": settings.get("created_at"),
+            "last_indexed": settings.get("last_indexed_at"),
+            "schema_version": self.catalog.schema_version,
+        }
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    def __enter__(self) -> Collection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Collection({str(self.path)!r}, model={str(self.spec)!r})"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+
+
+def _text_input(t: Any, cls: type[TextInput]) -> TextInput:
+    if isinstance(t, cls):
+        return t
+    if isinstance(t, str):
+        return cls(t)
+    if isinstance(t, dict):
+        d = dict(t)
+        text = d.pop("text", None)
+        if not isinstance(text, str) or not text.strip():
+            raise InputError("each text needs a non-empty 'text'")
+        ext = d.pop("id", None)
+        return cls(text.strip(), None if ext is None else str(ext), d or None)
+    raise InputError(f"cannot add {type(t).__name__} as a text")
+
+
+def _hit(item: Item, score: float | None, parents: dict[int, Item], captions: dict[int, str]
+         ) -> Hit:
+    if item.kind == "image":
+        meta = {
+            "width": item.width, "height": item.height, "taken_at": _iso(item.taken_at),
+            "camera_make": item.camera_make, "camera_model": item.camera_model,
+            "size": item.size,
+            "mtime": _iso(dt.datetime.fromtimestamp(item.mtime_ns / 1e9, dt.timezone.utc))
+            if item.mtime_ns else None,
+        }
+        return Hit(item.id, score, "image", item.path, captions.get(item.id), meta)
+    meta = dict(item.meta or {})
+    meta.update(source=item.source, external_id=item.external_id)
+    path = None
+    if item.parent_id is not None:
+        meta["caption_of"] = item.parent_id
+        parent = parents.get(item.parent_id)
+        path = parent.path if parent else None
+    return Hit(item.id, score, "text", path, item.text, meta)
+
+
+__all__ = ["Collection", "Hit"]

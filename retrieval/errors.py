@@ -1,0 +1,75 @@
+"""The one exception hierarchy of the retrieval engine.
+
+Every problem the library reports to its caller is a :class:`RetrievalError`. Its message is a
+single line meant for a person: it names what went wrong, where, and how to fix it when there is
+something to do. The CLI prints that line and exits non-zero; the HTTP layer maps it to a 4xx.
+
+    RetrievalError
+    ├── ModelError            a model cannot be resolved or loaded
+    │   ├── ModelNotFoundError     unknown architecture name or pretrained tag
+    │   └── WeightsUnavailableError  weights are not cached and cannot be downloaded
+    ├── CollectionError       a collection cannot be opened or used as asked
+    │   ├── CollectionNotFoundError  no collection at that path
+    │   ├── ModelMismatchError       the collection is bound to another model
+    │   ├── CollectionLockedError    another process is writing to the collection
+    │   └── CatalogError             the catalog file is unreadable or from a newer version
+    ├── IndexingError         an index run was asked to fail on skipped files (--strict)
+    ├── InputError            a bad argument: a missing file or folder, a malformed text file
+    └── QueryError            a search that cannot be run as given
+"""
+
+from __future__ import annotations
+
+
+class RetrievalError(Exception):
+    """Base class of every error the engine raises on purpose."""
+
+
+class ModelError(RetrievalError):
+    """A model cannot be resolved or loaded."""
+
+
+class ModelNotFoundError(ModelError):
+    """The model name or pretrained tag is not known to open_clip and is not a file."""
+
+
+class WeightsUnavailableError(ModelError):
+    """The weights are not cached locally and cannot be downloaded (offline, missing file)."""
+
+
+class CollectionError(RetrievalError):
+    """A collection cannot be opened or used as asked."""
+
+
+class CollectionNotFoundError(CollectionError):
+    """No collection exists at the path, and no model was given to create one."""
+
+
+class ModelMismatchError(CollectionError):
+    """The collection is bound to a different model than the one asked for."""
+
+
+class CollectionLockedError(CollectionError):
+    """Another process holds the collection's write lock."""
+
+
+class CatalogError(CollectionError):
+    """The catalog database is unreadable, corrupt, or written by a newer version."""
+
+
+class IndexingError(RetrievalError):
+    """An index run failed as a whole (for example files were skipped under ``strict``).
+
+    ``summary`` holds what the run did commit, when it got that far."""
+
+    def __init__(self, message: str, summary: object | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+
+class InputError(RetrievalError):
+    """An input path or file is missing or malformed."""
+
+
+class QueryError(RetrievalError):
+    """A search request cannot be run: no terms, unknown item, unreadable query image."""

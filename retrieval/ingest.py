@@ -1,0 +1,467 @@
+"""Ingest: scan, diff against the catalog, decode in worker processes, embed, commit in batches.
+
+A run is incremental and restartable:
+
+* files whose (size, mtime) match the catalog cost nothing;
+* new and changed files are hashed and decoded in worker processes while the model embeds the
+  previous batch; a file whose content hash is already in the catalog (a rename, a copy)
+  reuses the stored vector and never reaches the model;
+* each batch is one catalog transaction, so an interruption loses at most the batch in flight
+  and the next run picks up from there;
+* files that disappeared under the given roots are removed at the end, after new files had the
+  chance to reuse their vectors.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .catalog import IMAGE, TEXT, Catalog, ImageRecord, TextRecord
+from .encoders import Encoder
+from .errors import InputError
+from .media import (
+    DEFAULT_MAX_PIXELS,
+    DecodeResult,
+    DecodeTask,
+    decode_chunk,
+    decode_file,
+    hash_text,
+    init_worker,
+)
+from .scan import FileStat, check_roots, scan
+
+CHUNK = 8  # files per worker round trip
+
+
+@dataclass
+class FileError:
+    """A file that was skipped, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class IndexSummary:
+    """The outcome of an index or add-texts run (the CLI prints it with ``--json``)."""
+
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    embedded: int = 0
+    errors: list[FileError] = field(default_factory=list)
+
+    def fail(self, path: str, reason: str) -> None:
+        self.failed += 1
+        self.errors.append(FileError(path, reason))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class IndexProgress:
+    """A progress report: ``phase`` is scan, embed, captions or remove."""
+
+    phase: str
+    done: int
+    total: int | None = None
+    embedded: int = 0
+    failed: int = 0
+
+
+ProgressCallback = Callable[[IndexProgress], None]
+
+
+@dataclass(frozen=True)
+class IndexOptions:
+    """How an index run behaves (see ``retrieval index --help``)."""
+
+    hidden: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    batch_size: int = 32
+    workers: int | None = None  # decode processes; None picks from the CPU count, 0 = inline
+    captions: bool = True
+
+    def decode_workers(self) -> int:
+        if self.workers is not None:
+            return max(0, self.workers)
+        return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+def _noop(_: IndexProgress) -> None:
+    pass
+
+
+# --- images ------------------------------------------------------------------------------------
+
+def _decoded(
+    tasks: Sequence[DecodeTask], workers: int, init: tuple[Any, ...], window: int
+) -> Iterator[DecodeResult]:
+    """Decode results in task order, from a bounded window of worker jobs."""
+    chunks = [list(tasks[i:i + CHUNK]) for i in range(0, len(tasks), CHUNK)]
+    if workers == 0 or len(chunks) <= 1:
+        init_worker(init[0], init[1], None)
+        for chunk in chunks:
+            yield from decode_chunk(chunk)
+        return
+    pool = ProcessPoolExecutor(
+        max_workers=workers, mp_context=mp.get_context("spawn"), initializer=init_worker,
+        initargs=init,
+    )
+    pending: deque[Future[list[DecodeResult]]] = deque()
+    try:
+        todo = iter(chunks)
+        for chunk in todo:
+            pending.append(pool.submit(decode_chunk, chunk))
+            if len(pending) >= window:
+                break
+        while pending:
+            results = pending.popleft().result()
+            nxt = next(todo, None)
+            if nxt is not None:
+                pending.append(pool.submit(decode_chunk, nxt))
+            yield from results
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+class _ImageBatch:
+    """Images waiting to be committed; the ones with pixels still need the model."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[DecodeResult, np.ndarray | None, bool]] = []  # result, vec, is_new
+        self.to_embed: dict[str, int] = {}  # content hash -> index into pixels
+        self.pixels: list[np.ndarray] = []
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def index_images(
+    catalog: Catalog,
+    get_encoder: Callable[[], Encoder],
+    paths: Iterable[str | os.PathLike[str]],
+    options: IndexOptions,
+    progress: ProgressCallback | None = None,
+) -> IndexSummary:
+    """Bring the catalog in step with the image files under ``paths``."""
+    progress = progress or _noop
+    roots = check_roots(paths)
+    summary = IndexSummary()
+    found = scan(roots, hidden=options.hidden,
+                 on_progress=lambda n: progress(IndexProgress("scan", n)))
+    for path, reason in found.errors:
+        summary.fail(path, reason)
+    known = catalog.file_states(roots)
+    todo: list[DecodeTask] = []
+    for path, st in found.images.items():
+        state = known.get(path)
+        if state is not None and state.size == st.size and state.mtime_ns == st.mtime_ns:
+            summary.unchanged += 1
+        else:
+            todo.append(DecodeTask(path, st.size, st.mtime_ns))
+    stale: list[int] = []  # changed files that can no longer be read
+
+    if todo:
+        _embed_files(catalog, get_encoder, todo, known, options, progress, summary, stale)
+    if options.captions:
+        ids = {p: s.id for p, s in catalog.file_states(roots).items() if p in found.images}
+        _sync_captions(catalog, get_encoder, ids, found.captions, progress)
+    gone = [s.id for p, s in known.items() if p not in found.images] + stale
+    if gone:
+        progress(IndexProgress("remove", 0, len(gone)))
+        catalog.delete_items(gone)
+        summary.removed += len(gone)
+        progress(IndexProgress("remove", len(gone), len(gone)))
+    return summary
+
+
+def _embed_files(
+    catalog: Catalog,
+    get_encoder: Callable[[], Encoder],
+    todo: list[DecodeTask],
+    known: dict[str, Any],
+    options: IndexOptions,
+    progress: ProgressCallback,
+    summary: IndexSummary,
+    stale: list[int],
+) -> None:
+    encoder = get_encoder()
+    workers = options.decode_workers()
+    batch_size = max(1, options.batch_size)
+    init = (encoder.image_spec, options.max_pixels, catalog.file)
+    window = max(2 * workers, -(-2 * batch_size // CHUNK))
+    done = 0
+    batch = _ImageBatch()
+    progress(IndexProgress("embed", 0, len(todo)))
+
+    def flush() -> None:
+        nonlocal batch
+        if not batch.items:
+            return
+        vectors = encoder.embed_images(np.stack(batch.pixels)) if batch.pixels else None
+        summary.embedded += len(batch.pixels)
+        records = []
+        for res, vec, is_new in batch.items:
+            if vec is None:
+                assert vectors is not None and res.content_hash is not None
+                vec = vectors[batch.to_embed[res.content_hash]]
+            info = res.info
+            records.append(ImageRecord(
+                path=res.path, size=res.size, mtime_ns=res.mtime_ns,
+                content_hash=res.content_hash or "", vector=vec,
+                width=info.width if info else None, height=info.height if info else None,
+                taken_at=info.taken_at if info else None,
+                camera_make=info.camera_make if info else None,
+                camera_model=info.camera_model if info else None,
+            ))
+            if is_new:
+                summary.added += 1
+            elif known[res.path].content_hash == res.content_hash:
+                summary.unchanged += 1  # touched, same bytes: only the stat is refreshed
+            else:
+                summary.updated += 1
+        catalog.write_images(records)
+        batch = _ImageBatch()
+
+    for res in _decoded(todo, workers, init, window):
+        done += 1
+        if res.error is not None:
+            summary.fail(res.path, res.error)
+            if res.path in known:
+                stale.append(known[res.path].id)
+        else:
+            assert res.content_hash is not None
+            is_new = res.path not in known
+            vec = None
+            if res.content_hash not in batch.to_embed:
+                vec = catalog.vector_for_hash(res.content_hash, IMAGE)
+            if vec is None and res.content_hash not in batch.to_embed:
+                if res.pixels is None:
+                    # The worker saw this content in the catalog, but it has changed since
+                    # (for example two files swapped contents): decode here after all.
+                    res = decode_file(DecodeTask(res.path, res.size, res.mtime_ns),
+                                      skip_known=False)
+                if res.error is not None or res.pixels is None:
+                    summary.fail(res.path, res.error or "cannot decode image")
+                    if res.path in known:
+                        stale.append(known[res.path].id)
+                    continue
+                batch.to_embed[res.content_hash] = len(batch.pixels)  # type: ignore[index]
+                batch.pixels.append(res.pixels)
+            res.pixels = None
+            batch.items.append((res, vec, is_new))
+            if len(batch.pixels) >= batch_size or len(batch) >= 4 * batch_size:
+                flush()
+        if done % CHUNK == 0 or done == len(todo):
+            progress(IndexProgress("embed", done, len(todo), summary.embedded, summary.failed))
+    flush()
+    progress(IndexProgress("embed", done, len(todo), summary.embedded, summary.failed))
+
+
+# --- texts and captions ------------------------------------------------------------------------
+
+def _embed_texts(
+    catalog: Catalog, encoder: Encoder, texts: Sequence[str], summary: IndexSummary | None
+) -> list[np.ndarray]:
+    """Vectors for texts, reusing stored ones for texts already in the catalog.
+
+    Texts that went through the model are counted in ``summary.embedded`` when given."""
+    out: list[np.ndarray | None] = []
+    missing: dict[str, list[int]] = {}  # text -> positions that need it
+    for i, t in enumerate(texts):
+        vec = None if t in missing else catalog.vector_for_hash(hash_text(t), TEXT)
+        out.append(vec)
+        if vec is None:
+            missing.setdefault(t, []).append(i)
+    if missing:
+        uniq = list(missing)
+        vecs = encoder.embed_texts(uniq)
+        if summary is not None:
+            summary.embedded += len(uniq)
+        for t, v in zip(uniq, vecs, strict=True):
+            for i in missing[t]:
+                out[i] = v
+    return [v for v in out if v is not None]
+
+
+def _read_caption(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace") as f:
+            text = " ".join(f.read(100_000).split())
+    except OSError:
+        return None
+    return text or None
+
+
+def _sync_captions(
+    catalog: Catalog,
+    get_encoder: Callable[[], Encoder],
+    ids: dict[str, int],
+    captions: dict[str, FileStat],
+    progress: ProgressCallback,
+    batch: int = 256,
+) -> None:
+    """Store each image's sidecar caption (photo.txt beside photo.jpg) as a linked text.
+
+    ``ids`` maps the paths of the images seen by this run to their item ids."""
+    stored = catalog.caption_states(ids.values())
+    todo: list[tuple[int, FileStat]] = []
+    drop: list[int] = []
+    for path, item_id in ids.items():
+        cap = captions.get(path)
+        old = stored.get(item_id)
+        if cap is None:
+            if old is not None:
+                drop.append(old[0].id)
+        elif old is None or old[1] != cap.path or (old[0].size, old[0].mtime_ns) != (
+                cap.size, cap.mtime_ns):
+            todo.append((item_id, cap))
+    if drop:
+        catalog.delete_items(drop)
+    if not todo:
+        return
+    encoder = get_encoder()
+    progress(IndexProgress("captions", 0, len(todo)))
+    for start in range(0, len(todo), batch):
+        part = todo[start:start + batch]
+        texts, keep = [], []
+        for item_id, cap in part:
+            text = _read_caption(cap.path)
+            if text is None:
+                if item_id in stored:
+                    catalog.delete_items([stored[item_id][0].id])
+                continue
+            texts.append(text)
+            keep.append((item_id, cap))
+        vecs = _embed_texts(catalog, encoder, texts, None)  # 'embedded' counts images
+        catalog.write_texts([
+            TextRecord(text=t, vector=v, content_hash=hash_text(t), source="caption",
+                       parent_id=item_id, path=cap.path, size=cap.size, mtime_ns=cap.mtime_ns)
+            for t, v, (item_id, cap) in zip(texts, vecs, keep, strict=True)
+        ])
+        progress(IndexProgress("captions", min(start + batch, len(todo)), len(todo)))
+
+
+@dataclass
+class TextInput:
+    """One text to add: its words, an optional stable id, and free metadata."""
+
+    text: str
+    id: str | None = None
+    meta: dict[str, Any] | None = None
+
+
+def read_text_file(path: str | os.PathLike[str]) -> tuple[list[TextInput], list[FileError]]:
+    """Parse a texts file: JSONL (``text``, optional ``id``, other keys are metadata) when it
+    ends in .jsonl/.ndjson or its first line is a JSON object; otherwise one text per line."""
+    p = Path(path)
+    try:
+        raw = p.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, expected a text or JSONL file") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    lines = raw.splitlines()
+    first = next((ln.strip() for ln in lines if ln.strip()), "")
+    jsonl = p.suffix.lower() in (".jsonl", ".ndjson") or first.startswith("{")
+    inputs: list[TextInput] = []
+    errors: list[FileError] = []
+    for n, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line:
+            continue
+        if not jsonl:
+            inputs.append(TextInput(line))
+            continue
+        where = f"{path}:{n}"
+        try:
+            obj = json.loads(line)
+        except ValueError as exc:
+            errors.append(FileError(where, f"invalid JSON ({exc})"))
+            continue
+        if not isinstance(obj, dict):
+            errors.append(FileError(where, "expected a JSON object"))
+            continue
+        text = obj.pop("text", None)
+        if not isinstance(text, str) or not text.strip():
+            errors.append(FileError(where, "missing or empty 'text'"))
+            continue
+        ext = obj.pop("id", None)
+        if ext is not None and not isinstance(ext, (str, int)):
+            errors.append(FileError(where, "'id' must be a string or an integer"))
+            continue
+        inputs.append(TextInput(text.strip(), None if ext is None else str(ext), obj or None))
+    return inputs, errors
+
+
+def add_texts(
+    catalog: Catalog,
+    get_encoder: Callable[[], Encoder],
+    inputs: Sequence[TextInput],
+    *,
+    batch: int = 256,
+    progress: ProgressCallback | None = None,
+) -> IndexSummary:
+    """Add or update texts. A text with an id replaces the stored text of that id; a text
+    without one is added once (the same words again are counted as unchanged)."""
+    progress = progress or _noop
+    summary = IndexSummary()
+    by_id = catalog.text_states_by_external_id(t.id for t in inputs if t.id is not None)
+    by_hash = catalog.text_ids_by_hash(hash_text(t.text) for t in inputs if t.id is None)
+    todo: list[tuple[TextInput, bool]] = []
+    seen: set[str] = set()
+    for t in inputs:
+        h = hash_text(t.text)
+        key = f"id:{t.id}" if t.id is not None else f"hash:{h}"
+        if key in seen:
+            continue
+        seen.add(key)
+        if t.id is not None:
+            state = by_id.get(t.id)
+            if state is not None and state.content_hash == h:
+                summary.unchanged += 1
+            else:
+                todo.append((t, state is None))
+        elif h in by_hash:
+            summary.unchanged += 1
+        else:
+            todo.append((t, True))
+    if not todo:
+        return summary
+    encoder = get_encoder()
+    progress(IndexProgress("embed", 0, len(todo)))
+    for start in range(0, len(todo), batch):
+        part = todo[start:start + batch]
+        vecs = _embed_texts(catalog, encoder, [t.text for t, _ in part], summary)
+        catalog.write_texts([
+            TextRecord(text=t.text, vector=v, content_hash=hash_text(t.text), source="texts",
+                       external_id=t.id, meta=t.meta)
+            for (t, _), v in zip(part, vecs, strict=True)
+        ])
+        for _, is_new in part:
+            if is_new:
+                summary.added += 1
+            else:
+                summary.updated += 1
+        progress(IndexProgress("embed", min(start + batch, len(todo)), len(todo),
+                               summary.embedded))
+    return summary
+

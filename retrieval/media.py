@@ -1,0 +1,358 @@
+"""Safe image decoding, model preprocessing without torch, metadata and content hashing.
+
+This module runs inside the decode worker processes, so it imports only Pillow and NumPy: a worker
+starts in a fraction of a second and never competes with the model for torch's threads.
+
+Preprocessing reproduces open_clip's evaluation transform (resize with the model's interpolation,
+centre crop or pad, RGB) on Pillow images and returns uint8 HWC pixels; the encoder normalises a
+whole batch at once. JPEGs are decoded at a reduced DCT scale when at least twice the model's
+input resolution remains (``Image.draft``), which makes a 4 MP photo several times cheaper to
+decode while changing the pixels the model sees only by resampling noise.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hashlib
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Extensions the scanner treats as images. HEIC/HEIF are decoded only when pillow-heif is
+# installed (the ``heif`` extra); without it such files are reported, not silently dropped.
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".dib",
+     ".tif", ".tiff", ".heic", ".heif"}
+)
+# Pillow format names accepted when opening; anything else (PSD, ICO, EPS...) is refused even if
+# the file sits behind an image extension, so untrusted input only reaches well-tested decoders.
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF", "MPO", "HEIF")
+DEFAULT_MAX_PIXELS = 100_000_000
+
+_EXIF_IFD = 0x8769
+_TAG_MAKE, _TAG_MODEL, _TAG_DATETIME = 0x010F, 0x0110, 0x0132
+_TAG_DATETIME_ORIGINAL = 0x9003
+_HEIF_READY: bool | None = None
+
+
+class ImageDecodeError(Exception):
+    """An image file cannot be used; ``reason`` is a short phrase for reports."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """What an image encoder expects as input (mirrors open_clip's PreprocessCfg)."""
+
+    size: tuple[int, int]  # (height, width)
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bicubic"
+    resize_mode: str = "shortest"
+    fill_color: int = 0
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """Metadata read from an image file (dimensions after EXIF orientation)."""
+
+    width: int
+    height: int
+    taken_at: dt.datetime | None = None
+    camera_make: str | None = None
+    camera_model: str | None = None
+    format: str | None = None
+
+
+def heif_available() -> bool:
+    """Register pillow-heif's opener once per process; False when it is not installed."""
+    global _HEIF_READY
+    if _HEIF_READY is None:
+        try:
+            import pillow_heif
+        except ImportError:
+            _HEIF_READY = False
+        else:
+            pillow_heif.register_heif_opener()
+            _HEIF_READY = True
+    return _HEIF_READY
+
+
+@functools.cache
+def _open_formats() -> tuple[str, ...]:
+    heif_available()
+    Image.init()
+    return tuple(f for f in ALLOWED_FORMATS if f in Image.OPEN)
+
+
+def hash_file(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes, hex encoded."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def hash_text(text: str) -> str:
+    """SHA-256 of a text's UTF-8 bytes, hex encoded."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _oriented_size(img: Image.Image) -> tuple[int, int]:
+    w, h = img.size
+    try:
+        orientation = img.getexif().get(0x0112, 1)
+    except Exception:
+        orientation = 1
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+def _clean(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    text = str(value).replace("\x00", "").strip()
+    return text or None
+
+
+def _parse_exif_datetime(value: Any) -> dt.datetime | None:
+    text = _clean(value)
+    if not text:
+        return None
+    for fmt in ("%Y:%m:%d %H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y:%m:%d %H:%M"):
+        try:
+            return dt.datetime.strptime(text[:19], fmt)
+        except ValueError:
+            continue
+    return None
+
+
+def read_info(img: Image.Image) -> ImageInfo:
+    """Dimensions (as displayed), capture date and camera of an opened image."""
+    width, height = _oriented_size(img)
+    make = model = taken = None
+    try:
+        exif = img.getexif()
+    except Exception:
+        exif = None
+    if exif:
+        make, model = _clean(exif.get(_TAG_MAKE)), _clean(exif.get(_TAG_MODEL))
+        try:
+            sub = exif.get_ifd(_EXIF_IFD)
+        except Exception:
+            sub = {}
+        taken = _parse_exif_datetime(sub.get(_TAG_DATETIME_ORIGINAL) or exif.get(_TAG_DATETIME))
+    return ImageInfo(width, height, taken, make, model, img.format)
+
+
+def open_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open an image lazily after checking it is a real, allowed image within the pixel limit.
+
+    Raises :class:`ImageDecodeError` with a short reason for every kind of bad input.
+    """
+    path = os.fspath(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        reason = "broken symbolic link" if os.path.islink(path) else "file not found"
+        raise ImageDecodeError(reason) from None
+    except PermissionError:
+        raise ImageDecodeError("permission denied") from None
+    except OSError as exc:
+        raise ImageDecodeError(f"cannot read file ({exc.strerror or exc})") from None
+    if os.path.isdir(path):
+        raise ImageDecodeError("is a directory, not an image file")
+    if st.st_size == 0:
+        raise ImageDecodeError("empty file")
+    if Path(path).suffix.lower() in (".heic", ".heif") and not heif_available():
+        raise ImageDecodeError(
+            "HEIC/HEIF support needs pillow-heif (pip install 'retrieval[heif]')")
+    formats = _open_formats()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(path, formats=formats)
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(f"decompression bomb refused ({exc})") from None
+    except UnidentifiedImageError:
+        raise ImageDecodeError("not a recognised image format") from None
+    except PermissionError:
+        raise ImageDecodeError("permission denied") from None
+    except OSError as exc:
+        raise ImageDecodeError(f"cannot read image ({exc})") from None
+    pixels = img.width * img.height
+    if pixels > max_pixels:
+        img.close()
+        raise ImageDecodeError(
+            f"image is {img.width}x{img.height} = {pixels / 1e6:.1f} MP, over the limit of "
+            f"{max_pixels / 1e6:.1f} MP (raise it with --max-pixels)"
+        )
+    return img
+
+
+def _resized_size(w: int, h: int, spec: ImageSpec) -> tuple[int, int]:
+    """Size (w, h) after open_clip's resize step, before the crop or pad."""
+    th, tw = spec.size
+    if spec.resize_mode == "squash":
+        return tw, th
+    if spec.resize_mode == "shortest" and th == tw:
+        # torchvision's Resize(int): shorter edge to size, longer edge truncated
+        if w <= h:
+            return th, int(th * h / w)
+        return int(th * w / h), th
+    # ResizeKeepRatio: 'shortest' for non-square targets, 'longest' fits inside the target
+    rh, rw = h / th, w / tw
+    ratio = max(rh, rw) if spec.resize_mode == "longest" else min(rh, rw)
+    return round(w / ratio), round(h / ratio)
+
+
+def _crop_or_pad(img: Image.Image, spec: ImageSpec) -> Image.Image:
+    th, tw = spec.size
+    w, h = img.size
+    if tw > w or th > h:
+        canvas = Image.new("RGB", (max(w, tw), max(h, th)), (spec.fill_color,) * 3)
+        canvas.paste(img, ((max(w, tw) - w) // 2, (max(h, th) - h) // 2))
+        img, (w, h) = canvas, canvas.size
+    top, left = round((h - th) / 2.0), round((w - tw) / 2.0)
+    if (w, h) == (tw, th):
+        return img
+    return img.crop((left, top, left + tw, top + th))
+
+
+def to_model_input(img: Image.Image, spec: ImageSpec, *, draft: bool = True) -> np.ndarray:
+    """Decode an opened image into the model's input as uint8 HxWx3 pixels.
+
+    Applies EXIF orientation, converts to RGB, resizes and crops exactly as open_clip's
+    evaluation transform does (normalisation happens on the batch, in the encoder).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ow, oh = _oriented_size(img)
+        if draft and img.format in ("JPEG", "MPO"):
+            rw, rh = _resized_size(ow, oh, spec)
+            swapped = (ow, oh) != img.size
+            req = (2 * rh, 2 * rw) if swapped else (2 * rw, 2 * rh)
+            img.draft("RGB", req)
+        try:
+            img.load()
+        except Image.DecompressionBombError as exc:
+            raise ImageDecodeError(f"decompression bomb refused ({exc})") from None
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise ImageDecodeError(f"corrupt or truncated image data ({exc})") from None
+        img = ImageOps.exif_transpose(img)
+        if img.mode != "RGB":
+            if img.mode == "P" and "transparency" in img.info:
+                img = img.convert("RGBA")
+            img = img.convert("RGB")
+        w, h = img.size
+        resample = Image.Resampling.BILINEAR if spec.interpolation == "bilinear" else \
+            Image.Resampling.BICUBIC
+        size = _resized_size(w, h, spec)
+        if size != (w, h):
+            img = img.resize(size, resample)
+        img = _crop_or_pad(img, spec)
+        return np.asarray(img, dtype=np.uint8)
+
+
+def load_image(
+    path: str | os.PathLike[str], spec: ImageSpec, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[np.ndarray, ImageInfo]:
+    """Open, validate, read metadata and preprocess one image file."""
+    img = open_image(path, max_pixels)
+    try:
+        info = read_info(img)
+        return to_model_input(img, spec), info
+    finally:
+        img.close()
+
+
+# --- worker side --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DecodeTask:
+    """One file for a decode worker: where it is and what the scan saw."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class DecodeResult:
+    """What a worker returns for a file. ``pixels`` is None when the hash is already known
+    (the vector will be reused) or when the file failed (``error`` is set)."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    content_hash: str | None = None
+    info: ImageInfo | None = None
+    pixels: np.ndarray | None = None
+    error: str | None = None
+
+
+class _WorkerState:
+    spec: ImageSpec
+    max_pixels: int
+    known_hash: Any = None  # callable(str) -> bool, or None
+
+
+def init_worker(spec: ImageSpec, max_pixels: int, catalog_file: str | None) -> None:
+    """Process-pool initialiser: remember the spec and open the catalog read-only.
+
+    The read-only catalog lets a worker skip decoding a file whose content is already embedded
+    (a rename or a copy); the main process still decides, this only saves decoding work.
+    """
+    _WorkerState.spec = spec
+    _WorkerState.max_pixels = max_pixels
+    heif_available()
+    if catalog_file:
+        import sqlite3
+
+        conn = sqlite3.connect(f"file:{catalog_file}?mode=ro", uri=True, check_same_thread=False)
+
+        def known(h: str) -> bool:
+            try:
+                row = conn.execute(
+                    "SELECT 1 FROM items WHERE content_hash = ? AND kind = 'image' LIMIT 1", (h,)
+                ).fetchone()
+            except sqlite3.Error:
+                return False
+            return row is not None
+
+        _WorkerState.known_hash = known
+
+
+def decode_file(task: DecodeTask, *, skip_known: bool = True) -> DecodeResult:
+    """Hash, validate and preprocess one file; never raises for a bad file."""
+    result = DecodeResult(task.path, task.size, task.mtime_ns)
+    try:
+        img = open_image(task.path, _WorkerState.max_pixels)
+        try:
+            result.content_hash = hash_file(task.path)
+            result.info = read_info(img)
+            known = _WorkerState.known_hash
+            if not (skip_known and known is not None and known(result.content_hash)):
+                result.pixels = to_model_input(img, _WorkerState.spec)
+        finally:
+            img.close()
+    except ImageDecodeError as exc:
+        result.error = exc.reason
+    except OSError as exc:
+        result.error = f"cannot read file ({exc.strerror or exc})"
+    except Exception as exc:  # a decoder bug on hostile input must not stop the run
+        result.error = f"cannot decode image ({type(exc).__name__}: {exc})"
+    return result
+
+
+def decode_chunk(tasks: list[DecodeTask]) -> list[DecodeResult]:
+    """Worker entry point: a few files per round trip to amortise inter-process overhead."""
+    return [decode_file(t) for t in tasks]
