@@ -212,6 +212,7 @@ class Catalog:
             self.file = os.path.abspath(url)
             if not create and not os.path.exists(self.file):
                 raise CatalogError(f"catalog not found: {self.file}")
+            os.makedirs(os.path.dirname(self.file), exist_ok=True)
             url = f"sqlite:///{self.file}"
         self.engine: Engine = create_engine(url)
         if self.engine.dialect.name == "sqlite":

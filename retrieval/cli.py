@@ -106,8 +106,8 @@ def _open(ctx: click.Context, model: str | None = None, pretrained: str | None =
 class _Progress:
     """Draws the library's progress reports as tqdm bars on stderr."""
 
-    LABELS: ClassVar[dict[str, str]] = {"scan": "scanning", "embed": "embedding", "captions": "captions",
-              "remove": "removing", "index": "updating index"}
+    LABELS: ClassVar[dict[str, str]] = {
+        "scan": "scanning", "embed": "embedding", "captions": "captions", "remove": "removing"}
 
     def __init__(self, enabled: bool, unit: str = "file") -> None:
         self.enabled = enabled

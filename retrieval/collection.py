@@ -105,7 +105,7 @@ class Collection:
             self.path.mkdir(parents=True, exist_ok=True)
         self.catalog: Catalog = Catalog(catalog_file, create=True)
         self._catalog_id = self.catalog.ensure_catalog_id()
-        self.spec = self._bind(requested)
+        self.spec = self._bind(requested, explicit=encoder is not None)
 
     # -- model binding ---------------------------------------------------------------------------
 
@@ -113,9 +113,9 @@ class Collection:
         m = self.catalog.get_settings().get("model")
         return ModelSpec(m["name"], m.get("pretrained")) if m else None
 
-    def _bind(self, requested: ModelSpec | None) -> ModelSpec:
+    def _bind(self, requested: ModelSpec | None, explicit: bool) -> ModelSpec:
         bound = self._bound_spec()
-        if requested is not None and requested.random_weights:
+        if requested is not None and requested.random_weights and not explicit:
             # An architecture without weights is never what a collection wants: take the
             # collection's own weights, the default tag, or ask.
             if bound is not None and bound.name == requested.name:

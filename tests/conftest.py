@@ -1,0 +1,102 @@
+"""Shared fixtures: an isolated RETRIEVAL_HOME per test, a tiny real open_clip model written in
+the local-dir layout, image generators, and a runner for the installed ``retrieval`` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from models import write_tiny_model  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RETRIEVAL_HOME", str(tmp_path / "retrieval-home"))
+    monkeypatch.delenv("RETRIEVAL_COLLECTION", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # tests never reach for the network
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder holding a tiny open_clip model (open_clip_config.json + .bin weights)."""
+    return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_spec(tiny_model: Path) -> str:
+    return f"local-dir:{tiny_model}"
+
+
+@pytest.fixture(scope="session")
+def encoder(tiny_spec: str) -> Any:
+    from retrieval import ModelSpec, load_encoder
+
+    return load_encoder(ModelSpec.parse(tiny_spec), "cpu")
+
+
+def make_image(path: Path, seed: int, size: tuple[int, int] = (64, 48), fmt: str | None = None,
+               exif: Any = None) -> Path:
+    """A distinct picture (background, shapes, noise) drawn from ``seed``."""
+    from PIL import Image, ImageDraw
+
+    rng = random.Random(seed)
+    img = Image.new("RGB", size, tuple(rng.randrange(256) for _ in range(3)))
+    draw = ImageDraw.Draw(img)
+    w, h = size
+    for _ in range(4):
+        x0, y0 = rng.randrange(w), rng.randrange(h)
+        x1, y1 = x0 + rng.randrange(4, w), y0 + rng.randrange(4, h)
+        color = tuple(rng.randrange(256) for _ in range(3))
+        if rng.random() < 0.5:
+            draw.ellipse((x0, y0, x1, y1), fill=color)
+        else:
+            draw.rectangle((x0, y0, x1, y1), fill=color)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kwargs: dict[str, Any] = {}
+    if exif is not None:
+        kwargs["exif"] = exif
+    img.save(path, format=fmt, **kwargs)
+    return path
+
+
+def make_images(folder: Path, n: int, start: int = 0, ext: str = ".jpg") -> list[Path]:
+    return [make_image(folder / f"img{i:03d}{ext}", seed=i) for i in range(start, start + n)]
+
+
+def retrieval_exe() -> str:
+    exe = shutil.which("retrieval", path=str(Path(sys.executable).parent)) or shutil.which(
+        "retrieval")
+    assert exe, "the retrieval command is not installed (pip install -e .)"
+    return exe
+
+
+def run_cli(*args: Any, collection: Path | None = None, check: bool = True,
+            env: dict[str, str] | None = None, timeout: float = 300
+            ) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``retrieval`` command; ``check`` asserts exit code 0."""
+    cmd = [retrieval_exe()]
+    if collection is not None:
+        cmd += ["--collection", str(collection)]
+    cmd += [str(a) for a in args]
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} exited {proc.returncode}\nstdout:\n{proc.stdout}\n"
+            f"stderr:\n{proc.stderr}")
+    return proc
+
+
+def json_lines(text: str) -> list[Any]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
