@@ -100,6 +100,8 @@ class Collection:
                 raise CollectionNotFoundError(
                     f"no collection at {self.path}; index a folder into it to create it "
                     f"(retrieval --collection {self.path} index FOLDER)")
+            if encoder is None:
+                requested = _with_weights(requested, None)  # refuse before creating anything
             if self.path.exists() and not self.path.is_dir():
                 raise CollectionError(f"{self.path} exists and is not a folder")
             self.path.mkdir(parents=True, exist_ok=True)
@@ -115,19 +117,12 @@ class Collection:
 
     def _bind(self, requested: ModelSpec | None, explicit: bool) -> ModelSpec:
         bound = self._bound_spec()
-        if requested is not None and requested.random_weights and not explicit:
-            # An architecture without weights is never what a collection wants: take the
-            # collection's own weights, the default tag, or ask.
-            if bound is not None and bound.name == requested.name:
-                requested = bound
-            elif requested.name == DEFAULT_MODEL.name:
-                requested = DEFAULT_MODEL
-            else:
-                raise ModelNotFoundError(
-                    f"model {requested.name} needs pretrained weights: pass --pretrained with a "
-                    "tag (see open_clip.list_pretrained_tags_by_model) or a checkpoint file")
+        if requested is not None and not explicit:
+            requested = _with_weights(requested, bound)
         if requested is None:
-            assert bound is not None
+            if bound is None:  # created by a run that failed before it recorded a model
+                raise CollectionNotFoundError(
+                    f"collection {self.path} has no model yet; index into it with --model")
             return bound
         if bound is not None and bound != requested:
             counts = self.catalog.counts()
@@ -432,6 +427,23 @@ class Collection:
 
     def __repr__(self) -> str:
         return f"Collection({str(self.path)!r}, model={str(self.spec)!r})"
+
+
+def _with_weights(requested: ModelSpec, bound: ModelSpec | None) -> ModelSpec:
+    """An architecture named without weights is never what a collection wants: take the
+    collection's own weights, the default tag, or say what is missing."""
+    if not requested.random_weights:
+        return requested
+    if bound is not None and bound.name == requested.name:
+        return bound
+    if requested.name == DEFAULT_MODEL.name:
+        return DEFAULT_MODEL
+    from .encoders import check_architecture
+
+    check_architecture(requested.name)
+    raise ModelNotFoundError(
+        f"model {requested.name} needs pretrained weights: pass --pretrained with a tag (see "
+        "open_clip.list_pretrained_tags_by_model) or a checkpoint file")
 
 
 def _now() -> dt.datetime:

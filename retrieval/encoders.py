@@ -184,19 +184,27 @@ def _offline_hint(online: bool) -> str:
 
 # --- loading -------------------------------------------------------------------------------
 
-def _check_builtin(spec: ModelSpec) -> None:
-    """Validate a built-in name and its pretrained tag or file before open_clip sees them."""
+def check_architecture(name: str) -> str:
+    """The open_clip config name for a built-in architecture; raises if there is none."""
     import open_clip
 
-    arch = spec.name.replace("/", "-")
+    arch = name.replace("/", "-")
     if arch not in open_clip.list_models():
         raise ModelNotFoundError(
-            f"unknown model {spec.name!r}: not an open_clip architecture (see "
+            f"unknown model {name!r}: not an open_clip architecture (see "
             "`python -c 'import open_clip; print(open_clip.list_models())'`), nor an "
             "hf-hub:org/repo or local-dir:/path name"
             + (f", nor one of this project's models ({', '.join(sorted(_BUILTIN_MODELS))})"
                if _BUILTIN_MODELS else "")
         )
+    return arch
+
+
+def _check_builtin(spec: ModelSpec) -> None:
+    """Validate a built-in name and its pretrained tag or file before open_clip sees them."""
+    import open_clip
+
+    arch = check_architecture(spec.name)
     pretrained = spec.pretrained
     if pretrained is None or open_clip.get_pretrained_cfg(arch, pretrained):
         return

@@ -16,7 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from models import write_tiny_model  # noqa: E402
+from models import write_tiny_model
 
 
 @pytest.fixture(autouse=True)

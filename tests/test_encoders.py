@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,9 +64,9 @@ def test_builtin_name_with_checkpoint_file(tmp_path, encoder):
 
 
 def test_unknown_name_and_tag_are_clear():
-    with pytest.raises(ModelNotFoundError, match="unknown model 'NoSuchNet-7'"):
+    with pytest.raises(ModelNotFoundError, match=r"unknown model 'NoSuchNet-7'"):
         load_encoder(ModelSpec.parse("NoSuchNet-7", "x"), "cpu")
-    with pytest.raises(ModelNotFoundError, match="known tags: .*laion2b_s34b_b79k"):
+    with pytest.raises(ModelNotFoundError, match=r"known tags: .*laion2b_s34b_b79k"):
         load_encoder(ModelSpec.parse("ViT-B-32", "no_such_tag"), "cpu")
 
 
@@ -85,7 +84,7 @@ def test_local_dir_problems(tmp_path):
     with pytest.raises(WeightsUnavailableError, match="folder not found"):
         load_encoder(ModelSpec.parse(f"local-dir:{tmp_path / 'none'}"), "cpu")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(WeightsUnavailableError, match="no open_clip_config.json"):
+    with pytest.raises(WeightsUnavailableError, match=r"no open_clip_config\.json"):
         load_encoder(ModelSpec.parse(f"local-dir:{tmp_path / 'empty'}"), "cpu")
     folder = write_tiny_model(tmp_path / "noweights")
     (folder / "open_clip_pytorch_model.bin").unlink()

@@ -42,7 +42,7 @@ def _assert_agrees(cat: Catalog, idx: IndexSet) -> None:
         assert set(index.ids().tolist()) == _catalog_ids(cat, modality)
         ids, vecs = next(cat.iter_vectors(modality, DIM), (np.zeros(0, np.int64), None))
         if len(ids):
-            scores, found = index.search(vecs, 1)
+            scores, _ = index.search(vecs, 1)
             # every stored vector finds itself (or an identical copy) with cosine 1
             np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-5)
 
@@ -59,7 +59,8 @@ ops = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=ops)
 def test_index_always_matches_catalog(tmp_path_factory, ops):
     """Random writes, deletes, syncs and process restarts: ids in index == ids in catalog."""
@@ -158,7 +159,7 @@ def test_missing_index_is_rebuilt(tmp_path, caplog):
 
 def test_index_from_another_catalog_is_rebuilt(tmp_path, caplog):
     cat, _ = _setup(tmp_path / "a", n=6)
-    other, _ = _setup(tmp_path / "b", n=3)
+    _setup(tmp_path / "b", n=3)
     shutil.rmtree(tmp_path / "a" / "ix")
     shutil.copytree(tmp_path / "b" / "ix", tmp_path / "a" / "ix")
     with caplog.at_level(logging.WARNING, logger="retrieval"):
