@@ -173,7 +173,8 @@ def _print_summary(summary: IndexSummary, as_json: bool, what: str = "images") -
               help="Refuse images with more pixels than this (default 100 million).")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=32, show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=None,
-              help="Decode processes (0: decode in the main process). Default: CPUs - 1.")
+              help="Decode processes (0: decode in the main process). Default: one per CPU, "
+                   "up to 8; they run at low priority.")
 @click.option("--no-captions", is_flag=True, help="Ignore sidecar caption files (x.txt).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @_progress_option

@@ -92,13 +92,13 @@ class IndexOptions:
     hidden: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
     batch_size: int = 32
-    workers: int | None = None  # decode processes; None picks from the CPU count, 0 = inline
+    workers: int | None = None  # decode processes; None: one per CPU (up to 8), 0: inline
     captions: bool = True
 
     def decode_workers(self) -> int:
         if self.workers is not None:
             return max(0, self.workers)
-        return max(1, min(4, (os.cpu_count() or 2) - 1))
+        return max(1, min(8, os.cpu_count() or 1))
 
 
 def _noop(_: IndexProgress) -> None:
