@@ -20,6 +20,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ import numpy as np
 
 from .catalog import IMAGE, TEXT, Catalog, ImageRecord, TextRecord
 from .encoders import Encoder
-from .errors import InputError
+from .errors import IndexingError, InputError
 from .media import (
     DEFAULT_MAX_PIXELS,
     DecodeResult,
@@ -129,7 +130,13 @@ def _decoded(
             if len(pending) >= window:
                 break
         while pending:
-            results = pending.popleft().result()
+            try:
+                results = pending.popleft().result()
+            except BrokenProcessPool:
+                raise IndexingError(
+                    "the decode worker processes died. A script that indexes must guard its "
+                    "entry point with `if __name__ == '__main__':` (worker processes are "
+                    "spawned and import the main module), or pass workers=0") from None
             nxt = next(todo, None)
             if nxt is not None:
                 pending.append(pool.submit(decode_chunk, nxt))
