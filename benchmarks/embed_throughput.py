@@ -9,7 +9,7 @@ same process measures:
 
 and prints the ratio pipeline / model. Random weights are fine for speed.
 
-    python benchmarks/embed_throughput.py              # ViT-B-32, 256 images, 5 rounds
+    python benchmarks/embed_throughput.py              # ViT-B-32, 256 images, 3 rounds
     python benchmarks/embed_throughput.py --n 64 --model ViT-B-32 --json out.json
 """
 
@@ -75,7 +75,7 @@ def main() -> None:
     ap.add_argument("--model", default="ViT-B-32")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--workers", type=int, default=None, help="decode processes (default auto)")
-    ap.add_argument("--rounds", type=int, default=5, help="pipeline/model alternations")
+    ap.add_argument("--rounds", type=int, default=3, help="pipeline/model alternations")
     ap.add_argument("--json", dest="json_out", help="also write the results to this file")
     args = ap.parse_args()
 
@@ -93,7 +93,7 @@ def main() -> None:
 
         print(f"model {args.model} (random weights), torch threads {torch.get_num_threads()}, "
               f"cpus {os.cpu_count()}")
-        batches = max(2, 96 // args.batch_size)
+        batches = max(2, args.n // args.batch_size)  # as many images as the pipeline embeds
         before = bare_model_rate(encoder, args.batch_size, batches)
         print(f"model forward on decoded tensors: {before:.2f} images/s")
 

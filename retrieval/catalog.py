@@ -39,6 +39,7 @@ from sqlalchemy import (
     delete,
     event,
     func,
+    insert,
     inspect,
     select,
     update,
@@ -336,19 +337,17 @@ class Catalog:
                     out[r.parent_id] = (FileState(r.id, r.size, r.mtime_ns, r.content_hash), r.path)
         return out
 
-    def vector_for_hash(self, content_hash: str, kind: str) -> np.ndarray | None:
-        """The stored vector of any item with this content, to reuse instead of embedding."""
+    def vectors_for_hashes(self, hashes: Iterable[str], kind: str) -> dict[str, np.ndarray]:
+        """Stored vectors of items with these contents (one per hash), to reuse."""
+        out: dict[str, np.ndarray] = {}
         with Session(self.engine) as s:
-            blob = s.scalar(
-                select(Vector.data).join(Item, Item.id == Vector.item_id).where(
-                    Item.content_hash == content_hash, Item.kind == kind).limit(1)
-            )
-        return None if blob is None else np.frombuffer(blob, dtype="<f4").astype(np.float32)
-
-    def image_info_for_hash(self, content_hash: str) -> Item | None:
-        with Session(self.engine, expire_on_commit=False) as s:
-            return s.scalars(select(Item).where(
-                Item.content_hash == content_hash, Item.kind == IMAGE).limit(1)).first()
+            for chunk in _chunks(list(set(hashes)), 900):
+                q = (select(Item.content_hash, Vector.data)
+                     .join(Vector, Vector.item_id == Item.id)
+                     .where(Item.kind == kind, Item.content_hash.in_(chunk)))
+                for h, blob in s.execute(q):
+                    out.setdefault(h, np.frombuffer(blob, dtype="<f4").astype(np.float32))
+        return out
 
     def get_items(self, ids: Iterable[int]) -> dict[int, Item]:
         ids = list(ids)
@@ -444,56 +443,63 @@ class Catalog:
 
     def write_images(self, records: Sequence[ImageRecord]) -> list[int]:
         """Insert or update image items by path, with their vectors; returns their ids."""
-        ids: list[int] = []
         now = utcnow()
+        rows = [dict(kind=IMAGE, source="file", path=r.path, size=r.size, mtime_ns=r.mtime_ns,
+                     content_hash=r.content_hash, width=r.width, height=r.height,
+                     taken_at=r.taken_at, camera_make=r.camera_make,
+                     camera_model=r.camera_model, updated_at=now) for r in records]
         with Session(self.engine) as s, s.begin():
-            for r in records:
-                fields = dict(
-                    size=r.size, mtime_ns=r.mtime_ns, content_hash=r.content_hash,
-                    width=r.width, height=r.height, taken_at=r.taken_at,
-                    camera_make=r.camera_make, camera_model=r.camera_model, updated_at=now,
-                )
-                item_id = s.scalar(select(Item.id).where(Item.kind == IMAGE, Item.path == r.path))
-                if item_id is None:
-                    item = Item(kind=IMAGE, source="file", path=r.path, created_at=now, **fields)
-                    s.add(item)
-                    s.flush()
-                    item_id = item.id
-                else:
-                    s.execute(update(Item).where(Item.id == item_id).values(**fields))
-                s.merge(Vector(item_id=item_id, data=encode_vector(r.vector)))
-                ids.append(item_id)
+            existing = self._ids_by(s, Item.path, [r.path for r in records], Item.kind == IMAGE)
+            ids = self._upsert(s, rows, [existing.get(r.path) for r in records],
+                               [r.vector for r in records], now)
             self._log(s, ((i, IMAGE) for i in ids))
         return ids
 
     def write_texts(self, records: Sequence[TextRecord]) -> list[int]:
         """Insert or update texts. Captions are keyed by parent, others by external id."""
-        ids: list[int] = []
         now = utcnow()
+        rows = [dict(kind=TEXT, text=r.text, content_hash=r.content_hash, source=r.source,
+                     path=r.path, size=r.size, mtime_ns=r.mtime_ns, meta=r.meta,
+                     external_id=r.external_id, parent_id=r.parent_id, updated_at=now)
+                for r in records]
         with Session(self.engine) as s, s.begin():
-            for r in records:
-                fields = dict(
-                    text=r.text, content_hash=r.content_hash, source=r.source, path=r.path,
-                    size=r.size, mtime_ns=r.mtime_ns, meta=r.meta, external_id=r.external_id,
-                    parent_id=r.parent_id, updated_at=now,
-                )
-                item_id = None
-                if r.source == "caption" and r.parent_id is not None:
-                    item_id = s.scalar(select(Item.id).where(
-                        Item.source == "caption", Item.parent_id == r.parent_id))
-                elif r.external_id is not None:
-                    item_id = s.scalar(select(Item.id).where(
-                        Item.kind == TEXT, Item.external_id == r.external_id))
-                if item_id is None:
-                    item = Item(kind=TEXT, created_at=now, **fields)
-                    s.add(item)
-                    s.flush()
-                    item_id = item.id
-                else:
-                    s.execute(update(Item).where(Item.id == item_id).values(**fields))
-                s.merge(Vector(item_id=item_id, data=encode_vector(r.vector)))
-                ids.append(item_id)
+            by_parent = self._ids_by(
+                s, Item.parent_id, [r.parent_id for r in records if r.source == "caption"],
+                Item.source == "caption")
+            by_ext = self._ids_by(
+                s, Item.external_id, [r.external_id for r in records if r.source != "caption"],
+                Item.kind == TEXT)
+            existing = [by_parent.get(r.parent_id) if r.source == "caption" else
+                        by_ext.get(r.external_id) for r in records]
+            ids = self._upsert(s, rows, existing, [r.vector for r in records], now)
             self._log(s, ((i, TEXT) for i in ids))
+        return ids
+
+    @staticmethod
+    def _ids_by(s: Session, column: Any, keys: Sequence[Any], where: Any) -> dict[Any, int]:
+        keys = [k for k in keys if k is not None]
+        out: dict[Any, int] = {}
+        for chunk in _chunks(keys, 900):
+            out.update({k: i for k, i in s.execute(
+                select(column, Item.id).where(where, column.in_(chunk)))})
+        return out
+
+    @staticmethod
+    def _upsert(s: Session, rows: list[dict[str, Any]], existing: list[int | None],
+                vectors: Sequence[np.ndarray], now: dt.datetime) -> list[int]:
+        """Bulk insert new rows, bulk update known ones, replace their vectors."""
+        fresh = [dict(r, created_at=now) for r, e in zip(rows, existing, strict=True) if e is None]
+        new_ids = iter(s.scalars(insert(Item).returning(Item.id, sort_by_parameter_order=True),
+                                 fresh).all() if fresh else [])
+        updates = [dict(r, id=e) for r, e in zip(rows, existing, strict=True) if e is not None]
+        if updates:
+            s.execute(update(Item), updates)
+        ids = [e if e is not None else next(new_ids) for e in existing]
+        for chunk in _chunks(ids, 900):
+            s.execute(delete(Vector).where(Vector.item_id.in_(chunk)))
+        if ids:
+            s.execute(insert(Vector), [{"item_id": i, "data": encode_vector(v)}
+                                       for i, v in zip(ids, vectors, strict=True)])
         return ids
 
     def delete_items(self, ids: Iterable[int]) -> int:

@@ -332,6 +332,108 @@ def remove(ctx: click.Context, paths: tuple[Path, ...], as_json: bool) -> None:
     click.echo(json.dumps({"removed": n}) if as_json else f"{n} removed")
 
 
+@cli.command()
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="Output folder: the trained model (local-dir layout) and checkpoints.")
+@click.option("--model", default=None,
+              help="Model to fine-tune (default ViT-B-32), or with --from-scratch an "
+                   "open_clip architecture or a model config JSON file.")
+@click.option("--pretrained", default=None,
+              help="Weights to start from (default laion2b_s34b_b79k for ViT-B-32).")
+@click.option("--from-scratch", is_flag=True, help="Start from random weights.")
+@click.option("--lock-image", is_flag=True, help="Freeze the image tower (locked-image tuning).")
+@click.option("--lock-text", is_flag=True, help="Freeze the text tower.")
+@click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=2), default=64, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Peak learning rate (default 5e-4 from scratch, 1e-5 fine-tuning).")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.1, show_default=True)
+@click.option("--warmup-steps", type=click.IntRange(min=0), default=None,
+              help="Linear warm-up steps (default 5% of all steps).")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1,
+              show_default=True, help="Share of images held out for validation.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="Decode processes for the one-time image decoding.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--half-weights", is_flag=True, help="Write the final weights as float16.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
+@click.option("--json", "as_json", is_flag=True, help="Print per-epoch metrics as JSON.")
+@_progress_option
+def train(data: Path, out: Path, model: str | None, pretrained: str | None, from_scratch: bool,
+          lock_image: bool, lock_text: bool, epochs: int, batch_size: int, lr: float | None,
+          weight_decay: float, warmup_steps: int | None, val_fraction: float, seed: int,
+          workers: int | None, device: str, half_weights: bool, resume: bool, as_json: bool,
+          progress: bool | None) -> None:
+    """Train or fine-tune a model on captioned images in DATA: a folder of images with
+    sidecar captions (x.jpg + x.txt, one caption per line), or a CSV/JSONL file of image
+    paths and captions. The result loads with --model local-dir:OUT."""
+    from .encoders import DEFAULT_MODEL
+    from .train import TrainConfig
+    from .train import train as run_train
+
+    if model is None:
+        model = DEFAULT_MODEL.name
+        pretrained = pretrained or (None if from_scratch else DEFAULT_MODEL.pretrained)
+    cfg = TrainConfig(
+        data=str(data), out=str(out), model=model, pretrained=pretrained,
+        from_scratch=from_scratch, lock_image=lock_image, lock_text=lock_text, epochs=epochs,
+        batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
+        seed=seed, val_fraction=val_fraction, workers=workers, device=device,
+        half_weights=half_weights)
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = _TrainProgress(show, as_json)
+    try:
+        result = run_train(cfg, resume=resume, progress=bar)
+    finally:
+        bar.close()
+    for e in result.skipped[:20]:
+        click.echo(f"  skipped {e.path}: {e.reason}", err=True)
+    if len(result.skipped) > 20:
+        click.echo(f"  ... and {len(result.skipped) - 20} more skipped", err=True)
+    if as_json:
+        click.echo(json.dumps({"model": result.model, "train_images": result.train_images,
+                               "val_images": result.val_images, "epochs": result.epochs,
+                               "skipped": [e.__dict__ for e in result.skipped]}))
+    else:
+        click.echo(f"model written to {result.out}; use it with --model {result.model}")
+
+
+class _TrainProgress:
+    """Per-step bar and one line of metrics per epoch (on stderr)."""
+
+    def __init__(self, bars: bool, quiet_lines: bool) -> None:
+        self.bars, self.quiet_lines = bars, quiet_lines
+        self.bar: Any = None
+
+    def __call__(self, p: Any) -> None:
+        if p.phase == "eval":
+            self.close()
+            if not self.quiet_lines:
+                metrics = "  ".join(f"{k} {v:.3f}" for k, v in (p.metrics or {}).items())
+                loss = f"loss {p.loss:.4f}  " if p.loss is not None else ""
+                click.echo(f"epoch {p.epoch}/{p.epochs}  {loss}{metrics}", err=True)
+            return
+        if not self.bars:
+            return
+        from tqdm import tqdm
+
+        desc = "decoding" if p.phase == "decode" else f"epoch {p.epoch}/{p.epochs}"
+        if self.bar is None or self.bar.desc != desc:
+            self.close()
+            self.bar = tqdm(total=p.steps, desc=desc, unit="img" if p.phase == "decode" else
+                            "step", file=sys.stderr, dynamic_ncols=True)
+        if p.loss is not None:
+            self.bar.set_postfix(loss=f"{p.loss:.3f}", lr=f"{p.lr:.2e}", refresh=False)
+        self.bar.update(p.step - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def main() -> None:
     cli(prog_name="retrieval")
 

@@ -254,8 +254,10 @@ def _check_local_dir(folder: str) -> None:
         )
 
 
-def _create(spec: ModelSpec, device: str) -> tuple[Any, Any, str]:
-    """Create the open_clip model and tokenizer; returns (model, tokenizer, loaded name)."""
+def create_open_clip(spec: ModelSpec, device: str) -> tuple[Any, Any, str]:
+    """Create the open_clip model and tokenizer; returns (model, tokenizer, loaded name).
+
+    Raises a :class:`ModelError` with a one-line reason when the model cannot be had."""
     import open_clip
 
     name, pretrained = spec.name, spec.pretrained
@@ -310,26 +312,12 @@ class OpenClipEncoder:
 
         self.spec = spec
         self.device = resolve_device(device)
-        model, self._tokenizer, self._loaded_name = _create(spec, self.device)
+        model, self._tokenizer, self._loaded_name = create_open_clip(spec, self.device)
         model.eval()
         self._model = model
         import open_clip
 
-        cfg = open_clip.get_model_preprocess_cfg(model)
-        size = cfg.get("size", 224)
-        size = (size, size) if isinstance(size, int) else tuple(size)[-2:]
-        mean = _triple(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN))
-        std = _triple(cfg.get("std", open_clip.OPENAI_DATASET_STD))
-        self.image_spec = ImageSpec(
-            size=(int(size[0]), int(size[1])),
-            mean=mean,
-            std=std,
-            interpolation=cfg.get("interpolation", "bicubic") or "bicubic",
-            resize_mode=cfg.get("resize_mode", "shortest") or "shortest",
-            fill_color=int(cfg.get("fill_color", 0) or 0),
-        )
-        self._mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1) * 255.0
-        self._std = torch.tensor(std, device=self.device).view(1, 3, 1, 1) * 255.0
+        self.image_spec = image_spec_from_cfg(open_clip.get_model_preprocess_cfg(model))
         with torch.inference_mode():
             probe = self._tokenizer(["a"]).to(self.device)
             self.dim = int(model.encode_text(probe).shape[-1])
@@ -351,11 +339,8 @@ class OpenClipEncoder:
         if len(pixels) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         with torch.inference_mode(), self._autocast():
-            x = torch.from_numpy(np.require(pixels, np.uint8, ["C", "W"])).to(self.device)
-            x = x.permute(0, 3, 1, 2).float()
-            x = (x - self._mean) / self._std
-            feats = self._model.encode_image(x)
-            return _normalize(feats)
+            x = pixels_to_tensor(pixels, self.image_spec, self.device)
+            return _normalize(self._model.encode_image(x))
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         import torch
@@ -365,6 +350,33 @@ class OpenClipEncoder:
         with torch.inference_mode(), self._autocast():
             tokens = self._tokenizer(list(texts)).to(self.device)
             return _normalize(self._model.encode_text(tokens))
+
+
+def image_spec_from_cfg(cfg: dict[str, Any]) -> ImageSpec:
+    """The :class:`ImageSpec` of an open_clip preprocess config (model.visual.preprocess_cfg)."""
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+    size = cfg.get("size", 224)
+    size = (size, size) if isinstance(size, int) else tuple(size)[-2:]
+    return ImageSpec(
+        size=(int(size[0]), int(size[1])),
+        mean=_triple(cfg.get("mean") or OPENAI_DATASET_MEAN),
+        std=_triple(cfg.get("std") or OPENAI_DATASET_STD),
+        interpolation=cfg.get("interpolation") or "bicubic",
+        resize_mode=cfg.get("resize_mode") or "shortest",
+        fill_color=int(cfg.get("fill_color") or 0),
+    )
+
+
+def pixels_to_tensor(pixels: np.ndarray, spec: ImageSpec, device: str) -> torch.Tensor:
+    """uint8 (N, H, W, 3) pixels -> normalised float (N, 3, H, W) on ``device``."""
+    import torch
+
+    x = torch.from_numpy(np.require(pixels, np.uint8, ["C", "W"])).to(device)
+    x = x.permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
+    return (x - mean) / std
 
 
 def _triple(value: Any) -> tuple[float, float, float]:

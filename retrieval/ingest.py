@@ -114,13 +114,13 @@ def _decoded(
     """Decode results in task order, from a bounded window of worker jobs."""
     chunks = [list(tasks[i:i + CHUNK]) for i in range(0, len(tasks), CHUNK)]
     if workers == 0 or len(chunks) <= 1:
-        init_worker(init[0], init[1], None)
+        init_worker(init[0], init[1], None)  # inline: no catalog peeking, no lower priority
         for chunk in chunks:
             yield from decode_chunk(chunk)
         return
     pool = ProcessPoolExecutor(
         max_workers=workers, mp_context=mp.get_context("spawn"), initializer=init_worker,
-        initargs=init,
+        initargs=(*init, True),
     )
     pending: deque[Future[list[DecodeResult]]] = deque()
     try:
@@ -143,18 +143,6 @@ def _decoded(
             yield from results
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
-
-
-class _ImageBatch:
-    """Images waiting to be committed; the ones with pixels still need the model."""
-
-    def __init__(self) -> None:
-        self.items: list[tuple[DecodeResult, np.ndarray | None, bool]] = []  # result, vec, is_new
-        self.to_embed: dict[str, int] = {}  # content hash -> index into pixels
-        self.pixels: list[np.ndarray] = []
-
-    def __len__(self) -> int:
-        return len(self.items)
 
 
 def index_images(
@@ -209,73 +197,77 @@ def _embed_files(
     encoder = get_encoder()
     workers = options.decode_workers()
     batch_size = max(1, options.batch_size)
-    init = (encoder.image_spec, options.max_pixels, catalog.file)
+    spec = encoder.image_spec
     window = max(2 * workers, -(-2 * batch_size // CHUNK))
     done = 0
-    batch = _ImageBatch()
+    pending: list[DecodeResult] = []
     progress(IndexProgress("embed", 0, len(todo)))
 
+    def failed(path: str, reason: str) -> None:
+        summary.fail(path, reason)
+        if path in known:  # a changed file that no longer reads: its old vector is wrong
+            stale.append(known[path].id)
+
     def flush() -> None:
-        nonlocal batch
-        if not batch.items:
-            return
-        vectors = encoder.embed_images(np.stack(batch.pixels)) if batch.pixels else None
-        summary.embedded += len(batch.pixels)
+        """Embed what needs the model, reuse stored vectors for known content, commit."""
+        reuse = catalog.vectors_for_hashes((r.content_hash for r in pending), IMAGE)
+        slot: dict[str, int] = {}  # content hash -> row in the batch to embed
+        pixels: list[np.ndarray] = []
+        kept: list[DecodeResult] = []
+        for res in pending:
+            h = res.content_hash
+            assert h is not None
+            if h not in reuse and h not in slot:
+                if res.pixels is None:
+                    # The worker saw this content in the catalog, but it has changed since
+                    # (two files swapped contents, say): decode it here after all.
+                    init_worker(spec, options.max_pixels, None)
+                    res = decode_file(DecodeTask(res.path, res.size, res.mtime_ns),
+                                      skip_known=False)
+                    if res.error is not None or res.pixels is None:
+                        failed(res.path, res.error or "cannot decode image")
+                        continue
+                slot[h] = len(pixels)
+                pixels.append(res.pixels)
+            kept.append(res)
+        vectors = encoder.embed_images(np.stack(pixels)) if pixels else None
+        summary.embedded += len(pixels)
         records = []
-        for res, vec, is_new in batch.items:
-            if vec is None:
-                assert vectors is not None and res.content_hash is not None
-                vec = vectors[batch.to_embed[res.content_hash]]
+        for res in kept:
+            h = res.content_hash or ""
+            vec = reuse[h] if h in reuse else vectors[slot[h]]  # type: ignore[index]
             info = res.info
             records.append(ImageRecord(
-                path=res.path, size=res.size, mtime_ns=res.mtime_ns,
-                content_hash=res.content_hash or "", vector=vec,
-                width=info.width if info else None, height=info.height if info else None,
-                taken_at=info.taken_at if info else None,
+                path=res.path, size=res.size, mtime_ns=res.mtime_ns, content_hash=h,
+                vector=vec, width=info.width if info else None,
+                height=info.height if info else None, taken_at=info.taken_at if info else None,
                 camera_make=info.camera_make if info else None,
                 camera_model=info.camera_model if info else None,
             ))
-            if is_new:
+            if res.path not in known:
                 summary.added += 1
-            elif known[res.path].content_hash == res.content_hash:
+            elif known[res.path].content_hash == h:
                 summary.unchanged += 1  # touched, same bytes: only the stat is refreshed
             else:
                 summary.updated += 1
         catalog.write_images(records)
-        batch = _ImageBatch()
+        pending.clear()
 
-    for res in _decoded(todo, workers, init, window):
+    with_pixels = 0
+    for res in _decoded(todo, workers, (spec, options.max_pixels, catalog.file), window):
         done += 1
         if res.error is not None:
-            summary.fail(res.path, res.error)
-            if res.path in known:
-                stale.append(known[res.path].id)
+            failed(res.path, res.error)
         else:
-            assert res.content_hash is not None
-            is_new = res.path not in known
-            vec = None
-            if res.content_hash not in batch.to_embed:
-                vec = catalog.vector_for_hash(res.content_hash, IMAGE)
-            if vec is None and res.content_hash not in batch.to_embed:
-                if res.pixels is None:
-                    # The worker saw this content in the catalog, but it has changed since
-                    # (for example two files swapped contents): decode here after all.
-                    res = decode_file(DecodeTask(res.path, res.size, res.mtime_ns),
-                                      skip_known=False)
-                if res.error is not None or res.pixels is None:
-                    summary.fail(res.path, res.error or "cannot decode image")
-                    if res.path in known:
-                        stale.append(known[res.path].id)
-                    continue
-                batch.to_embed[res.content_hash] = len(batch.pixels)  # type: ignore[index]
-                batch.pixels.append(res.pixels)
-            res.pixels = None
-            batch.items.append((res, vec, is_new))
-            if len(batch.pixels) >= batch_size or len(batch) >= 4 * batch_size:
+            pending.append(res)
+            with_pixels += res.pixels is not None
+            if with_pixels >= batch_size or len(pending) >= 4 * batch_size:
                 flush()
+                with_pixels = 0
         if done % CHUNK == 0 or done == len(todo):
             progress(IndexProgress("embed", done, len(todo), summary.embedded, summary.failed))
-    flush()
+    if pending:
+        flush()
     progress(IndexProgress("embed", done, len(todo), summary.embedded, summary.failed))
 
 
@@ -287,22 +279,15 @@ def _embed_texts(
     """Vectors for texts, reusing stored ones for texts already in the catalog.
 
     Texts that went through the model are counted in ``summary.embedded`` when given."""
-    out: list[np.ndarray | None] = []
-    missing: dict[str, list[int]] = {}  # text -> positions that need it
-    for i, t in enumerate(texts):
-        vec = None if t in missing else catalog.vector_for_hash(hash_text(t), TEXT)
-        out.append(vec)
-        if vec is None:
-            missing.setdefault(t, []).append(i)
+    reuse = catalog.vectors_for_hashes((hash_text(t) for t in texts), TEXT)
+    missing = list(dict.fromkeys(t for t in texts if hash_text(t) not in reuse))
+    fresh: dict[str, np.ndarray] = {}
     if missing:
-        uniq = list(missing)
-        vecs = encoder.embed_texts(uniq)
+        fresh = dict(zip(missing, encoder.embed_texts(missing), strict=True))
         if summary is not None:
-            summary.embedded += len(uniq)
-        for t, v in zip(uniq, vecs, strict=True):
-            for i in missing[t]:
-                out[i] = v
-    return [v for v in out if v is not None]
+            summary.embedded += len(missing)
+    out = [fresh[t] if t in fresh else reuse[hash_text(t)] for t in texts]
+    return out
 
 
 def _read_caption(path: str) -> str | None:

@@ -307,7 +307,8 @@ class _WorkerState:
     known_hash: Any = None  # callable(str) -> bool, or None
 
 
-def init_worker(spec: ImageSpec, max_pixels: int, catalog_file: str | None) -> None:
+def init_worker(spec: ImageSpec, max_pixels: int, catalog_file: str | None,
+                background: bool = False) -> None:
     """Process-pool initialiser: remember the spec and open the catalog read-only.
 
     The read-only catalog lets a worker skip decoding a file whose content is already embedded
@@ -318,8 +319,9 @@ def init_worker(spec: ImageSpec, max_pixels: int, catalog_file: str | None) -> N
     # Decoding is background work for the model: at the lowest priority a worker runs when the
     # model leaves a core free (between operators, while it waits for data), instead of
     # preempting one of torch's threads and stalling the others at the next barrier.
-    with contextlib.suppress(AttributeError, OSError):
-        os.nice(WORKER_NICENESS)
+    if background:
+        with contextlib.suppress(AttributeError, OSError):
+            os.nice(WORKER_NICENESS)
     heif_available()
     if catalog_file:
         import sqlite3
