@@ -434,6 +434,55 @@ class _TrainProgress:
             self.bar = None
 
 
+@cli.command()
+@click.option("--images", "n", type=click.IntRange(10, 100_000), default=300, show_default=True,
+              help="How many demo images to generate.")
+@click.option("--folder", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Where to write them (default: demo/images under $RETRIEVAL_HOME).")
+@_progress_option
+@click.pass_context
+def demo(ctx: click.Context, n: int, folder: Path | None, progress: bool | None) -> None:
+    """Try it offline: generate synthetic images of coloured shapes, index them with the
+    built-in demo model, and run text, image and image-to-text searches."""
+    from .config import home
+    from .demo import DEMO_QUERIES, prepare_demo
+
+    base = home() / "demo"
+    folder = folder or base / "images"
+    col_path = ctx.obj["collection"] or base / "collection"
+    click.echo(f"Generating {n} demo images (coloured shapes with captions) in {folder}")
+    bar = _Progress(sys.stderr.isatty() if progress is None else progress)
+    try:
+        col, summary = prepare_demo(folder, col_path, n=n, progress=bar)
+    finally:
+        bar.close()
+    click.echo(f"Indexed them into {col_path} with the demo model: {summary.added} added, "
+               f"{summary.unchanged} unchanged, {summary.embedded} embedded.\n")
+
+    def show(title: str, hits: list[Hit]) -> None:
+        click.echo(title)
+        for rank, h in enumerate(hits, 1):
+            name = Path(h.path).name if h.path else ""
+            what = f"{name:<22} {h.text}" if h.kind == "image" else repr(h.text)
+            click.echo(f"  {rank}. {h.score:.3f}  {what}")
+        click.echo()
+
+    for query in DEMO_QUERIES:
+        show(f'Text search: "{query}" (file, its caption)', col.search(query, k=5))
+    sample = sorted(folder.glob("*.png"))[0]
+    caption = sample.with_suffix(".txt").read_text().strip()
+    show(f"Image search: {sample.name} ({caption})", col.search(image=sample, k=5))
+    show(f"Image to text: best descriptions of {sample.name}",
+         col.search(image=sample, target="texts", k=3))
+    click.echo("Try next:")
+    prefix = f"retrieval --collection {col_path}"
+    click.echo(f'  {prefix} search "a large orange star"')
+    click.echo(f"  {prefix} search --image {sample} --target texts")
+    click.echo("  retrieval index ~/Pictures        # your photos, with the default model "
+               "ViT-B-32 (downloaded once)")
+    click.echo("  retrieval --help")
+
+
 def main() -> None:
     cli(prog_name="retrieval")
 

@@ -35,8 +35,12 @@ HF_HUB_PREFIX = "hf-hub:"
 LOCAL_DIR_PREFIX = "local-dir:"
 CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
 
+def _demo_model_dir() -> str:
+    return str(Path(__file__).parent / "models" / "demo")
+
+
 # Models that ship with (or are registered by) this project: name -> local-dir folder.
-_BUILTIN_MODELS: dict[str, Callable[[], str]] = {}
+_BUILTIN_MODELS: dict[str, Callable[[], str]] = {"demo": _demo_model_dir}
 
 
 def register_model(name: str, folder: Callable[[], str]) -> None:

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-SHAPES = ("circle", "square", "triangle", "star", "hexagon")
+SHAPES = ("circle", "square", "triangle", "star", "cross")
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
     "green": (30, 170, 50),
@@ -27,7 +27,7 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "purple": (140, 40, 180),
     "orange": (250, 140, 20),
 }
-SIZES: dict[str, float] = {"small": 0.16, "large": 0.34}  # radius as a fraction of the side
+SIZES: dict[str, float] = {"small": 0.11, "large": 0.2}  # radius as a fraction of the side
 POSITIONS: dict[str, tuple[float, float]] = {
     "top left": (0.27, 0.27),
     "top right": (0.73, 0.27),
@@ -97,9 +97,13 @@ class Scene:
         return cls(tuple(Thing(**t) for t in d["things"]), d["background"])
 
 
+CORNERS = ("top left", "top right", "bottom left", "bottom right")
+
+
 def random_scene(rng: random.Random, max_things: int = 2) -> Scene:
     n = rng.randint(1, max_things)
-    positions = rng.sample(sorted(POSITIONS), n)
+    # A single object may sit in the center; two objects take corners, so they never overlap.
+    positions = rng.sample(sorted(POSITIONS) if n == 1 else CORNERS, n)
     colours = rng.sample(sorted(COLOURS), n)  # distinct colours keep captions unambiguous
     things = tuple(
         Thing(rng.choice(SHAPES), colours[i], rng.choice(sorted(SIZES)), positions[i])
@@ -123,6 +127,15 @@ def _star(cx: float, cy: float, r: float, rotation: float) -> list[tuple[float, 
     return pts
 
 
+def _cross(cx: float, cy: float, r: float, rotation: float) -> list[tuple[float, float]]:
+    """A plus sign whose arms are 0.6 r wide."""
+    w = 0.3 * r
+    pts = [(w, r), (w, w), (r, w), (r, -w), (w, -w), (w, -r), (-w, -r), (-w, -w), (-r, -w),
+           (-r, w), (-w, w), (-w, r)]
+    c, s = math.cos(rotation), math.sin(rotation)
+    return [(cx + x * c - y * s, cy + x * s + y * c) for x, y in pts]
+
+
 def render(scene: Scene, size: int = 64, seed: int = 0) -> Any:
     """Draw a scene as a PIL image (drawn at 4x and downsampled, for smooth edges).
 
@@ -139,8 +152,7 @@ def render(scene: Scene, size: int = 64, seed: int = 0) -> Any:
         px, py = POSITIONS[t.position]
         cx = (px + rng.uniform(-0.04, 0.04)) * big
         cy = (py + rng.uniform(-0.04, 0.04)) * big
-        r = SIZES[t.size] * rng.uniform(0.85, 1.1) * big / 2 * (1.0 if t.size == "small" else
-                                                                0.9)
+        r = SIZES[t.size] * rng.uniform(0.9, 1.1) * big
         colour = tuple(max(0, min(255, c + rng.randint(-18, 18))) for c in COLOURS[t.colour])
         if t.shape == "circle":
             draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=colour)
@@ -153,8 +165,8 @@ def render(scene: Scene, size: int = 64, seed: int = 0) -> Any:
         elif t.shape == "star":
             draw.polygon(_star(cx, cy, r * 1.3, -math.pi / 2 + rng.uniform(-0.2, 0.2)),
                          fill=colour)
-        elif t.shape == "hexagon":
-            draw.polygon(_polygon(cx, cy, r * 1.1, 6, rng.uniform(0, math.pi / 3)), fill=colour)
+        elif t.shape == "cross":
+            draw.polygon(_cross(cx, cy, r * 1.15, rng.uniform(-0.2, 0.2)), fill=colour)
         else:
             raise ValueError(f"unknown shape {t.shape!r}")
     return img.resize((size, size), Image.Resampling.LANCZOS)

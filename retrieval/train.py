@@ -459,11 +459,11 @@ def train(cfg: TrainConfig, *, resume: bool = False,
 
     val_caps = [pairs[kept[r]] for r in val_rows]
     val_pixels = pixels[val_rows] if val_rows else None
-    rng = np.random.default_rng(cfg.seed)
-    for _ in range(start_epoch):  # replay the shuffles of finished epochs
-        rng.permutation(len(train_rows))
     model.train()
     for epoch in range(start_epoch, cfg.epochs):
+        # One generator per epoch: a resumed run shuffles and samples captions exactly as an
+        # uninterrupted one would.
+        rng = np.random.default_rng([cfg.seed, epoch])
         order = np.asarray(train_rows)[rng.permutation(len(train_rows))]
         t0 = time.perf_counter()
         losses = []
@@ -483,7 +483,7 @@ def train(cfg: TrainConfig, *, resume: bool = False,
             with torch.no_grad():
                 model.logit_scale.clamp_(0, math.log(100))
             step += 1
-            losses.append(float(loss))
+            losses.append(loss.item())
             report(TrainProgress("train", epoch + 1, cfg.epochs, b + 1, steps_per_epoch,
                                  losses[-1], lr))
         metrics = _evaluate(model, tokenizer, val_pixels, val_caps, spec, device) \
