@@ -2,20 +2,43 @@
 
 This package is the engine's lowest layer. It knows nothing about images, texts or catalogs:
 callers give it vectors with stable int64 ids and get back the ids of the nearest ones.
+
+    plan = choose_index(n, dim, memory_budget)      # which index, and why
+    index = build_index(dim, plan.kind, **plan.params)
+    index.train(sample); index.add(ids, vectors)
+    tune(index, queries, exact_search(...)[1])      # search parameters to a recall target
+    scores, ids = index.search(queries, k, allow=allowed_ids)
+    save_index(index, folder, "image", meta); load_index(folder, "image")
 """
 
-from .base import VectorIndex, build_index
+from .base import VectorIndex, build_index, threads_for
+from .choose import DEFAULT_MEMORY_BUDGET, IndexPlan, choose_index, needs_rebuild, parse_bytes
 from .errors import IndexerError, IndexFileError
 from .flat import FlatIndex
-from .storage import load_index, remove_index, save_index
+from .hnsw import HNSWIndex
+from .ivf import IVFIndex
+from .storage import load_index, read_manifest, remove_index, save_index
+from .tune import exact_search, recall_at_k, tune
 
 __all__ = [
+    "DEFAULT_MEMORY_BUDGET",
     "FlatIndex",
+    "HNSWIndex",
+    "IVFIndex",
     "IndexFileError",
+    "IndexPlan",
     "IndexerError",
     "VectorIndex",
     "build_index",
+    "choose_index",
+    "exact_search",
     "load_index",
+    "needs_rebuild",
+    "parse_bytes",
+    "read_manifest",
+    "recall_at_k",
     "remove_index",
     "save_index",
+    "threads_for",
+    "tune",
 ]

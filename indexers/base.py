@@ -1,8 +1,12 @@
-"""The index interface every index type implements, and the factory that builds one."""
+"""The interface every index type implements, and helpers they share."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -23,11 +27,54 @@ def as_vectors(x: Any, dim: int) -> np.ndarray:
     return x
 
 
+def id_selector(allow: Any = None, deny: Any = None) -> Any:
+    """A FAISS selector keeping ids in ``allow`` (if given) and not in ``deny`` (if given)."""
+    import faiss
+
+    sel = None
+    if allow is not None:
+        sel = faiss.IDSelectorBatch(as_ids(allow))
+    if deny is not None and len(deny):
+        not_denied = faiss.IDSelectorNot(faiss.IDSelectorBatch(as_ids(deny)))
+        not_denied.referenced = not_denied  # keep the inner selector alive with the outer one
+        sel = not_denied if sel is None else faiss.IDSelectorAnd(sel, not_denied)
+    return sel
+
+
+_THREADS = max(1, os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def threads_for(nq: int) -> Iterator[None]:
+    """One OpenMP thread for a single query (waking a thread team costs more than it saves on
+    one query), all cores for batches."""
+    import faiss
+
+    faiss.omp_set_num_threads(1 if nq <= 1 else _THREADS)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(_THREADS)
+
+
+def pad(scores: np.ndarray, ids: np.ndarray, k: int, metric: str
+        ) -> tuple[np.ndarray, np.ndarray]:
+    """Pad results to k columns with FAISS's convention (-1 ids, worst scores)."""
+    if scores.shape[1] < k:
+        extra = k - scores.shape[1]
+        worst = -np.inf if metric == "ip" else np.inf
+        scores = np.pad(scores, ((0, 0), (0, extra)), constant_values=worst)
+        ids = np.pad(ids, ((0, 0), (0, extra)), constant_values=-1)
+    return scores, ids
+
+
 class VectorIndex(ABC):
     """Vectors keyed by int64 ids; ``search`` returns (scores, ids), ids -1 where none.
 
     Scores are inner products for ``metric='ip'`` (cosine similarity for L2-normalised
-    vectors) and squared L2 distances for ``metric='l2'``.
+    vectors) and squared L2 distances for ``metric='l2'``. ``search_params`` holds the
+    search-time settings (nprobe, efSearch, k_factor) that :func:`indexers.tune` chose, and
+    ``tuning`` what it measured; both are saved with the index.
     """
 
     kind: ClassVar[str]
@@ -37,11 +84,15 @@ class VectorIndex(ABC):
             raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
         self.dim = int(dim)
         self.metric = metric
+        self.search_params: dict[str, Any] = {}
+        self.tuning: dict[str, Any] = {}
+
+    # -- content -----------------------------------------------------------------------------
 
     @property
     @abstractmethod
     def ntotal(self) -> int:
-        """Number of vectors held."""
+        """Number of live vectors."""
 
     @abstractmethod
     def add(self, ids: Any, vectors: Any) -> None:
@@ -52,25 +103,8 @@ class VectorIndex(ABC):
         """Remove ids (absent ones are ignored); returns how many were removed."""
 
     @abstractmethod
-    def search(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The k best (scores, ids) per query row, best first."""
-
-    @abstractmethod
     def ids(self) -> np.ndarray:
-        """All ids held, in storage order."""
-
-    @abstractmethod
-    def to_faiss(self) -> Any:
-        """The underlying FAISS index, for persistence."""
-
-    @classmethod
-    @abstractmethod
-    def from_faiss(cls, index: Any, params: dict[str, Any]) -> VectorIndex:
-        """Rebuild the wrapper around a FAISS index read from disk."""
-
-    def params(self) -> dict[str, Any]:
-        """What ``from_faiss`` needs besides the FAISS index (stored in the manifest)."""
-        return {"dim": self.dim, "metric": self.metric}
+        """All live ids."""
 
     def upsert(self, ids: Any, vectors: Any) -> None:
         """Replace the vectors of ids already present and add the others."""
@@ -78,21 +112,88 @@ class VectorIndex(ABC):
         self.remove(ids)
         self.add(ids, vectors)
 
+    @property
+    def is_trained(self) -> bool:
+        return True
+
+    def train(self, sample: Any) -> None:  # noqa: B027 - most types need no training
+        """Learn what the index needs from a sample of vectors (IVF centroids, codebooks)."""
+
+    # -- search ------------------------------------------------------------------------------
+
+    def search(self, queries: Any, k: int, *, allow: Any = None,
+               params: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The k best (scores, ids) per query row, best first.
+
+        ``allow`` restricts results to these ids (FAISS id selectors, inside the search);
+        ``params`` overrides the tuned search parameters for this call."""
+        q = as_vectors(queries, self.dim)
+        if int(k) <= 0:
+            raise ValueError("k must be positive")
+        p = dict(self.search_params)
+        p.update(params or {})
+        if not self.ntotal or (allow is not None and not len(as_ids(allow))):
+            worst = -np.inf if self.metric == "ip" else np.inf
+            return (np.full((len(q), k), worst, np.float32),
+                    np.full((len(q), k), -1, np.int64))
+        with threads_for(len(q)):
+            scores, ids = self._search(q, int(k), allow, p)
+        return pad(scores, ids, int(k), self.metric)
+
+    @abstractmethod
+    def _search(self, q: np.ndarray, k: int, allow: Any, params: dict[str, Any]
+                ) -> tuple[np.ndarray, np.ndarray]:
+        ...
+
+    def tuning_grid(self) -> list[dict[str, Any]]:
+        """Search settings to try when tuning, from cheapest to most expensive."""
+        return [{}]
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    @abstractmethod
+    def to_faiss(self) -> Any:
+        """The FAISS index to write to disk."""
+
+    @classmethod
+    @abstractmethod
+    def from_faiss(cls, index: Any, params: dict[str, Any], extra: dict[str, Path],
+                   mmap: bool) -> VectorIndex:
+        """Rebuild the wrapper around a FAISS index read from disk; ``extra`` maps the names
+        of :meth:`extra_arrays` to their files."""
+
+    def params(self) -> dict[str, Any]:
+        """Construction parameters saved in the manifest."""
+        return {"dim": self.dim, "metric": self.metric}
+
+    def extra_arrays(self) -> dict[str, np.ndarray]:
+        """Arrays saved as .npy files beside the FAISS data (loaded memory-mapped)."""
+        return {}
+
+    # -- reporting -------------------------------------------------------------------------------
+
+    @abstractmethod
+    def bytes_per_vector(self) -> float:
+        """Memory held per vector in RAM (codes and ids, not memory-mapped extras)."""
+
     def describe(self) -> dict[str, Any]:
-        return {"type": self.kind, "ntotal": self.ntotal, "dim": self.dim, "metric": self.metric}
-
-
-def build_index(dim: int, kind: str = "flat", metric: str = "ip") -> VectorIndex:
-    """An empty index of the given kind ('flat': exact search)."""
-    from .flat import FlatIndex
-
-    kinds: dict[str, type[VectorIndex]] = {FlatIndex.kind: FlatIndex}
-    if kind not in kinds:
-        raise ValueError(f"unknown index kind {kind!r}; expected one of {sorted(kinds)}")
-    return kinds[kind](dim, metric)
+        return {"type": self.kind, "ntotal": self.ntotal, "dim": self.dim, "metric": self.metric,
+                "bytes_per_vector": round(self.bytes_per_vector(), 1),
+                "params": {k: v for k, v in self.params().items() if k not in ("dim", "metric")},
+                "search_params": dict(self.search_params), **self.tuning}
 
 
 def index_class(kind: str) -> type[VectorIndex]:
     from .flat import FlatIndex
+    from .hnsw import HNSWIndex
+    from .ivf import IVFIndex
 
-    return {FlatIndex.kind: FlatIndex}[kind]
+    kinds: dict[str, type[VectorIndex]] = {c.kind: c for c in (FlatIndex, IVFIndex, HNSWIndex)}
+    if kind not in kinds:
+        raise ValueError(f"unknown index kind {kind!r}; expected one of {sorted(kinds)}")
+    return kinds[kind]
+
+
+def build_index(dim: int, kind: str = "flat", metric: str = "ip", **params: Any) -> VectorIndex:
+    """An empty index: 'flat' (exact), 'ivf' (nlist=, codec=flat|sq8|pq) or 'hnsw' (m=)."""
+    return index_class(kind)(dim, metric, **params)

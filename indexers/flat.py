@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
 
-from .base import VectorIndex, as_ids, as_vectors
+from .base import VectorIndex, as_ids, as_vectors, id_selector
 
 
 class FlatIndex(VectorIndex):
@@ -40,29 +41,26 @@ class FlatIndex(VectorIndex):
             return 0
         return int(self._index.remove_ids(faiss.IDSelectorBatch(ids)))
 
-    def search(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
-        q = as_vectors(queries, self.dim)
-        k = int(k)
-        if k <= 0:
-            raise ValueError("k must be positive")
-        if not self.ntotal:
-            return (np.full((len(q), k), -np.inf, dtype=np.float32),
-                    np.full((len(q), k), -1, dtype=np.int64))
-        scores, ids = self._index.search(q, min(k, self.ntotal))
-        if scores.shape[1] < k:  # fewer vectors than k: pad like FAISS does
-            pad = k - scores.shape[1]
-            scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
-            ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
-        if self.metric == "l2":
-            scores = np.where(ids >= 0, scores, np.inf)
-        return scores, ids
+    def _search(self, q: np.ndarray, k: int, allow: Any, params: dict[str, Any]
+                ) -> tuple[np.ndarray, np.ndarray]:
+        sel = id_selector(allow)
+        sp = faiss.SearchParameters(sel=sel) if sel is not None else None
+        return self._index.search(q, min(k, self.ntotal), params=sp)
 
     def ids(self) -> np.ndarray:
         return faiss.vector_to_array(self._index.id_map).astype(np.int64)
+
+    def vectors(self, ids: Any) -> np.ndarray:
+        """The stored vectors of ids (they must be present)."""
+        return np.vstack([self._index.reconstruct(int(i)) for i in as_ids(ids)])
 
     def to_faiss(self) -> Any:
         return self._index
 
     @classmethod
-    def from_faiss(cls, index: Any, params: dict[str, Any]) -> FlatIndex:
+    def from_faiss(cls, index: Any, params: dict[str, Any], extra: dict[str, Path],
+                   mmap: bool) -> FlatIndex:
         return cls(int(params["dim"]), params.get("metric", "ip"), _index=index)
+
+    def bytes_per_vector(self) -> float:
+        return 4.0 * self.dim + 8 + 16  # float32 codes, the id, the reverse map entry

@@ -1,10 +1,10 @@
-"""Atomic persistence of indexes: a JSON manifest that points at one generation of FAISS data.
+"""Atomic persistence of indexes: a JSON manifest that points at one generation of files.
 
-A save writes ``<name>.<generation>.faiss`` under a temporary name, renames it into place, then
-atomically replaces ``<name>.json``. The manifest rename is the commit point: a crash at any
-moment leaves either the old or the new generation fully visible, and readers that opened the
-old file keep reading it. The manifest records the data file's size so that a truncated or
-swapped file is detected instead of being loaded.
+A save writes ``<name>.<generation>.faiss`` (and any extra ``.npy`` arrays of that generation)
+under temporary names, renames them into place, then atomically replaces ``<name>.json``. The
+manifest rename is the commit point: a crash at any moment leaves either the old or the new
+generation fully visible, and readers that opened the old files keep reading them. The manifest
+records every file's size, so a truncated or swapped file is detected instead of being loaded.
 """
 
 from __future__ import annotations
@@ -13,15 +13,18 @@ import contextlib
 import json
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import faiss
+import numpy as np
 
 from .base import VectorIndex, index_class
 from .errors import IndexFileError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+MMAP_MIN_BYTES = 256 * 1024**2  # memory-map extra arrays of indexes at least this large
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -33,7 +36,7 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-def _write_atomic(path: Path, write: Any) -> None:
+def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         write(tmp)
@@ -45,28 +48,44 @@ def _write_atomic(path: Path, write: Any) -> None:
             tmp.unlink()
 
 
+def _save_npy(array: np.ndarray) -> Callable[[Path], None]:
+    def write(path: Path) -> None:
+        with open(path, "wb") as f:
+            np.save(f, array)
+    return write
+
+
 def save_index(index: VectorIndex, folder: str | os.PathLike[str], name: str,
                meta: dict[str, Any] | None = None) -> Path:
     """Write ``index`` and its ``meta`` atomically; returns the manifest path."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    data_name = f"{name}.{uuid.uuid4().hex[:12]}.faiss"
-    data_path = folder / data_name
-    _write_atomic(data_path, lambda p: faiss.write_index(index.to_faiss(), str(p)))
+    gen = uuid.uuid4().hex[:12]
+    files: dict[str, dict[str, Any]] = {}
+    data = folder / f"{name}.{gen}.faiss"
+    _write_atomic(data, lambda p: faiss.write_index(index.to_faiss(), str(p)))
+    files["faiss"] = {"file": data.name, "bytes": data.stat().st_size}
+    for key, array in index.extra_arrays().items():
+        path = folder / f"{name}.{gen}.{key}.npy"
+        _write_atomic(path, _save_npy(array))
+        files[key] = {"file": path.name, "bytes": path.stat().st_size}
     manifest = {
         "format": FORMAT_VERSION,
         "kind": index.kind,
         "params": index.params(),
-        "file": data_name,
-        "bytes": data_path.stat().st_size,
+        "search_params": index.search_params,
+        "tuning": index.tuning,
+        "files": files,
         "ntotal": index.ntotal,
         "meta": meta or {},
     }
     manifest_path = folder / f"{name}.json"
     _write_atomic(manifest_path, lambda p: p.write_text(json.dumps(manifest, indent=1)))
     _fsync_dir(folder)
-    for old in folder.glob(f"{name}.*.faiss"):
-        if old.name != data_name:
+    keep = {f["file"] for f in files.values()}
+    for old in folder.glob(f"{name}.*.*"):
+        if old.name not in keep and old.name != manifest_path.name and \
+                not old.name.startswith("."):
             with contextlib.suppress(OSError):
                 old.unlink()
     return manifest_path
@@ -85,42 +104,50 @@ def read_manifest(folder: str | os.PathLike[str], name: str) -> dict[str, Any]:
     return manifest
 
 
-def load_index(folder: str | os.PathLike[str], name: str, *, mmap: bool = False
+def load_index(folder: str | os.PathLike[str], name: str, *, mmap: bool | None = None
                ) -> tuple[VectorIndex, dict[str, Any]]:
     """Read an index saved by :func:`save_index`; returns (index, meta).
 
-    Raises :class:`IndexFileError` when the manifest or the data is missing, truncated,
-    unreadable, or disagrees with the manifest.
+    ``mmap`` memory-maps the extra arrays (refinement vectors); by default it does so for
+    indexes of at least 256 MiB. Raises :class:`IndexFileError` when the manifest or any file
+    is missing, truncated, unreadable, or disagrees with the manifest.
     """
+    folder = Path(folder)
     manifest = read_manifest(folder, name)
-    data_path = Path(folder) / str(manifest.get("file", ""))
+    paths: dict[str, Path] = {}
+    total = 0
     try:
-        size = data_path.stat().st_size
-    except OSError:
-        raise IndexFileError(f"index data {data_path} is missing") from None
-    if size != manifest.get("bytes"):
-        raise IndexFileError(
-            f"index data {data_path} has {size} bytes, its manifest says {manifest.get('bytes')}"
-            " (truncated or replaced)"
-        )
-    flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
-    try:
-        raw = faiss.read_index(str(data_path), flags)
-        cls = index_class(str(manifest["kind"]))
-        index = cls.from_faiss(raw, manifest["params"])
-    except (RuntimeError, KeyError, ValueError) as exc:
-        raise IndexFileError(f"index data {data_path} is unreadable ({exc})") from None
+        for key, f in manifest["files"].items():
+            path = folder / str(f["file"])
+            try:
+                size = path.stat().st_size
+            except OSError:
+                raise IndexFileError(f"index file {path} is missing") from None
+            if size != f["bytes"]:
+                raise IndexFileError(f"index file {path} has {size} bytes, its manifest says "
+                                     f"{f['bytes']} (truncated or replaced)")
+            paths[key] = path
+            total += size
+        if mmap is None:
+            mmap = total >= MMAP_MIN_BYTES
+        raw = faiss.read_index(str(paths.pop("faiss")))
+        index = index_class(str(manifest["kind"])).from_faiss(
+            raw, manifest["params"], paths, mmap)
+    except IndexFileError:
+        raise
+    except (RuntimeError, KeyError, ValueError, TypeError, OSError) as exc:
+        raise IndexFileError(f"index {folder / name} is unreadable ({exc})") from None
     if index.ntotal != manifest.get("ntotal"):
-        raise IndexFileError(
-            f"index data {data_path} holds {index.ntotal} vectors, its manifest says "
-            f"{manifest.get('ntotal')}"
-        )
+        raise IndexFileError(f"index {folder / name} holds {index.ntotal} vectors, its manifest "
+                             f"says {manifest.get('ntotal')}")
+    index.search_params.update(manifest.get("search_params") or {})
+    index.tuning = dict(manifest.get("tuning") or {})
     return index, dict(manifest.get("meta") or {})
 
 
 def remove_index(folder: str | os.PathLike[str], name: str) -> None:
     """Delete an index's manifest and data files."""
     folder = Path(folder)
-    for p in [folder / f"{name}.json", *folder.glob(f"{name}.*.faiss")]:
+    for p in [folder / f"{name}.json", *folder.glob(f"{name}.*.*")]:
         with contextlib.suppress(FileNotFoundError):
             p.unlink()

@@ -406,6 +406,14 @@ class Catalog:
         out.update({kind: int(n) for kind, n in rows})
         return out
 
+    def vector_ids(self, modality: str) -> np.ndarray:
+        """Ids of all items of ``modality`` that have a vector, ascending."""
+        kind = IMAGE if modality == IMAGE else TEXT
+        with Session(self.engine) as s:
+            ids = s.scalars(select(Vector.item_id).join(Item, Item.id == Vector.item_id)
+                            .where(Item.kind == kind).order_by(Vector.item_id)).all()
+        return np.asarray(ids, dtype=np.int64)
+
     def counts_with_vectors(self) -> dict[str, int]:
         """Number of vectors per modality (what the indexes must hold)."""
         with Session(self.engine) as s:

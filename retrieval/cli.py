@@ -125,7 +125,10 @@ class _Progress:
             self.phase = p.phase
             if p.phase == "index":
                 click.echo("updating search index...", err=True)
-                return
+        if p.detail:
+            click.echo(p.detail, err=True)
+        if p.phase == "index":
+            return
             self.bar = tqdm(total=p.total, desc=self.LABELS.get(p.phase, p.phase),
                             unit=self.unit, file=sys.stderr, dynamic_ncols=True, leave=True)
         if self.bar is None:
@@ -176,13 +179,16 @@ def _print_summary(summary: IndexSummary, as_json: bool, what: str = "images") -
               help="Decode processes (0: decode in the main process). Default: one per CPU, "
                    "up to 8; they run at low priority.")
 @click.option("--no-captions", is_flag=True, help="Ignore sidecar caption files (x.txt).")
+@click.option("--index-memory", default=None, metavar="SIZE",
+              help="Memory budget of the vector indexes, e.g. 2G (default 4G; remembered). "
+                   "It decides between exact, IVF and compressed IVF indexes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @_progress_option
 @click.pass_context
 def index(ctx: click.Context, paths: tuple[Path, ...], model: str | None,
           pretrained: str | None, device: str, hidden: bool, strict: bool,
           max_pixels: int | None, batch_size: int, workers: int | None, no_captions: bool,
-          as_json: bool, progress: bool | None) -> None:
+          index_memory: str | None, as_json: bool, progress: bool | None) -> None:
     """Index image files and folders (recursively). Unchanged files are skipped; changed ones
     are re-embedded; files gone from these folders are removed.
 
@@ -193,7 +199,7 @@ def index(ctx: click.Context, paths: tuple[Path, ...], model: str | None,
     try:
         summary = col.index(paths, hidden=hidden, strict=strict, max_pixels=max_pixels,
                             batch_size=batch_size, workers=workers, captions=not no_captions,
-                            progress=bar)
+                            index_memory=index_memory, progress=bar)
     finally:
         bar.close()
     _print_summary(summary, as_json)
@@ -305,7 +311,14 @@ def info(ctx: click.Context, as_json: bool) -> None:
         ("items", f"{data['counts']['image']} images, {data['counts']['text']} texts"),
     ]
     for modality, d in data["index"].items():
-        rows.append((f"{modality} index", f"{d['type']}, {d['ntotal']} vectors"))
+        kind = d["type"] + (f"/{d['params']['codec']}" if d["params"].get("codec") else "")
+        params = ", ".join(f"{k}={v}" for k, v in {**d["params"], **d["search_params"]}.items()
+                           if k != "codec")
+        recall = d.get("recall_at_10")
+        rows.append((f"{modality} index", f"{kind}, {d['ntotal']} vectors, "
+                     f"{d['bytes_per_vector']:.0f} bytes/vector"
+                     + (f", recall@10 {recall:.3f}" if recall is not None else "")
+                     + (f" ({params})" if params else "")))
     rows += [("disk", _human_bytes(data["disk_bytes"])),
              ("last indexed", data["last_indexed"] or "never")]
     for key, value in rows:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
     from .catalog import Catalog, Item
     from .indexes import IndexSet
     from .ingest import IndexSummary, ProgressCallback, TextInput
+
+log = logging.getLogger("retrieval")
 
 CATALOG_FILE = "catalog.sqlite"
 INDEX_DIR = "indexes"
@@ -205,11 +208,14 @@ class Collection:
 
     def _index_set(self) -> IndexSet:
         if self._indexes is None:
+            from indexers import DEFAULT_MEMORY_BUDGET
+
             from .indexes import IndexSet
 
+            budget = self.catalog.get_settings().get("index_memory") or DEFAULT_MEMORY_BUDGET
             self._indexes = IndexSet(
                 self.catalog, self.path / INDEX_DIR, self.dim, self._catalog_id,
-                can_save=lambda: self._lock_depth > 0)
+                can_save=lambda: self._lock_depth > 0, memory_budget=int(budget))
         return self._indexes
 
     # -- writing ---------------------------------------------------------------------------------
@@ -224,28 +230,31 @@ class Collection:
         batch_size: int = 32,
         workers: int | None = None,
         captions: bool = True,
+        index_memory: int | str | None = None,
         progress: ProgressCallback | None = None,
     ) -> IndexSummary:
         """Index image files and folders (recursively); returns what changed.
 
-        With ``strict=True`` a run that skipped any file raises :class:`IndexingError` (after
-        committing everything that could be indexed); the summary is on the exception.
+        ``index_memory`` (bytes, or a size such as "2G") bounds the memory of the vector
+        indexes; it is kept for later runs. With ``strict=True`` a run that skipped any file
+        raises :class:`IndexingError` (after committing everything that could be indexed); the
+        summary is on the exception.
         """
-        from .ingest import IndexOptions, IndexProgress, index_images
+        from .ingest import IndexOptions, index_images
         from .media import DEFAULT_MAX_PIXELS
 
         options = IndexOptions(
             hidden=hidden, max_pixels=max_pixels or DEFAULT_MAX_PIXELS, batch_size=batch_size,
             workers=workers, captions=captions)
+        if index_memory is not None:
+            self._set_index_memory(index_memory)
         with self._writing():
             try:
                 summary = index_images(self.catalog, lambda: self.encoder, list(paths), options,
                                        progress)
             finally:
                 self.catalog.set_settings(last_indexed_at=_iso(_now()))
-            if progress:
-                progress(IndexProgress("index", 0))
-            self._sync()
+            self._sync(progress)
         if strict and summary.failed:
             raise IndexingError(
                 f"{summary.failed} file(s) skipped (strict mode); first: "
@@ -285,9 +294,33 @@ class Collection:
             self._sync()
         return len(states)
 
-    def _sync(self) -> None:
-        if self.catalog.get_settings().get("dim") is not None:
-            self._index_set().sync()
+    def _set_index_memory(self, size: int | str) -> None:
+        from indexers import parse_bytes
+
+        try:
+            budget = parse_bytes(size)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        if budget <= 0:
+            raise InputError(f"index memory must be positive, got {size!r}")
+        self.catalog.set_settings(index_memory=budget)
+        if self._indexes is not None:
+            self._indexes.memory_budget = budget
+
+    def _sync(self, progress: ProgressCallback | None = None) -> None:
+        """Bring the indexes in step after a write; tier changes are reported as progress."""
+        if self.catalog.get_settings().get("dim") is None:
+            return
+        from .ingest import IndexProgress
+
+        def event(message: str) -> None:
+            log.info(message)
+            if progress:
+                progress(IndexProgress("index", 0, detail=message))
+
+        if progress:
+            progress(IndexProgress("index", 0))
+        self._index_set().sync(event)
 
     # -- reading ---------------------------------------------------------------------------------
 

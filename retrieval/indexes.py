@@ -6,6 +6,13 @@ checked against the catalog (same catalog id, dimension, a sequence number the c
 reached, the same number of vectors), caught up from the change log, and saved again when the
 caller may write. An index that is missing, unreadable, or from another catalog state is
 rebuilt from the catalog, with a warning on the ``retrieval`` logger.
+
+Writers also maintain the indexes (:meth:`IndexSet.sync`): an index whose collection outgrew
+its tier (``indexers.choose``) is rebuilt into the right type, and search parameters are tuned
+to the recall target on a sample of the collection's own vectors plus, where the collection
+has them, vectors of the other modality, so that cross-modal queries (text to image) hold
+their recall too. A rebuild writes a new generation of files; searches in other processes
+keep using the old one until it is committed.
 """
 
 from __future__ import annotations
@@ -16,11 +23,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from indexers import IndexFileError, VectorIndex, build_index, load_index, save_index
+import numpy as np
 
-from .catalog import MODALITIES, Catalog
+from indexers import (
+    DEFAULT_MEMORY_BUDGET,
+    IndexFileError,
+    IndexPlan,
+    VectorIndex,
+    build_index,
+    choose_index,
+    exact_search,
+    load_index,
+    needs_rebuild,
+    save_index,
+    tune,
+)
+
+from .catalog import IMAGE, MODALITIES, TEXT, Catalog
 
 log = logging.getLogger("retrieval")
+
+TUNING_QUERIES = 500  # per query kind (own vectors, other modality)
+TRAIN_PER_CELL = 64  # IVF training vectors per cell
 
 
 @dataclass
@@ -40,11 +64,15 @@ class IndexSet:
         dim: int,
         catalog_id: str,
         can_save: Callable[[], bool],
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
+        recall_target: float = 0.95,
     ) -> None:
         self.catalog = catalog
         self.folder = folder
         self.dim = dim
         self.catalog_id = catalog_id
+        self.memory_budget = memory_budget
+        self.recall_target = recall_target
         self._can_save = can_save
         self._loaded: dict[str, _Loaded] = {}
 
@@ -61,14 +89,15 @@ class IndexSet:
             state = self._load(modality, latest, floor) or self._rebuild(modality)
         self._catch_up(modality, state)
         self._loaded[modality] = state
-        if state.seq != state.saved_seq and self._can_save():
-            self._save(modality, state)
+        self._save_if_changed(modality, state)
         return state.index
 
-    def sync(self) -> None:
-        """Bring every index up to date and save it, then prune the change log."""
+    def sync(self, on_event: Callable[[str], None] | None = None) -> None:
+        """Bring every index up to date, switch tiers or re-tune where the collection changed
+        enough, save, then prune the change log. For writers."""
         for modality in MODALITIES:
             self.get(modality)
+            self._maintain(modality, on_event or (lambda _m: None))
         if self._loaded and self._can_save():
             self.catalog.prune_changes(min(s.seq for s in self._loaded.values()))
 
@@ -111,12 +140,20 @@ class IndexSet:
             return None
         return state
 
-    def _rebuild(self, modality: str) -> _Loaded:
+    def _rebuild(self, modality: str, plan: IndexPlan | None = None) -> _Loaded:
         seq = self.catalog.max_seq()
-        index = build_index(self.dim, "flat")
-        for ids, vectors in self.catalog.iter_vectors(modality, self.dim):
-            index.add(ids, vectors)
-        return _Loaded(index, seq)
+        ids = self.catalog.vector_ids(modality)
+        plan = plan or choose_index(len(ids), self.dim, self.memory_budget)
+        index = build_index(self.dim, plan.kind, **plan.params)
+        if not index.is_trained:
+            n_train = min(len(ids), TRAIN_PER_CELL * int(plan.params.get("nlist", 1)))
+            sample = np.random.default_rng(0).choice(ids, n_train, replace=False)
+            index.train(self.catalog.vectors(np.sort(sample).tolist(), self.dim)[1])
+        for batch_ids, vectors in self.catalog.iter_vectors(modality, self.dim):
+            index.add(batch_ids, vectors)
+        state = _Loaded(index, seq)
+        self._tune(modality, state.index)
+        return state
 
     def _catch_up(self, modality: str, state: _Loaded) -> None:
         latest, ids = self.catalog.changed_since(state.seq, modality)
@@ -128,7 +165,60 @@ class IndexSet:
             state.index.add(present, vectors)
         state.seq = latest
 
-    def _save(self, modality: str, state: _Loaded) -> None:
+    def _maintain(self, modality: str, on_event: Callable[[str], None]) -> None:
+        state = self._loaded[modality]
+        current = state.index.describe()
+        n = state.index.ntotal
+        plan = needs_rebuild(current, n, self.dim, self.memory_budget)
+        if plan is not None:
+            was = current["type"] + (f"/{current['params'].get('codec')}"
+                                     if current["params"].get("codec") else "")
+            on_event(f"{modality} index: {n} vectors no longer suit {was}; rebuilding it as "
+                     f"{plan.describe()} ({plan.reason})")
+            state = self._rebuild(modality, plan)
+            self._catch_up(modality, state)
+            self._loaded[modality] = state
+        elif state.index.kind != "flat":
+            tuned_n = int(state.index.tuning.get("tuned_at_ntotal", 0))
+            if not tuned_n or not 0.5 <= n / tuned_n <= 2:
+                on_event(f"{modality} index: re-tuning search parameters for {n} vectors")
+                self._tune(modality, state.index)
+                state.saved_seq = -1
+        self._save_if_changed(modality, state)
+
+    def _tune(self, modality: str, index: VectorIndex) -> None:
+        """Tune search parameters on own vectors and, where present, the other modality's."""
+        if index.kind == "flat" or not index.ntotal:
+            index.tuning = {"recall_at_10": 1.0, "tuned_at_ntotal": index.ntotal}
+            return
+        rng = np.random.default_rng(1)
+        queries = []
+        for m in (modality, TEXT if modality == IMAGE else IMAGE):
+            ids = self.catalog.vector_ids(m)
+            if len(ids):
+                pick = np.sort(rng.choice(ids, min(len(ids), TUNING_QUERIES), replace=False))
+                queries.append(self.catalog.vectors(pick.tolist(), self.dim)[1])
+        xq = np.concatenate(queries)
+        truth = self._exact_top(modality, xq, 10)
+        tune(index, xq, truth, k=10, target=self.recall_target)
+        index.tuning["tuned_at_ntotal"] = index.ntotal
+        log.info("%s index tuned: %s", modality, index.tuning)
+
+    def _exact_top(self, modality: str, xq: np.ndarray, k: int) -> np.ndarray:
+        """Exact top-k ids for queries, scanning the catalog's vectors a batch at a time."""
+        best_s = np.full((len(xq), 0), -np.inf, np.float32)
+        best_i = np.zeros((len(xq), 0), np.int64)
+        for ids, vectors in self.catalog.iter_vectors(modality, self.dim):
+            s, i = exact_search(vectors, ids, xq, k)
+            best_s, best_i = np.hstack([best_s, s]), np.hstack([best_i, i])
+            order = np.argsort(-best_s, axis=1, kind="stable")[:, :k]
+            best_s = np.take_along_axis(best_s, order, 1)
+            best_i = np.take_along_axis(best_i, order, 1)
+        return best_i
+
+    def _save_if_changed(self, modality: str, state: _Loaded) -> None:
+        if state.seq == state.saved_seq or not self._can_save():
+            return
         meta = {"seq": state.seq, "catalog_id": self.catalog_id, "modality": modality}
         save_index(state.index, self.folder, modality, meta)
         state.saved_seq = state.seq

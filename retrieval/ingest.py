@@ -74,13 +74,15 @@ class IndexSummary:
 
 @dataclass(frozen=True)
 class IndexProgress:
-    """A progress report: ``phase`` is scan, embed, captions or remove."""
+    """A progress report: ``phase`` is scan, embed, captions, remove or index; ``detail``
+    carries a message worth showing (an index rebuilt into another tier)."""
 
     phase: str
     done: int
     total: int | None = None
     embedded: int = 0
     failed: int = 0
+    detail: str | None = None
 
 
 ProgressCallback = Callable[[IndexProgress], None]

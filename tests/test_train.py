@@ -102,7 +102,7 @@ def test_bad_data_is_skipped_and_reported(tmp_path, tiny_json):
     make_image(data / "nocaption.png", seed=99)
     make_image(data / "empty.png", seed=98)
     (data / "empty.txt").write_text("  \n")
-    pairs, errors = read_pairs(data)
+    pairs, _ = read_pairs(data)
     assert len(pairs[str(data / "ok0.png")]) == 2  # one caption per line
     result = train(_cfg(data, tmp_path / "m", tiny_json, epochs=1, batch_size=4))
     reasons = {Path(e.path).name: e.reason for e in result.skipped}

@@ -1,0 +1,102 @@
+"""Which index to build for n vectors of a dimension under a memory budget, and why.
+
+The rules, measured on two cores (``benchmarks/ann.py``; figures in the README):
+
+1. **Exact (flat)** while n x d <= 2e7 (40k vectors of 512 dimensions): a single query scans
+   that in a few milliseconds, recall is 1 by construction, adds and removes are free.
+2. **IVF, float32 codes** beyond that while the vectors fit the budget. IVF rather than a graph
+   (HNSW) because (a) it holds recall on cross-modal queries that sit far from every stored
+   vector (a text query's best image has cosine 0.25-0.35), where graph walks wander: the
+   text-to-image track of big-ann-benchmarks exists for this; (b) it builds in a fraction of
+   HNSW's time; (c) it removes vectors in place. ``nlist`` is the power of two nearest 4 sqrt(n)
+   (FAISS's guideline is 4-16 sqrt(n)); ``nprobe`` is tuned per collection.
+3. **IVF, 8-bit scalar codes** (d bytes per vector) when float32 codes exceed the budget, with
+   the best ``k * k_factor`` candidates re-scored exactly from a memory-mapped vector file.
+4. **IVF, 4-bit PQ fast-scan codes** (d/4 bytes per vector, SIMD scanning), also re-scored,
+   when even 8-bit codes exceed the budget.
+
+HNSW stays available on request (``kind='hnsw'``) for in-distribution workloads.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import IndexerError
+
+DEFAULT_MEMORY_BUDGET = 4 * 1024**3
+EXACT_MAX_WORK = 20_000_000  # n x d up to which exact search is chosen
+MIN_NLIST, MAX_NLIST = 64, 16384
+
+
+@dataclass(frozen=True)
+class IndexPlan:
+    """An index to build: kind and parameters, the tier name and the reason."""
+
+    kind: str
+    params: dict[str, Any] = field(default_factory=dict)
+    tier: str = "exact"
+    reason: str = ""
+    bytes_per_vector: float = 0.0
+
+    def describe(self) -> str:
+        args = ", ".join(f"{k}={v}" for k, v in self.params.items())
+        return f"{self.kind}({args})" if args else self.kind
+
+
+def nlist_for(n: int) -> int:
+    """Power of two nearest 4 sqrt(n), within [64, 16384]."""
+    target = 4 * math.sqrt(max(1, n))
+    return int(min(MAX_NLIST, max(MIN_NLIST, 2 ** round(math.log2(target)))))
+
+
+def parse_bytes(text: str | int) -> int:
+    """'4G', '512M', '2GB', '1500000000' -> bytes."""
+    if isinstance(text, int):
+        return text
+    s = text.strip().upper().removesuffix("B").removesuffix("I")
+    mult = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+    try:
+        if s and s[-1] in mult:
+            return int(float(s[:-1]) * mult[s[-1]])
+        return int(float(s))
+    except ValueError:
+        raise ValueError(f"not a size: {text!r} (use e.g. 512M, 4G)") from None
+
+
+def choose_index(n: int, dim: int, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> IndexPlan:
+    """The index for ``n`` vectors of ``dim`` dimensions within ``memory_budget`` bytes."""
+    flat_bpv = 4.0 * dim + 24
+    if n * dim <= EXACT_MAX_WORK and n * flat_bpv <= memory_budget:
+        return IndexPlan("flat", {}, "exact", f"{n} x {dim} is small enough to scan exactly",
+                         flat_bpv)
+    nlist = nlist_for(n)
+    options = [("flat", 4.0 * dim + 8, "ivf-flat"), ("sq8", dim + 8.0, "ivf-sq8+refine"),
+               ("pq", dim / 4 + 8.0, "ivf-pq4fs+refine")]
+    for codec, bpv, tier in options:
+        if codec == "pq" and dim % 2:
+            continue
+        if n * bpv <= memory_budget:
+            why = (f"{n} vectors; {codec} codes take {n * bpv / 2**20:.0f} MiB of the "
+                   f"{memory_budget / 2**20:.0f} MiB budget")
+            return IndexPlan("ivf", {"nlist": nlist, "codec": codec}, tier, why, bpv)
+    raise IndexerError(
+        f"{n} vectors of {dim} dimensions need at least {n * (dim / 4 + 8) / 2**20:.0f} MiB "
+        f"even as 4-bit codes; the memory budget is {memory_budget / 2**20:.0f} MiB")
+
+
+def needs_rebuild(current: dict[str, Any], n: int, dim: int, memory_budget: int
+                  ) -> IndexPlan | None:
+    """The plan to rebuild into when the collection outgrew (or outshrank) its index's tier;
+    None while the current index still fits. ``current`` is the index's ``describe()``."""
+    plan = choose_index(n, dim, memory_budget)
+    params = current.get("params", {})
+    if plan.kind != current.get("type") or plan.params.get("codec") != params.get("codec"):
+        return plan
+    if plan.kind == "ivf":
+        ratio = plan.params["nlist"] / max(1, int(params.get("nlist", 1)))
+        if ratio >= 4 or ratio <= 0.25:  # the collection grew or shrank 16-fold
+            return plan
+    return None

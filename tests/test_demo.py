@@ -1,0 +1,39 @@
+"""The shipped demo model: offline, small, and good enough on images it never saw."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import run_cli
+
+from retrieval import ModelSpec, load_encoder
+from retrieval.demo import DEMO_MODEL_DIR, evaluate_quality
+
+
+def test_demo_model_ships_and_loads_offline():
+    files = {p.name: p.stat().st_size for p in DEMO_MODEL_DIR.iterdir()}
+    assert set(files) == {"open_clip_config.json", "open_clip_model.safetensors"}
+    assert sum(files.values()) < 15 * 1024 * 1024
+    enc = load_encoder(ModelSpec.parse("demo"), "cpu")
+    assert enc.image_spec.size == (48, 48)
+    assert enc.embed_texts(["a red circle"]).shape == (1, enc.dim)
+
+
+def test_demo_model_quality_bar_on_fresh_images(tmp_path):
+    """Through the engine: >= 90% of the top 10 match one- and two-attribute queries, and the
+    right colour-shape caption is chosen for >= 90% of images."""
+    report = evaluate_quality("demo", n=600, seed=99991, work=tmp_path)
+    assert report.two_attribute_precision >= 0.9, report
+    assert report.one_attribute_precision >= 0.9, report
+    assert report.image_to_text_accuracy >= 0.9, report
+
+
+@pytest.mark.slow
+def test_demo_command_runs_offline_and_is_incremental(tmp_path):
+    out = run_cli("demo", "--images", "60", "--folder", tmp_path / "imgs",
+                  collection=tmp_path / "col").stdout
+    assert "Text search: \"a red circle\"" in out and "Image to text" in out
+    assert "Indexed them into" in out and "60 added" in out
+    assert "Try next:" in out
+    again = run_cli("demo", "--images", "60", "--folder", tmp_path / "imgs",
+                    collection=tmp_path / "col").stdout
+    assert "0 added, 60 unchanged, 0 embedded" in again
