@@ -12,6 +12,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 METRICS = ("ip", "l2")
+# An allow-list this short (or under 1% of the index) is searched exactly: fetching and scoring
+# its vectors is cheaper than any index walk, and exact. Longer ones filter inside the search.
+EXACT_ALLOW_MAX = 4096
 
 
 def as_ids(ids: Any) -> np.ndarray:
@@ -132,13 +135,42 @@ class VectorIndex(ABC):
             raise ValueError("k must be positive")
         p = dict(self.search_params)
         p.update(params or {})
-        if not self.ntotal or (allow is not None and not len(as_ids(allow))):
+        if allow is not None:
+            allow = np.unique(as_ids(allow))
+        if not self.ntotal or (allow is not None and not len(allow)):
             worst = -np.inf if self.metric == "ip" else np.inf
             return (np.full((len(q), k), worst, np.float32),
                     np.full((len(q), k), -1, np.int64))
         with threads_for(len(q)):
-            scores, ids = self._search(q, int(k), allow, p)
+            if allow is not None and len(allow) <= max(EXACT_ALLOW_MAX, self.ntotal // 100):
+                scores, ids = self._search_exact(q, int(k), allow)
+            else:
+                if allow is not None:  # a selective filter needs a wider walk to find k
+                    p = self.widen(p, len(allow) / max(1, self.ntotal))
+                scores, ids = self._search(q, int(k), allow, p)
         return pad(scores, ids, int(k), self.metric)
+
+    def _search_exact(self, q: np.ndarray, k: int, allow: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        found, vectors = self.vectors(allow)
+        ids, vectors = allow[found], vectors[found]
+        if not len(ids):
+            return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
+        if self.metric == "ip":
+            scores = q @ vectors.T
+            order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        else:
+            scores = ((q[:, None, :] - vectors[None]) ** 2).sum(-1)
+            order = np.argsort(scores, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(scores, order, 1).astype(np.float32), ids[order]
+
+    def widen(self, params: dict[str, Any], selectivity: float) -> dict[str, Any]:
+        """Search parameters for a filter that keeps ``selectivity`` of the vectors."""
+        return params
+
+    @abstractmethod
+    def vectors(self, ids: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(mask of ids present, their stored vectors; zeros where absent)."""
 
     @abstractmethod
     def _search(self, q: np.ndarray, k: int, allow: Any, params: dict[str, Any]

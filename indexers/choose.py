@@ -73,7 +73,7 @@ def choose_index(n: int, dim: int, memory_budget: int = DEFAULT_MEMORY_BUDGET) -
         return IndexPlan("flat", {}, "exact", f"{n} x {dim} is small enough to scan exactly",
                          flat_bpv)
     nlist = nlist_for(n)
-    options = [("flat", 4.0 * dim + 8, "ivf-flat"), ("sq8", dim + 8.0, "ivf-sq8+refine"),
+    options = [("flat", 4.0 * dim + 24, "ivf-flat"), ("sq8", dim + 8.0, "ivf-sq8+refine"),
                ("pq", dim / 4 + 8.0, "ivf-pq4fs+refine")]
     for codec, bpv, tier in options:
         if codec == "pq" and dim % 2:

@@ -50,9 +50,13 @@ class FlatIndex(VectorIndex):
     def ids(self) -> np.ndarray:
         return faiss.vector_to_array(self._index.id_map).astype(np.int64)
 
-    def vectors(self, ids: Any) -> np.ndarray:
-        """The stored vectors of ids (they must be present)."""
-        return np.vstack([self._index.reconstruct(int(i)) for i in as_ids(ids)])
+    def vectors(self, ids: Any) -> tuple[np.ndarray, np.ndarray]:
+        ids = as_ids(ids)
+        present = np.isin(ids, self.ids())
+        out = np.zeros((len(ids), self.dim), np.float32)
+        if present.any():
+            out[present] = self._index.reconstruct_batch(ids[present])
+        return present, out
 
     def to_faiss(self) -> Any:
         return self._index

@@ -105,6 +105,19 @@ class HNSWIndex(VectorIndex):
         ids = np.where(labels >= 0, self._label_ids[np.maximum(labels, 0)], -1)
         return scores, ids
 
+    def vectors(self, ids: Any) -> tuple[np.ndarray, np.ndarray]:
+        ids = as_ids(ids)
+        labels = np.fromiter((self._by_id.get(int(i), -1) for i in ids), np.int64, len(ids))
+        present = labels >= 0
+        out = np.zeros((len(ids), self.dim), np.float32)
+        if present.any():
+            out[present] = self._index.reconstruct_batch(labels[present])
+        return present, out
+
+    def widen(self, params: dict[str, Any], selectivity: float) -> dict[str, Any]:
+        ef = int(params.get("efSearch", 64))
+        return {**params, "efSearch": int(min(8192, np.ceil(ef / max(selectivity, 1e-6))))}
+
     def tuning_grid(self) -> list[dict[str, Any]]:
         return [{"efSearch": ef} for ef in (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512,
                                             768, 1024, 2048)]

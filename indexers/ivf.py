@@ -50,6 +50,9 @@ class IVFIndex(VectorIndex):
             quantizer.this.disown()  # the IVF index owns and frees its quantizer
             _index.cp.niter = 10
             _index.cp.max_points_per_centroid = 64
+        if self.codec == "flat" and _index.direct_map.type == faiss.DirectMap.NoMap:
+            # id -> position, to fetch vectors for exact search on short allow-lists
+            _index.set_direct_map_type(faiss.DirectMap.Hashtable)
         self._index = _index
         self._store = _store if _store is not None else (
             VectorStore(dim) if codec != "flat" else None)
@@ -85,7 +88,8 @@ class IVFIndex(VectorIndex):
         ids = as_ids(ids)
         if not len(ids) or not self.ntotal:
             return 0
-        n = int(self._index.remove_ids(faiss.IDSelectorBatch(ids)))
+        # The id hashtable can only remove an explicit array of ids.
+        n = int(self._index.remove_ids(faiss.IDSelectorArray(ids)))
         if self._store is not None:
             self._store.remove(ids)
         return n
@@ -112,6 +116,21 @@ class IVFIndex(VectorIndex):
         kf = int(params.get("k_factor", 4))
         _, cand = self._index.search(q, k * kf, params=sp)
         return self._store.rerank(q, cand, k, self.metric)
+
+    def vectors(self, ids: Any) -> tuple[np.ndarray, np.ndarray]:
+        ids = as_ids(ids)
+        if self._store is not None:
+            return self._store.get(ids)
+        out = np.zeros((len(ids), self.dim), np.float32)
+        present = np.isin(ids, self.ids())
+        if present.any():
+            out[present] = self._index.reconstruct_batch(ids[present])
+        return present, out
+
+    def widen(self, params: dict[str, Any], selectivity: float) -> dict[str, Any]:
+        nprobe = int(params.get("nprobe", 1))
+        return {**params, "nprobe": int(min(self.nlist, np.ceil(nprobe / max(selectivity,
+                                                                               1e-6))))}
 
     def tuning_grid(self) -> list[dict[str, Any]]:
         nprobes = [p for p in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512,
@@ -148,5 +167,6 @@ class IVFIndex(VectorIndex):
         return {**super().params(), "nlist": self.nlist, "codec": self.codec}
 
     def bytes_per_vector(self) -> float:
-        code = {"flat": 4.0 * self.dim, "sq8": float(self.dim), "pq": self.dim / 4}[self.codec]
-        return code + 8
+        # codes + the id in the list (+ the id -> position hashtable for flat codes)
+        code = {"flat": 4.0 * self.dim + 16, "sq8": float(self.dim), "pq": self.dim / 4}
+        return code[self.codec] + 8

@@ -63,6 +63,15 @@ class VectorStore:
         rows[rows >= 0] = np.where(self._live[rows[rows >= 0]], rows[rows >= 0], -1)
         return rows
 
+    def get(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(mask of ids present, their vectors; zeros where absent)."""
+        rows = self.rows(ids)
+        present = rows >= 0
+        out = np.zeros((len(rows), self.dim), np.float32)
+        if present.any():
+            out[present] = np.asarray(self._vectors[rows[present]], np.float32)
+        return present, out
+
     def rerank(self, queries: np.ndarray, cand: np.ndarray, k: int, metric: str
                ) -> tuple[np.ndarray, np.ndarray]:
         """Exact scores of candidate ids (-1 = none) for each query; the best k, best first."""

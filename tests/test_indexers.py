@@ -1,0 +1,209 @@
+"""Every index tier: recall against exact search, filtered search, live updates, persistence,
+and the choice of tier under a memory budget."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import indexers
+from indexers import (
+    IndexerError,
+    IndexFileError,
+    build_index,
+    choose_index,
+    exact_search,
+    load_index,
+    needs_rebuild,
+    recall_at_k,
+    save_index,
+    tune,
+)
+
+D = 32
+TIERS = [
+    ("flat", {}),
+    ("ivf", {"nlist": 64, "codec": "flat"}),
+    ("ivf", {"nlist": 64, "codec": "sq8"}),
+    ("ivf", {"nlist": 64, "codec": "pq"}),
+    ("hnsw", {"m": 16}),
+]
+TIER_IDS = ["flat", "ivf-flat", "ivf-sq8", "ivf-pq", "hnsw"]
+
+
+def clustered(n: int, seed: int = 0, d: int = D) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((40, d)).astype(np.float32)
+    x = centers[rng.integers(0, 40, n)] + 0.6 * rng.standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def far_queries(xb: np.ndarray, n: int, seed: int = 1) -> np.ndarray:
+    """Cross-modal-like queries: a shared offset dominates, best cosine around 0.3."""
+    rng = np.random.default_rng(seed)
+    gap = rng.standard_normal(xb.shape[1]).astype(np.float32)
+    gap /= np.linalg.norm(gap)
+    q = 0.3 * xb[rng.integers(0, len(xb), n)] + 0.95 * gap
+    q += 0.05 * rng.standard_normal(q.shape).astype(np.float32)
+    return q / np.linalg.norm(q, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray]:
+    xb = clustered(6000)
+    ids = np.random.default_rng(2).choice(10**12, len(xb), replace=False).astype(np.int64)
+    return ids, xb
+
+
+def _built(kind: str, params: dict, ids: np.ndarray, xb: np.ndarray):
+    index = build_index(D, kind, **params)
+    if not index.is_trained:
+        index.train(xb[:4000])
+    index.add(ids, xb)
+    return index
+
+
+@pytest.mark.parametrize(("kind", "params"), TIERS, ids=TIER_IDS)
+def test_tuned_recall_on_both_query_kinds(data, kind, params):
+    ids, xb = data
+    index = _built(kind, params, ids, xb)
+    near = xb[:150] + 0.02 * np.random.default_rng(3).standard_normal((150, D)).astype("f4")
+    queries = np.vstack([near, far_queries(xb, 150)])
+    truth = exact_search(xb, ids, queries, 10)[1]
+    result = tune(index, queries, truth, target=0.95)
+    assert result["target_met"], (kind, params, result, index.search_params)
+    # Held-out queries of both kinds keep the recall the tuning measured (with some slack).
+    for fresh in (xb[3000:3150] + 0.02, far_queries(xb, 150, seed=9)):
+        fresh = fresh / np.linalg.norm(fresh, axis=1, keepdims=True)
+        found = index.search(fresh, 10)[1]
+        assert recall_at_k(found, exact_search(xb, ids, fresh, 10)[1]) >= 0.9, kind
+
+
+@pytest.mark.parametrize(("kind", "params"), TIERS, ids=TIER_IDS)
+def test_filtered_search_equals_exact_search_on_the_allow_list(data, kind, params):
+    ids, xb = data
+    index = _built(kind, params, ids, xb)
+    index.search_params.update({"nprobe": 64, "efSearch": 512, "k_factor": 32})
+    rng = np.random.default_rng(4)
+    for size in (5, 40, 600):
+        allow = rng.choice(ids, size, replace=False)
+        rows = np.flatnonzero(np.isin(ids, allow))
+        q = xb[rng.integers(0, len(xb), 8)]
+        _, found = index.search(q, 10, allow=allow)
+        _, truth = exact_search(xb[rows], ids[rows], q, 10)
+        assert set(found[found >= 0].tolist()) <= set(allow.tolist())
+        assert recall_at_k(found, truth, 10) >= 0.97, (kind, size)
+        assert ((found >= 0).sum(1) == min(10, size)).all()  # never fewer than k while k match
+
+
+@pytest.mark.parametrize(("kind", "params"), TIERS, ids=TIER_IDS)
+def test_persistence_round_trip(tmp_path, data, kind, params):
+    ids, xb = data
+    index = _built(kind, params, ids[:3000], xb[:3000])
+    index.remove(ids[:100])
+    index.search_params.update({"nprobe": 8, "efSearch": 99})
+    index.tuning = {"recall_at_10": 0.97}
+    save_index(index, tmp_path, "v", {"seq": 7})
+    loaded, meta = load_index(tmp_path, "v", mmap=True)
+    assert meta == {"seq": 7} and loaded.ntotal == 2900
+    assert sorted(loaded.ids().tolist()) == sorted(ids[100:3000].tolist())
+    assert loaded.search_params == index.search_params and loaded.tuning == index.tuning
+    q = xb[200:210]
+    np.testing.assert_array_equal(loaded.search(q, 5)[1], index.search(q, 5)[1])
+    loaded.add(ids[:100], xb[:100])  # a loaded (memory-mapped) index still takes updates
+    assert loaded.ntotal == 3000
+    for f in tmp_path.glob("v.*.npy"):  # a truncated extra array is detected
+        f.write_bytes(f.read_bytes()[:-8])
+        with pytest.raises(IndexFileError, match="truncated"):
+            load_index(tmp_path, "v")
+
+
+@pytest.mark.parametrize(("kind", "params"), TIERS, ids=TIER_IDS)
+@settings(max_examples=15, deadline=None)
+@given(ops=st.lists(st.tuples(st.sampled_from(["add", "remove"]),
+                              st.lists(st.integers(0, 199), max_size=30)), max_size=12))
+def test_ids_agree_after_any_adds_and_removes(kind, params, ops):
+    xb = clustered(200, seed=5)
+    index = build_index(D, kind, **params)
+    if not index.is_trained:
+        index.train(clustered(2000, seed=6))
+    present: set[int] = set()
+    for op, keys in ops:
+        keys = sorted(set(keys))
+        if op == "add":
+            index.upsert(keys, xb[keys])
+            present |= set(keys)
+        else:
+            index.remove(keys)
+            present -= set(keys)
+        assert set(index.ids().tolist()) == present
+        assert index.ntotal == len(present)
+        if present:
+            _, found = index.search(xb[sorted(present)][:5], 3,
+                                    params={"nprobe": 64, "efSearch": 256, "k_factor": 32})
+            assert set(found[found >= 0].tolist()) <= present
+
+
+def test_hnsw_tombstones_then_compaction():
+    xb = clustered(500, seed=7)
+    index = build_index(D, "hnsw", m=16)
+    index.add(np.arange(500), xb)
+    index.remove(np.arange(50))
+    assert index.tombstones == 50 and index.ntotal == 450
+    _, found = index.search(xb[:50], 10, params={"efSearch": 256})
+    assert not set(found.reshape(-1).tolist()) & set(range(50))
+    index.remove(np.arange(50, 120))  # past 20% of the graph: compacted
+    assert index.tombstones == 0 and index.ntotal == 380
+    index.add([7], xb[7:8])  # a removed id comes back with a new label
+    _, found = index.search(xb[7:8], 1, params={"efSearch": 64})
+    assert found[0, 0] == 7
+
+
+def test_choice_follows_size_and_budget():
+    assert choose_index(10_000, 512).kind == "flat"
+    mid = choose_index(200_000, 512)
+    assert (mid.kind, mid.params["codec"], mid.params["nlist"]) == ("ivf", "flat", 2048)
+    assert choose_index(1_000_000, 512, memory_budget=3 * 1024**3).params["codec"] == "flat"
+    big = choose_index(1_000_000, 512, memory_budget=1536 * 1024**2)
+    assert big.params["codec"] == "sq8" and big.bytes_per_vector == 520
+    tight = choose_index(1_000_000, 512, memory_budget=300 * 1024**2)
+    assert tight.params["codec"] == "pq"
+    with pytest.raises(IndexerError, match="budget"):
+        choose_index(1_000_000, 512, memory_budget=10 * 1024**2)
+    flat = build_index(512).describe()
+    assert needs_rebuild(flat, 10_000, 512, 4 * 1024**3) is None
+    assert needs_rebuild(flat, 200_000, 512, 4 * 1024**3).kind == "ivf"
+    assert indexers.parse_bytes("2G") == 2 * 1024**3 and indexers.parse_bytes("512M") == 2**29
+
+
+def test_collection_switches_tier_as_it_grows(tmp_path, monkeypatch, caplog):
+    """A collection indexed past its tier is rebuilt into the right type on the next sync."""
+    from retrieval.catalog import Catalog, ImageRecord
+    from retrieval.indexes import IndexSet
+
+    monkeypatch.setattr(indexers.choose, "EXACT_MAX_WORK", 300 * D)
+    cat = Catalog(tmp_path / "c.sqlite", create=True)
+    xb = clustered(4000, seed=8)
+
+    def write(lo: int, hi: int) -> None:
+        cat.write_images([ImageRecord(f"/{i}.jpg", i, i, f"h{i}", xb[i]) for i in range(lo, hi)])
+
+    events: list[str] = []
+    idx = IndexSet(cat, tmp_path / "ix", D, cat.ensure_catalog_id(), can_save=lambda: True)
+    write(0, 200)
+    idx.sync(events.append)
+    assert idx.get("image").kind == "flat" and not events
+    write(200, 4000)
+    with caplog.at_level(logging.INFO, logger="retrieval"):
+        idx.sync(events.append)
+    index = idx.get("image")
+    assert index.kind == "ivf" and index.ntotal == 4000
+    assert any("rebuilding it as ivf" in e for e in events), events
+    assert index.tuning["recall_at_10"] >= 0.95 and index.search_params["nprobe"] >= 1
+    # A new process loads the new tier with its tuned parameters.
+    fresh = IndexSet(cat, tmp_path / "ix", D, cat.ensure_catalog_id(), can_save=lambda: False)
+    assert fresh.get("image").describe()["search_params"] == index.search_params
