@@ -89,6 +89,14 @@ class VectorIndex(ABC):
         self.metric = metric
         self.search_params: dict[str, Any] = {}
         self.tuning: dict[str, Any] = {}
+        self.read_only = False  # True when loaded memory-mapped: search only
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            from .errors import IndexerError
+
+            raise IndexerError("this index was loaded memory-mapped and is read-only; load it "
+                               "with mmap=False to change it")
 
     # -- content -----------------------------------------------------------------------------
 

@@ -80,6 +80,7 @@ class IVFIndex(VectorIndex):
             raise ValueError(f"{len(ids)} ids for {len(x)} vectors")
         if not len(ids):
             return
+        self._check_writable()
         self._index.add_with_ids(x, ids)
         if self._store is not None:
             self._store.add(ids, x)
@@ -88,6 +89,7 @@ class IVFIndex(VectorIndex):
         ids = as_ids(ids)
         if not len(ids) or not self.ntotal:
             return 0
+        self._check_writable()
         # The id hashtable can only remove an explicit array of ids.
         n = int(self._index.remove_ids(faiss.IDSelectorArray(ids)))
         if self._store is not None:
@@ -161,6 +163,7 @@ class IVFIndex(VectorIndex):
                                      int(params["dim"]), mmap=mmap)
         obj = cls(int(params["dim"]), params.get("metric", "ip"), nlist=int(params["nlist"]),
                   codec=params.get("codec", "flat"), _index=index, _store=store)
+        obj.read_only = mmap
         return obj
 
     def params(self) -> dict[str, Any]:

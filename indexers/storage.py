@@ -108,9 +108,10 @@ def load_index(folder: str | os.PathLike[str], name: str, *, mmap: bool | None =
                ) -> tuple[VectorIndex, dict[str, Any]]:
     """Read an index saved by :func:`save_index`; returns (index, meta).
 
-    ``mmap`` memory-maps the extra arrays (refinement vectors); by default it does so for
-    indexes of at least 256 MiB. Raises :class:`IndexFileError` when the manifest or any file
-    is missing, truncated, unreadable, or disagrees with the manifest.
+    ``mmap`` memory-maps IVF inverted lists and extra arrays (refinement vectors), which makes
+    the index read-only (search only); by default it does so for indexes of at least 256 MiB.
+    Raises :class:`IndexFileError` when the manifest or any file is missing, truncated,
+    unreadable, or disagrees with the manifest.
     """
     folder = Path(folder)
     manifest = read_manifest(folder, name)
@@ -130,7 +131,11 @@ def load_index(folder: str | os.PathLike[str], name: str, *, mmap: bool | None =
             total += size
         if mmap is None:
             mmap = total >= MMAP_MIN_BYTES
-        raw = faiss.read_index(str(paths.pop("faiss")))
+        # Inverted lists can be memory-mapped (read-only); other types are read into memory.
+        flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY \
+            if mmap and manifest["kind"] == "ivf" else 0
+        mmap = bool(flags)
+        raw = faiss.read_index(str(paths.pop("faiss")), flags)
         index = index_class(str(manifest["kind"])).from_faiss(
             raw, manifest["params"], paths, mmap)
     except IndexFileError:

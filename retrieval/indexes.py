@@ -157,6 +157,9 @@ class IndexSet:
 
     def _catch_up(self, modality: str, state: _Loaded) -> None:
         latest, ids = self.catalog.changed_since(state.seq, modality)
+        if ids and state.index.read_only:
+            # Loaded memory-mapped for searching; changes need it in memory.
+            state.index = load_index(self.folder, modality, mmap=False)[0]
         if ids:
             # Re-reading the current vectors makes catching up idempotent: an item changed
             # twice, or changed again while this runs, ends in its latest state.

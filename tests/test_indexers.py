@@ -114,7 +114,11 @@ def test_persistence_round_trip(tmp_path, data, kind, params):
     assert loaded.search_params == index.search_params and loaded.tuning == index.tuning
     q = xb[200:210]
     np.testing.assert_array_equal(loaded.search(q, 5)[1], index.search(q, 5)[1])
-    loaded.add(ids[:100], xb[:100])  # a loaded (memory-mapped) index still takes updates
+    if loaded.read_only:  # memory-mapped IVF lists: search only, updates need a real load
+        with pytest.raises(IndexerError, match="read-only"):
+            loaded.add(ids[:100], xb[:100])
+        loaded = load_index(tmp_path, "v", mmap=False)[0]
+    loaded.add(ids[:100], xb[:100])
     assert loaded.ntotal == 3000
     for f in tmp_path.glob("v.*.npy"):  # a truncated extra array is detected
         f.write_bytes(f.read_bytes()[:-8])
@@ -207,3 +211,23 @@ def test_collection_switches_tier_as_it_grows(tmp_path, monkeypatch, caplog):
     # A new process loads the new tier with its tuned parameters.
     fresh = IndexSet(cat, tmp_path / "ix", D, cat.ensure_catalog_id(), can_save=lambda: False)
     assert fresh.get("image").describe()["search_params"] == index.search_params
+
+
+def test_memory_mapped_index_catches_up(tmp_path, monkeypatch):
+    """A reader maps a large index read-only; when the catalog moved on it reloads and applies
+    the changes instead of failing."""
+    from retrieval.catalog import Catalog, ImageRecord
+    from retrieval.indexes import IndexSet
+
+    monkeypatch.setattr(indexers.choose, "EXACT_MAX_WORK", 100 * D)
+    monkeypatch.setattr(indexers.storage, "MMAP_MIN_BYTES", 0)
+    cat = Catalog(tmp_path / "c.sqlite", create=True)
+    xb = clustered(3000, seed=10)
+    cat.write_images([ImageRecord(f"/{i}.jpg", i, i, f"h{i}", xb[i]) for i in range(2500)])
+    IndexSet(cat, tmp_path / "ix", D, cat.ensure_catalog_id(), can_save=lambda: True).sync()
+    reader = IndexSet(cat, tmp_path / "ix", D, cat.ensure_catalog_id(), can_save=lambda: False)
+    assert reader.get("image").read_only and reader.get("image").ntotal == 2500
+    cat.write_images([ImageRecord(f"/{i}.jpg", i, i, f"h{i}", xb[i]) for i in range(2500, 3000)])
+    index = reader.get("image")
+    assert index.ntotal == 3000 and not index.read_only
+    assert set(index.ids().tolist()) == set(cat.vector_ids("image").tolist())
