@@ -52,7 +52,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from .errors import CatalogError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 IMAGE, TEXT = "image", "text"
 MODALITIES = (IMAGE, TEXT)
 
@@ -137,12 +137,106 @@ class Change(Base):
     __table_args__ = ({"sqlite_autoincrement": True},)
 
 
+class Tag(Base):
+    """A label on an item, with a score (zero-shot tagging) and where it came from."""
+
+    __tablename__ = "tags"
+
+    item_id: Mapped[int] = mapped_column(
+        ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(200), primary_key=True, index=True)
+    score: Mapped[float | None] = mapped_column()
+    source: Mapped[str] = mapped_column(String(16), default="zero-shot")
+
+
+class TagRun(Base):
+    """Which items a zero-shot tagging run (labels + templates + model) already covered."""
+
+    __tablename__ = "tag_runs"
+
+    item_id: Mapped[int] = mapped_column(
+        ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
+    signature: Mapped[str] = mapped_column(String(64))
+
+
+class AuxVector(Base):
+    """Embeddings by a second model (re-ranking), cached by model and item content."""
+
+    __tablename__ = "aux_vectors"
+
+    model: Mapped[str] = mapped_column(String(500), primary_key=True)
+    item_id: Mapped[int] = mapped_column(
+        ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
+    content_hash: Mapped[str | None] = mapped_column(String(64))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 # Ordered migrations: version -> function applied inside one transaction on open.
 def _migration_1(conn: Any) -> None:
-    Base.metadata.create_all(conn)
+    for table in (SchemaVersion, Setting, Item, Vector, Change):
+        table.__table__.create(conn, checkfirst=True)
 
 
-MIGRATIONS: dict[int, Callable[[Any], None]] = {1: _migration_1}
+def _migration_2(conn: Any) -> None:
+    """Tags, tagging runs, second-model vectors, and the full-text index (SQLite FTS5)."""
+    for table in (Tag, TagRun, AuxVector):
+        table.__table__.create(conn, checkfirst=True)
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql(
+            "CREATE VIRTUAL TABLE IF NOT EXISTS items_fts USING fts5("
+            "name, body, tags, tokenize = 'unicode61 remove_diacritics 2')")
+        ids = [r[0] for r in conn.execute(select(Item.id))]
+        for chunk in _chunks(ids, 900):
+            _refresh_fts(conn, chunk)
+
+
+MIGRATIONS: dict[int, Callable[[Any], None]] = {1: _migration_1, 2: _migration_2}
+
+
+def _fts_query(text: str) -> str:
+    """A safe FTS5 query for free text: the phrase, or any of its words (quoted tokens, so
+    user input never reaches FTS5's query syntax)."""
+    import re
+
+    words = re.findall(r"\w+", text.lower())
+    if not words:
+        return ""
+    quoted = [f'"{w}"' for w in dict.fromkeys(words)]
+    phrase = '"' + " ".join(words) + '"'
+    return " OR ".join([phrase, *quoted]) if len(words) > 1 else quoted[0]
+
+
+def _fts_name(path: str | None) -> str:
+    """Searchable words of a path: the file name and its folder's name."""
+    if not path:
+        return ""
+    p = path.replace("\\", "/").rstrip("/").split("/")
+    return " ".join(p[-2:])
+
+
+def _refresh_fts(conn: Any, ids: Sequence[int]) -> None:
+    """Recompute the full-text rows of these items (deleted items lose theirs)."""
+    if conn.dialect.name != "sqlite" or not ids:
+        return
+    marks = ",".join("?" * len(ids))
+    conn.exec_driver_sql(f"DELETE FROM items_fts WHERE rowid IN ({marks})", tuple(ids))
+    items = conn.execute(select(Item.id, Item.kind, Item.path, Item.text, Item.external_id)
+                         .where(Item.id.in_(ids))).all()
+    captions = dict(conn.execute(select(Item.parent_id, Item.text).where(
+        Item.source == "caption", Item.parent_id.in_(ids))).all())
+    tags: dict[int, list[str]] = {}
+    for item_id, tag in conn.execute(select(Tag.item_id, Tag.tag).where(Tag.item_id.in_(ids))):
+        tags.setdefault(item_id, []).append(tag)
+    rows = []
+    for r in items:
+        if r.kind == IMAGE:
+            rows.append((r.id, _fts_name(r.path), captions.get(r.id) or "",
+                         " ".join(tags.get(r.id, []))))
+        else:
+            rows.append((r.id, r.external_id or "", r.text or "", " ".join(tags.get(r.id, []))))
+    if rows:
+        conn.exec_driver_sql(
+            "INSERT INTO items_fts(rowid, name, body, tags) VALUES (?, ?, ?, ?)", rows)
 
 
 def encode_vector(v: np.ndarray) -> bytes:
@@ -447,6 +541,91 @@ class Catalog:
                             for r in s.execute(q)})
         return out
 
+    def ids_where(self, kind: str, conditions: Sequence[Any]) -> np.ndarray:
+        """Ids of items of ``kind`` that have a vector and satisfy all SQL ``conditions``."""
+        with Session(self.engine) as s:
+            q = (select(Item.id).join(Vector, Vector.item_id == Item.id)
+                 .where(Item.kind == kind, *conditions).order_by(Item.id))
+            return np.asarray(s.scalars(q).all(), dtype=np.int64)
+
+    def metadata_keys(self) -> set[str]:
+        """Keys used in the free metadata of items (from JSONL texts)."""
+        with Session(self.engine) as s:
+            metas = s.scalars(select(Item.meta).where(Item.meta.is_not(None)).limit(10_000))
+            return {k for m in metas if isinstance(m, dict) for k in m}
+
+    def keyword_search(self, query: str, kind: str, limit: int) -> list[tuple[int, float]]:
+        """(id, score) of items of ``kind`` whose name, text, caption or tags match ``query``,
+        best first (SQLite FTS5 BM25; higher is better)."""
+        if self.engine.dialect.name != "sqlite":
+            raise CatalogError("keyword search needs the SQLite catalog (FTS5)")
+        fts = _fts_query(query)
+        if not fts:
+            return []
+        with self.engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT f.rowid, bm25(items_fts, 2.0, 1.0, 1.0) AS rank FROM items_fts f "
+                "JOIN items i ON i.id = f.rowid WHERE items_fts MATCH ? AND i.kind = ? "
+                "ORDER BY rank LIMIT ?", (fts, kind, int(limit))).all()
+        return [(int(i), -float(r)) for i, r in rows]
+
+    def tags_of(self, ids: Iterable[int]) -> dict[int, list[tuple[str, float | None]]]:
+        out: dict[int, list[tuple[str, float | None]]] = {}
+        with Session(self.engine) as s:
+            for chunk in _chunks(list(ids), 900):
+                q = select(Tag.item_id, Tag.tag, Tag.score).where(Tag.item_id.in_(chunk))
+                for r in s.execute(q.order_by(Tag.score.desc())):
+                    out.setdefault(r.item_id, []).append((r.tag, r.score))
+        return out
+
+    def untagged(self, signature: str) -> np.ndarray:
+        """Images with a vector that the tagging run ``signature`` has not covered yet."""
+        with Session(self.engine) as s:
+            done = select(TagRun.item_id).where(TagRun.signature == signature)
+            q = (select(Item.id).join(Vector, Vector.item_id == Item.id)
+                 .where(Item.kind == IMAGE, Item.id.not_in(done)).order_by(Item.id))
+            return np.asarray(s.scalars(q).all(), dtype=np.int64)
+
+    def set_tags(self, tags: dict[int, list[tuple[str, float]]], signature: str) -> None:
+        """Replace the zero-shot tags of these items and mark them covered by ``signature``."""
+        ids = list(tags)
+        with Session(self.engine) as s, s.begin():
+            for chunk in _chunks(ids, 900):
+                s.execute(delete(Tag).where(Tag.item_id.in_(chunk), Tag.source == "zero-shot"))
+                s.execute(delete(TagRun).where(TagRun.item_id.in_(chunk)))
+            rows = [{"item_id": i, "tag": t, "score": sc, "source": "zero-shot"}
+                    for i, ts in tags.items() for t, sc in ts]
+            if rows:
+                s.execute(insert(Tag), rows)
+            if ids:
+                s.execute(insert(TagRun), [{"item_id": i, "signature": signature} for i in ids])
+            for chunk in _chunks(ids, 900):
+                _refresh_fts(s.connection(), chunk)
+
+    def aux_vectors(self, model: str, ids: Sequence[int]) -> dict[int, np.ndarray]:
+        """Cached second-model vectors of items whose content did not change since."""
+        out: dict[int, np.ndarray] = {}
+        with Session(self.engine) as s:
+            for chunk in _chunks(list(ids), 900):
+                q = (select(AuxVector.item_id, AuxVector.data)
+                     .join(Item, Item.id == AuxVector.item_id)
+                     .where(AuxVector.model == model, AuxVector.item_id.in_(chunk),
+                            AuxVector.content_hash == Item.content_hash))
+                out.update({r.item_id: np.frombuffer(r.data, dtype="<f4").astype(np.float32)
+                            for r in s.execute(q)})
+        return out
+
+    def put_aux_vectors(self, model: str, vectors: dict[int, np.ndarray]) -> None:
+        ids = list(vectors)
+        with Session(self.engine) as s, s.begin():
+            hashes = dict(s.execute(select(Item.id, Item.content_hash).where(Item.id.in_(ids))))
+            for chunk in _chunks(ids, 900):
+                s.execute(delete(AuxVector).where(AuxVector.model == model,
+                                                  AuxVector.item_id.in_(chunk)))
+            s.execute(insert(AuxVector), [
+                {"model": model, "item_id": i, "content_hash": hashes.get(i),
+                 "data": encode_vector(v)} for i, v in vectors.items() if i in hashes])
+
     # -- writes ----------------------------------------------------------------------------------
 
     def write_images(self, records: Sequence[ImageRecord]) -> list[int]:
@@ -461,6 +640,12 @@ class Catalog:
             ids = self._upsert(s, rows, [existing.get(r.path) for r in records],
                                [r.vector for r in records], now)
             self._log(s, ((i, IMAGE) for i in ids))
+            # New content: zero-shot tags and second-model vectors of the old content go.
+            for chunk in _chunks(ids, 900):
+                s.execute(delete(Tag).where(Tag.item_id.in_(chunk), Tag.source == "zero-shot"))
+                s.execute(delete(TagRun).where(TagRun.item_id.in_(chunk)))
+            for chunk in _chunks(ids, 900):
+                _refresh_fts(s.connection(), chunk)
         return ids
 
     def write_texts(self, records: Sequence[TextRecord]) -> list[int]:
@@ -481,6 +666,9 @@ class Catalog:
                         by_ext.get(r.external_id) for r in records]
             ids = self._upsert(s, rows, existing, [r.vector for r in records], now)
             self._log(s, ((i, TEXT) for i in ids))
+            parents = [r.parent_id for r in records if r.parent_id is not None]
+            for chunk in _chunks(ids + parents, 900):
+                _refresh_fts(s.connection(), chunk)
         return ids
 
     @staticmethod
@@ -517,15 +705,22 @@ class Catalog:
             return 0
         with Session(self.engine) as s, s.begin():
             doomed: dict[int, str] = {}
+            parents: set[int] = set()
             for chunk in _chunks(ids, 900):
-                q = select(Item.id, Item.kind).where(
+                q = select(Item.id, Item.kind, Item.parent_id).where(
                     Item.id.in_(chunk) | Item.parent_id.in_(chunk))
-                doomed.update({r.id: r.kind for r in s.execute(q)})
+                for r in s.execute(q):
+                    doomed[r.id] = r.kind
+                    if r.parent_id is not None:
+                        parents.add(r.parent_id)
             for chunk in _chunks(list(doomed), 900):
-                s.execute(delete(Vector).where(Vector.item_id.in_(chunk)))
+                for table in (Vector, Tag, TagRun, AuxVector):
+                    s.execute(delete(table).where(table.item_id.in_(chunk)))
                 s.execute(delete(Item).where(Item.parent_id.in_(chunk)))
                 s.execute(delete(Item).where(Item.id.in_(chunk)))
             self._log(s, doomed.items())
+            for chunk in _chunks(list(doomed) + list(parents - set(doomed)), 900):
+                _refresh_fts(s.connection(), chunk)
         return len(doomed)
 
 

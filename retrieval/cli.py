@@ -107,7 +107,8 @@ class _Progress:
     """Draws the library's progress reports as tqdm bars on stderr."""
 
     LABELS: ClassVar[dict[str, str]] = {
-        "scan": "scanning", "embed": "embedding", "captions": "captions", "remove": "removing"}
+        "scan": "scanning", "embed": "embedding", "captions": "captions", "remove": "removing",
+        "tag": "tagging"}
 
     def __init__(self, enabled: bool, unit: str = "file") -> None:
         self.enabled = enabled
@@ -249,25 +250,60 @@ def _weighted_terms(kind: str, values: tuple[str, ...], sign: float = 1.0) -> li
               show_default=True, help="Search images, or stored texts and captions.")
 @click.option("-k", "--top", "k", type=click.IntRange(min=1), default=10, show_default=True,
               help="Number of results.")
+@click.option("--offset", type=click.IntRange(min=0), default=0, help="Skip this many results "
+              "(paging).")
+@click.option("--path", "path_glob", metavar="GLOB",
+              help="Only paths matching a glob (e.g. '*/2021/*.jpg'), or under a folder.")
+@click.option("--after", metavar="DATE", help="Taken (or modified) on or after DATE.")
+@click.option("--before", metavar="DATE", help="Taken (or modified) before DATE.")
+@click.option("--tag", "tags", multiple=True, help="Only items with this tag (repeatable).")
+@click.option("--where", "wheres", multiple=True, metavar="'FIELD OP VALUE'",
+              help="Any filter, e.g. 'width >= 1024', 'camera ~ *canon*', 'meta.brand = acme' "
+                   "(repeatable; see docs for fields).")
+@click.option("--hybrid", is_flag=True,
+              help="Fuse keyword matches (file names, captions, texts, tags) with the vector "
+                   "ranking (reciprocal rank fusion).")
+@click.option("--keyword-weight", type=float, default=1.0, show_default=True,
+              help="Weight of the keyword ranking in --hybrid.")
+@click.option("--rerank", metavar="STAGES",
+              help="Re-ranking pipeline, e.g. exact,mmr:0.7,dedup:0.95,model:ViT-B-32@TAG")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per hit.")
 @click.option("--paths", "paths_only", is_flag=True, help="Print bare paths, one per line.")
 @model_options
 @click.pass_context
 def search(ctx: click.Context, texts: tuple[str, ...], images: tuple[str, ...],
            likes: tuple[str, ...], adds: tuple[str, ...], subtracts: tuple[str, ...],
-           target: str, k: int, as_json: bool, paths_only: bool, model: str | None,
-           pretrained: str | None, device: str) -> None:
+           target: str, k: int, offset: int, path_glob: str | None, after: str | None,
+           before: str | None, tags: tuple[str, ...], wheres: tuple[str, ...], hybrid: bool,
+           keyword_weight: float, rerank: str | None, as_json: bool, paths_only: bool,
+           model: str | None, pretrained: str | None, device: str) -> None:
     """Search by text, image or stored item. Each TEXT argument is a term; prefix a weight
     to weigh it, e.g. '2:red car' or '-1:people'. Terms are combined as a weighted sum."""
-    from .query import Query
+    from .filters import Filter, parse_date, parse_where, path_filter
+    from .query import Hybrid, Query
+    from .rerank import parse_pipeline
 
     terms = (
         _weighted_terms("text", texts) + _weighted_terms("text", adds)
         + _weighted_terms("text", subtracts, -1.0) + _weighted_terms("image", images)
         + _weighted_terms("item", likes)
     )
+    filters = [parse_where(w) for w in wheres]
+    if path_glob:
+        filters.append(path_filter(path_glob))
+    if after:
+        parse_date(after, "--after")
+        filters.append(Filter("date", ">=", after))
+    if before:
+        parse_date(before, "--before")
+        filters.append(Filter("date", "<", before))
+    filters += [Filter("tag", "=", t) for t in tags]
+    query = Query(terms, target=target, k=k, offset=offset, filters=filters,
+                  hybrid=Hybrid(keyword_weight=keyword_weight) if hybrid else None,
+                  rerank=parse_pipeline(rerank))
+    query.validate()
     col = _open(ctx, model, pretrained, device)
-    hits = col.run(Query(terms, target=target, k=k))
+    hits = col.run(query)
     if as_json:
         for h in hits:
             click.echo(json.dumps(h.to_dict(), ensure_ascii=False))
@@ -291,6 +327,84 @@ def _print_hits(hits: list[Hit]) -> None:
             what += f"  (caption of {h.path})"
         line = f"{rank:>3}  {h.score:>6.3f}  {h.id:>{id_w}}  {h.kind:<5}  {what}"
         click.echo(line if len(line) <= width else line[: width - 3] + "...")
+
+
+@cli.command()
+@click.argument("image", type=click.Path(path_type=Path))
+@click.option("-k", "--top", "k", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per text.")
+@model_options
+@click.pass_context
+def caption(ctx: click.Context, image: Path, k: int, as_json: bool, model: str | None,
+            pretrained: str | None, device: str) -> None:
+    """Describe IMAGE with the stored texts and captions that match it best (captioning by
+    retrieval; add a caption corpus with add-texts). IMAGE may also be a stored item id."""
+    col = _open(ctx, model, pretrained, device)
+    target: str | int = int(str(image)) if str(image).isdigit() and not image.exists() else image
+    hits = col.caption(target, k=k)
+    if as_json:
+        for h in hits:
+            click.echo(json.dumps(h.to_dict(), ensure_ascii=False))
+    else:
+        _print_hits(hits)
+
+
+@cli.command()
+@click.option("--labels", "labels_file", required=True,
+              type=click.Path(path_type=Path, dir_okay=False),
+              help="Label vocabulary: one label per line.")
+@click.option("--template", "templates", multiple=True,
+              help="Prompt template with {} for the label (repeatable; default: 'a photo of "
+                   "a {}.' and two variants).")
+@click.option("--top", type=click.IntRange(min=1), default=3, show_default=True,
+              help="At most this many tags per image.")
+@click.option("--min-score", type=click.FloatRange(0, 1), default=0.1, show_default=True,
+              help="Smallest probability a tag needs.")
+@click.option("--json", "as_json", is_flag=True)
+@_progress_option
+@click.pass_context
+def tag(ctx: click.Context, labels_file: Path, templates: tuple[str, ...], top: int,
+        min_score: float, as_json: bool, progress: bool | None) -> None:
+    """Zero-shot tagging of every image against a label vocabulary. Tags are stored with
+    their scores; use them in --tag / --where 'tag = X' filters and hybrid search. Images
+    already tagged with the same labels and settings are skipped."""
+    from .collection import DEFAULT_TEMPLATES
+    from .errors import InputError
+
+    try:
+        labels = labels_file.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{labels_file}: cannot read labels ({exc})") from None
+    col = _open(ctx)
+    bar = _Progress(sys.stderr.isatty() if progress is None else progress, unit="image")
+    try:
+        result = col.tag(labels, templates=templates or DEFAULT_TEMPLATES, top=top,
+                         min_score=min_score, progress=bar)
+    finally:
+        bar.close()
+    click.echo(json.dumps(result) if as_json else
+               f"{result['tagged']} images tagged, {result['unchanged']} unchanged, "
+               f"{result['labels']} labels")
+
+
+@cli.command()
+@click.option("--threshold", type=click.FloatRange(-1, 1), default=0.95, show_default=True,
+              help="Cosine similarity at which two images count as duplicates.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per cluster.")
+@click.pass_context
+def duplicates(ctx: click.Context, threshold: float, as_json: bool) -> None:
+    """Clusters of near-duplicate images in the collection."""
+    col = _open(ctx)
+    clusters = col.duplicates(threshold)
+    for c in clusters:
+        if as_json:
+            click.echo(json.dumps(c, ensure_ascii=False))
+        else:
+            click.echo(f"{len(c['ids'])} images:")
+            for p in c["paths"]:
+                click.echo(f"  {p}")
+    if not as_json:
+        click.echo(f"{len(clusters)} clusters", err=True)
 
 
 @cli.command()

@@ -35,16 +35,19 @@ from .errors import (
     ModelNotFoundError,
     QueryError,
 )
-from .query import Query, Term, combine
+from .query import Hybrid, Query, Term, combine
 
 if TYPE_CHECKING:
     from .catalog import Catalog, Item
+    from .filters import Filter
     from .indexes import IndexSet
     from .ingest import IndexSummary, ProgressCallback, TextInput
+    from .rerank import Stage
 
 log = logging.getLogger("retrieval")
 
 CATALOG_FILE = "catalog.sqlite"
+DEFAULT_TEMPLATES = ("a photo of a {}.", "a picture of a {}.", "an image of a {}.")
 INDEX_DIR = "indexes"
 LOCK_FILE = "lock"
 
@@ -94,6 +97,7 @@ class Collection:
         self._encoder = encoder
         self._indexes: IndexSet | None = None
         self._lock_fd: int | None = None
+        self._aux_encoders: dict[ModelSpec, Encoder] = {}
         self._lock_depth = 0
         catalog_file = self.path / CATALOG_FILE
         requested = encoder.spec if encoder is not None else (
@@ -333,13 +337,23 @@ class Collection:
         vector: Sequence[float] | np.ndarray | None = None,
         terms: Sequence[Term] = (),
         k: int = 10,
+        offset: int = 0,
         target: str = "images",
+        filters: Sequence[Filter | str] = (),
+        hybrid: bool | Hybrid = False,
+        rerank: str | Sequence[Stage] | None = None,
     ) -> list[Hit]:
         """Search by any mix of text, image file, stored item and raw vector.
 
         ``terms`` adds weighted terms (negative weights push results away); the others are
-        shorthands for terms of weight 1. ``target`` is ``images`` or ``texts``.
+        shorthands for terms of weight 1. ``target`` is ``images`` or ``texts``. ``filters``
+        are :class:`~retrieval.filters.Filter` objects or ``"FIELD OP VALUE"`` strings;
+        ``hybrid`` fuses keyword matches (file names, captions, texts, tags) with the vector
+        ranking; ``rerank`` is a pipeline such as ``"exact,mmr:0.7,dedup:0.95"``.
         """
+        from .filters import parse_where
+        from .rerank import parse_pipeline
+
         all_terms = list(terms)
         if text is not None:
             all_terms.append(Term("text", text))
@@ -349,17 +363,53 @@ class Collection:
             all_terms.append(Term("item", like))
         if vector is not None:
             all_terms.append(Term("vector", vector))
-        return self.run(Query(all_terms, target=target, k=k))
+        query = Query(
+            all_terms, target=target, k=k, offset=offset,
+            filters=[f if not isinstance(f, str) else parse_where(f) for f in filters],
+            hybrid=(hybrid if isinstance(hybrid, Hybrid) else Hybrid()) if hybrid else None,
+            rerank=parse_pipeline(rerank))
+        return self.run(query)
 
     def run(self, query: Query) -> list[Hit]:
-        """Run a :class:`Query`."""
+        """Run a :class:`Query`: embed, filter, search, fuse, re-rank, page, hydrate."""
+        from .filters import compile_filters
+        from .query import filtered_search, fuse
+        from .rerank import Candidate, RerankContext
+
         query.validate()
         q = self.query_vector(query.terms)
         with self._maybe_writing():
             index = self._index_set().get(query.modality)
-        scores, ids = index.search(q, query.k)
-        pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
-        return self._hydrate(pairs)
+        need = query.offset + query.k
+        pool = max(need * 4, need + 40) if (query.rerank or query.hybrid) else need
+        allow = None
+        if query.filters:
+            conditions = compile_filters(query.filters, self.catalog, query.modality)
+            allow = self.catalog.ids_where(query.modality, conditions)
+        pairs, _plan = filtered_search(index, q, pool, allow)
+        cands = [Candidate(i, s, scores={"vector": s}) for i, s in pairs]
+        if query.hybrid is not None:
+            words = query.keyword_text()
+            keyword = self.catalog.keyword_search(words, query.modality, pool) if words else []
+            if allow is not None:
+                allowed = set(allow.tolist())
+                keyword = [(i, s) for i, s in keyword if i in allowed]
+            cands = [Candidate(i, f, scores=parts)
+                     for i, f, parts in fuse(pairs, keyword, query.hybrid)[:pool]]
+        if query.rerank:
+            ctx = RerankContext(self, query, q, need)
+            for stage in query.rerank:
+                cands = stage.apply(ctx, cands)
+        page = cands[query.offset: need]
+        hits = self._hydrate([(c.id, c.score) for c in page])
+        extra = {c.id: c for c in page}
+        for h in hits:
+            c = extra[h.id]
+            if c.duplicates:
+                h.metadata["duplicates"] = c.duplicates
+            if query.hybrid is not None or query.rerank:
+                h.metadata["scores"] = c.scores
+        return hits
 
     def query_vector(self, terms: Sequence[Term]) -> np.ndarray:
         """Embed and combine query terms into one normalised vector."""
@@ -371,7 +421,7 @@ class Collection:
                 vectors[i] = v
         for i, t in enumerate(terms):
             if t.kind == "image":
-                vectors[i] = self._embed_image_file(t.value)
+                vectors[i] = self.embed_image_file(t.value)
             elif t.kind == "item":
                 vectors[i] = self._item_vector(t.value)
             elif t.kind == "vector":
@@ -384,15 +434,49 @@ class Collection:
                 raise QueryError(f"unknown term kind {t.kind!r}")
         return combine([v for v in vectors if v is not None], [t.weight for t in terms])
 
-    def _embed_image_file(self, path: str | os.PathLike[str]) -> np.ndarray:
+    def embed_image_file(self, path: str | os.PathLike[str], encoder: Encoder | None = None
+                         ) -> np.ndarray:
+        """Embed an image file with the collection's (or the given) encoder."""
         from .media import ImageDecodeError, load_image
 
-        encoder = self.encoder
+        encoder = encoder or self.encoder
         try:
             pixels, _ = load_image(path, encoder.image_spec)
         except ImageDecodeError as exc:
             raise QueryError(f"query image {path}: {exc.reason}") from None
         return encoder.embed_images(pixels[None])[0]
+
+    def embed_items(self, ids: Sequence[int], encoder: Encoder) -> dict[int, np.ndarray]:
+        """Embed stored items (image files, texts) with another encoder; unreadable image
+        files are left out."""
+        from .media import ImageDecodeError, load_image
+
+        items = self.catalog.get_items(ids)
+        out: dict[int, np.ndarray] = {}
+        texts = [(i, it.text or "") for i, it in items.items() if it.kind != "image"]
+        if texts:
+            vecs = encoder.embed_texts([t for _, t in texts])
+            out.update({i: v for (i, _), v in zip(texts, vecs, strict=True)})
+        images = []
+        for i, it in items.items():
+            if it.kind == "image" and it.path:
+                try:
+                    images.append((i, load_image(it.path, encoder.image_spec)[0]))
+                except ImageDecodeError as exc:
+                    log.warning("cannot re-embed %s: %s", it.path, exc.reason)
+        for start in range(0, len(images), 32):
+            part = images[start:start + 32]
+            vecs = encoder.embed_images(np.stack([p for _, p in part]))
+            out.update({i: v for (i, _), v in zip(part, vecs, strict=True)})
+        return out
+
+    def aux_encoder(self, spec: ModelSpec) -> Encoder:
+        """A second encoder (for re-ranking), loaded once per collection object."""
+        if spec not in self._aux_encoders:
+            from .encoders import load_encoder
+
+            self._aux_encoders[spec] = load_encoder(spec, self.device)
+        return self._aux_encoders[spec]
 
     def _item_vector(self, value: Any) -> np.ndarray:
         try:
@@ -411,12 +495,16 @@ class Collection:
         parents = self.catalog.get_items(
             it.parent_id for it in items.values() if it.parent_id is not None)
         captions = self.catalog.captions_of(i for i, it in items.items() if it.kind == IMAGE)
+        tags = self.catalog.tags_of(items)
         hits = []
         for item_id, score in pairs:
             item = items.get(item_id)
             if item is None:  # deleted by a writer since the index was read
                 continue
-            hits.append(_hit(item, score, parents, captions))
+            hit = _hit(item, score, parents, captions)
+            if item_id in tags:
+                hit.metadata["tags"] = {t: s for t, s in tags[item_id]}
+            hits.append(hit)
         return hits
 
     def get(self, item_id: int) -> Hit:
@@ -425,6 +513,102 @@ class Collection:
         if not hits:
             raise QueryError(f"no item with id {item_id} in collection {self.path}")
         return hits[0]
+
+    # -- image to text, tags, duplicates --------------------------------------------------------
+
+    def caption(self, image: str | os.PathLike[str] | int, k: int = 5) -> list[Hit]:
+        """The stored texts and captions that best describe an image (captioning by
+        retrieval): an image file, or a stored image's id."""
+        if isinstance(image, int):
+            return self.search(like=image, target="texts", k=k)
+        return self.search(image=image, target="texts", k=k)
+
+    def tag(
+        self,
+        labels: Sequence[str],
+        *,
+        templates: Sequence[str] = DEFAULT_TEMPLATES,
+        top: int = 3,
+        min_score: float = 0.1,
+        progress: ProgressCallback | None = None,
+    ) -> dict[str, int]:
+        """Zero-shot tagging: score every image against the labels (each label embedded with
+        the prompt templates, averaged) and store up to ``top`` labels whose probability is
+        at least ``min_score``. Incremental: images already tagged with these labels,
+        templates and settings are skipped; re-embedded images are tagged again."""
+        import hashlib
+        import json
+
+        from .ingest import IndexProgress
+
+        labels = list(dict.fromkeys(lb.strip() for lb in labels if lb.strip()))
+        if not labels:
+            raise InputError("no labels to tag with")
+        if not templates or any("{}" not in t for t in templates):
+            raise InputError("each prompt template needs a {} where the label goes")
+        signature = hashlib.sha256(json.dumps(
+            [str(self.spec), labels, list(templates), top, min_score]).encode()).hexdigest()
+        with self._writing():
+            todo = self.catalog.untagged(signature)
+            done = 0
+            if len(todo):
+                encoder = self.encoder
+                prompts = [t.format(lb) for lb in labels for t in templates]
+                emb = encoder.embed_texts(prompts).reshape(len(labels), len(templates), -1)
+                classes = emb.mean(1)
+                classes /= np.linalg.norm(classes, axis=1, keepdims=True)
+                scale = float(getattr(encoder, "logit_scale", 100.0))
+                if progress:
+                    progress(IndexProgress("tag", 0, len(todo)))
+                for start in range(0, len(todo), 2048):
+                    ids = todo[start:start + 2048].tolist()
+                    found, vecs = self.catalog.vectors(ids, self.dim)
+                    logits = scale * vecs @ classes.T
+                    probs = np.exp(logits - logits.max(1, keepdims=True))
+                    probs /= probs.sum(1, keepdims=True)
+                    tags = {}
+                    for i, p in zip(found.tolist(), probs, strict=True):
+                        best = np.argsort(-p)[:top]
+                        tags[i] = [(labels[j], float(p[j])) for j in best if p[j] >= min_score]
+                    self.catalog.set_tags(tags, signature)
+                    done += len(tags)
+                    if progress:
+                        progress(IndexProgress("tag", done, len(todo)))
+        total = self.catalog.counts()["image"]
+        return {"tagged": done, "unchanged": total - done, "labels": len(labels)}
+
+    def duplicates(self, threshold: float = 0.95, neighbours: int = 10) -> list[dict[str, Any]]:
+        """Clusters of near-duplicate images (cosine >= threshold), largest first."""
+        if not -1 <= threshold <= 1:
+            raise QueryError(f"threshold is a cosine in [-1, 1], got {threshold}")
+        with self._maybe_writing():
+            index = self._index_set().get("image")
+        ids = self.catalog.vector_ids("image")
+        parent = {int(i): int(i) for i in ids}
+
+        def root(i: int) -> int:
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        for start in range(0, len(ids), 1024):
+            batch = ids[start:start + 1024]
+            _, vecs = self.catalog.vectors(batch.tolist(), self.dim)
+            scores, found = index.search(vecs, min(neighbours + 1, max(1, index.ntotal)))
+            for a, row_s, row_i in zip(batch.tolist(), scores, found, strict=True):
+                for s, b in zip(row_s, row_i, strict=True):
+                    if b >= 0 and b != a and s >= threshold:
+                        ra, rb = root(a), root(int(b))
+                        if ra != rb:
+                            parent[max(ra, rb)] = min(ra, rb)
+        groups: dict[int, list[int]] = {}
+        for i in parent:
+            groups.setdefault(root(i), []).append(i)
+        clusters = [sorted(g) for g in groups.values() if len(g) > 1]
+        items = self.catalog.get_items(i for g in clusters for i in g)
+        out = [{"ids": g, "paths": [items[i].path for i in g if i in items]} for g in clusters]
+        return sorted(out, key=lambda c: (-len(c["ids"]), c["ids"][0]))
 
     def info(self) -> dict[str, Any]:
         """Model, dimension, counts, indexes and disk use; never loads the model."""

@@ -325,6 +325,9 @@ class OpenClipEncoder:
         with torch.inference_mode():
             probe = self._tokenizer(["a"]).to(self.device)
             self.dim = int(model.encode_text(probe).shape[-1])
+            scale = getattr(model, "logit_scale", None)
+            # the model's learned temperature, for zero-shot probabilities
+            self.logit_scale = float(scale.exp()) if scale is not None else 100.0
 
     @property
     def model(self) -> torch.nn.Module:

@@ -11,13 +11,20 @@ so weights are relative importances, independent of the embeddings' scales.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from .errors import QueryError
+
+if TYPE_CHECKING:
+    from indexers import VectorIndex
+
+    from .filters import Filter
+    from .rerank import Stage
 
 TermKind = Literal["text", "image", "item", "vector"]
 TARGETS = ("images", "texts")
@@ -43,13 +50,27 @@ def parse_weighted(arg: str) -> tuple[float, str]:
     return float(m.group(1)), m.group(2).strip()
 
 
+@dataclass(frozen=True)
+class Hybrid:
+    """Keyword + vector fusion by reciprocal rank: ``sum w / (k0 + rank)`` over both lists."""
+
+    vector_weight: float = 1.0
+    keyword_weight: float = 1.0
+    k0: int = 60
+
+
 @dataclass
 class Query:
-    """What to search for, and where."""
+    """What to search for, and where: weighted terms, the target modality, k and an offset
+    for paging, filters, optional keyword fusion, and a re-ranking pipeline."""
 
     terms: list[Term] = field(default_factory=list)
     target: str = "images"
     k: int = 10
+    offset: int = 0
+    filters: list[Filter] = field(default_factory=list)
+    hybrid: Hybrid | None = None
+    rerank: list[Stage] = field(default_factory=list)
 
     def validate(self) -> None:
         if not self.terms:
@@ -58,6 +79,9 @@ class Query:
             raise QueryError(f"unknown target {self.target!r}; expected one of {TARGETS}")
         if not isinstance(self.k, int) or isinstance(self.k, bool) or not 1 <= self.k <= MAX_K:
             raise QueryError(f"k must be an integer between 1 and {MAX_K}, got {self.k!r}")
+        if not isinstance(self.offset, int) or not 0 <= self.offset <= MAX_K:
+            raise QueryError(f"offset must be an integer between 0 and {MAX_K}, "
+                             f"got {self.offset!r}")
         for t in self.terms:
             if not np.isfinite(t.weight):
                 raise QueryError(f"term weight must be a finite number, got {t.weight}")
@@ -67,6 +91,59 @@ class Query:
     @property
     def modality(self) -> str:
         return "image" if self.target == "images" else "text"
+
+    def keyword_text(self) -> str:
+        """The words the keyword half of a hybrid search looks for: positive text terms."""
+        return " ".join(str(t.value) for t in self.terms if t.kind == "text" and t.weight > 0)
+
+
+# --- planning a filtered search -------------------------------------------------------------
+
+SELECTIVE = 0.25  # filters keeping at most this share search inside the index (id selector)
+
+
+def filtered_search(index: VectorIndex, q: np.ndarray, k: int, allow: np.ndarray | None
+                    ) -> tuple[list[tuple[int, float]], str]:
+    """The best k (id, score) among ``allow`` (all ids when None), and the plan used.
+
+    A selective filter runs inside the index (FAISS id selector; exact on short allow-lists).
+    A broad one searches unfiltered with a pool sized by its selectivity, and tops up
+    (doubling the pool) until k matches are found or the index is exhausted."""
+    n = index.ntotal
+    if allow is None:
+        scores, ids = index.search(q, k)
+        return _pairs(scores[0], ids[0]), "plain"
+    if not len(allow) or not n:
+        return [], "empty"
+    share = len(allow) / n
+    if share <= SELECTIVE:
+        scores, ids = index.search(q, k, allow=allow)
+        return _pairs(scores[0], ids[0]), "selector"
+    fetch = min(n, math.ceil(k / share * 1.3) + 8)
+    while True:
+        scores, ids = index.search(q, fetch)
+        keep = np.isin(ids[0], allow)
+        if keep.sum() >= k or fetch >= n:
+            return _pairs(scores[0][keep], ids[0][keep])[:k], "overfetch"
+        fetch = min(n, fetch * 2)
+
+
+def _pairs(scores: np.ndarray, ids: np.ndarray) -> list[tuple[int, float]]:
+    return [(int(i), float(s)) for i, s in zip(ids, scores, strict=True) if i >= 0]
+
+
+def fuse(vector: list[tuple[int, float]], keyword: list[tuple[int, float]], h: Hybrid
+         ) -> list[tuple[int, float, dict[str, float]]]:
+    """Reciprocal rank fusion of two rankings: (id, fused score, parts), best first."""
+    fused: dict[int, float] = {}
+    parts: dict[int, dict[str, float]] = {}
+    for weight, ranking, name in ((h.vector_weight, vector, "vector"),
+                                  (h.keyword_weight, keyword, "keyword")):
+        for rank, (item, score) in enumerate(ranking):
+            fused[item] = fused.get(item, 0.0) + weight / (h.k0 + rank + 1)
+            parts.setdefault(item, {})[name] = score
+    order = sorted(fused, key=lambda i: -fused[i])
+    return [(i, fused[i], parts[i]) for i in order]
 
 
 def combine(vectors: list[np.ndarray], weights: list[float]) -> np.ndarray:

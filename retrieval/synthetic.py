@@ -27,7 +27,7 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "purple": (140, 40, 180),
     "orange": (250, 140, 20),
 }
-SIZES: dict[str, float] = {"small": 0.11, "large": 0.2}  # radius as a fraction of the side
+SIZES: dict[str, float] = {"small": 0.13, "large": 0.21}  # radius as a fraction of the side
 POSITIONS: dict[str, tuple[float, float]] = {
     "top left": (0.27, 0.27),
     "top right": (0.73, 0.27),
@@ -77,8 +77,12 @@ class Scene:
                " and ".join(t.phrase(size=False, position=False) for t in self.things),
                f"{self.caption()} on a {self.background} background"]
         for t in self.things:
+            where = "in the center" if t.position == "center" else f"at the {t.position}"
+            # Colour alone tells images apart too easily; captions without it make the model
+            # learn shape, size and position as well.
             out += [t.phrase(), t.phrase(position=False), t.phrase(size=False, position=False),
-                    f"a {t.shape}", f"a {t.colour} shape"]
+                    f"a {t.shape}", f"a {t.shape} {where}", f"a {t.size} {t.shape}",
+                    f"a {t.colour} shape"]
         seen: dict[str, None] = {}
         for c in out:
             seen.setdefault(c, None)
