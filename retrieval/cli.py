@@ -610,6 +610,32 @@ def demo(ctx: click.Context, n: int, folder: Path | None, progress: bool | None)
     click.echo("  retrieval --help")
 
 
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind; use 0.0.0.0 only behind a token and a firewall.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--token", envvar="RETRIEVAL_TOKEN", show_envvar=True, default=None,
+              help="Require 'Authorization: Bearer TOKEN' on every endpoint.")
+@click.option("--max-upload", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Largest accepted upload, in MB.")
+@model_options
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int, token: str | None, max_upload: int,
+          model: str | None, pretrained: str | None, device: str) -> None:
+    """Serve the collection over HTTP: a JSON API (OpenAPI at /docs) and a web page at /."""
+    import uvicorn
+
+    from .server import create_app
+
+    col = _open(ctx, model, pretrained, device)
+    col.encoder  # load the model before the first request, and fail early  # noqa: B018
+    app = create_app(col, token=token, max_upload_bytes=max_upload * 1024 * 1024)
+    if host not in ("127.0.0.1", "localhost", "::1") and not token:
+        click.echo("warning: serving on a public address without --token", err=True)
+    click.echo(f"serving {col.path} on http://{host}:{port}/ (API docs at /docs)", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
 def main() -> None:
     cli(prog_name="retrieval")
 

@@ -252,6 +252,12 @@ class Collection:
             workers=workers, captions=captions)
         if index_memory is not None:
             self._set_index_memory(index_memory)
+        from .scan import check_roots
+
+        paths = check_roots(paths)
+        known = set(self.roots())
+        if not known.issuperset(paths):
+            self.catalog.set_settings(roots=sorted(known | set(paths)))
         with self._writing():
             try:
                 summary = index_images(self.catalog, lambda: self.encoder, list(paths), options,
@@ -286,6 +292,11 @@ class Collection:
         summary.failed += len(errors)
         summary.errors.extend(errors)
         return summary
+
+    def roots(self) -> list[str]:
+        """The files and folders this collection was asked to index (files outside them are
+        never served over HTTP)."""
+        return list(self.catalog.get_settings().get("roots") or [])
 
     def remove(self, paths: Iterable[str | os.PathLike[str]]) -> int:
         """Remove the items at these paths or under these folders; returns images removed."""

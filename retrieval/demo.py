@@ -131,8 +131,8 @@ def prepare_demo(images: Path, collection: Path, *, n: int = 300, seed: int = 7,
     return col, summary
 
 
-def build_demo_model(out: Path, *, images: int = 20000, epochs: int = 12, batch_size: int = 128,
-                     lr: float = 1e-3, seed: int = 0, work: Path | None = None,
+def build_demo_model(out: Path, *, images: int = 20000, epochs: int = 14, batch_size: int = 128,
+                     lr: float = 5e-4, seed: int = 0, work: Path | None = None,
                      progress: Callable[[Any], None] | None = None) -> dict[str, Any]:
     """Generate training data, train the demo model from scratch into ``out``, and return the
     training history and timings. Only the model files are left in ``out``."""
@@ -165,9 +165,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Train the demo model and check its quality.")
     ap.add_argument("--out", type=Path, default=DEMO_MODEL_DIR)
     ap.add_argument("--images", type=int, default=20000)
-    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--epochs", type=int, default=14)
     ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: temp)")
     ap.add_argument("--eval-only", action="store_true", help="only measure the model in --out")

@@ -20,7 +20,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -155,12 +155,16 @@ def read_info(img: Image.Image) -> ImageInfo:
     return ImageInfo(width, height, taken, make, model, img.format)
 
 
-def open_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Open an image lazily after checking it is a real, allowed image within the pixel limit.
+def open_image(path: str | os.PathLike[str] | BinaryIO,
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open an image (a path or a binary file object) lazily, after checking it is a real,
+    allowed image within the pixel limit.
 
     Raises :class:`ImageDecodeError` with a short reason for every kind of bad input.
     """
-    path = os.fspath(path)
+    if hasattr(path, "read"):
+        return _open_checked(path, max_pixels)  # type: ignore[arg-type]
+    path = os.fspath(path)  # type: ignore[arg-type]
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -177,6 +181,10 @@ def open_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXEL
     if Path(path).suffix.lower() in (".heic", ".heif") and not heif_available():
         raise ImageDecodeError(
             "HEIC/HEIF support needs pillow-heif (pip install 'retrieval[heif]')")
+    return _open_checked(path, max_pixels)
+
+
+def _open_checked(path: str | BinaryIO, max_pixels: int) -> Image.Image:
     formats = _open_formats()
     try:
         with warnings.catch_warnings():

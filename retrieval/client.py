@@ -1,0 +1,98 @@
+"""A small Python client for the HTTP service (``retrieval serve``).
+
+    from retrieval.client import Client
+    client = Client("http://127.0.0.1:8000", token=None)
+    for hit in client.search("a red bicycle", k=5):
+        print(hit.score, hit.path)
+    client.search(image="query.jpg", filters=["width >= 800"])
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from .collection import Hit
+from .errors import QueryError, RetrievalError
+
+
+class ServiceError(RetrievalError):
+    """The service answered with an error (the message is the server's detail line)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"HTTP {status}: {detail}")
+        self.status = status
+
+
+class Client:
+    """Search a remote collection; hits come back as :class:`retrieval.Hit`."""
+
+    def __init__(self, base_url: str = "http://127.0.0.1:8000", *, token: str | None = None,
+                 timeout: float = 60.0) -> None:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers,
+                                  timeout=timeout)
+
+    def _call(self, method: str, url: str, **kw: Any) -> Any:
+        res = self._http.request(method, url, **kw)
+        if res.status_code >= 400:
+            try:
+                detail = res.json().get("detail", res.text)
+            except ValueError:
+                detail = res.text
+            raise ServiceError(res.status_code, str(detail))
+        return res
+
+    def search(self, text: str | None = None, *, image: str | os.PathLike[str] | bytes | None
+               = None, like: int | None = None, vector: Sequence[float] | None = None,
+               k: int = 10, offset: int = 0, target: str = "images",
+               filters: Sequence[str] = (), hybrid: bool = False,
+               rerank: str | None = None) -> list[Hit]:
+        """The same search as :meth:`retrieval.Collection.search`, over HTTP."""
+        body: dict[str, Any] = {"k": k, "offset": offset, "target": target,
+                                "filters": list(filters), "hybrid": hybrid, "rerank": rerank}
+        if text is not None:
+            body["text"] = text
+        if like is not None:
+            body["like"] = like
+        if vector is not None:
+            body["vector"] = [float(x) for x in vector]
+        if image is not None:
+            data = image if isinstance(image, bytes) else _read(image)
+            body["image"] = base64.b64encode(data).decode()
+        res = self._call("POST", "/search", json=body)
+        return [Hit(**h) for h in res.json()["hits"]]
+
+    def item(self, item_id: int) -> Hit:
+        return Hit(**self._call("GET", f"/items/{item_id}").json())
+
+    def thumbnail(self, item_id: int, size: int = 256) -> bytes:
+        return bytes(self._call("GET", f"/items/{item_id}/thumbnail",
+                                params={"size": size}).content)
+
+    def info(self) -> dict[str, Any]:
+        return dict(self._call("GET", "/info").json())
+
+    def health(self) -> dict[str, Any]:
+        return dict(self._call("GET", "/health").json())
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _read(path: str | os.PathLike[str]) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise QueryError(f"query image {path}: {exc.strerror or exc}") from None

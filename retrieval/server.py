@@ -1,0 +1,313 @@
+"""The HTTP service: a FastAPI app over one :class:`~retrieval.Collection`.
+
+The model and the indexes are loaded once per process. Searches are serialised (both CPU cores
+go to the model anyway) and never block on an index run writing to the same collection: the
+catalog is read in WAL mode and indexes catch up from the change log in memory.
+
+Security: the server binds to 127.0.0.1 unless told otherwise; an optional bearer token
+protects every endpoint; files are served only by item id, and only when the item's real path
+(symlinks resolved) lies under a folder the collection indexed; uploads are bounded in bytes and
+pixels; every bad request gets a 4xx with a one-line message.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import io
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from .collection import Collection, Hit
+from .errors import CollectionError, ModelError, QueryError, RetrievalError
+
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+MAX_UPLOAD_PIXELS = 50_000_000
+THUMB_SIZES = (128, 256, 512)
+WEB_PAGE = Path(__file__).parent / "web" / "index.html"
+
+
+class TermIn(BaseModel):
+    """A weighted query term."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["text", "image", "item", "vector"]
+    value: Any = Field(description="text; base64 image bytes; item id; or a list of floats")
+    weight: float = 1.0
+
+
+class SearchIn(BaseModel):
+    """A search request; at least one of text, image, like, vector or terms."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str | None = Field(None, max_length=2000)
+    image: str | None = Field(None, description="base64-encoded image file")
+    like: int | None = Field(None, description="search with a stored item's vector")
+    vector: list[float] | None = None
+    terms: list[TermIn] = Field(default_factory=list, max_length=32)
+    k: int = Field(10, ge=1, le=1000)
+    offset: int = Field(0, ge=0, le=10_000)
+    target: Literal["images", "texts"] = "images"
+    filters: list[str] = Field(default_factory=list, max_length=32,
+                               description="'FIELD OP VALUE' conditions")
+    hybrid: bool = False
+    keyword_weight: float = Field(1.0, ge=0, le=100)
+    rerank: str | None = Field(None, max_length=500, examples=["exact,mmr:0.7,dedup:0.95"])
+
+
+class HitOut(BaseModel):
+    id: int
+    score: float | None
+    kind: str
+    path: str | None
+    text: str | None
+    metadata: dict[str, Any]
+
+
+class SearchOut(BaseModel):
+    hits: list[HitOut]
+    took_ms: float
+
+
+def _hit_out(h: Hit) -> HitOut:
+    return HitOut(**h.to_dict())
+
+
+def create_app(collection: Collection, *, token: str | None = None,
+               max_upload_bytes: int = MAX_UPLOAD_BYTES,
+               max_pixels: int = MAX_UPLOAD_PIXELS) -> FastAPI:
+    """The ASGI app serving ``collection``; ``token`` enables bearer authentication."""
+    app = FastAPI(
+        title="retrieval",
+        summary="Search images by text, by image, and texts by image.",
+        version=_version(),
+    )
+    lock = threading.Lock()
+    thumbs = collection.path / "thumbnails"
+
+    def auth(request: Request) -> None:
+        if token is None:
+            return
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            raise HTTPException(401, "missing or wrong bearer token",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    guarded = [Depends(auth)]
+
+    @app.exception_handler(RetrievalError)
+    def _library_error(_req: Request, exc: RetrievalError) -> JSONResponse:
+        status = 404 if "no item with id" in str(exc) else 400
+        if isinstance(exc, ModelError):
+            status = 503
+        elif isinstance(exc, CollectionError):
+            status = 409
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        if first.get("type") == "json_invalid":
+            return JSONResponse({"detail": "the request body is not valid JSON"}, 422)
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        msg = first.get("msg", "invalid request")
+        return JSONResponse({"detail": f"{where}: {msg}" if where else msg,
+                             "errors": _safe_errors(exc)}, status_code=422)
+
+    def run_search(body: SearchIn, upload: bytes | None = None) -> SearchOut:
+        from .filters import parse_where
+        from .query import Hybrid, Term
+        from .query import Query as Q
+        from .rerank import parse_pipeline
+
+        terms = [Term(t.kind, _term_value(t), t.weight) for t in body.terms]
+        for kind, value in (("text", body.text), ("item", body.like), ("vector", body.vector)):
+            if value is not None:
+                terms.append(Term(kind, value))  # type: ignore[arg-type]
+        images = [upload] if upload is not None else []
+        if body.image is not None:
+            images.append(_b64(body.image))
+        for t in list(terms):
+            if t.kind == "image":
+                terms.remove(t)
+                images.append(t.value)
+        query = Q(terms, target=body.target, k=body.k, offset=body.offset,
+                  filters=[parse_where(f) for f in body.filters],
+                  hybrid=Hybrid(keyword_weight=body.keyword_weight) if body.hybrid else None,
+                  rerank=parse_pipeline(body.rerank))
+        start = time.perf_counter()
+        with lock:
+            for data in images:
+                query.terms.append(Term("vector", _embed_upload(collection, data,
+                                                                max_upload_bytes, max_pixels)))
+            hits = collection.run(query)
+        return SearchOut(hits=[_hit_out(h) for h in hits],
+                         took_ms=round((time.perf_counter() - start) * 1000, 2))
+
+    @app.get("/health", dependencies=guarded, tags=["service"])
+    def health() -> dict[str, Any]:
+        """Liveness: the collection is open."""
+        return {"status": "ok", "collection": str(collection.path)}
+
+    @app.get("/info", dependencies=guarded, tags=["service"])
+    def info() -> dict[str, Any]:
+        """Model, counts, indexes and disk use of the collection."""
+        with lock:
+            return collection.info()
+
+    @app.post("/search", response_model=SearchOut, dependencies=guarded, tags=["search"])
+    def search(body: SearchIn) -> SearchOut:
+        """Search by text, base64 image, stored item, raw vector or weighted terms, with
+        filters, hybrid keyword fusion and a re-ranking pipeline."""
+        return run_search(body)
+
+    @app.post("/search/upload", response_model=SearchOut, dependencies=guarded,
+              tags=["search"])
+    def search_upload(
+        image: Annotated[UploadFile, File(description="an image file")],
+        k: Annotated[int, Form(ge=1, le=1000)] = 10,
+        offset: Annotated[int, Form(ge=0, le=10_000)] = 0,
+        target: Annotated[Literal["images", "texts"], Form()] = "images",
+        text: Annotated[str | None, Form(max_length=2000)] = None,
+        filters: Annotated[list[str] | None, Form()] = None,
+        rerank: Annotated[str | None, Form(max_length=500)] = None,
+    ) -> SearchOut:
+        """Search with an uploaded image file (multipart form), optionally plus text."""
+        data = image.file.read(max_upload_bytes + 1)
+        body = SearchIn(text=text or None, k=k, offset=offset, target=target,
+                        filters=[f for f in (filters or []) if f], rerank=rerank or None)
+        return run_search(body, upload=data)
+
+    @app.get("/items/{item_id}", response_model=HitOut, dependencies=guarded, tags=["items"])
+    def item(item_id: int) -> HitOut:
+        """An item's metadata."""
+        return _hit_out(collection.get(item_id))
+
+    @app.get("/items/{item_id}/image", dependencies=guarded, tags=["items"],
+             response_class=FileResponse)
+    def original(item_id: int) -> FileResponse:
+        """The original image file (only for files under an indexed folder)."""
+        return FileResponse(_servable(collection, item_id))
+
+    @app.get("/items/{item_id}/thumbnail", dependencies=guarded, tags=["items"],
+             responses={200: {"content": {"image/jpeg": {}}}})
+    def thumbnail(item_id: int, size: Annotated[int, Query(ge=16, le=1024)] = 256) -> Response:
+        """A JPEG thumbnail (EXIF orientation applied), made once and cached."""
+        path = _servable(collection, item_id)
+        size = min((s for s in THUMB_SIZES if s >= size), default=THUMB_SIZES[-1])
+        st = path.stat()
+        key = hashlib.sha256(f"{path}:{st.st_size}:{st.st_mtime_ns}:{size}".encode())
+        cached = thumbs / f"{item_id}-{key.hexdigest()[:16]}.jpg"
+        if not cached.exists():
+            _make_thumbnail(path, cached, size)
+        return FileResponse(cached, media_type="image/jpeg",
+                            headers={"Cache-Control": "private, max-age=3600"})
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> HTMLResponse:
+        # The page itself is public (it holds no data); it asks for the token if one is set.
+        return HTMLResponse(WEB_PAGE.read_text(encoding="utf-8"))
+
+    return app
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def _safe_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    out = []
+    for e in exc.errors()[:10]:
+        out.append({"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))})
+    return out
+
+
+def _b64(text: str) -> bytes:
+    try:
+        return base64.b64decode(text.split(",", 1)[-1] if text.startswith("data:") else text,
+                                validate=True)
+    except (binascii.Error, ValueError):
+        raise QueryError("image is not valid base64") from None
+
+
+def _term_value(t: TermIn) -> Any:
+    if t.kind == "image":
+        if not isinstance(t.value, str):
+            raise QueryError("an image term's value is a base64 string")
+        return _b64(t.value)
+    if t.kind == "item" and not isinstance(t.value, int):
+        raise QueryError("an item term's value is an integer id")
+    if t.kind == "vector" and not isinstance(t.value, list):
+        raise QueryError("a vector term's value is a list of numbers")
+    if t.kind == "text" and not isinstance(t.value, str):
+        raise QueryError("a text term's value is a string")
+    return t.value
+
+
+def _embed_upload(collection: Collection, data: bytes, max_bytes: int, max_pixels: int) -> Any:
+    from .media import ImageDecodeError, open_image, read_info, to_model_input
+
+    if len(data) > max_bytes:
+        raise QueryError(f"uploaded image is larger than {max_bytes // (1024 * 1024)} MB")
+    if not data:
+        raise QueryError("uploaded image is empty")
+    encoder = collection.encoder
+    try:
+        img = open_image(io.BytesIO(data), max_pixels)  # type: ignore[arg-type]
+        read_info(img)
+        pixels = to_model_input(img, encoder.image_spec)
+    except ImageDecodeError as exc:
+        raise QueryError(f"uploaded image: {exc.reason}") from None
+    return encoder.embed_images(pixels[None])[0]
+
+
+def _servable(collection: Collection, item_id: int) -> Path:
+    """The real path of an image item that lies under an indexed folder, else 404."""
+    try:
+        hit = collection.get(item_id)
+    except QueryError:
+        raise HTTPException(404, f"no item with id {item_id}") from None
+    if hit.kind != "image" or not hit.path:
+        raise HTTPException(404, f"item {item_id} is not an image file")
+    real = os.path.realpath(hit.path)
+    roots = [os.path.realpath(r) for r in collection.roots()]
+    if not any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots):
+        raise HTTPException(403, f"item {item_id}'s file is outside the indexed folders")
+    if not os.path.isfile(real):
+        raise HTTPException(404, f"item {item_id}'s file is gone")
+    return Path(real)
+
+
+def _make_thumbnail(src: Path, dest: Path, size: int) -> None:
+    from PIL import Image, ImageOps
+
+    from .media import DEFAULT_MAX_PIXELS, ImageDecodeError, open_image
+
+    try:
+        img = open_image(src, DEFAULT_MAX_PIXELS)
+        img.draft("RGB", (size, size))
+        img = ImageOps.exif_transpose(img)
+        img = img.convert("RGB")
+        img.thumbnail((size, size), Image.Resampling.LANCZOS)
+    except (ImageDecodeError, OSError) as exc:
+        raise HTTPException(422, f"cannot make a thumbnail: {getattr(exc, 'reason', exc)}") \
+            from None
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    img.save(tmp, "JPEG", quality=85)
+    os.replace(tmp, dest)
+
+
+__all__ = ["create_app"]
