@@ -126,12 +126,11 @@ class _Progress:
             self.phase = p.phase
             if p.phase == "index":
                 click.echo("updating search index...", err=True)
+            else:
+                self.bar = tqdm(total=p.total, desc=self.LABELS.get(p.phase, p.phase),
+                                unit=self.unit, file=sys.stderr, dynamic_ncols=True, leave=True)
         if p.detail:
             click.echo(p.detail, err=True)
-        if p.phase == "index":
-            return
-            self.bar = tqdm(total=p.total, desc=self.LABELS.get(p.phase, p.phase),
-                            unit=self.unit, file=sys.stderr, dynamic_ncols=True, leave=True)
         if self.bar is None:
             return
         if p.total is not None and self.bar.total != p.total:

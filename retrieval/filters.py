@@ -61,26 +61,37 @@ def parse_where(text: str) -> Filter:
                   m.group(2), value)
 
 
-def parse_date(text: str, where: str = "date") -> dt.datetime:
-    """A date or date-time, as the start of the period it names."""
-    text = text.strip()
-    for fmt in ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M",
-                "%Y-%m-%d", "%Y-%m", "%Y"):
+_DATE_FORMATS = (("%Y-%m-%dT%H:%M:%S", "second"), ("%Y-%m-%d %H:%M:%S", "second"),
+                 ("%Y-%m-%dT%H:%M", "minute"), ("%Y-%m-%d %H:%M", "minute"),
+                 ("%Y-%m-%d", "day"), ("%Y-%m", "month"), ("%Y", "year"))
+
+
+def _parse_period(text: str) -> tuple[dt.datetime, str]:
+    for fmt, unit in _DATE_FORMATS:
         try:
-            return dt.datetime.strptime(text, fmt)
+            return dt.datetime.strptime(text.strip(), fmt), unit
         except ValueError:
             continue
+    raise ValueError(text)
+
+
+def parse_date(text: str, where: str = "date") -> dt.datetime:
+    """A date or date-time, as the start of the period it names."""
+    try:
+        return _parse_period(text)[0]
+    except ValueError:
+        pass
     raise QueryError(f"malformed date {text!r} in {where} (use YYYY, YYYY-MM, YYYY-MM-DD or "
                      "YYYY-MM-DDTHH:MM)")
 
 
 def path_filter(value: str) -> Filter:
-    """``--path``: a glob if it has wildcards, else everything under that path."""
+    """``--path``: a glob if it has wildcards, else that file or everything under that
+    folder."""
     if any(c in value for c in "*?["):
         return Filter("path", "~", value if value.startswith(("*", "/")) or os.path.isabs(value)
                       else os.path.abspath(value))
-    base = os.path.abspath(os.path.expanduser(value)).rstrip(os.sep)
-    return Filter("path", "~", _glob_escape(base) + "*")
+    return Filter("path", "under", os.path.abspath(os.path.expanduser(value)).rstrip(os.sep))
 
 
 def _glob_escape(text: str) -> str:
@@ -93,7 +104,7 @@ def compile_filters(filters: list[Filter], catalog: Any, kind: str) -> list[Any]
     conditions = []
     meta_keys: set[str] | None = None
     for f in filters:
-        if f.op not in OPS:
+        if f.op not in OPS and not (f.op == "under" and f.field == "path"):
             raise QueryError(f"unknown operator {f.op!r} in filter '{f}'")
         field = f.field
         if field not in FIELDS and not field.startswith("meta."):
@@ -126,6 +137,8 @@ def _compile(f: Filter, kind: str) -> Any:
                 if kind == "text" else Item.path)
         if op == "~":
             return path.op("GLOB")(value)
+        if op == "under":
+            return or_(path == value, path.op("GLOB")(_glob_escape(value) + os.sep + "*"))
         if op in ("=", "!="):
             return _compare(path, op, os.path.abspath(os.path.expanduser(value)))
         raise QueryError(f"filter '{f}': path takes = != or ~ (a glob)")
@@ -137,7 +150,7 @@ def _compile(f: Filter, kind: str) -> Any:
         if op == "~":
             raise QueryError(f"filter '{f}': dates compare with = != < <= > >=")
         if op in ("=", "!="):  # the whole period the value names: a day, a month, a year
-            end = _period_end(value, when)
+            end = _period_end(value)
             inside = and_(column >= _sql_time(when), column < _sql_time(end))
             return inside if op == "=" else not_(inside)
         return _compare(column, op, _sql_time(when))
@@ -183,9 +196,12 @@ def _compile(f: Filter, kind: str) -> Any:
     column = func.json_extract(Item.meta, f'$."{key}"')
     if op == "~":
         return column.op("GLOB")(value)
+    if op == "=":  # the value may be stored as text or as a number
+        return or_(column == value, column == _number_or(value))
+    if op == "!=":
+        return and_(column != value, column != _number_or(value))
     try:
-        return _compare(column, op, float(value)) if op not in ("=", "!=") else \
-            or_(_compare(column, op, value), _compare(column, op, _number_or(value)))
+        return _compare(column, op, float(value))
     except ValueError:
         return _compare(column, op, value)
 
@@ -197,15 +213,15 @@ def _number_or(value: str) -> Any:
         return value
 
 
-def _period_end(text: str, start: dt.datetime) -> dt.datetime:
-    n = len(text.strip())
-    if n == 4:
+def _period_end(text: str) -> dt.datetime:
+    """The end of the period a date names: the next year, month, day, minute or second."""
+    start, unit = _parse_period(text)
+    if unit == "year":
         return start.replace(year=start.year + 1)
-    if n == 7:
+    if unit == "month":
         return (start.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
-    if n == 10:
-        return start + dt.timedelta(days=1)
-    return start + dt.timedelta(minutes=1)
+    step = {"day": dt.timedelta(days=1), "minute": dt.timedelta(minutes=1)}
+    return start + step.get(unit, dt.timedelta(seconds=1))
 
 
 def _sql_time(value: dt.datetime) -> str:

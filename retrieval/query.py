@@ -142,7 +142,10 @@ def fuse(vector: list[tuple[int, float]], keyword: list[tuple[int, float]], h: H
         for rank, (item, score) in enumerate(ranking):
             fused[item] = fused.get(item, 0.0) + weight / (h.k0 + rank + 1)
             parts.setdefault(item, {})[name] = score
-    order = sorted(fused, key=lambda i: -fused[i])
+    # Ties (an item first in one list only, against an item first in the other) go to the
+    # keyword match: an exact name or code the user typed beats a look-alike.
+    kw_rank = {item: r for r, (item, _) in enumerate(keyword)}
+    order = sorted(fused, key=lambda i: (-fused[i], kw_rank.get(i, len(keyword))))
     return [(i, fused[i], parts[i]) for i in order]
 
 
