@@ -30,6 +30,14 @@ def as_vectors(x: Any, dim: int) -> np.ndarray:
     return x
 
 
+def as_pairs(ids: Any, vectors: Any, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validated (ids, vectors) of equal length."""
+    ids, x = as_ids(ids), as_vectors(vectors, dim)
+    if len(ids) != len(x):
+        raise ValueError(f"{len(ids)} ids for {len(x)} vectors")
+    return ids, x
+
+
 def id_selector(allow: Any = None, deny: Any = None) -> Any:
     """A FAISS selector keeping ids in ``allow`` (if given) and not in ``deny`` (if given)."""
     import faiss

@@ -8,7 +8,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from .base import VectorIndex, as_ids, as_vectors, id_selector
+from .base import VectorIndex, as_ids, as_pairs, id_selector
 
 
 class FlatIndex(VectorIndex):
@@ -28,10 +28,7 @@ class FlatIndex(VectorIndex):
         return int(self._index.ntotal)
 
     def add(self, ids: Any, vectors: Any) -> None:
-        ids = as_ids(ids)
-        x = as_vectors(vectors, self.dim)
-        if len(ids) != len(x):
-            raise ValueError(f"{len(ids)} ids for {len(x)} vectors")
+        ids, x = as_pairs(ids, vectors, self.dim)
         if len(ids):
             self._index.add_with_ids(x, ids)
 

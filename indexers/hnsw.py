@@ -14,7 +14,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from .base import VectorIndex, as_ids, as_vectors, id_selector
+from .base import VectorIndex, as_ids, id_selector
 
 COMPACT_AT = 0.2  # rebuild when tombstones exceed this share of graph nodes
 
@@ -52,9 +52,7 @@ class HNSWIndex(VectorIndex):
         return int(self._dead.sum())
 
     def add(self, ids: Any, vectors: Any) -> None:
-        ids, x = as_ids(ids), as_vectors(vectors, self.dim)
-        if len(ids) != len(x):
-            raise ValueError(f"{len(ids)} ids for {len(x)} vectors")
+        ids, x = as_pairs(ids, vectors, self.dim)
         if not len(ids):
             return
         self.remove(ids[np.fromiter((int(i) in self._by_id for i in ids), bool, len(ids))])

@@ -14,7 +14,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from .base import VectorIndex, as_ids, as_vectors, id_selector
+from .base import VectorIndex, as_ids, as_pairs, as_vectors, id_selector
 from .store import VectorStore
 
 CODECS = ("flat", "sq8", "pq")
@@ -75,9 +75,7 @@ class IVFIndex(VectorIndex):
         self._index.train(x)
 
     def add(self, ids: Any, vectors: Any) -> None:
-        ids, x = as_ids(ids), as_vectors(vectors, self.dim)
-        if len(ids) != len(x):
-            raise ValueError(f"{len(ids)} ids for {len(x)} vectors")
+        ids, x = as_pairs(ids, vectors, self.dim)
         if not len(ids):
             return
         self._check_writable()

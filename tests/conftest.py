@@ -98,5 +98,16 @@ def run_cli(*args: Any, collection: Path | None = None, check: bool = True,
     return proc
 
 
+def assert_one_error_line(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
+    """Exit code 1 and a single ``Error: ...`` line on stderr, without a traceback."""
+    assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), proc.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
 def json_lines(text: str) -> list[Any]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import json_lines, make_image, make_images, run_cli
+from conftest import assert_one_error_line, json_lines, make_image, make_images, run_cli
 from models import write_tiny_model
 from PIL import Image
 
@@ -56,17 +56,6 @@ def counts(summary: dict[str, Any]) -> tuple[int, int, int, int, int, int]:
     """(added, updated, removed, unchanged, failed, embedded)."""
     return (summary["added"], summary["updated"], summary["removed"], summary["unchanged"],
             summary["failed"], summary["embedded"])
-
-
-def assert_one_error_line(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
-    """Exit code 1 and a single ``Error: ...`` line on stderr, without a traceback."""
-    assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), proc.stderr
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 def indexed_paths(col: Path) -> set[str]:

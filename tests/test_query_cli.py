@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import json_lines, make_image, run_cli
+from conftest import assert_one_error_line, json_lines, make_image, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -37,17 +37,6 @@ class Setup:
 
     def run(self, *args: Any, check: bool = True) -> subprocess.CompletedProcess[str]:
         return run_cli(*args, collection=self.col, check=check, env=self.env)
-
-
-def assert_one_error_line(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
-    """Exit code 1 and a single ``Error: ...`` line on stderr, without a traceback."""
-    assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), proc.stderr
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 def tags_by_path(col: Path) -> dict[str, set[str]]:

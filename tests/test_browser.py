@@ -1,0 +1,234 @@
+"""The web page in a real headless Chromium (Playwright), against ``retrieval serve`` on a
+collection of captioned synthetic images indexed with the shipped demo model.
+
+What a user does: type the full caption of one image and press Enter, look at the result
+cards, click "more like this", upload an image, page forward. Each step is checked both on the
+page (cards, names, captions, thumbnails, pager buttons) and against the JSON the page received.
+A full-page screenshot is left in ``artifacts/browser-search.png``.
+
+Needs Chromium at /usr/bin/chromium; without it the test is skipped, unless
+``RETRIEVAL_REQUIRE_BROWSER=1`` (CI), where it fails. ``RETRIEVAL_BROWSER_MODEL`` runs it with
+another model than ``demo`` (for example a candidate demo model: ``local-dir:/path``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import run_cli
+from PIL import Image
+from servers import ServerProcess
+
+from retrieval.demo import DEMO_MODEL_DIR
+from retrieval.synthetic import write_dataset
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+MODEL = os.environ.get("RETRIEVAL_BROWSER_MODEL", "demo")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+N_IMAGES = 60
+PER_PAGE = 24  # the page's default "per page"
+TIMEOUT_MS = 20_000
+
+
+def _require_browser() -> None:
+    required = os.environ.get("RETRIEVAL_REQUIRE_BROWSER") == "1"
+    problem = None
+    if not os.path.exists(CHROMIUM):
+        problem = f"no Chromium at {CHROMIUM}"
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            problem = "the playwright package is not installed (pip install -e '.[test]')"
+    if problem:
+        if required:
+            pytest.fail(f"{problem}, and RETRIEVAL_REQUIRE_BROWSER=1")
+        pytest.skip(problem)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[ServerProcess, dict[str, str]]]:
+    """A server on a demo-model collection; yields it and {file name: caption}."""
+    _require_browser()
+    if MODEL == "demo" and not (DEMO_MODEL_DIR / "open_clip_config.json").exists():
+        pytest.fail(f"the demo model is not in {DEMO_MODEL_DIR} (python -m retrieval.demo "
+                    f"--out {DEMO_MODEL_DIR})")
+    folder = tmp_path / "scenes"
+    written = write_dataset(folder, N_IMAGES, seed=5, size=64)
+    captions = {p.name: p.with_suffix(".txt").read_text().strip() for p, _ in written}
+    assert all(captions.values())
+    col = tmp_path / "col"
+    out = run_cli("index", folder, "--model", MODEL, "--json", collection=col).stdout
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert (summary["added"], summary["failed"]) == (N_IMAGES, 0), summary
+    srv = ServerProcess(col, tmp_path / "server.log")
+    try:
+        srv.wait_ready()
+        yield srv, captions
+    finally:
+        srv.stop()
+    assert "Traceback" not in srv.output(), srv.output()
+
+
+def _cards(page: Any) -> list[dict[str, str]]:
+    return list(page.eval_on_selector_all(".hit", """cards => cards.map(c => ({
+        id: c.dataset.id,
+        name: c.querySelector('.meta .name').textContent,
+        caption: c.querySelector('.meta .caption').textContent,
+        score: c.querySelector('.meta .score').textContent}))"""))
+
+
+def _search_response(page: Any, action: Callable[[], None]) -> dict[str, Any]:
+    """Run ``action``, wait for the search it triggers and for the grid to show its hits;
+    returns the request's parameters and the JSON the page received."""
+    def is_search(r: Any) -> bool:
+        return r.request.method == "POST" and r.url.split("?")[0].endswith(
+            ("/search", "/search/upload"))
+
+    with page.expect_response(is_search, timeout=TIMEOUT_MS) as info:
+        action()
+    response = info.value
+    assert response.status == 200, (response.status, response.text())
+    data = response.json()
+    hits = data["hits"]
+    assert hits, "the search came back empty"
+    page.wait_for_function(
+        """([n, first]) => {
+            const cards = document.querySelectorAll('.hit');
+            return cards.length === n && cards[0].dataset.id === String(first);
+        }""", arg=[len(hits), hits[0]["id"]], timeout=TIMEOUT_MS)
+    request = response.request
+    if request.url.endswith("/search/upload"):
+        params = {"kind": "upload"}  # Chromium does not report multipart bodies with files
+    else:
+        params = {"kind": "json", **json.loads(request.post_data)}
+    cards = _cards(page)
+    assert [int(c["id"]) for c in cards] == [h["id"] for h in hits]
+    assert [c["name"] for c in cards] == [Path(h["path"]).name for h in hits]
+    assert [c["caption"] for c in cards] == [h["text"] or "" for h in hits]
+    status = page.inner_text("#status")
+    assert status.startswith(f"{len(hits)} results in "), status
+    return {"params": params, "hits": hits, "cards": cards}
+
+
+def _api_upload_page(srv: ServerProcess, image: Path, offset: int) -> list[int]:
+    r = httpx.post(f"{srv.url}/search/upload", data={"k": str(PER_PAGE), "offset": str(offset)},
+                   files={"image": (image.name, image.read_bytes(), "image/png")}, timeout=60)
+    assert r.status_code == 200, r.text
+    return [h["id"] for h in r.json()["hits"]]
+
+
+def _thumbnails_loaded(page: Any) -> None:
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('.hit img')].every(
+            img => img.src.startsWith('blob:') && img.complete && img.naturalWidth > 0)""",
+        timeout=TIMEOUT_MS)
+
+
+def test_search_page_in_chromium(server: tuple[ServerProcess, dict[str, str]],
+                                 tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    srv, captions = server
+    # an image whose full caption no other image shares, preferably one with two objects
+    counts: dict[str, int] = {}
+    for c in captions.values():
+        counts[c] = counts.get(c, 0) + 1
+    unique = [n for n, c in sorted(captions.items()) if counts[c] == 1]
+    target = next((n for n in unique if " and " in captions[n]), unique[0])
+    started = time.monotonic()
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            problems: list[str] = []
+            page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+            page.on("console", lambda msg: problems.append(f"console: {msg.text}")
+                    if msg.type == "error" and "favicon" not in (msg.location or {}).get(
+                        "url", "") else None)
+            page.goto(srv.url + "/", timeout=TIMEOUT_MS)
+            assert page.title() == "retrieval"
+            assert page.locator(".hit").count() == 0
+            assert page.is_hidden("#next") and page.is_hidden("#prev")
+
+            # 1. type an exact caption and press Enter
+            page.fill("input[name=q]", captions[target])
+            text = _search_response(page, lambda: page.press("input[name=q]", "Enter"))
+            assert text["params"]["text"] == captions[target]
+            assert text["params"]["k"] == PER_PAGE and text["params"]["offset"] == 0
+            assert len(text["cards"]) == PER_PAGE
+            names = [c["name"] for c in text["cards"]]
+            assert target in names[:3], (captions[target], [
+                (c["name"], c["caption"]) for c in text["cards"][:5]])
+            card = text["cards"][names.index(target)]
+            assert card["caption"] == captions[target]
+            for c in text["cards"]:
+                assert c["caption"] == captions[c["name"]]  # every card shows its own caption
+            _thumbnails_loaded(page)
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "browser-search.png"), full_page=True)
+
+            # 2. "more like this" on the first card puts that image first
+            first = text["cards"][0]
+            like = _search_response(page, lambda: page.locator(".hit .more").first.click())
+            assert like["params"]["like"] == int(first["id"])
+            assert like["cards"][0]["id"] == first["id"]
+            assert like["cards"][0]["name"] == first["name"]
+            assert float(like["cards"][0]["score"]) == pytest.approx(1.0, abs=2e-3)
+
+            # 3. upload an image: its own card comes first
+            upload_name = sorted(captions)[17]
+            path = tmp_path / "scenes" / upload_name
+            up = _search_response(page, lambda: page.set_input_files("input[name=file]",
+                                                                      str(path)))
+            assert up["params"]["kind"] == "upload"
+            assert up["cards"][0]["name"] == upload_name
+            assert up["cards"][0]["caption"] == captions[upload_name]
+            assert float(up["cards"][0]["score"]) == pytest.approx(1.0, abs=2e-3)
+            _thumbnails_loaded(page)
+
+            # 4. paging: a full page shows Next; Next moves the offset to the next page
+            assert len(up["cards"]) == PER_PAGE
+            assert page.is_visible("#next") and page.is_hidden("#prev")
+            page1 = [c["id"] for c in up["cards"]]
+            nxt = _search_response(page, lambda: page.click("#next"))
+            assert nxt["params"]["kind"] == "upload"
+            page2 = [c["id"] for c in nxt["cards"]]
+            assert page2[0] != page1[0]
+            assert not set(page1) & set(page2)
+            assert len(page2) == PER_PAGE
+            assert page.is_visible("#prev")
+            last = _search_response(page, lambda: page.click("#next"))
+            page3 = [c["id"] for c in last["cards"]]
+            assert len(page3) == N_IMAGES - 2 * PER_PAGE  # the short last page
+            assert page.is_hidden("#next") and page.is_visible("#prev")
+            assert len(set(page1) | set(page2) | set(page3)) == N_IMAGES
+            # the pages are the API's pages at offsets 0, 24 and 48 for the same upload
+            for offset, shown in ((0, page1), (PER_PAGE, page2), (2 * PER_PAGE, page3)):
+                assert _api_upload_page(srv, path, offset) == [int(i) for i in shown], offset
+            back = _search_response(page, lambda: page.click("#prev"))
+            assert [c["id"] for c in back["cards"]] == page2
+            _thumbnails_loaded(page)
+
+            assert not problems, problems
+        finally:
+            browser.close()
+
+    shot = ARTIFACTS / "browser-search.png"
+    assert shot.exists() and shot.stat().st_size > 20_000, shot
+    with Image.open(shot) as img:
+        assert img.format == "PNG" and img.width == 1280 and img.height >= 900
+    assert time.monotonic() - started < 90
