@@ -14,7 +14,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from .base import VectorIndex, as_ids, id_selector
+from .base import VectorIndex, as_ids, as_pairs, id_selector
 
 COMPACT_AT = 0.2  # rebuild when tombstones exceed this share of graph nodes
 

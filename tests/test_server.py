@@ -636,8 +636,8 @@ def test_pixel_limit(served: Served, tmp_path: Path) -> None:
                                                          "image/png")}))
 
 
-def test_unexpected_errors_are_not_leaked_as_html(served: Served) -> None:
-    """Every response of the error table is JSON; spot-check a 404 route and a 405."""
+def test_unknown_routes_and_methods_answer_json(served: Served) -> None:
+    """A 404 route and a 405 method answer JSON with a detail, like every other error."""
     for r in (served.http.get("/nothing"), served.http.delete("/items/1")):
         assert r.headers["content-type"].startswith("application/json")
         assert isinstance(r.json()["detail"], str)
