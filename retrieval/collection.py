@@ -436,8 +436,11 @@ class Collection:
             elif t.kind == "item":
                 vectors[i] = self._item_vector(t.value)
             elif t.kind == "vector":
-                v = np.asarray(t.value, dtype=np.float32).reshape(-1)
-                if v.shape[0] != self.dim:
+                try:
+                    v = np.asarray(t.value, dtype=np.float32)
+                except (TypeError, ValueError):
+                    raise QueryError("a query vector must be a list of numbers") from None
+                if v.ndim != 1 or v.shape[0] != self.dim:
                     raise QueryError(f"query vector has {v.shape[0]} dimensions, the collection "
                                      f"{self.dim}")
                 vectors[i] = v
@@ -490,10 +493,7 @@ class Collection:
         return self._aux_encoders[spec]
 
     def _item_vector(self, value: Any) -> np.ndarray:
-        try:
-            item_id = int(value)
-        except (TypeError, ValueError):
-            raise QueryError(f"item id must be an integer, got {value!r}") from None
+        item_id = _item_id(value)
         ids, vecs = self.catalog.vectors([item_id], self.dim)
         if not len(ids):
             raise QueryError(f"no item with id {item_id} in collection {self.path}")
@@ -520,7 +520,7 @@ class Collection:
 
     def get(self, item_id: int) -> Hit:
         """One item by id, as a hit without a score."""
-        hits = self._hydrate([(int(item_id), None)])
+        hits = self._hydrate([(_item_id(item_id), None)])
         if not hits:
             raise QueryError(f"no item with id {item_id} in collection {self.path}")
         return hits[0]
@@ -655,6 +655,19 @@ class Collection:
 
     def __repr__(self) -> str:
         return f"Collection({str(self.path)!r}, model={str(self.spec)!r})"
+
+
+def _item_id(value: Any) -> int:
+    """An item id from user input: an integer in SQLite's 64-bit range."""
+    if isinstance(value, bool):
+        raise QueryError(f"item id must be an integer, got {value!r}")
+    try:
+        item_id = int(value)
+    except (TypeError, ValueError):
+        raise QueryError(f"item id must be an integer, got {value!r}") from None
+    if not 0 <= item_id < 2**63:
+        raise QueryError(f"no item with id {item_id}")
+    return item_id
 
 
 def _with_weights(requested: ModelSpec, bound: ModelSpec | None) -> ModelSpec:

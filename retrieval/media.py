@@ -203,7 +203,7 @@ def _open_checked(path: str | BinaryIO, max_pixels: int) -> Image.Image:
         img.close()
         raise ImageDecodeError(
             f"image is {img.width}x{img.height} = {pixels / 1e6:.1f} MP, over the limit of "
-            f"{max_pixels / 1e6:.1f} MP (raise it with --max-pixels)"
+            f"{max_pixels / 1e6:.1f} MP (the pixel limit is configurable)"
         )
     return img
 

@@ -14,27 +14,40 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import io
 import os
+import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi import Path as FPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from .collection import Collection, Hit
-from .errors import CollectionError, ModelError, QueryError, RetrievalError
+from .errors import (
+    CollectionError,
+    ModelError,
+    ModelNotFoundError,
+    QueryError,
+    RetrievalError,
+)
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+MAX_ID = 2**63 - 1  # item ids are SQLite INTEGERs
 MAX_UPLOAD_PIXELS = 50_000_000
 THUMB_SIZES = (128, 256, 512)
 WEB_PAGE = Path(__file__).parent / "web" / "index.html"
+
+
+ItemId = Annotated[int, FPath(ge=0, le=MAX_ID, description="an item id")]
 
 
 class TermIn(BaseModel):
@@ -52,7 +65,8 @@ class SearchIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text: str | None = Field(None, max_length=2000)
     image: str | None = Field(None, description="base64-encoded image file")
-    like: int | None = Field(None, description="search with a stored item's vector")
+    like: int | None = Field(None, ge=0, le=MAX_ID,
+                             description="search with a stored item's vector")
     vector: list[float] | None = None
     terms: list[TermIn] = Field(default_factory=list, max_length=32)
     k: int = Field(10, ge=1, le=1000)
@@ -94,22 +108,25 @@ def create_app(collection: Collection, *, token: str | None = None,
     )
     lock = threading.Lock()
     thumbs = collection.path / "thumbnails"
+    expected = f"Bearer {token}".encode() if token is not None else b""
 
-    def auth(request: Request) -> None:
-        if token is None:
-            return
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            raise HTTPException(401, "missing or wrong bearer token",
-                                headers={"WWW-Authenticate": "Bearer"})
+    @app.middleware("http")
+    async def auth(request: Request, call_next: Any) -> Response:
+        # Checked before any routing or body parsing. The page at / holds no data: it asks
+        # the user for the token and sends it with every request.
+        if token is not None and request.url.path != "/":
+            given = request.headers.get("authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                return JSONResponse({"detail": "missing or wrong bearer token"}, 401,
+                                    headers={"WWW-Authenticate": "Bearer"})
+        return await call_next(request)
 
-    guarded = [Depends(auth)]
 
     @app.exception_handler(RetrievalError)
     def _library_error(_req: Request, exc: RetrievalError) -> JSONResponse:
         status = 404 if "no item with id" in str(exc) else 400
-        if isinstance(exc, ModelError):
-            status = 503
+        if isinstance(exc, ModelError) and not isinstance(exc, ModelNotFoundError):
+            status = 503  # weights missing on the server: not the client's fault
         elif isinstance(exc, CollectionError):
             status = 409
         return JSONResponse({"detail": str(exc)}, status_code=status)
@@ -154,24 +171,24 @@ def create_app(collection: Collection, *, token: str | None = None,
         return SearchOut(hits=[_hit_out(h) for h in hits],
                          took_ms=round((time.perf_counter() - start) * 1000, 2))
 
-    @app.get("/health", dependencies=guarded, tags=["service"])
+    @app.get("/health", tags=["service"])
     def health() -> dict[str, Any]:
         """Liveness: the collection is open."""
         return {"status": "ok", "collection": str(collection.path)}
 
-    @app.get("/info", dependencies=guarded, tags=["service"])
+    @app.get("/info", tags=["service"])
     def info() -> dict[str, Any]:
         """Model, counts, indexes and disk use of the collection."""
         with lock:
             return collection.info()
 
-    @app.post("/search", response_model=SearchOut, dependencies=guarded, tags=["search"])
+    @app.post("/search", response_model=SearchOut, tags=["search"])
     def search(body: SearchIn) -> SearchOut:
         """Search by text, base64 image, stored item, raw vector or weighted terms, with
         filters, hybrid keyword fusion and a re-ranking pipeline."""
         return run_search(body)
 
-    @app.post("/search/upload", response_model=SearchOut, dependencies=guarded,
+    @app.post("/search/upload", response_model=SearchOut,
               tags=["search"])
     def search_upload(
         image: Annotated[UploadFile, File(description="an image file")],
@@ -188,20 +205,21 @@ def create_app(collection: Collection, *, token: str | None = None,
                         filters=[f for f in (filters or []) if f], rerank=rerank or None)
         return run_search(body, upload=data)
 
-    @app.get("/items/{item_id}", response_model=HitOut, dependencies=guarded, tags=["items"])
-    def item(item_id: int) -> HitOut:
+    @app.get("/items/{item_id}", response_model=HitOut, tags=["items"])
+    def item(item_id: ItemId) -> HitOut:
         """An item's metadata."""
         return _hit_out(collection.get(item_id))
 
-    @app.get("/items/{item_id}/image", dependencies=guarded, tags=["items"],
+    @app.get("/items/{item_id}/image", tags=["items"],
              response_class=FileResponse)
-    def original(item_id: int) -> FileResponse:
+    def original(item_id: ItemId) -> FileResponse:
         """The original image file (only for files under an indexed folder)."""
         return FileResponse(_servable(collection, item_id))
 
-    @app.get("/items/{item_id}/thumbnail", dependencies=guarded, tags=["items"],
+    @app.get("/items/{item_id}/thumbnail", tags=["items"],
              responses={200: {"content": {"image/jpeg": {}}}})
-    def thumbnail(item_id: int, size: Annotated[int, Query(ge=16, le=1024)] = 256) -> Response:
+    def thumbnail(item_id: ItemId, size: Annotated[int, Query(ge=16, le=1024)] = 256
+                  ) -> Response:
         """A JPEG thumbnail (EXIF orientation applied), made once and cached."""
         path = _servable(collection, item_id)
         size = min((s for s in THUMB_SIZES if s >= size), default=THUMB_SIZES[-1])
@@ -247,10 +265,12 @@ def _term_value(t: TermIn) -> Any:
         if not isinstance(t.value, str):
             raise QueryError("an image term's value is a base64 string")
         return _b64(t.value)
-    if t.kind == "item" and not isinstance(t.value, int):
+    if t.kind == "item" and (not isinstance(t.value, int) or isinstance(t.value, bool)
+                             or not 0 <= t.value <= MAX_ID):
         raise QueryError("an item term's value is an integer id")
-    if t.kind == "vector" and not isinstance(t.value, list):
-        raise QueryError("a vector term's value is a list of numbers")
+    if t.kind == "vector" and (not isinstance(t.value, list) or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) for x in t.value)):
+        raise QueryError("a vector term's value is a flat list of numbers")
     if t.kind == "text" and not isinstance(t.value, str):
         raise QueryError("a text term's value is a string")
     return t.value
@@ -260,7 +280,7 @@ def _embed_upload(collection: Collection, data: bytes, max_bytes: int, max_pixel
     from .media import ImageDecodeError, open_image, read_info, to_model_input
 
     if len(data) > max_bytes:
-        raise QueryError(f"uploaded image is larger than {max_bytes // (1024 * 1024)} MB")
+        raise QueryError(f"uploaded image is larger than the limit of {_size(max_bytes)}")
     if not data:
         raise QueryError("uploaded image is empty")
     encoder = collection.encoder
@@ -290,6 +310,13 @@ def _servable(collection: Collection, item_id: int) -> Path:
     return Path(real)
 
 
+def _size(n: int) -> str:
+    for unit, scale in (("MB", 1024**2), ("KB", 1024)):
+        if n >= scale:
+            return f"{n / scale:g} {unit}"
+    return f"{n} bytes"
+
+
 def _make_thumbnail(src: Path, dest: Path, size: int) -> None:
     from PIL import Image, ImageOps
 
@@ -305,9 +332,16 @@ def _make_thumbnail(src: Path, dest: Path, size: int) -> None:
         raise HTTPException(422, f"cannot make a thumbnail: {getattr(exc, 'reason', exc)}") \
             from None
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    img.save(tmp, "JPEG", quality=85)
-    os.replace(tmp, dest)
+    # A unique temporary file per request: concurrent first requests for the same thumbnail
+    # each write their own and the last rename wins, with identical content.
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            img.save(f, "JPEG", quality=85)
+        os.replace(tmp, dest)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
 
 
 __all__ = ["create_app"]

@@ -613,8 +613,6 @@ def test_upload_size_limit(served: Served) -> None:
     assert ok[0]["id"] == served.ids["img000.jpg"]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: the upload limit is reported in whole MB, so a "
-                   "limit under 1 MB reads 'uploaded image is larger than 0 MB'")
 def test_upload_size_limit_message_names_the_limit(served: Served) -> None:
     http = TestClient(create_app(served.col, max_upload_bytes=1000),
                       raise_server_exceptions=False)
@@ -643,8 +641,6 @@ def test_unknown_routes_and_methods_answer_json(served: Served) -> None:
         assert isinstance(r.json()["detail"], str)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: ids beyond SQLite's 64-bit range reach the "
-                   "catalog query and raise OverflowError -> HTTP 500")
 @pytest.mark.parametrize("method, url, kwargs", [
     ("GET", "/items/99999999999999999999", {}),
     ("GET", "/items/99999999999999999999/image", {}),
@@ -657,8 +653,6 @@ def test_huge_item_ids_are_4xx(served: Served, method: str, url: str,
     assert_error(served.http.request(method, url, **kwargs), 404, 422, 400)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a vector term holding non-numbers is passed to "
-                   "np.asarray unchecked; ValueError -> HTTP 500")
 def test_vector_term_of_strings_is_4xx(served: Served) -> None:
     assert_error(served.http.post("/search", json={
         "terms": [{"kind": "vector", "value": ["a"] * 32}]}), 400, 422)
@@ -752,9 +746,6 @@ def test_missing_and_corrupt_files(small: tuple[Collection, Path, TestClient]) -
     assert http.get(f"/items/{names['img001.jpg']}/thumbnail").status_code == 200
 
 
-@pytest.mark.xfail(strict=True, reason="bug: concurrent first requests for the same thumbnail "
-                   "write the same temporary file (named by pid only); all but one os.replace "
-                   "fail with FileNotFoundError -> HTTP 500")
 def test_concurrent_requests_for_one_thumbnail(small: tuple[Collection, Path, TestClient],
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     col, root, http = small
@@ -843,9 +834,6 @@ def test_auth_comes_before_anything_else(served: Served, guarded: TestClient) ->
     assert guarded.post("/search", json={"bogus": 1}, headers=auth).status_code == 422
 
 
-@pytest.mark.xfail(strict=True, reason="bug: FastAPI decodes the JSON body before running the "
-                   "auth dependency, so an unauthenticated malformed body gets 422 'not valid "
-                   "JSON' instead of 401 (the body is parsed before the token is checked)")
 def test_auth_comes_before_json_parsing(guarded: TestClient) -> None:
     r = guarded.post("/search", content=b"{", headers=JSON)
     assert r.status_code == 401, (r.status_code, r.text)
