@@ -618,8 +618,8 @@ class Catalog:
     def put_aux_vectors(self, model: str, vectors: dict[int, np.ndarray]) -> None:
         ids = list(vectors)
         with Session(self.engine) as s, s.begin():
-            hashes = dict(s.execute(
-                select(Item.id, Item.content_hash).where(Item.id.in_(ids))).tuples().all())
+            hashes = {r.id: r.content_hash for r in s.execute(
+                select(Item.id, Item.content_hash).where(Item.id.in_(ids)))}
             for chunk in _chunks(ids, 900):
                 s.execute(delete(AuxVector).where(AuxVector.model == model,
                                                   AuxVector.item_id.in_(chunk)))

@@ -172,3 +172,31 @@ def test_jpeg_draft_decode_is_close_to_full_decode(tmp_path):
     full = to_model_input(Image.open(path), spec, draft=False).astype(np.float32)
     assert fast.shape == full.shape == (224, 224, 3)
     assert np.abs(fast - full).mean() < 2.0  # out of 255
+
+
+def test_heic_is_indexed_when_pillow_heif_is_installed(tmp_path, encoder):
+    pillow_heif = pytest.importorskip("pillow_heif")
+    from PIL import Image
+
+    from retrieval import Collection
+
+    src = make_image(tmp_path / "src.png", seed=4, size=(60, 40))
+    (tmp_path / "imgs").mkdir()
+    pillow_heif.from_pillow(Image.open(src)).save(tmp_path / "imgs" / "photo.heic")
+    col = Collection(tmp_path / "c", encoder=encoder)
+    summary = col.index([tmp_path / "imgs"], workers=0)
+    assert (summary.added, summary.failed) == (1, 0), summary.errors
+    hit = col.search(image=tmp_path / "imgs" / "photo.heic", k=1)[0]
+    assert hit.path.endswith("photo.heic") and hit.metadata["width"] == 60
+
+
+def test_synthetic_data_is_deterministic(tmp_path):
+    from retrieval.synthetic import write_dataset
+
+    a = write_dataset(tmp_path / "a", 12, seed=9, size=32)
+    b = write_dataset(tmp_path / "b", 12, seed=9, size=32)
+    c = write_dataset(tmp_path / "c", 12, seed=10, size=32)
+    assert [s for _, s in a] == [s for _, s in b] != [s for _, s in c]
+    for (pa, _), (pb, _) in zip(a, b, strict=True):
+        assert pa.read_bytes() == pb.read_bytes()
+        assert pa.with_suffix(".txt").read_text() == pb.with_suffix(".txt").read_text()
