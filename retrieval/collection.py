@@ -246,21 +246,20 @@ class Collection:
         """
         from .ingest import IndexOptions, index_images
         from .media import DEFAULT_MAX_PIXELS
+        from .scan import check_roots
 
         options = IndexOptions(
             hidden=hidden, max_pixels=max_pixels or DEFAULT_MAX_PIXELS, batch_size=batch_size,
             workers=workers, captions=captions)
-        if index_memory is not None:
-            self._set_index_memory(index_memory)
-        from .scan import check_roots
-
-        paths = check_roots(paths)
-        known = set(self.roots())
-        if not known.issuperset(paths):
-            self.catalog.set_settings(roots=sorted(known | set(paths)))
+        roots = check_roots(paths)
         with self._writing():
+            if index_memory is not None:
+                self._set_index_memory(index_memory)
+            known = set(self.roots())
+            if not known.issuperset(roots):
+                self.catalog.set_settings(roots=sorted(known | set(roots)))
             try:
-                summary = index_images(self.catalog, lambda: self.encoder, list(paths), options,
+                summary = index_images(self.catalog, lambda: self.encoder, roots, options,
                                        progress)
             finally:
                 self.catalog.set_settings(last_indexed_at=_iso(_now()))
