@@ -127,14 +127,14 @@ def test_persistence_round_trip(tmp_path, data, kind, params):
 
 
 @pytest.mark.parametrize(("kind", "params"), TIERS, ids=TIER_IDS)
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(ops=st.lists(st.tuples(st.sampled_from(["add", "remove"]),
                               st.lists(st.integers(0, 199), max_size=30)), max_size=12))
 def test_ids_agree_after_any_adds_and_removes(kind, params, ops):
     xb = clustered(200, seed=5)
     index = build_index(D, kind, **params)
     if not index.is_trained:
-        index.train(clustered(2000, seed=6))
+        index.train(clustered(1000, seed=6))
     present: set[int] = set()
     for op, keys in ops:
         keys = sorted(set(keys))
