@@ -133,15 +133,22 @@ def prepare_demo(images: Path, collection: Path, *, n: int = 300, seed: int = 7,
 
 def build_demo_model(out: Path, *, images: int = 20000, epochs: int = 14, batch_size: int = 128,
                      lr: float = 5e-4, seed: int = 0, work: Path | None = None,
+                     resume: bool = False,
                      progress: Callable[[Any], None] | None = None) -> dict[str, Any]:
     """Generate training data, train the demo model from scratch into ``out``, and return the
-    training history and timings. Only the model files are left in ``out``."""
+    training history and timings. Only the model files are left in ``out``.
+
+    With ``resume``, an interrupted run in ``work`` continues from its last checkpoint (the
+    training data already there is reused; the trainer refuses if it changed)."""
     from .train import TrainConfig, train
 
+    if resume and work is None:
+        raise ValueError("resuming needs the work folder of the interrupted run")
     work = Path(work or tempfile.mkdtemp(prefix="retrieval-demo-"))
     t0 = time.perf_counter()
     data = work / "train-images"
-    write_dataset(data, images, seed=seed, size=IMAGE_SIZE)
+    if not (resume and (data / "captions.jsonl").exists()):
+        write_dataset(data, images, seed=seed, size=IMAGE_SIZE)
     arch = work / "demo-clip.json"
     arch.write_text(json.dumps(DEMO_ARCH))
     generated = time.perf_counter() - t0
@@ -151,7 +158,7 @@ def build_demo_model(out: Path, *, images: int = 20000, epochs: int = 14, batch_
         from_scratch=True, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=0.1,
         seed=seed, val_fraction=0.05, half_weights=True)
     t1 = time.perf_counter()
-    result = train(cfg, progress=progress)
+    result = train(cfg, resume=resume, progress=progress)
     trained = time.perf_counter() - t1
     out.mkdir(parents=True, exist_ok=True)
     for name in ("open_clip_config.json", "open_clip_model.safetensors"):
@@ -170,6 +177,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: temp)")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue an interrupted run from its last checkpoint in --work")
     ap.add_argument("--eval-only", action="store_true", help="only measure the model in --out")
     args = ap.parse_args(argv)
 
@@ -181,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.eval_only:
         info = build_demo_model(args.out, images=args.images, epochs=args.epochs,
                                 batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                                work=args.work, progress=show)
+                                work=args.work, resume=args.resume, progress=show)
         print(f"generated {args.images} images in {info['generate_s']}s, trained "
               f"{args.epochs} epochs in {info['train_s']}s")
     size = sum(p.stat().st_size for p in args.out.iterdir())
