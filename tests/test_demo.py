@@ -6,7 +6,7 @@ import pytest
 from conftest import run_cli
 
 from retrieval import ModelSpec, load_encoder
-from retrieval.demo import DEMO_MODEL_DIR, evaluate_quality
+from retrieval.demo import DEMO_ARCH, DEMO_MODEL_DIR, evaluate_quality
 
 
 def test_demo_model_ships_and_loads_offline():
@@ -14,7 +14,9 @@ def test_demo_model_ships_and_loads_offline():
     assert set(files) == {"open_clip_config.json", "open_clip_model.safetensors"}
     assert sum(files.values()) < 15 * 1024 * 1024
     enc = load_encoder(ModelSpec.parse("demo"), "cpu")
-    assert enc.image_spec.size == (48, 48)
+    side = DEMO_ARCH["vision_cfg"]["image_size"]
+    assert enc.image_spec.size == (side, side)
+    assert enc.dim == DEMO_ARCH["embed_dim"]
     assert enc.embed_texts(["a red circle"]).shape == (1, enc.dim)
 
 
