@@ -128,14 +128,14 @@ def run_ours(data: dict[str, np.ndarray], truth: dict[str, np.ndarray], budget: 
     plan = choose_index(n, dim, budget)
     index = build_index(dim, plan.kind, **plan.params)
     if not index.is_trained:
-        sample = np.random.default_rng(1).choice(n, min(n, 32 * plan.params["nlist"]),
-                                                 replace=False)
+        sample = np.random.default_rng(1).choice(n, plan.train_size(n), replace=False)
         index.train(xb[np.sort(sample)])
     index.add(ids, xb)
     built = time.perf_counter() - t
     own = xb[np.random.default_rng(2).choice(n, 500, replace=False)]
     tq = np.vstack([own, data["tune_text"]])
-    tune(index, tq, exact_search(xb, ids, tq, K)[1], k=K, target=0.95)
+    kinds = ["image"] * len(own) + ["text"] * len(data["tune_text"])
+    tune(index, tq, exact_search(xb, ids, tq, K)[1], k=K, target=0.95, groups=kinds)
     build = time.perf_counter() - t
     extra = data["extra"]
     t = time.perf_counter()

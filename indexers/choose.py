@@ -29,6 +29,9 @@ from .errors import IndexerError
 DEFAULT_MEMORY_BUDGET = 4 * 1024**3
 EXACT_MAX_WORK = 20_000_000  # n x d up to which exact search is chosen
 MIN_NLIST, MAX_NLIST = 64, 16384
+# k-means training points per IVF cell: FAISS warns below 39; 64 keeps the centroids stable
+# while training stays a small share of the build.
+TRAIN_PER_CELL = 64
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,12 @@ class IndexPlan:
     def describe(self) -> str:
         args = ", ".join(f"{k}={v}" for k, v in self.params.items())
         return f"{self.kind}({args})" if args else self.kind
+
+    def train_size(self, n: int) -> int:
+        """How many of ``n`` vectors to train this index on (0 when it needs no training)."""
+        if self.kind != "ivf":
+            return 0
+        return min(n, TRAIN_PER_CELL * int(self.params["nlist"]))
 
 
 def nlist_for(n: int) -> int:

@@ -30,24 +30,34 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray, k: int = 10) -> float:
 
 
 def tune(index: VectorIndex, queries: np.ndarray, truth: np.ndarray, *, k: int = 10,
-         target: float = 0.95) -> dict[str, Any]:
+         target: float = 0.95, groups: np.ndarray | list[str] | None = None) -> dict[str, Any]:
     """Set ``index.search_params`` to the cheapest setting that reaches ``target`` recall@k on
     ``queries`` (whose exact neighbours are ``truth``); record what was measured.
 
-    When no setting reaches the target, the one with the best recall is kept."""
-    best: tuple[float, dict[str, Any]] | None = None
+    ``groups`` labels each query with its kind (say ``"image"`` and ``"text"``): the target
+    must then hold for every kind on its own, so that a few hard cross-modal queries are not
+    averaged away by many easy in-distribution ones. When no setting reaches the target, the
+    one whose worst group recall is best is kept."""
+    labels = np.asarray(groups if groups is not None else ["all"] * len(queries))
+    if len(labels) != len(queries):
+        raise ValueError("groups must label every query")
+    kinds = sorted(set(labels.tolist()))
+    best: tuple[float, dict[str, Any], dict[str, float]] | None = None
     chosen = None
     for params in index.tuning_grid():
         _, found = index.search(queries, k, params=params)
-        r = recall_at_k(found, truth, k)
+        per = {g: recall_at_k(found[labels == g], truth[labels == g], k) for g in kinds}
+        r = min(per.values()) if per else 1.0
         if best is None or r > best[0]:
-            best = (r, params)
+            best = (r, params, per)
         if r >= target:
-            chosen = (r, params)
+            chosen = (r, params, per)
             break
-    r, params = chosen or best or (1.0, {})
+    r, params, per = chosen or best or (1.0, {}, {})
     index.search_params = {**index.search_params, **params}
-    index.tuning = {"recall_at_10" if k == 10 else f"recall_at_{k}": round(r, 4),
-                    "recall_target": target, "tuned_on_queries": len(queries),
-                    "target_met": chosen is not None}
+    key = "recall_at_10" if k == 10 else f"recall_at_{k}"
+    index.tuning = {key: round(r, 4), "recall_target": target,
+                    "tuned_on_queries": len(queries), "target_met": chosen is not None}
+    if groups is not None:
+        index.tuning[f"{key}_by_kind"] = {g: round(v, 4) for g, v in per.items()}
     return index.tuning

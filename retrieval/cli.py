@@ -428,9 +428,12 @@ def info(ctx: click.Context, as_json: bool) -> None:
         params = ", ".join(f"{k}={v}" for k, v in {**d["params"], **d["search_params"]}.items()
                            if k != "codec")
         recall = d.get("recall_at_10")
+        by_kind = ", ".join(f"{k} queries {v:.3f}"
+                            for k, v in d.get("recall_at_10_by_kind", {}).items())
         rows.append((f"{modality} index", f"{kind}, {d['ntotal']} vectors, "
                      f"{d['bytes_per_vector']:.0f} bytes/vector"
                      + (f", recall@10 {recall:.3f}" if recall is not None else "")
+                     + (f" [{by_kind}]" if by_kind else "")
                      + (f" ({params})" if params else "")))
     rows += [("disk", _human_bytes(data["disk_bytes"])),
              ("last indexed", data["last_indexed"] or "never")]

@@ -44,7 +44,6 @@ from .catalog import IMAGE, MODALITIES, TEXT, Catalog
 log = logging.getLogger("retrieval")
 
 TUNING_QUERIES = 500  # per query kind (own vectors, other modality)
-TRAIN_PER_CELL = 64  # IVF training vectors per cell
 
 
 @dataclass
@@ -146,7 +145,7 @@ class IndexSet:
         plan = plan or choose_index(len(ids), self.dim, self.memory_budget)
         index = build_index(self.dim, plan.kind, **plan.params)
         if not index.is_trained:
-            n_train = min(len(ids), TRAIN_PER_CELL * int(plan.params.get("nlist", 1)))
+            n_train = plan.train_size(len(ids))
             sample = np.random.default_rng(0).choice(ids, n_train, replace=False)
             index.train(self.catalog.vectors(np.sort(sample).tolist(), self.dim)[1])
         for batch_ids, vectors in self.catalog.iter_vectors(modality, self.dim):
@@ -195,15 +194,17 @@ class IndexSet:
             index.tuning = {"recall_at_10": 1.0, "tuned_at_ntotal": index.ntotal}
             return
         rng = np.random.default_rng(1)
-        queries = []
+        queries, kinds = [], []
         for m in (modality, TEXT if modality == IMAGE else IMAGE):
             ids = self.catalog.vector_ids(m)
             if len(ids):
                 pick = np.sort(rng.choice(ids, min(len(ids), TUNING_QUERIES), replace=False))
                 queries.append(self.catalog.vectors(pick.tolist(), self.dim)[1])
+                kinds += [m] * len(pick)
         xq = np.concatenate(queries)
         truth = self._exact_top(modality, xq, 10)
-        tune(index, xq, truth, k=10, target=self.recall_target)
+        # The target holds per query kind: cross-modal queries are the hard ones.
+        tune(index, xq, truth, k=10, target=self.recall_target, groups=kinds)
         index.tuning["tuned_at_ntotal"] = index.ntotal
         log.info("%s index tuned: %s", modality, index.tuning)
 

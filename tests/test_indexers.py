@@ -83,6 +83,30 @@ def test_tuned_recall_on_both_query_kinds(data, kind, params):
         assert recall_at_k(found, exact_search(xb, ids, fresh, 10)[1]) >= 0.9, kind
 
 
+def test_tuning_holds_the_target_for_each_query_kind(data):
+    """Many easy in-distribution queries must not average away a few hard far ones."""
+    ids, xb = data
+    rng = np.random.default_rng(5)
+    near = xb[rng.integers(0, len(xb), 400)]
+    far = far_queries(xb, 40, seed=6)
+    queries = np.vstack([near, far])
+    truth = exact_search(xb, ids, queries, 10)[1]
+    kinds = ["image"] * len(near) + ["text"] * len(far)
+    pooled = _built("ivf", {"nlist": 64, "codec": "flat"}, ids, xb)
+    tune(pooled, queries, truth, target=0.95)
+    split = _built("ivf", {"nlist": 64, "codec": "flat"}, ids, xb)
+    result = tune(split, queries, truth, target=0.95, groups=kinds)
+    assert result["target_met"] and set(result["recall_at_10_by_kind"]) == {"image", "text"}
+    assert min(result["recall_at_10_by_kind"].values()) == result["recall_at_10"] >= 0.95
+    far_recall = recall_at_k(split.search(far, 10)[1], truth[len(near):])
+    assert far_recall >= 0.95
+    # The scenario matters: pooled tuning leaves the far queries well below the target.
+    assert recall_at_k(pooled.search(far, 10)[1], truth[len(near):]) < 0.9
+    assert split.search_params["nprobe"] > pooled.search_params["nprobe"]
+    with pytest.raises(ValueError, match="label every query"):
+        tune(split, queries, truth, groups=kinds[:-1])
+
+
 @pytest.mark.parametrize(("kind", "params"), TIERS, ids=TIER_IDS)
 def test_filtered_search_equals_exact_search_on_the_allow_list(data, kind, params):
     ids, xb = data
