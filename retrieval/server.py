@@ -1,8 +1,10 @@
 """The HTTP service: a FastAPI app over one :class:`~retrieval.Collection`.
 
-The model and the indexes are loaded once per process. Searches are serialised (both CPU cores
-go to the model anyway) and never block on an index run writing to the same collection: the
-catalog is read in WAL mode and indexes catch up from the change log in memory.
+The model and the indexes are loaded once per process. Searches run one at a time on a single
+engine thread (both CPU cores go to the model anyway, and one long-lived thread keeps torch's
+and FAISS's OpenMP thread pools warm instead of waking a fresh pool per request thread); they
+never block on an index run writing to the same collection: the catalog is read in WAL mode
+and indexes catch up from the change log in memory.
 
 Security: the server binds to 127.0.0.1 unless told otherwise; an optional bearer token
 protects every endpoint; files are served only by item id, and only when the item's real path
@@ -12,6 +14,7 @@ pixels; every bad request gets a 4xx with a one-line message.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
@@ -20,8 +23,9 @@ import hmac
 import io
 import os
 import tempfile
-import threading
 import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -101,26 +105,25 @@ def create_app(collection: Collection, *, token: str | None = None,
                max_upload_bytes: int = MAX_UPLOAD_BYTES,
                max_pixels: int = MAX_UPLOAD_PIXELS) -> FastAPI:
     """The ASGI app serving ``collection``; ``token`` enables bearer authentication."""
+    engine = ThreadPoolExecutor(1, thread_name_prefix="retrieval-engine")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.shutdown(wait=True)
+
     app = FastAPI(
         title="retrieval",
         summary="Search images by text, by image, and texts by image.",
         version=_version(),
+        lifespan=lifespan,
     )
-    lock = threading.Lock()
     thumbs = collection.path / "thumbnails"
-    expected = f"Bearer {token}".encode() if token is not None else b""
+    if token is not None:
+        app.add_middleware(BearerAuth, token=token)
 
-    @app.middleware("http")
-    async def auth(request: Request, call_next: Any) -> Response:
-        # Checked before any routing or body parsing. The page at / holds no data: it asks
-        # the user for the token and sends it with every request.
-        if token is not None and request.url.path != "/":
-            given = request.headers.get("authorization", "").encode()
-            if not hmac.compare_digest(given, expected):
-                return JSONResponse({"detail": "missing or wrong bearer token"}, 401,
-                                    headers={"WWW-Authenticate": "Bearer"})
-        return await call_next(request)
-
+    async def on_engine(fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(engine, fn, *args)
 
     @app.exception_handler(RetrievalError)
     def _library_error(_req: Request, exc: RetrievalError) -> JSONResponse:
@@ -163,34 +166,32 @@ def create_app(collection: Collection, *, token: str | None = None,
                   hybrid=Hybrid(keyword_weight=body.keyword_weight) if body.hybrid else None,
                   rerank=parse_pipeline(body.rerank))
         start = time.perf_counter()
-        with lock:
-            for data in images:
-                query.terms.append(Term("vector", _embed_upload(collection, data,
-                                                                max_upload_bytes, max_pixels)))
-            hits = collection.run(query)
+        for data in images:
+            query.terms.append(Term("vector", _embed_upload(collection, data,
+                                                            max_upload_bytes, max_pixels)))
+        hits = collection.run(query)
         return SearchOut(hits=[_hit_out(h) for h in hits],
                          took_ms=round((time.perf_counter() - start) * 1000, 2))
 
     @app.get("/health", tags=["service"])
-    def health() -> dict[str, Any]:
+    async def health() -> dict[str, Any]:
         """Liveness: the collection is open."""
         return {"status": "ok", "collection": str(collection.path)}
 
     @app.get("/info", tags=["service"])
-    def info() -> dict[str, Any]:
+    async def info() -> dict[str, Any]:
         """Model, counts, indexes and disk use of the collection."""
-        with lock:
-            return collection.info()
+        return await on_engine(collection.info)
 
     @app.post("/search", response_model=SearchOut, tags=["search"])
-    def search(body: SearchIn) -> SearchOut:
+    async def search(body: SearchIn) -> SearchOut:
         """Search by text, base64 image, stored item, raw vector or weighted terms, with
         filters, hybrid keyword fusion and a re-ranking pipeline."""
-        return run_search(body)
+        return await on_engine(run_search, body)
 
     @app.post("/search/upload", response_model=SearchOut,
               tags=["search"])
-    def search_upload(
+    async def search_upload(
         image: Annotated[UploadFile, File(description="an image file")],
         k: Annotated[int, Form(ge=1, le=1000)] = 10,
         offset: Annotated[int, Form(ge=0, le=10_000)] = 0,
@@ -200,10 +201,10 @@ def create_app(collection: Collection, *, token: str | None = None,
         rerank: Annotated[str | None, Form(max_length=500)] = None,
     ) -> SearchOut:
         """Search with an uploaded image file (multipart form), optionally plus text."""
-        data = image.file.read(max_upload_bytes + 1)
+        data = await image.read(max_upload_bytes + 1)
         body = SearchIn(text=text or None, k=k, offset=offset, target=target,
                         filters=[f for f in (filters or []) if f], rerank=rerank or None)
-        return run_search(body, upload=data)
+        return await on_engine(run_search, body, data)
 
     @app.get("/items/{item_id}", response_model=HitOut, tags=["items"])
     def item(item_id: ItemId) -> HitOut:
@@ -237,6 +238,27 @@ def create_app(collection: Collection, *, token: str | None = None,
         return HTMLResponse(WEB_PAGE.read_text(encoding="utf-8"))
 
     return app
+
+
+class BearerAuth:
+    """ASGI middleware: every HTTP request but the page at ``/`` needs the bearer token.
+
+    Checked before any routing or body parsing; plain ASGI rather than Starlette's
+    ``BaseHTTPMiddleware``, which costs a task and a stream per request."""
+
+    def __init__(self, app: Any, token: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] != "/":
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                response = JSONResponse({"detail": "missing or wrong bearer token"}, 401,
+                                        headers={"WWW-Authenticate": "Bearer"})
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _version() -> str:
