@@ -184,10 +184,10 @@ def create_app(collection: Collection, *, token: str | None = None,
         return await on_engine(collection.info)
 
     @app.post("/search", response_model=SearchOut, tags=["search"])
-    async def search(body: SearchIn) -> SearchOut:
+    async def search(body: SearchIn) -> Response:
         """Search by text, base64 image, stored item, raw vector or weighted terms, with
         filters, hybrid keyword fusion and a re-ranking pipeline."""
-        return await on_engine(run_search, body)
+        return _json(await on_engine(run_search, body))
 
     @app.post("/search/upload", response_model=SearchOut,
               tags=["search"])
@@ -199,12 +199,12 @@ def create_app(collection: Collection, *, token: str | None = None,
         text: Annotated[str | None, Form(max_length=2000)] = None,
         filters: Annotated[list[str] | None, Form()] = None,
         rerank: Annotated[str | None, Form(max_length=500)] = None,
-    ) -> SearchOut:
+    ) -> Response:
         """Search with an uploaded image file (multipart form), optionally plus text."""
         data = await image.read(max_upload_bytes + 1)
         body = SearchIn(text=text or None, k=k, offset=offset, target=target,
                         filters=[f for f in (filters or []) if f], rerank=rerank or None)
-        return await on_engine(run_search, body, data)
+        return _json(await on_engine(run_search, body, data))
 
     @app.get("/items/{item_id}", response_model=HitOut, tags=["items"])
     def item(item_id: ItemId) -> HitOut:
@@ -259,6 +259,11 @@ class BearerAuth:
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+def _json(out: BaseModel) -> Response:
+    """An already validated model as a JSON response: FastAPI would validate it again."""
+    return Response(out.model_dump_json(), media_type="application/json")
 
 
 def _version() -> str:
