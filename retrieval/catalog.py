@@ -444,24 +444,18 @@ class Catalog:
         return out
 
     def get_items(self, ids: Iterable[int]) -> dict[int, Item]:
-        ids = list(ids)
-        out: dict[int, Item] = {}
         with Session(self.engine, expire_on_commit=False) as s:
-            for chunk in _chunks(ids, 900):
-                for item in s.scalars(select(Item).where(Item.id.in_(chunk))):
-                    s.expunge(item)
-                    out[item.id] = item
-        return out
+            return _items(s, ids)
 
-    def captions_of(self, image_ids: Iterable[int]) -> dict[int, str]:
-        ids = list(image_ids)
-        out: dict[int, str] = {}
-        with Session(self.engine) as s:
-            for chunk in _chunks(ids, 900):
-                q = select(Item.parent_id, Item.text).where(
-                    Item.source == "caption", Item.parent_id.in_(chunk))
-                out.update({r.parent_id: r.text for r in s.execute(q)})
-        return out
+    def hydrate(self, ids: Iterable[int]) -> Hydrated:
+        """Everything a list of hits shows, read in one session: the items, their parents
+        (images of captions), the captions of images, and tags."""
+        with Session(self.engine, expire_on_commit=False) as s:
+            items = _items(s, ids)
+            parents = _items(s, (it.parent_id for it in items.values()
+                                 if it.parent_id is not None))
+            captions = _captions(s, (i for i, it in items.items() if it.kind == IMAGE))
+            return Hydrated(items, parents, captions, _tags(s, items))
 
     def vectors(self, ids: Sequence[int], dim: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids that have a vector, their vectors) for the given ids, in the given order."""
@@ -570,13 +564,8 @@ class Catalog:
         return [(int(i), -float(r)) for i, r in rows]
 
     def tags_of(self, ids: Iterable[int]) -> dict[int, list[tuple[str, float | None]]]:
-        out: dict[int, list[tuple[str, float | None]]] = {}
         with Session(self.engine) as s:
-            for chunk in _chunks(list(ids), 900):
-                q = select(Tag.item_id, Tag.tag, Tag.score).where(Tag.item_id.in_(chunk))
-                for r in s.execute(q.order_by(Tag.score.desc())):
-                    out.setdefault(r.item_id, []).append((r.tag, r.score))
-        return out
+            return _tags(s, ids)
 
     def untagged(self, signature: str) -> np.ndarray:
         """Images with a vector that the tagging run ``signature`` has not covered yet."""
@@ -738,3 +727,39 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA synchronous = NORMAL")
     cur.close()
 
+
+@dataclass
+class Hydrated:
+    """What :meth:`Catalog.hydrate` read: items, parents, captions by image, tags by item."""
+
+    items: dict[int, Item]
+    parents: dict[int, Item]
+    captions: dict[int, str]
+    tags: dict[int, list[tuple[str, float | None]]]
+
+
+def _items(s: Session, ids: Iterable[int]) -> dict[int, Item]:
+    out: dict[int, Item] = {}
+    for chunk in _chunks(list(ids), 900):
+        for item in s.scalars(select(Item).where(Item.id.in_(chunk))):
+            s.expunge(item)
+            out[item.id] = item
+    return out
+
+
+def _captions(s: Session, image_ids: Iterable[int]) -> dict[int, str]:
+    out: dict[int, str] = {}
+    for chunk in _chunks(list(image_ids), 900):
+        q = select(Item.parent_id, Item.text).where(
+            Item.source == "caption", Item.parent_id.in_(chunk))
+        out.update({r.parent_id: r.text for r in s.execute(q)})
+    return out
+
+
+def _tags(s: Session, ids: Iterable[int]) -> dict[int, list[tuple[str, float | None]]]:
+    out: dict[int, list[tuple[str, float | None]]] = {}
+    for chunk in _chunks(list(ids), 900):
+        q = select(Tag.item_id, Tag.tag, Tag.score).where(Tag.item_id.in_(chunk))
+        for r in s.execute(q.order_by(Tag.score.desc())):
+            out.setdefault(r.item_id, []).append((r.tag, r.score))
+    return out

@@ -95,6 +95,8 @@ class Collection:
         self.path = self.path.absolute()
         self.device = device
         self._encoder = encoder
+        self._dim: int | None = None  # once recorded in the catalog, a collection's dim is fixed
+        self._encoder_checked = False
         self._indexes: IndexSet | None = None
         self._lock_fd: int | None = None
         self._aux_encoders: dict[ModelSpec, Encoder] = {}
@@ -150,19 +152,26 @@ class Collection:
             from .encoders import load_encoder
 
             self._encoder = load_encoder(self.spec, self.device)
-        dim = self.catalog.get_settings().get("dim")
-        if dim is None:
-            self.catalog.set_settings(dim=int(self._encoder.dim))
-        elif int(dim) != self._encoder.dim:
-            raise ModelMismatchError(
-                f"model {self.spec} gives {self._encoder.dim}-dimensional vectors, collection "
-                f"{self.path} holds {dim}-dimensional ones")
+        if not self._encoder_checked:  # once: searches need not read the settings again
+            dim = self.catalog.get_settings().get("dim")
+            if dim is None:
+                self.catalog.set_settings(dim=int(self._encoder.dim))
+            elif int(dim) != self._encoder.dim:
+                raise ModelMismatchError(
+                    f"model {self.spec} gives {self._encoder.dim}-dimensional vectors, "
+                    f"collection {self.path} holds {dim}-dimensional ones")
+            self._dim = int(self._encoder.dim)
+            self._encoder_checked = True
         return self._encoder
 
     @property
     def dim(self) -> int:
-        dim = self.catalog.get_settings().get("dim")
-        return int(dim) if dim is not None else self.encoder.dim
+        if self._dim is None:
+            dim = self.catalog.get_settings().get("dim")
+            if dim is None:
+                return self.encoder.dim
+            self._dim = int(dim)
+        return self._dim
 
     # -- locking ---------------------------------------------------------------------------------
 
@@ -499,21 +508,15 @@ class Collection:
         return vecs[0]
 
     def _hydrate(self, pairs: list[tuple[int, float | None]]) -> list[Hit]:
-        from .catalog import IMAGE
-
-        items = self.catalog.get_items(i for i, _ in pairs)
-        parents = self.catalog.get_items(
-            it.parent_id for it in items.values() if it.parent_id is not None)
-        captions = self.catalog.captions_of(i for i, it in items.items() if it.kind == IMAGE)
-        tags = self.catalog.tags_of(items)
+        found = self.catalog.hydrate(i for i, _ in pairs)
         hits = []
         for item_id, score in pairs:
-            item = items.get(item_id)
+            item = found.items.get(item_id)
             if item is None:  # deleted by a writer since the index was read
                 continue
-            hit = _hit(item, score, parents, captions)
-            if item_id in tags:
-                hit.metadata["tags"] = {t: s for t, s in tags[item_id]}
+            hit = _hit(item, score, found.parents, found.captions)
+            if item_id in found.tags:
+                hit.metadata["tags"] = {t: s for t, s in found.tags[item_id]}
             hits.append(hit)
         return hits
 
