@@ -273,9 +273,10 @@ def to_model_input(img: Image.Image, spec: ImageSpec, *, draft: bool = True) -> 
 
 
 def load_image(
-    path: str | os.PathLike[str], spec: ImageSpec, max_pixels: int = DEFAULT_MAX_PIXELS
+    path: str | os.PathLike[str] | BinaryIO, spec: ImageSpec,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> tuple[np.ndarray, ImageInfo]:
-    """Open, validate, read metadata and preprocess one image file."""
+    """Open, validate, read metadata and preprocess one image (a path or a binary file)."""
     img = open_image(path, max_pixels)
     try:
         info = read_info(img)

@@ -304,7 +304,7 @@ def _term_value(t: TermIn) -> Any:
 
 
 def _embed_upload(collection: Collection, data: bytes, max_bytes: int, max_pixels: int) -> Any:
-    from .media import ImageDecodeError, open_image, read_info, to_model_input
+    from .media import ImageDecodeError, load_image
 
     if len(data) > max_bytes:
         raise QueryError(f"uploaded image is larger than the limit of {_size(max_bytes)}")
@@ -312,9 +312,7 @@ def _embed_upload(collection: Collection, data: bytes, max_bytes: int, max_pixel
         raise QueryError("uploaded image is empty")
     encoder = collection.encoder
     try:
-        img = open_image(io.BytesIO(data), max_pixels)  # type: ignore[arg-type]
-        read_info(img)
-        pixels = to_model_input(img, encoder.image_spec)
+        pixels, _ = load_image(io.BytesIO(data), encoder.image_spec, max_pixels)
     except ImageDecodeError as exc:
         raise QueryError(f"uploaded image: {exc.reason}") from None
     return encoder.embed_images(pixels[None])[0]
