@@ -31,6 +31,7 @@ from .errors import (
     CollectionNotFoundError,
     IndexingError,
     InputError,
+    ItemNotFoundError,
     ModelMismatchError,
     ModelNotFoundError,
     QueryError,
@@ -504,7 +505,7 @@ class Collection:
         item_id = _item_id(value)
         ids, vecs = self.catalog.vectors([item_id], self.dim)
         if not len(ids):
-            raise QueryError(f"no item with id {item_id} in collection {self.path}")
+            raise ItemNotFoundError(f"no item with id {item_id} in collection {self.path}")
         return vecs[0]
 
     def _hydrate(self, pairs: list[tuple[int, float | None]]) -> list[Hit]:
@@ -524,7 +525,7 @@ class Collection:
         """One item by id, as a hit without a score."""
         hits = self._hydrate([(_item_id(item_id), None)])
         if not hits:
-            raise QueryError(f"no item with id {item_id} in collection {self.path}")
+            raise ItemNotFoundError(f"no item with id {item_id} in collection {self.path}")
         return hits[0]
 
     # -- image to text, tags, duplicates --------------------------------------------------------
@@ -668,7 +669,7 @@ def _item_id(value: Any) -> int:
     except (TypeError, ValueError):
         raise QueryError(f"item id must be an integer, got {value!r}") from None
     if not 0 <= item_id < 2**63:
-        raise QueryError(f"no item with id {item_id}")
+        raise ItemNotFoundError(f"no item with id {item_id}")
     return item_id
 
 

@@ -73,3 +73,7 @@ class InputError(RetrievalError):
 
 class QueryError(RetrievalError):
     """A search request cannot be run: no terms, unknown item, unreadable query image."""
+
+
+class ItemNotFoundError(QueryError):
+    """No item with the given id in the collection."""

@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .collection import Collection, Hit
 from .errors import (
     CollectionError,
+    ItemNotFoundError,
     ModelError,
     ModelNotFoundError,
     QueryError,
@@ -127,7 +128,7 @@ def create_app(collection: Collection, *, token: str | None = None,
 
     @app.exception_handler(RetrievalError)
     def _library_error(_req: Request, exc: RetrievalError) -> JSONResponse:
-        status = 404 if "no item with id" in str(exc) else 400
+        status = 404 if isinstance(exc, ItemNotFoundError) else 400
         if isinstance(exc, ModelError) and not isinstance(exc, ModelNotFoundError):
             status = 503  # weights missing on the server: not the client's fault
         elif isinstance(exc, CollectionError):
@@ -320,10 +321,7 @@ def _embed_upload(collection: Collection, data: bytes, max_bytes: int, max_pixel
 
 def _servable(collection: Collection, item_id: int) -> Path:
     """The real path of an image item that lies under an indexed folder, else 404."""
-    try:
-        hit = collection.get(item_id)
-    except QueryError:
-        raise HTTPException(404, f"no item with id {item_id}") from None
+    hit = collection.get(item_id)  # ItemNotFoundError is a 404
     if hit.kind != "image" or not hit.path:
         raise HTTPException(404, f"item {item_id} is not an image file")
     real = os.path.realpath(hit.path)
