@@ -87,7 +87,8 @@ def _collection_path(ctx: click.Context) -> Path:
 
 
 def _open(ctx: click.Context, model: str | None = None, pretrained: str | None = None,
-          device: str = "auto", create: bool = False) -> Collection:
+          device: str = "auto", create: bool = False, precision: str | None = None
+          ) -> Collection:
     from .collection import CATALOG_FILE, Collection
     from .encoders import DEFAULT_MODEL
     from .errors import CollectionNotFoundError
@@ -99,8 +100,9 @@ def _open(ctx: click.Context, model: str | None = None, pretrained: str | None =
             f"no collection at {path}; create it with `retrieval --collection {path} index "
             "FOLDER` or choose one with --collection / $RETRIEVAL_COLLECTION")
     if model is None and not exists:
-        return Collection(path, model=DEFAULT_MODEL, device=device)
-    return Collection(path, model=model, pretrained=pretrained, device=device)
+        return Collection(path, model=DEFAULT_MODEL, device=device, precision=precision)
+    return Collection(path, model=model, pretrained=pretrained, device=device,
+                      precision=precision)
 
 
 class _Progress:
@@ -109,6 +111,7 @@ class _Progress:
     LABELS: ClassVar[dict[str, str]] = {
         "scan": "scanning", "embed": "embedding", "captions": "captions", "remove": "removing",
         "tag": "tagging"}
+    MESSAGES = frozenset({"index", "model"})  # phases that report lines, not counts
 
     def __init__(self, enabled: bool, unit: str = "file") -> None:
         self.enabled = enabled
@@ -126,7 +129,7 @@ class _Progress:
             self.phase = p.phase
             if p.phase == "index":
                 click.echo("updating search index...", err=True)
-            else:
+            elif p.phase not in self.MESSAGES:
                 self.bar = tqdm(total=p.total, desc=self.LABELS.get(p.phase, p.phase),
                                 unit=self.unit, file=sys.stderr, dynamic_ncols=True, leave=True)
         if p.detail:
@@ -182,19 +185,23 @@ def _print_summary(summary: IndexSummary, as_json: bool, what: str = "images") -
 @click.option("--index-memory", default=None, metavar="SIZE",
               help="Memory budget of the vector indexes, e.g. 2G (default 4G; remembered). "
                    "It decides between exact, IVF and compressed IVF indexes.")
+@click.option("--precision", type=click.Choice(["fp32", "int8"]), default=None,
+              help="Embed with the model's int8 ONNX variant (faster on CPU, vectors within "
+                   "about 0.999 cosine). Chosen when a collection is created. Default: fp32.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @_progress_option
 @click.pass_context
 def index(ctx: click.Context, paths: tuple[Path, ...], model: str | None,
           pretrained: str | None, device: str, hidden: bool, strict: bool,
           max_pixels: int | None, batch_size: int, workers: int | None, no_captions: bool,
-          index_memory: str | None, as_json: bool, progress: bool | None) -> None:
+          index_memory: str | None, precision: str | None, as_json: bool,
+          progress: bool | None) -> None:
     """Index image files and folders (recursively). Unchanged files are skipped; changed ones
     are re-embedded; files gone from these folders are removed.
 
     A caption file beside an image (photo.txt for photo.jpg) is stored as its caption."""
     ctx.meta["json"] = as_json
-    col = _open(ctx, model, pretrained, device, create=True)
+    col = _open(ctx, model, pretrained, device, create=True, precision=precision)
     bar = _Progress(sys.stderr.isatty() if progress is None else progress)
     try:
         summary = col.index(paths, hidden=hidden, strict=strict, max_pixels=max_pixels,
@@ -612,6 +619,73 @@ def demo(ctx: click.Context, n: int, folder: Path | None, progress: bool | None)
     click.echo("  retrieval --help")
 
 
+@cli.group()
+def model() -> None:
+    """The collection's model: export it to ONNX, list exports."""
+
+
+@model.command("export")
+@click.option("--int8", is_flag=True, help="Also make the int8 variant (dynamic quantisation).")
+@click.option("--force", is_flag=True, help="Try again a model whose export failed before.")
+@click.option("--json", "as_json", is_flag=True, help="Print the export's manifest as JSON.")
+@_progress_option
+@click.pass_context
+def model_export(ctx: click.Context, int8: bool, force: bool, as_json: bool,
+                 progress: bool | None) -> None:
+    """Export the collection's model to ONNX (both towers, parity-checked against torch), so
+    that searches never load torch. Index runs do this by themselves; this is for collections
+    made before, or to add the int8 variant."""
+    col = _open(ctx)
+    bar = _Progress(sys.stderr.isatty() if progress is None else progress)
+    try:
+        export = col.export_model(int8=int8, force=force, progress=bar)
+    finally:
+        bar.close()
+    if as_json:
+        click.echo(json.dumps({"folder": str(export.folder), **export.manifest}))
+    elif export.ok:
+        click.echo(_describe_export(export))
+    else:
+        raise click.ClickException(f"{col.spec} cannot be exported, so it stays on torch: "
+                                   f"{export.reason}")
+
+
+@model.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per export.")
+def model_list(as_json: bool) -> None:
+    """The exported models on this machine (in $RETRIEVAL_EXPORTS)."""
+    from .encoders.store import ExportStore
+
+    store = ExportStore()
+    exports = store.all()
+    for export in exports:
+        if as_json:
+            click.echo(json.dumps({"folder": str(export.folder), **export.manifest}))
+        else:
+            click.echo(_describe_export(export))
+    if not as_json:
+        click.echo(f"{len(exports)} exports in {store.root}", err=True)
+
+
+def _describe_export(export: Any) -> str:
+    size = sum(p.stat().st_size for p in export.folder.iterdir() if p.is_file())
+    head = f"{export.spec}  {export.folder}  {_human_bytes(size)}"
+    if not export.ok:
+        return f"{head}\n  failed: {export.reason}"
+    parity = export.manifest.get("parity", {})
+    lines = [head, f"  identity {export.identity[:16]}, {export.dim} dimensions, variants "
+             + ", ".join(sorted(export.manifest.get("variants", {})))]
+    if parity:
+        lines.append("  parity with torch: " + ", ".join(
+            f"{tower} min cosine {parity[tower]['min_cos']:.6f} max diff "
+            f"{parity[tower]['max_abs']:.1e}" for tower in ("image", "text")))
+    speed = export.manifest.get("speed")
+    if speed:
+        lines.append(f"  images/s on this CPU: onnx {speed['onnx_images_per_s']}, torch "
+                     f"{speed['torch_images_per_s']} (indexing uses {speed['image_runtime']})")
+    return "\n".join(lines)
+
+
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind; use 0.0.0.0 only behind a token and a firewall.")
@@ -630,7 +704,9 @@ def serve(ctx: click.Context, host: str, port: int, token: str | None, max_uploa
     from .server import create_app
 
     col = _open(ctx, model, pretrained, device)
-    col.encoder  # load the model before the first request, and fail early  # noqa: B018
+    encoder = col.encoder  # load the model before the first request, and fail early
+    if hasattr(encoder, "load"):
+        encoder.load("text", "image")
     app = create_app(col, token=token, max_upload_bytes=max_upload * 1024 * 1024)
     if host not in ("127.0.0.1", "localhost", "::1") and not token:
         click.echo("warning: serving on a public address without --token", err=True)

@@ -239,7 +239,8 @@ def _build_model(cfg: TrainConfig, device: str) -> tuple[Any, Any, dict[str, Any
     """(model, tokenizer, model_cfg) for a fine-tune or a from-scratch run."""
     import open_clip
 
-    from .encoders import LOCAL_DIR_PREFIX, check_architecture, create_open_clip
+    from .encoders import LOCAL_DIR_PREFIX, check_architecture
+    from .encoders.openclip import create_open_clip
 
     if not cfg.from_scratch:
         spec = ModelSpec.parse(cfg.model, cfg.pretrained)
@@ -247,9 +248,8 @@ def _build_model(cfg: TrainConfig, device: str) -> tuple[Any, Any, dict[str, Any
             raise TrainingError(
                 f"fine-tuning {cfg.model} needs --pretrained weights; use --from-scratch to "
                 "train it from random initialisation")
-        model, tokenizer, loaded = create_open_clip(spec, device)
-        model_cfg = open_clip.get_model_config(loaded)
-        return model, tokenizer, model_cfg
+        loaded = create_open_clip(spec, device)
+        return loaded.model, loaded.tokenizer, loaded.config["model_cfg"]
     config_path = Path(cfg.model).expanduser()
     if config_path.suffix == ".json":
         try:
@@ -297,7 +297,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 def _image_spec(model: Any) -> ImageSpec:
     import open_clip
 
-    from .encoders import image_spec_from_cfg
+    from .encoders.openclip import image_spec_from_cfg
 
     return image_spec_from_cfg(open_clip.get_model_preprocess_cfg(model))
 
@@ -346,7 +346,7 @@ def _evaluate(model: Any, tokenizer: Any, pixels: np.ndarray, captions: list[lis
               spec: ImageSpec, device: str, batch: int = 256) -> dict[str, float]:
     import torch
 
-    from .encoders import pixels_to_tensor
+    from .encoders.openclip import pixels_to_tensor
 
     model.eval()
     with torch.inference_mode():
@@ -387,7 +387,7 @@ def train(cfg: TrainConfig, *, resume: bool = False,
     """Run (or resume) training; returns where the model is and what it measured."""
     import torch
 
-    from .encoders import pixels_to_tensor, resolve_device
+    from .encoders.openclip import pixels_to_tensor, resolve_device
 
     report = progress or (lambda _p: None)
     out = Path(cfg.out).expanduser().absolute()

@@ -19,9 +19,17 @@ sys.path.insert(0, str(Path(__file__).parent))
 from models import write_tiny_model
 
 
+@pytest.fixture(scope="session")
+def _shared_exports(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One ONNX export folder for the whole run: a model is exported once, not per test."""
+    return tmp_path_factory.mktemp("exports")
+
+
 @pytest.fixture(autouse=True)
-def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _shared_exports: Path
+                  ) -> None:
     monkeypatch.setenv("RETRIEVAL_HOME", str(tmp_path / "retrieval-home"))
+    monkeypatch.setenv("RETRIEVAL_EXPORTS", str(_shared_exports))
     monkeypatch.delenv("RETRIEVAL_COLLECTION", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # tests never reach for the network
 

@@ -1,121 +1,38 @@
-"""Encoders: one protocol for embedding images and texts, and its open_clip implementation.
+"""The torch side of encoders: loading open_clip models (offline-aware) and embedding with them.
 
-A model is named the way open_clip names it (see :class:`ModelSpec`):
-
-* a built-in architecture plus a pretrained tag: ``ViT-B-32`` + ``laion2b_s34b_b79k``
-  (downloaded once into the Hugging Face cache, offline afterwards);
-* a built-in architecture plus a local checkpoint file: ``ViT-B-32`` + ``/path/model.bin``;
-* ``hf-hub:org/repo`` (an open_clip repository on the Hugging Face Hub, or in its cache);
-* ``local-dir:/path`` (a folder with ``open_clip_config.json`` and a weights file).
-
-torch and open_clip are imported only when a model is actually loaded.
+torch and open_clip are imported inside the functions that need them, so importing this module is
+cheap. Searches never come here when the collection's model has an ONNX export
+(:mod:`retrieval.encoders.runtime`); indexing on CUDA, training and exporting do.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import socket
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import numpy as np
 
-from .errors import InputError, ModelError, ModelNotFoundError, WeightsUnavailableError
-from .media import ImageSpec
+from ..errors import InputError, ModelError, ModelNotFoundError, WeightsUnavailableError
+from ..media import ImageSpec
+from .spec import (
+    BUILTIN_MODELS,
+    CHECKPOINT_SUFFIXES,
+    HF_HUB_PREFIX,
+    LOCAL_DIR_PREFIX,
+    ModelSpec,
+    looks_like_path,
+)
 
 if TYPE_CHECKING:
     import torch
-
-HF_HUB_PREFIX = "hf-hub:"
-LOCAL_DIR_PREFIX = "local-dir:"
-CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
-
-def _demo_model_dir() -> str:
-    return str(Path(__file__).parent / "models" / "demo")
-
-
-# Models that ship with (or are registered by) this project: name -> local-dir folder.
-_BUILTIN_MODELS: dict[str, Callable[[], str]] = {"demo": _demo_model_dir}
-
-
-def register_model(name: str, folder: Callable[[], str]) -> None:
-    """Make ``name`` usable as ``--model name``; ``folder`` returns a local-dir layout path."""
-    _BUILTIN_MODELS[name] = folder
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A model as open_clip names it: an architecture or schema'd id, plus a pretrained tag/file.
-
-    ``pretrained`` is ignored for ``hf-hub:`` and ``local-dir:`` names, as in open_clip. A
-    built-in name with ``pretrained=None`` means randomly initialised weights (benchmarks only).
-    """
-
-    name: str
-    pretrained: str | None = None
-
-    @classmethod
-    def parse(cls, name: str, pretrained: str | None = None) -> ModelSpec:
-        """Normalise user input: resolve local paths to absolute ones, drop ignored tags."""
-        name = name.strip()
-        if not name:
-            raise ModelNotFoundError("empty model name")
-        if name in _BUILTIN_MODELS:
-            return cls(name, None)
-        if name.startswith(LOCAL_DIR_PREFIX):
-            folder = name[len(LOCAL_DIR_PREFIX):]
-            return cls(LOCAL_DIR_PREFIX + os.path.abspath(os.path.expanduser(folder)), None)
-        if name.startswith(HF_HUB_PREFIX):
-            return cls(name, None)
-        if pretrained is not None:
-            pretrained = pretrained.strip()
-            if pretrained.lower() in ("", "none", "random"):
-                pretrained = None
-            elif _looks_like_path(pretrained):
-                pretrained = os.path.abspath(os.path.expanduser(pretrained))
-        return cls(name, pretrained)
-
-    @property
-    def random_weights(self) -> bool:
-        schema = self.name.startswith((HF_HUB_PREFIX, LOCAL_DIR_PREFIX))
-        return not schema and self.name not in _BUILTIN_MODELS and self.pretrained is None
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.pretrained})" if self.pretrained else self.name
-
-
-DEFAULT_MODEL = ModelSpec("ViT-B-32", "laion2b_s34b_b79k")
-
-
-@runtime_checkable
-class Encoder(Protocol):
-    """Embeds images and texts into one space; outputs are float32 and L2-normalised."""
-
-    spec: ModelSpec
-    dim: int
-    image_spec: ImageSpec
-
-    def embed_images(self, pixels: np.ndarray) -> np.ndarray:
-        """Embed a batch of preprocessed uint8 images shaped (N, H, W, 3)."""
-        ...
-
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed a batch of texts."""
-        ...
-
-
-def _looks_like_path(value: str) -> bool:
-    return (
-        os.sep in value
-        or "/" in value
-        or value.startswith(("~", "."))
-        or value.lower().endswith(CHECKPOINT_SUFFIXES)
-    )
 
 
 def resolve_device(device: str | None) -> str:
@@ -198,8 +115,8 @@ def check_architecture(name: str) -> str:
             f"unknown model {name!r}: not an open_clip architecture (see "
             "`python -c 'import open_clip; print(open_clip.list_models())'`), nor an "
             "hf-hub:org/repo or local-dir:/path name"
-            + (f", nor one of this project's models ({', '.join(sorted(_BUILTIN_MODELS))})"
-               if _BUILTIN_MODELS else "")
+            + (f", nor one of this project's models ({', '.join(sorted(BUILTIN_MODELS))})"
+               if BUILTIN_MODELS else "")
         )
     return arch
 
@@ -212,7 +129,7 @@ def _check_builtin(spec: ModelSpec) -> None:
     pretrained = spec.pretrained
     if pretrained is None or open_clip.get_pretrained_cfg(arch, pretrained):
         return
-    if _looks_like_path(pretrained) or os.path.exists(pretrained):
+    if looks_like_path(pretrained) or os.path.exists(pretrained):
         if not os.path.isfile(pretrained):
             raise WeightsUnavailableError(f"checkpoint file not found: {pretrained}")
         return
@@ -223,15 +140,16 @@ def _check_builtin(spec: ModelSpec) -> None:
     )
 
 
-def _fetch_tag_weights(spec: ModelSpec) -> None:
-    """Make sure a pretrained tag's weights are in the local cache, downloading if possible."""
+def _fetch_tag_weights(spec: ModelSpec) -> str:
+    """Make sure a pretrained tag's weights are in the local cache, downloading if possible;
+    returns the cached file."""
     import open_clip
 
     arch = spec.name.replace("/", "-")
     cfg = open_clip.get_pretrained_cfg(arch, spec.pretrained)
     with _hub_mode() as online:
         try:
-            open_clip.download_pretrained(cfg)
+            return str(open_clip.download_pretrained(cfg))
         except Exception as exc:
             source = cfg.get("hf_hub") or cfg.get("url") or "its source"
             raise WeightsUnavailableError(
@@ -239,7 +157,7 @@ def _fetch_tag_weights(spec: ModelSpec) -> None:
                 f"be downloaded from {source}{_offline_hint(online)}. Run once with internet "
                 f"access (they are cached in {_hf_cache_hint()}), or pass a checkpoint file with "
                 f"--pretrained /path/to/open_clip_pytorch_model.bin"
-                + (f", or use --model {next(iter(_BUILTIN_MODELS))}" if _BUILTIN_MODELS else "")
+                + (f", or use --model {next(iter(BUILTIN_MODELS))}" if BUILTIN_MODELS else "")
                 + f" [{type(exc).__name__}]"
             ) from None
 
@@ -258,23 +176,36 @@ def _check_local_dir(folder: str) -> None:
         )
 
 
-def create_open_clip(spec: ModelSpec, device: str) -> tuple[Any, Any, str]:
-    """Create the open_clip model and tokenizer; returns (model, tokenizer, loaded name).
+@dataclass
+class LoadedModel:
+    """An open_clip model as loaded: the module, its tokenizer, the name open_clip was given,
+    its config (architecture and preprocessing) and the files its weights came from."""
+
+    model: Any
+    tokenizer: Any
+    name: str
+    config: dict[str, Any]
+    sources: list[str] = field(default_factory=list)
+
+
+def create_open_clip(spec: ModelSpec, device: str) -> LoadedModel:
+    """Create the open_clip model and tokenizer.
 
     Raises a :class:`ModelError` with a one-line reason when the model cannot be had."""
     import open_clip
 
-    name, pretrained = spec.name, spec.pretrained
-    if name in _BUILTIN_MODELS:
-        name, pretrained = LOCAL_DIR_PREFIX + _BUILTIN_MODELS[name](), None
+    name, pretrained = spec.open_clip_name()
+    sources: list[str] = []
     if name.startswith(LOCAL_DIR_PREFIX):
-        _check_local_dir(name[len(LOCAL_DIR_PREFIX):])
+        folder = name[len(LOCAL_DIR_PREFIX):]
+        _check_local_dir(folder)
+        sources = _local_dir_files(folder)
     elif name.startswith(HF_HUB_PREFIX):
         pass
     else:
         _check_builtin(spec)
-        if pretrained is not None and not os.path.isfile(pretrained):
-            _fetch_tag_weights(spec)
+        if pretrained is not None:
+            sources = [pretrained if os.path.isfile(pretrained) else _fetch_tag_weights(spec)]
     with _hub_mode() as online:
         try:
             model, _, _ = open_clip.create_model_and_transforms(
@@ -289,7 +220,9 @@ def create_open_clip(spec: ModelSpec, device: str) -> tuple[Any, Any, str]:
             raise
         except Exception as exc:
             raise _load_error(spec, exc, online) from None
-    return model, tokenizer, name
+    if name.startswith(HF_HUB_PREFIX):
+        sources = _hub_files(name[len(HF_HUB_PREFIX):])
+    return LoadedModel(model, tokenizer, name, _model_config(name, model), sources)
 
 
 def _load_error(spec: ModelSpec, exc: Exception, online: bool) -> ModelError:
@@ -308,6 +241,47 @@ def _load_error(spec: ModelSpec, exc: Exception, online: bool) -> ModelError:
     return ModelError(f"cannot load model {spec}: {type(exc).__name__}: {text}")
 
 
+def _local_dir_files(folder: str) -> list[str]:
+    path = Path(folder)
+    weights = sorted(str(p) for p in path.iterdir() if p.is_file() and p.suffix in
+                     CHECKPOINT_SUFFIXES)
+    return [str(path / "open_clip_config.json"), *weights]
+
+
+def _hub_files(repo: str) -> list[str]:
+    """The cached files of an open_clip repository on the Hugging Face Hub."""
+    from huggingface_hub import try_to_load_from_cache
+
+    out = []
+    for filename in ("open_clip_config.json", "open_clip_model.safetensors",
+                     "open_clip_pytorch_model.bin"):
+        found = try_to_load_from_cache(repo, filename)
+        if isinstance(found, str):
+            out.append(found)
+    return out
+
+
+def _model_config(name: str, model: Any) -> dict[str, Any]:
+    """The architecture and preprocessing config a model was built from (its identity's
+    non-weight half: two configs can share weights and still compute different things)."""
+    import open_clip
+
+    cfg: dict[str, Any] | None = None
+    if name.startswith(LOCAL_DIR_PREFIX):
+        doc = json.loads((Path(name[len(LOCAL_DIR_PREFIX):]) / "open_clip_config.json")
+                         .read_text(encoding="utf-8"))
+        cfg = doc.get("model_cfg")
+    elif name.startswith(HF_HUB_PREFIX):
+        files = [f for f in _hub_files(name[len(HF_HUB_PREFIX):])
+                 if f.endswith("open_clip_config.json")]
+        if files:
+            cfg = json.loads(Path(files[0]).read_text(encoding="utf-8")).get("model_cfg")
+    else:
+        cfg = open_clip.get_model_config(name.replace("/", "-"))
+    return {"model_cfg": cfg, "preprocess_cfg": dict(open_clip.get_model_preprocess_cfg(model)),
+            "class": type(model).__name__}
+
+
 class OpenClipEncoder:
     """An open_clip model in evaluation mode, embedding on CPU or CUDA."""
 
@@ -316,9 +290,9 @@ class OpenClipEncoder:
 
         self.spec = spec
         self.device = resolve_device(device)
-        model, self._tokenizer, self._loaded_name = create_open_clip(spec, self.device)
-        model.eval()
-        self._model = model
+        self.loaded = create_open_clip(spec, self.device)
+        model = self.loaded.model.eval()
+        self._model, self._tokenizer = model, self.loaded.tokenizer
         import open_clip
 
         self.image_spec = image_spec_from_cfg(open_clip.get_model_preprocess_cfg(model))

@@ -1,0 +1,36 @@
+"""Encoders: one protocol for embedding images and texts, two runtimes for one model.
+
+* :mod:`.spec`: how a model is named (:class:`ModelSpec`) and what an encoder does
+  (:class:`Encoder`);
+* :mod:`.openclip`: loading open_clip models with torch (training, CUDA, exporting);
+* :mod:`.export`: exporting both towers to ONNX once per model identity, parity-checked;
+* :mod:`.store`: where exports live and how a model spec finds its export without torch;
+* :mod:`.runtime`: embedding with an export on ONNX Runtime, never importing torch;
+* :mod:`.tokenizer`: open_clip's tokenizers without torch;
+* :mod:`.text_cache`: a small persistent cache of query-text embeddings.
+
+Importing this package is cheap: torch, open_clip and onnxruntime load on first use.
+"""
+
+from .openclip import OpenClipEncoder, check_architecture, load_encoder, resolve_device
+from .spec import (
+    BUILTIN_MODELS,
+    DEFAULT_MODEL,
+    HF_HUB_PREFIX,
+    LOCAL_DIR_PREFIX,
+    Encoder,
+    ModelSpec,
+)
+
+__all__ = [
+    "BUILTIN_MODELS",
+    "DEFAULT_MODEL",
+    "HF_HUB_PREFIX",
+    "LOCAL_DIR_PREFIX",
+    "Encoder",
+    "ModelSpec",
+    "OpenClipEncoder",
+    "check_architecture",
+    "load_encoder",
+    "resolve_device",
+]

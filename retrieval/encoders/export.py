@@ -1,0 +1,402 @@
+"""Exporting an open_clip model's two towers to ONNX, once per model identity, parity-checked.
+
+The image tower takes uint8 pixels (N, H, W, 3) as the decoders produce them and does the
+normalisation itself; the text tower takes int64 token ids. Both return L2-normalised float32
+vectors, with a dynamic batch axis (and a dynamic sequence axis where it is exact to cut after
+the end token, see :mod:`.runtime`). torch's ONNX exporter (``dynamo=True``) writes the weights
+as external data, which ONNX Runtime memory-maps when a session is created.
+
+Before an export is committed, it must agree with torch on a probe batch of real images (drawn,
+encoded as PNG and JPEG, decoded by the same code as indexing) and of texts (tricky ones
+included): cosine >= 0.9999 and max abs difference <= 1e-4 on normalised vectors, and token ids
+equal to open_clip's own tokenizer. A model that fails stays on torch; the failure is recorded
+with its reason so it is not tried on every run.
+
+The optional int8 variant is ONNX Runtime's dynamic quantisation (int8 weights, activations
+quantised on the fly) of the image tower, and of the text tower when its vectors stay within
+cosine 0.995 of full precision on the probe texts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import datetime as dt
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ModelError
+from ..media import ImageSpec
+from .openclip import OpenClipEncoder
+from .runtime import OnnxEncoder
+from .store import (
+    EXPORT_FORMAT,
+    MANIFEST,
+    Export,
+    ExportStore,
+    file_state,
+    image_spec_dict,
+)
+from .tokenizer import ClipTokenizer, HFTokenizer
+
+log = logging.getLogger("retrieval")
+
+OPSET = 18
+MIN_COSINE = 0.9999
+MAX_ABS_DIFF = 1e-4
+INT8_TEXT_MIN_COSINE = 0.995
+PROBE_TEXTS = (
+    "a photo of a dog", "a red bicycle leaning against a brick wall", "A Small BLUE square",
+    "two cats sleeping on a sofa, next to a lamp.", "the Eiffel Tower at night",
+    "“curly quotes” and ‘single’ ones", "fish &amp; chips &lt;b&gt;", "café naïve résumé",
+    "ＦＵＬＬ－ＷＩＤＴＨ　ｌｅｔｔｅｒｓ", "一只猫在沙发上睡觉", "日本の桜 한국어 텍스트",
+    "🐶 🚲 👍🏽",
+    "", "   ", "<start_of_text> literal <end_of_text>", "I'm sure they'll've been there",
+    "IMG_2041.JPG 3.5 x 1,000", "a " + "very " * 100 + "long caption",
+)
+
+
+class ExportFailed(ModelError):
+    """The model cannot be exported faithfully; it stays on torch."""
+
+
+def model_identity(model: Any, config: dict[str, Any]) -> str:
+    """SHA-256 over the model's config and every tensor of its state (names, dtypes, shapes,
+    bytes): the same weights give the same identity whatever file format they came in."""
+    import torch
+
+    h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().to("cpu").contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+    return h.hexdigest()
+
+
+def encoder_identity(encoder: OpenClipEncoder) -> str:
+    """The identity of a loaded encoder (computed once; hashing ViT-B-32 takes about 0.5 s)."""
+    cached = getattr(encoder, "_identity", None)
+    if cached is None:
+        cached = model_identity(encoder.model, encoder.loaded.config)
+        encoder._identity = cached  # type: ignore[attr-defined]
+    return str(cached)
+
+
+# --- the towers as exported modules ---------------------------------------------------------------
+
+def _towers(model: Any, mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[Any, Any, bool]:
+    """(image module, text module, whether the text module cuts after the end token)."""
+    import torch
+    import torch.nn.functional as F
+
+    class ImageTower(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+            self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0)
+            self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0)
+
+        def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+            x = (pixels.permute(0, 3, 1, 2).float() - self.mean) / self.std
+            return F.normalize(self.model.encode_image(x).float(), dim=-1)
+
+    trim = _trimmable(model)
+
+    class TextTower(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            m = self.model
+            if not trim:
+                return F.normalize(m.encode_text(tokens).float(), dim=-1)
+            # open_clip's CLIP.encode_text on a sequence cut after the end token: the
+            # positional embedding and the causal mask are sliced to its length.
+            n = tokens.shape[1]
+            x = m.token_embedding(tokens) + m.positional_embedding[:n]
+            x = m.transformer(x, attn_mask=m.attn_mask[:n, :n])
+            x = m.ln_final(x)
+            x = x[torch.arange(x.shape[0]), tokens.argmax(dim=-1)]
+            x = m.text_projection(x) if isinstance(m.text_projection, torch.nn.Linear) \
+                else x @ m.text_projection
+            return F.normalize(x.float(), dim=-1)
+
+    return ImageTower().eval(), TextTower().eval(), trim
+
+
+def _trimmable(model: Any) -> bool:
+    """Standard CLIP text towers (causal mask, pooled at the end token, the largest id)."""
+    import open_clip
+
+    return (type(model) is open_clip.CLIP and getattr(model, "attn_mask", None) is not None
+            and getattr(model, "text_pool_type", "argmax") == "argmax")
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The exporter prints progress and warns freely; a library stays quiet."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        root.setLevel(level)
+
+
+def _export(module: Any, example: Any, input_name: str, dynamic: dict[int, Any],
+            path: Path) -> None:
+    import torch
+
+    with _quiet(), torch.no_grad():
+        program = torch.onnx.export(
+            module, (example,), input_names=[input_name], output_names=["vectors"],
+            dynamic_shapes=(dynamic,),
+            opset_version=OPSET, dynamo=True, external_data=True)
+        program.save(str(path), external_data=True)
+
+
+def _tokenizer_for_export(tokenizer: Any) -> ClipTokenizer | HFTokenizer:
+    """A torch-free copy of an open_clip tokenizer, or :class:`ExportFailed` saying why not."""
+    from open_clip import tokenizer as oct
+
+    if type(tokenizer).__name__ == "SimpleTokenizer":
+        if getattr(tokenizer, "reduction_fn", None) is not None:
+            raise ExportFailed("its tokenizer drops tokens at random (reduction mask)")
+        clean = next((mode for mode in ("lower", "whitespace", "canonicalize")
+                      if tokenizer.clean_fn is oct.get_clean_fn(mode)), None)
+        if clean is None:
+            raise ExportFailed("its tokenizer uses an unknown cleaning function")
+        merges = sorted(tokenizer.bpe_ranks, key=tokenizer.bpe_ranks.get)
+        specials = [tokenizer.decoder[i] for i in tokenizer.all_special_ids]
+        return ClipTokenizer(merges, context_length=tokenizer.context_length, clean=clean,
+                             special_tokens=specials)
+    if type(tokenizer).__name__ == "HFTokenizer":
+        if getattr(tokenizer, "tokenizer_mode", ""):
+            raise ExportFailed(f"its tokenizer mode {tokenizer.tokenizer_mode!r} is not supported")
+        hf = tokenizer.tokenizer
+        if not getattr(hf, "is_fast", False):
+            raise ExportFailed("its Hugging Face tokenizer has no fast (tokenizers) version")
+        clean = next((mode for mode in ("lower", "whitespace", "canonicalize")
+                      if tokenizer.clean_fn is oct.get_clean_fn(mode)), "whitespace")
+        with tempfile.TemporaryDirectory() as tmp:
+            hf.backend_tokenizer.save(os.path.join(tmp, "tokenizer.json"))
+            return HFTokenizer(Path(tmp) / "tokenizer.json",
+                               context_length=tokenizer.context_length, clean=clean,
+                               pad_id=hf.pad_token_id or 0, sep_id=hf.sep_token_id,
+                               strip_sep_token=tokenizer.strip_sep_token)
+    raise ExportFailed(f"its tokenizer ({type(tokenizer).__name__}) cannot be reproduced "
+                       "without torch")
+
+
+# --- probes -------------------------------------------------------------------------------------
+
+def probe_pixels(spec: ImageSpec) -> np.ndarray:
+    """Real images for the parity check: drawn scenes and noise photos of several sizes and
+    aspect ratios, written as PNG and JPEG and decoded by the indexing code."""
+    import random
+
+    from PIL import Image
+
+    from ..media import load_image
+    from ..synthetic import random_scene, render
+
+    rng = random.Random(0)
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (w, h) in enumerate([(96, 96), (160, 90), (75, 200), (333, 250), (40, 40),
+                                    (640, 480)]):
+            scene = render(random_scene(rng), size=max(w, h), seed=i).resize((w, h))
+            noise = np.random.default_rng(i).integers(0, 256, (h, w, 3), dtype=np.uint8)
+            for img, ext in ((scene, ".png"), (Image.fromarray(noise), ".jpg")):
+                path = Path(tmp) / f"probe{i}{ext}"
+                img.save(path)
+                out.append(load_image(path, spec)[0])
+    return np.stack(out)
+
+
+def _agreement(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    cos = np.sum(a * b, axis=1)
+    return {"min_cos": float(cos.min()), "mean_cos": float(cos.mean()),
+            "max_abs": float(np.abs(a - b).max()), "n": len(a)}
+
+
+def _check(name: str, got: dict[str, float]) -> None:
+    if got["min_cos"] < MIN_COSINE or got["max_abs"] > MAX_ABS_DIFF:
+        raise ExportFailed(
+            f"its ONNX {name} tower differs from torch (min cosine {got['min_cos']:.6f}, max "
+            f"abs difference {got['max_abs']:.2e}; needed >= {MIN_COSINE} and <= "
+            f"{MAX_ABS_DIFF:g})")
+
+
+def _images_per_second(embed: Callable[[np.ndarray], Any], pixels: np.ndarray) -> float:
+    embed(pixels[:2])
+    best = float("inf")
+    for _ in range(2):
+        start = time.perf_counter()
+        embed(pixels)
+        best = min(best, time.perf_counter() - start)
+    return len(pixels) / best
+
+
+# --- exporting ------------------------------------------------------------------------------------
+
+def export_model(encoder: OpenClipEncoder, *, store: ExportStore | None = None,
+                 int8: bool = False, force: bool = False,
+                 on_event: Callable[[str], None] | None = None) -> Export:
+    """The export of a loaded model (made now when there is none), with the int8 variant when
+    asked for. A model that cannot be exported faithfully returns its recorded failure
+    (``export.ok`` is False, ``export.reason`` says why)."""
+    store = store or ExportStore()
+    say = on_event or (lambda _m: None)
+    identity = encoder_identity(encoder)
+    sources = [s for s in (file_state(p) for p in encoder.loaded.sources) if s is not None]
+    with store.lock(identity):
+        existing = store.record(identity)
+        # A failure is final for these library versions unless forced; an export stays valid.
+        if existing is not None and (existing.ok or (
+                not force and existing.manifest.get("versions") == _versions())):
+            if existing.manifest.get("sources") != sources and sources:
+                existing.manifest["sources"] = sources  # same weights, files touched or moved
+                store.write_manifest(existing.folder, existing.manifest)
+            if existing.ok and int8 and not existing.has("int8"):
+                say(f"quantising {encoder.spec} to int8")
+                existing = quantize_export(store, existing)
+            return existing
+        say(f"exporting {encoder.spec} to ONNX (once per model)")
+        final = store.folder_for(encoder.spec, identity)
+        staging = Path(tempfile.mkdtemp(prefix=f".staging-{identity[:16]}-", dir=store.root))
+        manifest: dict[str, Any] = {
+            "format": EXPORT_FORMAT, "identity": identity, "spec": encoder.spec.to_dict(),
+            "sources": sources, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "versions": _versions(), "dim": encoder.dim, "logit_scale": encoder.logit_scale,
+            "image_spec": image_spec_dict(encoder.image_spec)}
+        try:
+            manifest.update(_write_towers(encoder, staging))
+            manifest["status"] = "ok"
+        except ExportFailed as exc:
+            manifest.update(status="failed", reason=str(exc).removeprefix("its "))
+        except Exception as exc:  # the exporter's own errors on an unusual model
+            text = " ".join(str(exc).split())[:300]
+            manifest.update(status="failed",
+                            reason=f"the ONNX exporter failed: {type(exc).__name__}: {text}")
+        if manifest["status"] != "ok":
+            for p in staging.iterdir():
+                p.unlink()
+            log.warning("%s stays on torch: %s", encoder.spec, manifest["reason"])
+        store.write_manifest(staging, manifest)
+        export = Export(store.commit(staging, final), manifest)
+        if export.ok and int8:
+            say(f"quantising {encoder.spec} to int8")
+            export = quantize_export(store, export)
+        return export
+
+
+def _versions() -> dict[str, str]:
+    import onnxruntime
+    import open_clip
+    import torch
+
+    return {"torch": torch.__version__, "open_clip": open_clip.__version__,
+            "onnxruntime": onnxruntime.__version__, "format": str(EXPORT_FORMAT)}
+
+
+def _write_towers(encoder: OpenClipEncoder, folder: Path) -> dict[str, Any]:
+    """Export both towers into ``folder``, check them, measure them; the manifest's parts."""
+    import torch
+
+    model = encoder.model
+    if encoder.device != "cpu" or next(model.parameters()).dtype != torch.float32:
+        model = copy.deepcopy(model).to("cpu", torch.float32)
+    tokenizer = _tokenizer_for_export(encoder.loaded.tokenizer)
+    texts = list(PROBE_TEXTS)
+    ref_tokens = encoder.loaded.tokenizer(texts).numpy()
+    if not np.array_equal(tokenizer(texts), ref_tokens):
+        raise ExportFailed("its tokenizer cannot be reproduced without torch (token ids differ)")
+    image, text, trim = _towers(model, encoder.image_spec.mean, encoder.image_spec.std)
+    h, w = encoder.image_spec.size
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    _export(image, torch.zeros((2, h, w, 3), dtype=torch.uint8), "pixels", {0: batch},
+            folder / "image.onnx")
+    ctx = tokenizer.context_length
+    text_axes: dict[int, Any] = {0: batch}
+    example = torch.from_numpy(ref_tokens[:2])
+    if trim:
+        text_axes[1] = torch.export.Dim("seq", min=2, max=ctx)
+        example = example[:, :min(ctx, 8)].clone()
+        example[:, -1] = int(tokenizer.eot_id)  # type: ignore[union-attr]
+    _export(text, example, "token_ids", text_axes, folder / "text.onnx")
+    tokenizer.save(folder)
+    parts: dict[str, Any] = {
+        "text": {"tokenizer": tokenizer.describe(), "trim": trim, "context_length": ctx},
+        "variants": {"fp32": {"image": "image.onnx", "text": "text.onnx"}}}
+    onnx = OnnxEncoder(Export(folder, {"format": EXPORT_FORMAT, "status": "ok", "identity": "",
+                                       "spec": encoder.spec.to_dict(), "dim": encoder.dim,
+                                       "image_spec": image_spec_dict(encoder.image_spec),
+                                       **parts}))
+    pixels = probe_pixels(encoder.image_spec)
+    want_images = encoder.embed_images(pixels)
+    got = _agreement(onnx.embed_images(pixels), want_images)
+    one = _agreement(onnx.embed_images(pixels[:1]), want_images[:1])  # the batch axis is dynamic
+    got = {**got, "max_abs": max(got["max_abs"], one["max_abs"]),
+           "min_cos": min(got["min_cos"], one["min_cos"])}
+    _check("image", got)
+    text_got = _agreement(onnx.embed_texts(texts), encoder.embed_texts(texts))
+    _check("text", text_got)
+    parts["parity"] = {"image": got, "text": text_got, "token_ids_equal": len(texts)}
+    if encoder.device == "cpu":
+        bench = np.concatenate([pixels] * 2)[:16]
+        t_torch = _images_per_second(encoder.embed_images, bench)
+        t_onnx = _images_per_second(onnx.embed_images, bench)
+        parts["speed"] = {"torch_images_per_s": round(t_torch, 2),
+                          "onnx_images_per_s": round(t_onnx, 2),
+                          "image_runtime": "onnx" if t_onnx >= t_torch else "torch"}
+    return parts
+
+
+def quantize_export(store: ExportStore, export: Export) -> Export:
+    """Add the int8 variant to an export: the towers quantised dynamically (needs ONNX Runtime,
+    not torch), with their agreement with full precision recorded."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    folder = export.folder
+    for tower in ("image", "text"):
+        with _quiet():
+            quantize_dynamic(folder / f"{tower}.onnx", folder / f".{tower}.int8.onnx",
+                             weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"],
+                             extra_options={"MatMulConstBOnly": True})
+        os.replace(folder / f".{tower}.int8.onnx", folder / f"{tower}.int8.onnx")
+    manifest = json.loads(json.dumps(export.manifest))
+    variants = manifest["variants"]
+    variants["int8"] = {"image": "image.int8.onnx", "text": "text.int8.onnx"}
+    full = OnnxEncoder(export, "fp32")
+    quant = OnnxEncoder(Export(folder, manifest), "int8")
+    texts = [t for t in PROBE_TEXTS if t.strip()]
+    text_agree = _agreement(quant.embed_texts(texts), full.embed_texts(texts))
+    pixels = probe_pixels(export.image_spec)
+    image_agree = _agreement(quant.embed_images(pixels), full.embed_images(pixels))
+    if text_agree["min_cos"] < INT8_TEXT_MIN_COSINE:
+        variants["int8"]["text"] = None  # the text tower stays at full precision
+        (folder / "text.int8.onnx").unlink(missing_ok=True)
+    variants["int8"]["agreement"] = {"image": image_agree, "text": text_agree}
+    store.write_manifest(folder, manifest)
+    return Export(folder, manifest)
+
+
+__all__ = ["MANIFEST", "ExportFailed", "encoder_identity", "export_model", "model_identity",
+           "probe_pixels", "quantize_export"]

@@ -1,0 +1,143 @@
+"""Which runtime embeds for whom: ONNX Runtime where it serves, torch where it must.
+
+* Searches (and other one-shot reads) use the collection's ONNX export on the CPU and never
+  import torch. Only ``device="cuda..."`` asked for by name loads torch for a search. A
+  collection without an export (made before exports existed) searches with torch and says once
+  how to make that fast.
+* Indexing uses CUDA through torch when the machine has it (``device="auto"``). On the CPU it
+  uses whichever runtime embedded images faster when the model was exported on this machine
+  (recorded in the export's manifest), exporting the model first when it has no export yet.
+* A model identity recorded by a collection is checked wherever the weights are read: weights
+  that changed under a collection are refused instead of mixing incompatible vectors.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+from ..errors import InputError, ModelMismatchError
+from .openclip import OpenClipEncoder, load_encoder
+from .runtime import OnnxEncoder
+from .spec import Encoder, ModelSpec
+from .store import PRECISIONS, ExportStore
+
+log = logging.getLogger("retrieval")
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        log.warning("%s", message)
+
+
+def cuda_present() -> bool:
+    """Whether this machine may have a CUDA (or ROCm) GPU, checked without importing torch
+    where the answer is plainly no (Linux without NVIDIA or AMD GPU device files)."""
+    if sys.platform.startswith("linux") and not any(
+            os.path.exists(p) for p in ("/proc/driver/nvidia/version", "/dev/nvidiactl",
+                                        "/dev/kfd")):
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def wants_cuda(device: str | None) -> bool:
+    """``cuda...`` by name, or ``auto`` on a machine that has a GPU."""
+    if device in (None, "", "auto"):
+        return cuda_present()
+    return device.startswith("cuda")
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
+    return precision
+
+
+def _mismatch(spec: ModelSpec, bound: str, found: str) -> ModelMismatchError:
+    return ModelMismatchError(
+        f"the weights of model {spec} changed since this collection was indexed (model identity "
+        f"{bound[:12]}..., now {found[:12]}...); its vectors would no longer match. Restore the "
+        "weights, or index into a new collection")
+
+
+def _checked(encoder: OpenClipEncoder, identity: str | None) -> str:
+    from .export import encoder_identity
+
+    found = encoder_identity(encoder)
+    if identity is not None and found != identity:
+        raise _mismatch(encoder.spec, identity, found)
+    return found
+
+
+def for_search(spec: ModelSpec, *, identity: str | None, precision: str = "fp32",
+               device: str | None = "auto", store: ExportStore | None = None,
+               hint: str = "", warn: bool = True) -> Encoder:
+    """The encoder for searches of a collection bound to ``spec`` (and ``identity``)."""
+    store = store or ExportStore()
+    if device is None or not device.startswith("cuda"):
+        if identity is not None:
+            export = store.by_identity(identity, precision) or store.by_identity(identity)
+        else:  # made before exports existed: an export of the same files serves as well
+            export = store.for_spec(spec)
+            export = export if export is not None and export.ok else None
+        if export is not None:
+            return OnnxEncoder(export, precision if export.has(precision) else "fp32")
+        if warn:
+            _warn_once(f"no-export:{spec}:{identity}", (
+                f"model {spec} has no ONNX export here, so searches load torch (several "
+                "seconds). " + (hint or "Run `retrieval model export` once to make them fast.")))
+    encoder = load_encoder(spec, device)
+    if identity is not None:
+        _checked(encoder, identity)
+    return encoder
+
+
+def for_indexing(spec: ModelSpec, *, identity: str | None, precision: str = "fp32",
+                 device: str | None = "auto", store: ExportStore | None = None,
+                 on_event: Callable[[str], None] | None = None) -> tuple[Encoder, str]:
+    """The encoder for embedding many images and texts, and the model identity it has.
+
+    Exports the model when it has no export yet (once per model and machine)."""
+    from .export import export_model, quantize_export
+
+    check_precision(precision)
+    store = store or ExportStore()
+    if wants_cuda(device):
+        if precision != "fp32":
+            raise InputError("int8 precision is for indexing on the CPU; on CUDA the model "
+                             "runs in float16 (use --device cpu for int8)")
+        encoder = load_encoder(spec, device)
+        found = _checked(encoder, identity)
+        export_model(encoder, store=store, on_event=on_event)  # for this model's searches
+        return encoder, found
+    export = store.for_spec(spec)
+    if export is not None and export.ok:
+        if identity is not None and export.identity != identity:
+            raise _mismatch(spec, identity, export.identity)
+        if precision != "fp32" and not export.has(precision):
+            with store.lock(export.identity):
+                if on_event:
+                    on_event(f"quantising {spec} to {precision}")
+                export = quantize_export(store, export)
+        if export.cpu_image_runtime() == "torch" and precision == "fp32":
+            return load_encoder(spec, "cpu"), export.identity
+        return OnnxEncoder(export, precision), export.identity
+    encoder = load_encoder(spec, "cpu")
+    found = _checked(encoder, identity)
+    if export is None:
+        export = export_model(encoder, store=store, int8=precision == "int8", on_event=on_event)
+    if export.ok:
+        if export.cpu_image_runtime() == "torch" and precision == "fp32":
+            return encoder, found
+        return OnnxEncoder(export, precision), found
+    if precision != "fp32":
+        raise InputError(f"{precision} precision needs an ONNX export, and model {spec} has "
+                         f"none: {export.reason}")
+    _warn_once(f"failed:{found}", f"model {spec} runs on torch: {export.reason}")
+    return encoder, found

@@ -1,0 +1,114 @@
+"""Model specs and the encoder protocol: what a model is called, and what an encoder does.
+
+A model is named the way open_clip names it (see :class:`ModelSpec`):
+
+* a built-in architecture plus a pretrained tag: ``ViT-B-32`` + ``laion2b_s34b_b79k``
+  (downloaded once into the Hugging Face cache, offline afterwards);
+* a built-in architecture plus a local checkpoint file: ``ViT-B-32`` + ``/path/model.bin``;
+* ``hf-hub:org/repo`` (an open_clip repository on the Hugging Face Hub, or in its cache);
+* ``local-dir:/path`` (a folder with ``open_clip_config.json`` and a weights file);
+* ``demo``, the small model that ships inside this package.
+
+Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from ..errors import ModelNotFoundError
+from ..media import ImageSpec
+
+HF_HUB_PREFIX = "hf-hub:"
+LOCAL_DIR_PREFIX = "local-dir:"
+CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
+DEMO_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "demo"
+
+# Models that ship with this project: name -> local-dir folder.
+BUILTIN_MODELS: dict[str, Path] = {"demo": DEMO_MODEL_DIR}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model as open_clip names it: an architecture or schema'd id, plus a pretrained tag/file.
+
+    ``pretrained`` is ignored for ``hf-hub:`` and ``local-dir:`` names, as in open_clip. A
+    built-in name with ``pretrained=None`` means randomly initialised weights (benchmarks only).
+    """
+
+    name: str
+    pretrained: str | None = None
+
+    @classmethod
+    def parse(cls, name: str, pretrained: str | None = None) -> ModelSpec:
+        """Normalise user input: resolve local paths to absolute ones, drop ignored tags."""
+        name = name.strip()
+        if not name:
+            raise ModelNotFoundError("empty model name")
+        if name in BUILTIN_MODELS:
+            return cls(name, None)
+        if name.startswith(LOCAL_DIR_PREFIX):
+            folder = name[len(LOCAL_DIR_PREFIX):]
+            return cls(LOCAL_DIR_PREFIX + os.path.abspath(os.path.expanduser(folder)), None)
+        if name.startswith(HF_HUB_PREFIX):
+            return cls(name, None)
+        if pretrained is not None:
+            pretrained = pretrained.strip()
+            if pretrained.lower() in ("", "none", "random"):
+                pretrained = None
+            elif looks_like_path(pretrained):
+                pretrained = os.path.abspath(os.path.expanduser(pretrained))
+        return cls(name, pretrained)
+
+    @property
+    def random_weights(self) -> bool:
+        schema = self.name.startswith((HF_HUB_PREFIX, LOCAL_DIR_PREFIX))
+        return not schema and self.name not in BUILTIN_MODELS and self.pretrained is None
+
+    def open_clip_name(self) -> tuple[str, str | None]:
+        """The (name, pretrained) pair to hand to open_clip."""
+        if self.name in BUILTIN_MODELS:
+            return LOCAL_DIR_PREFIX + str(BUILTIN_MODELS[self.name]), None
+        return self.name, self.pretrained
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {"name": self.name, "pretrained": self.pretrained}
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.pretrained})" if self.pretrained else self.name
+
+
+DEFAULT_MODEL = ModelSpec("ViT-B-32", "laion2b_s34b_b79k")
+
+
+def looks_like_path(value: str) -> bool:
+    return (
+        os.sep in value
+        or "/" in value
+        or value.startswith(("~", "."))
+        or value.lower().endswith(CHECKPOINT_SUFFIXES)
+    )
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """Embeds images and texts into one space; outputs are float32 and L2-normalised."""
+
+    spec: ModelSpec
+    dim: int
+    image_spec: ImageSpec
+    logit_scale: float
+
+    def embed_images(self, pixels: np.ndarray) -> np.ndarray:
+        """Embed a batch of preprocessed uint8 images shaped (N, H, W, 3)."""
+        ...
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed a batch of texts."""
+        ...
