@@ -1,16 +1,22 @@
-"""Throughput of the whole ``index`` pipeline against the model's bare forward pass.
+"""Throughput of the whole ``index`` pipeline against torch's bare forward pass of the model.
 
-Generates photo-sized JPEGs (1-4 MP, with texture so they compress like photos), then in the
-same process measures:
+Generates photo-sized JPEGs (1-4 MP, with texture so they compress like photos), then measures,
+alternated round by round in the same process:
 
-* model: images/s of the image tower on already-decoded, already-resized uint8 batches;
-* pipeline: images/s of ``Collection.index`` on the JPEG folder (scan, hash, decode in worker
-  processes, preprocess, embed, commit to the catalog, build the index).
+* model: images/s of the torch image tower on already-decoded, already-resized uint8 batches
+  (the baseline every row is divided by);
+* pipeline rows: images/s of ``Collection.index`` on the JPEG folder (scan, hash, decode in
+  worker processes, preprocess, embed, commit to the catalog, build the index), with
+  - torch: the torch model passed in as the encoder,
+  - default: the CPU path ``retrieval index`` takes (the model's ONNX export on ONNX Runtime,
+    or torch, whichever the export measured faster on this machine),
+  - int8: ``--precision int8`` (the export's dynamically quantised variant).
 
-and prints the ratio pipeline / model. Random weights are fine for speed.
+The model is ViT-B-32 with random weights saved to a checkpoint (speed does not depend on them);
+its one-time export happens before the rounds and is timed on its own.
 
     python benchmarks/embed_throughput.py              # ViT-B-32, 256 images, 3 rounds
-    python benchmarks/embed_throughput.py --n 64 --model ViT-B-32 --json out.json
+    python benchmarks/embed_throughput.py --n 64 --rows torch,default --json out.json
 """
 
 from __future__ import annotations
@@ -69,63 +75,88 @@ def bare_model_rate(encoder, batch_size: int, batches: int) -> float:
     return batch_size * batches / (time.perf_counter() - start)
 
 
+ROWS = ("torch", "default", "int8")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=256, help="number of JPEGs")
     ap.add_argument("--model", default="ViT-B-32")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--workers", type=int, default=None, help="decode processes (default auto)")
-    ap.add_argument("--rounds", type=int, default=3, help="pipeline/model alternations")
+    ap.add_argument("--rounds", type=int, default=3, help="alternations of all rows")
+    ap.add_argument("--rows", default=",".join(ROWS), help="pipeline rows to run")
     ap.add_argument("--json", dest="json_out", help="also write the results to this file")
     args = ap.parse_args()
+    rows = [r for r in args.rows.split(",") if r]
+
+    import torch
 
     from retrieval import Collection, ModelSpec, load_encoder
+    from retrieval.encoders.export import export_model
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
+        os.environ["RETRIEVAL_HOME"] = str(tmp_path / "home")
         t0 = time.perf_counter()
         nbytes = make_photos(tmp_path / "photos", args.n)
         print(f"generated {args.n} JPEGs (1.2-4.0 MP, {nbytes / args.n / 1e6:.2f} MB average) "
               f"in {time.perf_counter() - t0:.1f}s")
+        torch.manual_seed(0)
+        import open_clip
 
-        encoder = load_encoder(ModelSpec(args.model, None), "cpu")
-        import torch
-
+        ckpt = tmp_path / "random.pt"
+        torch.save(open_clip.create_model(args.model).state_dict(), ckpt)
+        spec = ModelSpec.parse(args.model, str(ckpt))
+        encoder = load_encoder(spec, "cpu")
         print(f"model {args.model} (random weights), torch threads {torch.get_num_threads()}, "
               f"cpus {os.cpu_count()}")
+        if {"default", "int8"} & set(rows):
+            t0 = time.perf_counter()
+            export = export_model(encoder, int8="int8" in rows)
+            speed = export.manifest.get("speed", {})
+            print(f"one-time ONNX export (with parity check{', int8' if 'int8' in rows else ''})"
+                  f": {time.perf_counter() - t0:.1f}s; measured at export: onnx "
+                  f"{speed.get('onnx_images_per_s')} vs torch {speed.get('torch_images_per_s')} "
+                  f"images/s -> default CPU path: {speed.get('image_runtime')}")
         batches = max(2, args.n // args.batch_size)  # as many images as the pipeline embeds
-        before = bare_model_rate(encoder, args.batch_size, batches)
-        print(f"model forward on decoded tensors: {before:.2f} images/s")
-
-        # Alternate the two measurements so that drift in machine speed hits both alike.
-        model_rates, pipeline_rates = [before], []
+        model_rates = [bare_model_rate(encoder, args.batch_size, batches)]
+        print(f"torch model forward on decoded tensors: {model_rates[0]:.2f} images/s")
+        rates: dict[str, list[float]] = {r: [] for r in rows}
+        ratios: dict[str, list[float]] = {r: [] for r in rows}
         for r in range(args.rounds):
-            col = Collection(tmp_path / f"collection{r}", encoder=encoder)
-            start = time.perf_counter()
-            summary = col.index([tmp_path / "photos"], batch_size=args.batch_size,
-                                workers=args.workers)
-            elapsed = time.perf_counter() - start
-            col.close()
-            assert summary.embedded == args.n and summary.failed == 0, summary
-            pipeline_rates.append(args.n / elapsed)
-            model_rates.append(bare_model_rate(encoder, args.batch_size, batches))
-            print(f"round {r + 1}: index pipeline (scan+hash+decode+embed+commit+index) "
-                  f"{pipeline_rates[-1]:.2f} images/s ({elapsed:.1f}s for {args.n}); "
-                  f"model {model_rates[-1]:.2f} images/s")
-        # Each round's pipeline rate is compared with the model runs just before and after it.
-        ratios = [p / ((a + b) / 2) for p, a, b in
-                  zip(pipeline_rates, model_rates, model_rates[1:], strict=False)]
+            for row in rows:
+                path = tmp_path / f"{row}-{r}"
+                col = (Collection(path, encoder=encoder) if row == "torch" else
+                       Collection(path, model=spec, device="cpu",
+                                  precision="int8" if row == "int8" else None))
+                start = time.perf_counter()
+                summary = col.index([tmp_path / "photos"], batch_size=args.batch_size,
+                                    workers=args.workers)
+                elapsed = time.perf_counter() - start
+                col.close()
+                assert summary.embedded == args.n and summary.failed == 0, summary
+                rates[row].append(args.n / elapsed)
+                # Each pipeline run is compared with the model runs just before and after it.
+                model_rates.append(bare_model_rate(encoder, args.batch_size, batches))
+                ratios[row].append(rates[row][-1] / ((model_rates[-2] + model_rates[-1]) / 2))
+                print(f"round {r + 1}: {row:<8} pipeline {rates[row][-1]:6.2f} images/s "
+                      f"({elapsed:.1f}s for {args.n}); torch model {model_rates[-1]:.2f} "
+                      f"images/s; ratio {ratios[row][-1]:.3f}")
         model_rate = statistics.median(model_rates)
-        pipeline_rate = statistics.median(pipeline_rates)
-        ratio = statistics.median(ratios)
-        print(f"median model {model_rate:.2f} images/s, median pipeline {pipeline_rate:.2f} "
-              f"images/s; per-round ratios {', '.join(f'{r:.3f}' for r in ratios)}")
-        print(f"ratio pipeline / model (median of rounds): {ratio:.3f} (target >= 0.9)")
+        print(f"median torch model forward: {model_rate:.2f} images/s")
+        targets = {"torch": 0.9, "default": 1.1, "int8": 1.6}
+        results = {"model": args.model, "n": args.n, "model_images_per_s": model_rate}
+        for row in rows:
+            ratio = statistics.median(ratios[row])
+            print(f"{row:<8} pipeline median {statistics.median(rates[row]):6.2f} images/s; "
+                  f"ratio to the torch model (median of rounds) {ratio:.3f} "
+                  f"(target >= {targets[row]}); rounds "
+                  + ", ".join(f"{x:.3f}" for x in ratios[row]))
+            results[row] = {"images_per_s": statistics.median(rates[row]), "ratio": ratio,
+                            "round_ratios": ratios[row]}
         if args.json_out:
-            Path(args.json_out).write_text(json.dumps({
-                "model": args.model, "n": args.n, "model_images_per_s": model_rate,
-                "pipeline_images_per_s": pipeline_rate, "ratio": ratio, "round_ratios": ratios,
-            }, indent=1))
+            Path(args.json_out).write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

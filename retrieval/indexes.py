@@ -111,7 +111,9 @@ class IndexSet:
                 log.warning("the %s index is missing; rebuilding it from the catalog", modality)
             return None
         try:
-            index, meta = load_index(self.folder, modality)
+            # Memory-mapped (IVF): a search reads only the lists it probes; catching up with
+            # changes loads it into memory instead (see _catch_up).
+            index, meta = load_index(self.folder, modality, mmap=True)
         except IndexFileError as exc:
             log.warning("%s; rebuilding the %s index from the catalog", exc, modality)
             return None
@@ -129,12 +131,13 @@ class IndexSet:
             log.warning("the %s index %s; rebuilding it from the catalog", modality, problem)
             return None
         state = _Loaded(index, seq, saved_seq=seq)
-        self._catch_up(modality, state)
+        if not self._catch_up(modality, state):
+            return state  # no change since it was saved: in step, no count needed
         expected = self.catalog.counts_with_vectors()[modality]
-        if index.ntotal != expected:
+        if state.index.ntotal != expected:
             log.warning(
                 "the %s index holds %d vectors where the catalog has %d; rebuilding it",
-                modality, index.ntotal, expected,
+                modality, state.index.ntotal, expected,
             )
             return None
         return state
@@ -154,7 +157,8 @@ class IndexSet:
         self._tune(modality, state.index)
         return state
 
-    def _catch_up(self, modality: str, state: _Loaded) -> None:
+    def _catch_up(self, modality: str, state: _Loaded) -> int:
+        """Apply the catalog's changes since the index's seq; returns how many items changed."""
         latest, ids = self.catalog.changed_since(state.seq, modality)
         if ids and state.index.read_only:
             # Loaded memory-mapped for searching; changes need it in memory.
@@ -166,6 +170,7 @@ class IndexSet:
             present, vectors = self.catalog.vectors(ids, self.dim)
             state.index.add(present, vectors)
         state.seq = latest
+        return len(ids)
 
     def _maintain(self, modality: str, on_event: Callable[[str], None]) -> None:
         state = self._loaded[modality]

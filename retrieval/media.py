@@ -265,6 +265,8 @@ def to_model_input(img: Image.Image, spec: ImageSpec, *, draft: bool = True) -> 
         w, h = img.size
         resample = Image.Resampling.BILINEAR if spec.interpolation == "bilinear" else \
             Image.Resampling.BICUBIC
+        if spec.resize_mode == "shortest" and spec.size[0] != spec.size[1]:
+            resample = Image.Resampling.BICUBIC  # open_clip's ResizeKeepRatio ignores the mode
         size = _resized_size(w, h, spec)
         if size != (w, h):
             img = img.resize(size, resample)

@@ -340,5 +340,6 @@ def test_help_is_fast_and_cli_import_is_light(tmp_path: Path) -> None:
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()
                 if line.startswith("import time:") and "|" in line}
     assert "retrieval.cli" in imported and "click" in imported  # the output was parsed
-    heavy = sorted(m for m in imported if m.split(".")[0] in {"torch", "open_clip", "faiss"})
+    heavy = sorted(m for m in imported if m.split(".")[0] in {
+        "torch", "open_clip", "faiss", "onnxruntime", "sqlalchemy"})
     assert heavy == []

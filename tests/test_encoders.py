@@ -140,20 +140,24 @@ def test_collection_refuses_other_model(tmp_path, encoder, tiny_spec):
 
 @pytest.mark.parametrize("mode,size", [("shortest", (32, 32)), ("shortest", (24, 40)),
                                        ("squash", (32, 32)), ("longest", (32, 32))])
-@pytest.mark.parametrize("shape", [(97, 61), (40, 120), (32, 32)])
-def test_preprocessing_matches_open_clip(tmp_path, mode, size, shape):
-    """Pixels fed to the model equal open_clip's own evaluation transform."""
+@pytest.mark.parametrize("shape", [(97, 61), (40, 120), (32, 32), (300, 17)])
+@pytest.mark.parametrize("interpolation,fill", [("bicubic", 0), ("bilinear", 127)])
+def test_preprocessing_matches_open_clip(tmp_path, mode, size, shape, interpolation, fill):
+    """Pixels fed to the model equal open_clip's own evaluation transform (resize mode,
+    interpolation, crop or pad with the fill colour); normalisation is checked with the whole
+    encoder, in the ONNX parity tests."""
     import torch
     from open_clip.transform import image_transform
 
     mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
     path = make_image(tmp_path / "x.png", seed=3, size=shape)
-    spec = ImageSpec(size=size, mean=mean, std=std, resize_mode=mode)
+    spec = ImageSpec(size=size, mean=mean, std=std, resize_mode=mode,
+                     interpolation=interpolation, fill_color=fill)
     ours, _ = load_image(path, spec)
     from PIL import Image
 
-    ref = image_transform(size, is_train=False, mean=mean, std=std, resize_mode=mode)(
-        Image.open(path))
+    ref = image_transform(size, is_train=False, mean=mean, std=std, resize_mode=mode,
+                          interpolation=interpolation, fill_color=fill)(Image.open(path))
     ours_t = (torch.from_numpy(ours.copy()).permute(2, 0, 1).float() / 255.0
               - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
     assert ours_t.shape == ref.shape

@@ -182,7 +182,7 @@ def _tokenizer_for_export(tokenizer: Any) -> ClipTokenizer | HFTokenizer:
                       if tokenizer.clean_fn is oct.get_clean_fn(mode)), None)
         if clean is None:
             raise ExportFailed("its tokenizer uses an unknown cleaning function")
-        merges = sorted(tokenizer.bpe_ranks, key=tokenizer.bpe_ranks.get)
+        merges = [" ".join(m) for m in sorted(tokenizer.bpe_ranks, key=tokenizer.bpe_ranks.get)]
         specials = [tokenizer.decoder[i] for i in tokenizer.all_special_ids]
         return ClipTokenizer(merges, context_length=tokenizer.context_length, clean=clean,
                              special_tokens=specials)

@@ -35,22 +35,28 @@ def cpu_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def create_session(path: str, threads: int | None = None) -> Any:
-    """An ONNX Runtime CPU session with one intra-op pool of ``threads`` threads."""
+def create_session(path: str, threads: int | None = None, prepack: bool = True) -> Any:
+    """An ONNX Runtime CPU session with one intra-op pool of ``threads`` threads.
+
+    ``prepack=False`` skips re-laying out the weight matrices for the matrix-multiply kernels:
+    measured with ViT-B-32's text tower on two cores, the session starts in 0.04 s instead of
+    0.2 s and a query takes 15 ms instead of 9, the right trade for one search per process."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or cpu_threads()
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # warnings about unused initialisers are noise to users
+    if not prepack:
+        options.add_session_config_entry("session.disable_prepacking", "1")
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
 class OnnxEncoder:
     """An exported model (one precision variant) on ONNX Runtime's CPU provider."""
 
-    def __init__(self, export: Export, precision: str = "fp32", threads: int | None = None
-                 ) -> None:
+    def __init__(self, export: Export, precision: str = "fp32", threads: int | None = None,
+                 prepack: bool = True) -> None:
         if not export.has(precision):
             raise ValueError(f"export {export.folder} has no {precision} variant")
         self.export = export
@@ -62,6 +68,7 @@ class OnnxEncoder:
         self.logit_scale = export.logit_scale
         self.runtime = "onnx"
         self._threads = threads
+        self._prepack = prepack
         self._text_cfg: dict[str, Any] = export.manifest["text"]
         self._sessions: dict[str, Any] = {}
         self._tokenizer: Any = None
@@ -77,18 +84,24 @@ class OnnxEncoder:
                 session = self._sessions.get(tower)
                 if session is None:
                     path = str(self.export.tower_file(tower, self.precision))
-                    session = self._sessions[tower] = create_session(path, self._threads)
+                    session = self._sessions[tower] = create_session(
+                        path, self._threads, self._prepack)
         return session
 
     def load(self, *towers: str) -> None:
         """Create the sessions of these towers now (a server does, before its first request)."""
         for tower in towers or ("image", "text"):
             self._session(tower)
+            if tower == "text":
+                self.tokenize([""])
 
     def tokenize(self, texts: Sequence[str]) -> np.ndarray:
         """Token ids as the text tower takes them (cut after the last end token if it can)."""
         if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.export.folder, self._text_cfg["tokenizer"])
+            with self._lock:
+                if self._tokenizer is None:
+                    self._tokenizer = load_tokenizer(self.export.folder,
+                                                     self._text_cfg["tokenizer"])
         tokens = self._tokenizer(list(texts))
         if self._text_cfg.get("trim") and len(tokens):
             # Padding is 0 and every text ends with the end token, so the number of non-zero

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..fileio import atomic_write
 from ..media import ImageSpec
 from .spec import ModelSpec
 
@@ -189,9 +190,7 @@ class ExportStore:
 
     def write_manifest(self, folder: Path, manifest: dict[str, Any]) -> None:
         """Replace a manifest atomically (the manifest is what makes an export visible)."""
-        tmp = folder / f".{MANIFEST}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-        os.replace(tmp, folder / MANIFEST)
+        atomic_write(folder / MANIFEST, json.dumps(manifest, indent=1))
 
     def commit(self, staging: Path, final: Path) -> Path:
         """Move a fully written export folder into place; if another process committed the same

@@ -47,6 +47,9 @@ class TextCache:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=0.5, check_same_thread=False)
+            # A cache needs consistency, not durability: no flush to disk on every search.
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("CREATE TABLE IF NOT EXISTS texts (key TEXT NOT NULL, text TEXT NOT NULL,"
                          " vector BLOB NOT NULL, used REAL NOT NULL, PRIMARY KEY (key, text))")
             conn.execute("CREATE INDEX IF NOT EXISTS texts_used ON texts (used)")

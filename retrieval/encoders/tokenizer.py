@@ -18,6 +18,7 @@ import functools
 import gzip
 import html
 import itertools
+import re
 import string
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 
 SOT, EOT = "<start_of_text>", "<end_of_text>"
-MERGES_FILE = "bpe_merges.txt.gz"
+MERGES_FILE = "bpe_merges.txt"
 HF_TOKENIZER_FILE = "tokenizer.json"
 CLEAN_MODES = ("lower", "whitespace", "canonicalize")
 
@@ -48,10 +49,17 @@ class Tokenizer(Protocol):
 
 # --- cleaning ---------------------------------------------------------------------------------
 
-def _basic_clean(text: str) -> str:
-    import ftfy
+# Printable ASCII without '&', plus tab and newline: text that ftfy.fix_text returns unchanged
+# (no mojibake, entities, escapes, wide or curly forms can be in it; a property test checks it),
+# so the common query skips importing ftfy.
+_PLAIN = re.compile(r"[\x20-\x25\x27-\x7e\t\n]*")
 
-    text = ftfy.fix_text(text)
+
+def _basic_clean(text: str) -> str:
+    if not _PLAIN.fullmatch(text):
+        import ftfy
+
+        text = ftfy.fix_text(text)
     return html.unescape(html.unescape(text)).strip()
 
 
@@ -94,20 +102,22 @@ def byte_alphabet() -> tuple[tuple[str, ...], tuple[str, ...]]:
 class ClipTokenizer:
     """CLIP's tokenizer, token for token (see the module docstring)."""
 
-    def __init__(self, merges: Sequence[tuple[str, str]], *, context_length: int = 77,
+    def __init__(self, merges: Sequence[str], *, context_length: int = 77,
                  clean: str = "lower", special_tokens: Sequence[str] = (SOT, EOT)) -> None:
         import regex
 
-        self.merges = [tuple(m) for m in merges]
+        # A merge is kept as its line, "first second": the dictionaries below are built from
+        # plain strings, which keeps loading the 48,894 merges of CLIP's vocabulary cheap.
+        self.merges = list(merges)
         self.context_length = int(context_length)
         self.clean_mode = clean
         self._clean = clean_function(clean)
         self.special_tokens = list(special_tokens)
         _, alphabet = byte_alphabet()
         vocab = [*alphabet, *(c + "</w>" for c in alphabet),
-                 *("".join(m) for m in self.merges), *self.special_tokens]
-        self.encoder = {tok: i for i, tok in enumerate(vocab)}
-        self.ranks = {m: i for i, m in enumerate(self.merges)}
+                 *(m.replace(" ", "") for m in self.merges), *self.special_tokens]
+        self.encoder = dict(zip(vocab, range(len(vocab)), strict=True))
+        self.ranks = dict(zip(self.merges, range(len(self.merges)), strict=True))
         self.sot_id = self.encoder[self.special_tokens[0]]
         self.eot_id = self.encoder[self.special_tokens[1]]
         alternatives = "|".join(regex.escape(t) for t in self.special_tokens)
@@ -115,7 +125,7 @@ class ClipTokenizer:
             alternatives + r"""|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
             regex.IGNORECASE).findall
         self._specials = frozenset(self.special_tokens)
-        self._bpe_cache: dict[str, tuple[str, ...]] = {}
+        self._bpe_cache: dict[str, list[str]] = {}
 
     @classmethod
     def from_folder(cls, folder: Path, config: dict[str, Any]) -> ClipTokenizer:
@@ -123,30 +133,31 @@ class ClipTokenizer:
                    context_length=config["context_length"], clean=config["clean"],
                    special_tokens=config["special_tokens"])
 
-    def _bpe(self, word: str) -> tuple[str, ...]:
+    def _bpe(self, word: str) -> list[str]:
         cached = self._bpe_cache.get(word)
         if cached is not None:
             return cached
         parts = [*word[:-1], word[-1] + "</w>"]
+        ranks, never = self.ranks, len(self.ranks)
         while len(parts) > 1:
             # The adjacent pair merged first in training is merged first here.
-            best = min(itertools.pairwise(parts), key=lambda p: self.ranks.get(p, len(self.ranks)))
-            if best not in self.ranks:
+            rank, first, second = min((ranks.get(f"{a} {b}", never), a, b)
+                                      for a, b in itertools.pairwise(parts))
+            if rank == never:
                 break
             merged: list[str] = []
             i = 0
             while i < len(parts):
-                if i + 1 < len(parts) and (parts[i], parts[i + 1]) == best:
-                    merged.append(parts[i] + parts[i + 1])
+                if i + 1 < len(parts) and parts[i] == first and parts[i + 1] == second:
+                    merged.append(first + second)
                     i += 2
                 else:
                     merged.append(parts[i])
                     i += 1
             parts = merged
-        out = tuple(parts)
         if len(self._bpe_cache) < 100_000:
-            self._bpe_cache[word] = out
-        return out
+            self._bpe_cache[word] = parts
+        return parts
 
     def encode(self, text: str) -> list[int]:
         """Token ids of a text, without the start and end tokens."""
@@ -177,22 +188,19 @@ class ClipTokenizer:
                 "merges": MERGES_FILE, "eot_id": self.eot_id}
 
     def save(self, folder: Path) -> None:
-        lines = ["#version: 0.2 (written by retrieval)"] + [" ".join(m) for m in self.merges]
-        with gzip.open(folder / MERGES_FILE, "wt", encoding="utf-8", compresslevel=6) as f:
-            f.write("\n".join(lines) + "\n")
+        text = "#version: 0.2 (written by retrieval)\n" + "\n".join(self.merges) + "\n"
+        (folder / MERGES_FILE).write_text(text, encoding="utf-8")
 
 
-def read_merges(path: Path) -> list[tuple[str, str]]:
-    """Merge rules from a CLIP BPE file (gzip or plain; the first line is a header)."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        lines = f.read().split("\n")
-    merges = []
-    for line in lines[1:]:
-        a, sep, b = line.partition(" ")
-        if sep:
-            merges.append((a, b))
-    return merges
+def read_merges(path: Path) -> list[str]:
+    """Merge rules ("first second" lines) from a CLIP BPE file, gzip or plain; the first line
+    is a header."""
+    if path.suffix == ".gz":
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            text = f.read()
+    else:
+        text = path.read_text(encoding="utf-8")
+    return [line for line in text.split("\n")[1:] if " " in line]
 
 
 # --- Hugging Face tokenizers --------------------------------------------------------------------
