@@ -56,7 +56,7 @@ def test_export_agrees_with_torch_on_real_inputs(tiny_export):
 
 
 def test_identity_is_the_weights_not_the_file_format(tmp_path, tiny_export):
-    torch_encoder, export = tiny_export
+    _, export = tiny_export
     st = load_encoder(ModelSpec.parse(
         f"local-dir:{write_tiny_model(tmp_path / 'st', fmt='safetensors')}"), "cpu")
     assert model_identity(st.model, st.loaded.config) == export.identity
@@ -99,7 +99,7 @@ def test_changed_checkpoint_never_reuses_a_stale_export(tmp_path):
     write_tiny_model(folder, seed=2)  # retrained in place
     assert store.for_spec(ModelSpec.parse(spec)) is None
     col.close()
-    with pytest.raises(ModelMismatchError, match="weights of model .* changed"):
+    with pytest.raises(ModelMismatchError, match=r"weights of model .* changed"):
         Collection(tmp_path / "c").index([tmp_path / "imgs"], workers=0)
     # The collection's own searches keep using the export its vectors were made with.
     again = Collection(tmp_path / "c")
