@@ -86,7 +86,7 @@ def random_checkpoint(path: Path) -> None:
 def build_large(path: Path, images: Path, ckpt: Path, n: int) -> None:
     """A ViT-B-32 collection of n image items: the real JPEGs plus records with vectors."""
     from retrieval import Collection
-    from retrieval.catalog import ImageRecord
+    from retrieval.storage import ImageRecord
 
     col = Collection(path, model="ViT-B-32", pretrained=str(ckpt), device="cpu")
     col.index([images])

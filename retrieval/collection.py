@@ -39,11 +39,11 @@ from .errors import (
 from .query import Hybrid, Query, Term, combine
 
 if TYPE_CHECKING:
-    from .catalog import Catalog, Item
     from .filters import Filter
-    from .indexes import IndexSet
     from .ingest import IndexSummary, ProgressCallback, TextInput
     from .rerank import Stage
+    from .storage import Catalog, Item
+    from .storage.vector_indexes import VectorIndexes
 
 log = logging.getLogger("retrieval")
 
@@ -96,7 +96,7 @@ class Collection:
         precision: str | None = None,
         one_shot: bool = False,
     ) -> None:
-        from .catalog import Catalog
+        from .storage import Catalog
 
         self.path = Path(path if path is not None else default_collection_path()).expanduser()
         self.path = self.path.absolute()
@@ -106,7 +106,7 @@ class Collection:
         self.one_shot = one_shot
         self._dim: int | None = None  # once recorded in the catalog, a collection's dim is fixed
         self._encoder_checked = False
-        self._indexes: IndexSet | None = None
+        self._indexes: VectorIndexes | None = None
         self._lock_fd: int | None = None
         self._aux_encoders: dict[ModelSpec, Encoder] = {}
         self._indexer: Encoder | None = None
@@ -300,14 +300,14 @@ class Collection:
             if got:
                 self._release()
 
-    def _index_set(self) -> IndexSet:
+    def _index_set(self) -> VectorIndexes:
         if self._indexes is None:
             from indexers import DEFAULT_MEMORY_BUDGET
 
-            from .indexes import IndexSet
+            from .storage.vector_indexes import VectorIndexes
 
             budget = self.catalog.get_settings().get("index_memory") or DEFAULT_MEMORY_BUDGET
-            self._indexes = IndexSet(
+            self._indexes = VectorIndexes(
                 self.catalog, self.path / INDEX_DIR, self.dim, self._catalog_id,
                 can_save=lambda: self._lock_depth > 0, memory_budget=int(budget))
         return self._indexes
@@ -850,7 +850,7 @@ def _hit(item: Item, score: float | None, parents: dict[int, Item], captions: di
             if item.mtime_ns else None,
         }
         return Hit(item.id, score, "image", item.path, captions.get(item.id), meta)
-    meta = dict(item.meta or {})
+    meta = dict(item.metadata or {})
     meta.update(source=item.source, external_id=item.external_id)
     path = None
     if item.parent_id is not None:

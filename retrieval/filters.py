@@ -125,85 +125,132 @@ def _compare(column: Any, op: str, value: Any) -> Any:
 
 
 def _compile(f: Filter, kind: str) -> Any:
-    from sqlalchemy import and_, case, exists, func, not_, or_, select
-    from sqlalchemy.orm import aliased
+    if f.field in DATES:
+        return _date(f)
+    if f.field in NUMERIC:
+        return _number(f)
+    if f.field.startswith("meta."):
+        return _metadata(f)
+    return {"path": _path, "orientation": _orientation, "camera": _camera, "tag": _tag,
+            "caption": _caption}[f.field](f, kind)
 
-    from .catalog import Item, Tag
 
-    field, op, value = f.field, f.op, f.value
-    if field == "path":
-        parent = aliased(Item)
-        path = (select(parent.path).where(parent.id == Item.parent_id).scalar_subquery()
-                if kind == "text" else Item.path)
-        if op == "~":
-            return path.op("GLOB")(value)
-        if op == "under":
-            return or_(path == value, path.op("GLOB")(_glob_escape(value) + os.sep + "*"))
-        if op in ("=", "!="):
-            return _compare(path, op, os.path.abspath(os.path.expanduser(value)))
-        raise QueryError(f"filter '{f}': path takes = != or ~ (a glob)")
-    if field in DATES:
-        when = parse_date(value, f"filter '{f}'")
-        mtime = func.datetime(Item.mtime_ns / 1_000_000_000, "unixepoch")
-        column = {"taken": Item.taken_at, "mtime": mtime,
-                  "date": func.coalesce(Item.taken_at, mtime)}[field]
-        if op == "~":
-            raise QueryError(f"filter '{f}': dates compare with = != < <= > >=")
-        if op in ("=", "!="):  # the whole period the value names: a day, a month, a year
-            end = _period_end(value)
-            inside = and_(column >= _sql_time(when), column < _sql_time(end))
-            return inside if op == "=" else not_(inside)
-        return _compare(column, op, _sql_time(when))
-    if field in NUMERIC:
-        try:
-            number = float(value)
-        except ValueError:
-            raise QueryError(f"filter '{f}': {field} needs a number, got {value!r}") from None
-        if op == "~":
-            raise QueryError(f"filter '{f}': numbers compare with = != < <= > >=")
-        return _compare({"width": Item.width, "height": Item.height, "size": Item.size}[field],
-                        op, number)
-    if field == "orientation":
-        shape = case((Item.width > Item.height, "landscape"),
-                     (Item.width < Item.height, "portrait"), else_="square")
-        if value.lower() not in ("landscape", "portrait", "square") or op not in ("=", "!="):
-            raise QueryError(f"filter '{f}': orientation = landscape, portrait or square")
-        return _compare(shape, op, value.lower())
-    if field == "camera":
-        camera = func.lower(func.trim(func.coalesce(Item.camera_make, "") + " " +
-                                      func.coalesce(Item.camera_model, "")))
-        if op == "~":
-            return camera.op("GLOB")(value.lower())
-        if op in ("=", "!="):
-            hit = or_(camera == value.lower(), func.lower(Item.camera_model) == value.lower())
-            return hit if op == "=" else not_(hit)
-        raise QueryError(f"filter '{f}': camera takes = != or ~ (a glob)")
-    if field == "tag":
-        if op not in ("=", "!="):
-            raise QueryError(f"filter '{f}': tag takes = or !=")
-        has = exists().where(Tag.item_id == Item.id, Tag.tag == value)
-        return has if op == "=" else not_(has)
-    if field == "caption":
-        truth = value.lower() in ("true", "yes", "1")
-        if value.lower() not in ("true", "yes", "1", "false", "no", "0") or op not in ("=", "!="):
-            raise QueryError(f"filter '{f}': caption = true or false")
-        cap = aliased(Item)
-        has = exists().where(cap.parent_id == Item.id, cap.source == "caption")
-        return has if (op == "=") == truth else not_(has)
-    key = field[len("meta."):]
+def _path(f: Filter, kind: str) -> Any:
+    from sqlalchemy import or_, select
+
+    from .storage.schema import items
+
+    parent = items.alias("parent")
+    path = (select(parent.c.path).where(parent.c.id == items.c.parent_id).scalar_subquery()
+            if kind == "text" else items.c.path)
+    if f.op == "~":
+        return path.op("GLOB")(f.value)
+    if f.op == "under":
+        return or_(path == f.value, path.op("GLOB")(_glob_escape(f.value) + os.sep + "*"))
+    if f.op in ("=", "!="):
+        return _compare(path, f.op, os.path.abspath(os.path.expanduser(f.value)))
+    raise QueryError(f"filter '{f}': path takes = != or ~ (a glob)")
+
+
+def _date(f: Filter) -> Any:
+    from sqlalchemy import and_, func, not_
+
+    from .storage.schema import items
+
+    when = parse_date(f.value, f"filter '{f}'")
+    mtime = func.datetime(items.c.mtime_ns / 1_000_000_000, "unixepoch")
+    column = {"taken": items.c.taken_at, "mtime": mtime,
+              "date": func.coalesce(items.c.taken_at, mtime)}[f.field]
+    if f.op == "~":
+        raise QueryError(f"filter '{f}': dates compare with = != < <= > >=")
+    if f.op in ("=", "!="):  # the whole period the value names: a day, a month, a year
+        inside = and_(column >= _sql_time(when), column < _sql_time(_period_end(f.value)))
+        return inside if f.op == "=" else not_(inside)
+    return _compare(column, f.op, _sql_time(when))
+
+
+def _number(f: Filter) -> Any:
+    from .storage.schema import items
+
+    try:
+        number = float(f.value)
+    except ValueError:
+        raise QueryError(f"filter '{f}': {f.field} needs a number, got {f.value!r}") from None
+    if f.op == "~":
+        raise QueryError(f"filter '{f}': numbers compare with = != < <= > >=")
+    return _compare(items.c[f.field], f.op, number)
+
+
+def _orientation(f: Filter, _kind: str) -> Any:
+    from sqlalchemy import case
+
+    from .storage.schema import items
+
+    shape = case((items.c.width > items.c.height, "landscape"),
+                 (items.c.width < items.c.height, "portrait"), else_="square")
+    if f.value.lower() not in ("landscape", "portrait", "square") or f.op not in ("=", "!="):
+        raise QueryError(f"filter '{f}': orientation = landscape, portrait or square")
+    return _compare(shape, f.op, f.value.lower())
+
+
+def _camera(f: Filter, _kind: str) -> Any:
+    from sqlalchemy import func, not_, or_
+
+    from .storage.schema import items
+
+    camera = func.lower(func.trim(func.coalesce(items.c.camera_make, "") + " " +
+                                  func.coalesce(items.c.camera_model, "")))
+    if f.op == "~":
+        return camera.op("GLOB")(f.value.lower())
+    if f.op in ("=", "!="):
+        hit = or_(camera == f.value.lower(), func.lower(items.c.camera_model) == f.value.lower())
+        return hit if f.op == "=" else not_(hit)
+    raise QueryError(f"filter '{f}': camera takes = != or ~ (a glob)")
+
+
+def _tag(f: Filter, _kind: str) -> Any:
+    from sqlalchemy import exists, not_
+
+    from .storage.schema import items, tags
+
+    if f.op not in ("=", "!="):
+        raise QueryError(f"filter '{f}': tag takes = or !=")
+    has = exists().where(tags.c.item_id == items.c.id, tags.c.tag == f.value)
+    return has if f.op == "=" else not_(has)
+
+
+def _caption(f: Filter, _kind: str) -> Any:
+    from sqlalchemy import exists, not_
+
+    from .storage.schema import items
+
+    truth = f.value.lower() in ("true", "yes", "1")
+    if f.value.lower() not in ("true", "yes", "1", "false", "no", "0") or f.op not in ("=", "!="):
+        raise QueryError(f"filter '{f}': caption = true or false")
+    cap = items.alias("caption")
+    has = exists().where(cap.c.parent_id == items.c.id, cap.c.source == "caption")
+    return has if (f.op == "=") == truth else not_(has)
+
+
+def _metadata(f: Filter) -> Any:
+    from sqlalchemy import and_, func, or_
+
+    from .storage.schema import items
+
+    key = f.field[len("meta."):]
     if not re.fullmatch(r"[\w-]+", key):
         raise QueryError(f"filter '{f}': metadata keys are letters, digits, _ and -")
-    column = func.json_extract(Item.meta, f'$."{key}"')
-    if op == "~":
-        return column.op("GLOB")(value)
-    if op == "=":  # the value may be stored as text or as a number
-        return or_(column == value, column == _number_or(value))
-    if op == "!=":
-        return and_(column != value, column != _number_or(value))
+    column = func.json_extract(items.c.metadata, f'$."{key}"')
+    if f.op == "~":
+        return column.op("GLOB")(f.value)
+    if f.op == "=":  # the value may be stored as text or as a number
+        return or_(column == f.value, column == _number_or(f.value))
+    if f.op == "!=":
+        return and_(column != f.value, column != _number_or(f.value))
     try:
-        return _compare(column, op, float(value))
+        return _compare(column, f.op, float(f.value))
     except ValueError:
-        return _compare(column, op, value)
+        return _compare(column, f.op, f.value)
 
 
 def _number_or(value: str) -> Any:

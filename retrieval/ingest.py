@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 
-from .catalog import IMAGE, TEXT, Catalog, ImageRecord, TextRecord
 from .encoders import Encoder
 from .errors import IndexingError, InputError
 from .media import (
@@ -40,6 +39,7 @@ from .media import (
     init_worker,
 )
 from .scan import FileStat, check_roots, scan
+from .storage import IMAGE, TEXT, Catalog, ImageRecord, TextRecord
 
 CHUNK = 8  # files per worker round trip
 
@@ -356,7 +356,7 @@ class TextInput:
 
     text: str
     id: str | None = None
-    meta: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
 
 
 def read_text_file(path: str | os.PathLike[str]) -> tuple[list[TextInput], list[FileError]]:
@@ -447,7 +447,7 @@ def add_texts(
         vecs = _embed_texts(catalog, encoder, [t.text for t, _ in part], summary)
         catalog.write_texts([
             TextRecord(text=t.text, vector=v, content_hash=hash_text(t.text), source="texts",
-                       external_id=t.id, meta=t.meta)
+                       external_id=t.id, metadata=t.metadata)
             for (t, _), v in zip(part, vecs, strict=True)
         ])
         for _, is_new in part:

@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from indexers import FlatIndex, IndexFileError, build_index, load_index, save_index
-from retrieval.catalog import Catalog, ImageRecord, TextRecord
-from retrieval.indexes import IndexSet
+from retrieval.storage import Catalog, ImageRecord, TextRecord
+from retrieval.storage.vector_indexes import VectorIndexes
 
 DIM = 8
 
@@ -32,11 +32,11 @@ def _catalog_ids(cat: Catalog, modality: str) -> set[int]:
     return {int(i) for ids, _ in cat.iter_vectors(modality, DIM) for i in ids}
 
 
-def _index_set(cat: Catalog, folder: Path, can_save: bool = True) -> IndexSet:
-    return IndexSet(cat, folder, DIM, cat.ensure_catalog_id(), can_save=lambda: can_save)
+def _index_set(cat: Catalog, folder: Path, can_save: bool = True) -> VectorIndexes:
+    return VectorIndexes(cat, folder, DIM, cat.ensure_catalog_id(), can_save=lambda: can_save)
 
 
-def _assert_agrees(cat: Catalog, idx: IndexSet) -> None:
+def _assert_agrees(cat: Catalog, idx: VectorIndexes) -> None:
     for modality in ("image", "text"):
         index = idx.get(modality)
         assert set(index.ids().tolist()) == _catalog_ids(cat, modality)
@@ -114,7 +114,7 @@ def test_change_counter_and_catch_up_from_disk(tmp_path):
     assert load_index(tmp_path / "ix", "image")[1]["seq"] == cat.max_seq()
 
 
-def _setup(tmp_path: Path, n: int = 6) -> tuple[Catalog, IndexSet]:
+def _setup(tmp_path: Path, n: int = 6) -> tuple[Catalog, VectorIndexes]:
     cat = Catalog(tmp_path / "c.sqlite", create=True)
     cat.write_images([_image(f"/{i}.jpg", i) for i in range(n)])
     idx = _index_set(cat, tmp_path / "ix")

@@ -210,8 +210,8 @@ def test_choice_follows_size_and_budget():
 
 def test_collection_switches_tier_as_it_grows(tmp_path, monkeypatch, caplog):
     """A collection indexed past its tier is rebuilt into the right type on the next sync."""
-    from retrieval.catalog import Catalog, ImageRecord
-    from retrieval.indexes import IndexSet
+    from retrieval.storage import Catalog, ImageRecord
+    from retrieval.storage.vector_indexes import VectorIndexes
 
     monkeypatch.setattr(indexers.choose, "EXACT_MAX_WORK", 300 * D)
     cat = Catalog(tmp_path / "c.sqlite", create=True)
@@ -221,7 +221,7 @@ def test_collection_switches_tier_as_it_grows(tmp_path, monkeypatch, caplog):
         cat.write_images([ImageRecord(f"/{i}.jpg", i, i, f"h{i}", xb[i]) for i in range(lo, hi)])
 
     events: list[str] = []
-    idx = IndexSet(cat, tmp_path / "ix", D, cat.ensure_catalog_id(), can_save=lambda: True)
+    idx = VectorIndexes(cat, tmp_path / "ix", D, cat.ensure_catalog_id(), can_save=lambda: True)
     write(0, 200)
     idx.sync(events.append)
     assert idx.get("image").kind == "flat" and not events
@@ -233,23 +233,23 @@ def test_collection_switches_tier_as_it_grows(tmp_path, monkeypatch, caplog):
     assert any("rebuilding it as ivf" in e for e in events), events
     assert index.tuning["recall_at_10"] >= 0.95 and index.search_params["nprobe"] >= 1
     # A new process loads the new tier with its tuned parameters.
-    fresh = IndexSet(cat, tmp_path / "ix", D, cat.ensure_catalog_id(), can_save=lambda: False)
+    fresh = VectorIndexes(cat, tmp_path / "ix", D, cat.ensure_catalog_id(), can_save=lambda: False)
     assert fresh.get("image").describe()["search_params"] == index.search_params
 
 
 def test_memory_mapped_index_catches_up(tmp_path, monkeypatch):
     """A reader maps a large index read-only; when the catalog moved on it reloads and applies
     the changes instead of failing."""
-    from retrieval.catalog import Catalog, ImageRecord
-    from retrieval.indexes import IndexSet
+    from retrieval.storage import Catalog, ImageRecord
+    from retrieval.storage.vector_indexes import VectorIndexes
 
     monkeypatch.setattr(indexers.choose, "EXACT_MAX_WORK", 100 * D)
     monkeypatch.setattr(indexers.storage, "MMAP_MIN_BYTES", 0)
     cat = Catalog(tmp_path / "c.sqlite", create=True)
     xb = clustered(3000, seed=10)
     cat.write_images([ImageRecord(f"/{i}.jpg", i, i, f"h{i}", xb[i]) for i in range(2500)])
-    IndexSet(cat, tmp_path / "ix", D, cat.ensure_catalog_id(), can_save=lambda: True).sync()
-    reader = IndexSet(cat, tmp_path / "ix", D, cat.ensure_catalog_id(), can_save=lambda: False)
+    VectorIndexes(cat, tmp_path / "ix", D, cat.ensure_catalog_id(), can_save=lambda: True).sync()
+    reader = VectorIndexes(cat, tmp_path / "ix", D, cat.ensure_catalog_id(), can_save=lambda: False)
     assert reader.get("image").read_only and reader.get("image").ntotal == 2500
     cat.write_images([ImageRecord(f"/{i}.jpg", i, i, f"h{i}", xb[i]) for i in range(2500, 3000)])
     index = reader.get("image")

@@ -963,10 +963,10 @@ def test_model_rerank_uses_cached_vectors(data: Data, second_model: Path,
     """The read side of the second-model cache, with the cache filled directly (the write side
     fails, see test_model_rerank): no item is embedded, the order follows the cached vectors."""
     from sqlalchemy import delete, insert
-    from sqlalchemy.orm import Session
 
     from retrieval import ModelSpec, load_encoder
-    from retrieval.catalog import AuxVector, encode_vector
+    from retrieval.storage.records import encode_vector
+    from retrieval.storage.schema import aux_vectors
 
     col = data.col
     spec = f"local-dir:{second_model}"
@@ -980,13 +980,13 @@ def test_model_rerank_uses_cached_vectors(data: Data, second_model: Path,
     expected = [(i, float(v @ qv)) for i, v in vecs.items()]
 
     def clear() -> None:
-        with Session(col.catalog.engine) as s, s.begin():
-            s.execute(delete(AuxVector).where(AuxVector.model == key))
+        with col.catalog.engine.begin() as conn:
+            conn.execute(delete(aux_vectors).where(aux_vectors.c.model == key))
 
     clear()
     try:
-        with Session(col.catalog.engine) as s, s.begin():
-            s.execute(insert(AuxVector), [
+        with col.catalog.engine.begin() as conn:
+            conn.execute(insert(aux_vectors), [
                 {"model": key, "item_id": i, "content_hash": items[i].content_hash,
                  "data": encode_vector(v)} for i, v in vecs.items()])
         assert set(col.catalog.aux_vectors(key, pool_ids)) == set(pool_ids)

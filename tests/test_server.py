@@ -903,10 +903,10 @@ def test_traversal_in_the_url(served: Served, url: str) -> None:
 def _set_path(col: Collection, item_id: int, path: str) -> None:
     from sqlalchemy import update
 
-    from retrieval.catalog import Item
+    from retrieval.storage.schema import items
 
     with col.catalog.engine.begin() as conn:
-        conn.execute(update(Item).where(Item.id == item_id).values(path=path))
+        conn.execute(update(items).where(items.c.id == item_id).values(path=path))
 
 
 def test_catalog_path_moved_outside(small: tuple[Collection, Path, TestClient],

@@ -7,7 +7,7 @@ reached, the same number of vectors), caught up from the change log, and saved a
 caller may write. An index that is missing, unreadable, or from another catalog state is
 rebuilt from the catalog, with a warning on the ``retrieval`` logger.
 
-Writers also maintain the indexes (:meth:`IndexSet.sync`): an index whose collection outgrew
+Writers also maintain the indexes (:meth:`VectorIndexes.sync`): an index whose collection outgrew
 its tier (``indexers.choose``) is rebuilt into the right type, and search parameters are tuned
 to the recall target on a sample of the collection's own vectors plus, where the collection
 has them, vectors of the other modality, so that cross-modal queries (text to image) hold
@@ -39,7 +39,8 @@ from indexers import (
     tune,
 )
 
-from .catalog import IMAGE, MODALITIES, TEXT, Catalog
+from .catalog import Catalog
+from .schema import IMAGE, MODALITIES, TEXT
 
 log = logging.getLogger("retrieval")
 
@@ -53,7 +54,7 @@ class _Loaded:
     saved_seq: int = -1
 
 
-class IndexSet:
+class VectorIndexes:
     """The image and text indexes of one collection."""
 
     def __init__(

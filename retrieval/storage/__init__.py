@@ -1,0 +1,17 @@
+"""Storage: the SQL catalog (the source of truth) and the vector indexes derived from it.
+
+* :mod:`.schema`: the tables; :mod:`.migrations`: ordered schema changes applied on open;
+* :mod:`.catalog`: :class:`Catalog`, reads and settings; :mod:`.writes`: its transactions;
+* :mod:`.keywords`: the keyword (full-text) index kept beside the items;
+* :mod:`.records`: the records read and written;
+* :mod:`.vector_indexes`: one FAISS index per modality, kept in step with the catalog's
+  change log;
+* :mod:`.lock`: the write lock of a collection folder.
+"""
+
+from .catalog import Catalog
+from .records import FileState, Hydrated, ImageRecord, Item, TextRecord
+from .schema import IMAGE, MODALITIES, TEXT
+
+__all__ = ["IMAGE", "MODALITIES", "TEXT", "Catalog", "FileState", "Hydrated", "ImageRecord",
+           "Item", "TextRecord"]

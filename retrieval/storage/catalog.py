@@ -1,0 +1,355 @@
+"""The catalog: the SQL source of truth for items, their vectors and the collection's settings.
+
+One :class:`Catalog` per database (a SQLite file by default, any SQLAlchemy URL otherwise).
+Every public write method is one transaction (see :mod:`.writes`); reads never block on a
+writer (SQLite in WAL mode).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine, create_engine, delete, event, func, select
+from sqlalchemy.exc import DatabaseError, OperationalError
+
+from ..errors import CatalogError
+from . import keywords, writes
+from .migrations import migrate
+from .records import FileState, Hydrated, ImageRecord, Item, TextRecord, decode_vectors
+from .schema import (
+    IMAGE,
+    TEXT,
+    aux_vectors,
+    changes,
+    items,
+    schema_version,
+    settings,
+    tag_runs,
+    tags,
+    vectors,
+)
+from .writes import chunks
+
+
+class Catalog:
+    """Typed access to one catalog database."""
+
+    def __init__(self, url_or_path: str | os.PathLike[str], *, create: bool = False) -> None:
+        url = os.fspath(url_or_path)
+        self.file: str | None = None
+        if "://" not in url:
+            self.file = os.path.abspath(url)
+            if not create and not os.path.exists(self.file):
+                raise CatalogError(f"catalog not found: {self.file}")
+            os.makedirs(os.path.dirname(self.file), exist_ok=True)
+            url = f"sqlite:///{self.file}"
+        self.engine: Engine = create_engine(url)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        try:
+            with self.engine.begin() as conn:
+                migrate(conn, self.file or url)
+        except (DatabaseError, OperationalError) as exc:
+            self.engine.dispose()
+            raise CatalogError(
+                f"cannot open catalog {self.file or url}: {exc.orig or exc}") from None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _read(self, query: Any) -> Any:
+        with self.engine.connect() as conn:
+            return conn.execute(query).all()
+
+    def _scalar(self, query: Any) -> Any:
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar()
+
+    def _write(self, fn: Any, *args: Any) -> Any:
+        with self.engine.begin() as conn:
+            return fn(conn, *args)
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._scalar(select(func.max(schema_version.c.version))) or 0)
+
+    # -- settings ---------------------------------------------------------------------------
+
+    def get_settings(self) -> dict[str, Any]:
+        return {row.key: row.value for row in self._read(select(settings))}
+
+    def set_settings(self, **values: Any) -> None:
+        with self.engine.begin() as conn:
+            _set(conn, values)
+
+    def ensure_catalog_id(self) -> str:
+        found = self.get_settings().get("catalog_id")
+        if found is None:
+            self.set_settings(catalog_id=uuid.uuid4().hex)
+            found = self.get_settings()["catalog_id"]
+        return str(found)
+
+    # -- change log ---------------------------------------------------------------------------
+
+    def max_seq(self) -> int:
+        return int(self._scalar(select(func.max(changes.c.seq))) or 0)
+
+    def changed_since(self, seq: int, modality: str) -> tuple[int, list[int]]:
+        """(latest seq, distinct item ids of ``modality`` changed after ``seq``)."""
+        with self.engine.connect() as conn:
+            latest = int(conn.execute(select(func.max(changes.c.seq))).scalar() or 0)
+            ids = conn.execute(select(changes.c.item_id).where(
+                changes.c.seq > seq, changes.c.seq <= latest, changes.c.modality == modality
+            ).distinct()).scalars().all()
+        return latest, list(ids)
+
+    def pruned_through(self) -> int:
+        return int(self.get_settings().get("changes_pruned_through", 0))
+
+    def prune_changes(self, through: int) -> None:
+        """Forget log rows up to ``through`` (the newest row, which holds max seq, stays)."""
+        with self.engine.begin() as conn:
+            latest = int(conn.execute(select(func.max(changes.c.seq))).scalar() or 0)
+            through = min(through, latest - 1)
+            if through > 0:
+                conn.execute(delete(changes).where(changes.c.seq <= through))
+                _set(conn, {"changes_pruned_through": through})
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def file_states(self, roots: Sequence[str]) -> dict[str, FileState]:
+        """Images whose path is one of ``roots`` or lies under one of them."""
+        out: dict[str, FileState] = {}
+        with self.engine.connect() as conn:
+            for root in roots:
+                prefix = root.rstrip(os.sep) + os.sep
+                # Range on the path index: every string that starts with prefix sorts between
+                # prefix and prefix with its last character bumped by one.
+                upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+                q = select(items.c.id, items.c.path, items.c.size, items.c.mtime_ns,
+                           items.c.content_hash).where(
+                    items.c.kind == IMAGE,
+                    (items.c.path == root) | ((items.c.path >= prefix) & (items.c.path < upper)))
+                for row in conn.execute(q):
+                    out[row.path] = FileState(row.id, row.size, row.mtime_ns, row.content_hash)
+        return out
+
+    def caption_states(self, image_ids: Iterable[int]) -> dict[int, tuple[FileState, str | None]]:
+        """Captions of the given images: parent id -> (state, caption file path)."""
+        out: dict[int, tuple[FileState, str | None]] = {}
+        with self.engine.connect() as conn:
+            for part in chunks(list(image_ids)):
+                q = select(items.c.id, items.c.parent_id, items.c.path, items.c.size,
+                           items.c.mtime_ns, items.c.content_hash).where(
+                    items.c.source == "caption", items.c.parent_id.in_(part))
+                for r in conn.execute(q):
+                    out[r.parent_id] = (FileState(r.id, r.size, r.mtime_ns, r.content_hash),
+                                        r.path)
+        return out
+
+    def vectors_for_hashes(self, hashes: Iterable[str], kind: str) -> dict[str, np.ndarray]:
+        """Stored vectors of items with these contents (one per hash), to reuse."""
+        out: dict[str, np.ndarray] = {}
+        with self.engine.connect() as conn:
+            for part in chunks(list(set(hashes))):
+                q = (select(items.c.content_hash, vectors.c.data)
+                     .join(vectors, vectors.c.item_id == items.c.id)
+                     .where(items.c.kind == kind, items.c.content_hash.in_(part)))
+                for h, blob in conn.execute(q):
+                    out.setdefault(h, np.frombuffer(blob, dtype="<f4").astype(np.float32))
+        return out
+
+    def get_items(self, ids: Iterable[int]) -> dict[int, Item]:
+        with self.engine.connect() as conn:
+            return _items(conn, ids)
+
+    def hydrate(self, ids: Iterable[int]) -> Hydrated:
+        """Everything a list of hits shows, read in one transaction: the items, their parents
+        (images of captions), the captions of images, and tags."""
+        with self.engine.connect() as conn:
+            found = _items(conn, ids)
+            parents = _items(conn, (it.parent_id for it in found.values()
+                                    if it.parent_id is not None))
+            captions = _captions(conn, (i for i, it in found.items() if it.kind == IMAGE))
+            return Hydrated(found, parents, captions, _tags(conn, found))
+
+    def vectors(self, ids: Sequence[int], dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids that have a vector, their vectors) for the given ids, in the given order."""
+        found: dict[int, bytes] = {}
+        with self.engine.connect() as conn:
+            for part in chunks(list(ids)):
+                q = select(vectors.c.item_id, vectors.c.data).where(vectors.c.item_id.in_(part))
+                found.update({r.item_id: r.data for r in conn.execute(q)})
+        present = [i for i in ids if i in found]
+        return np.asarray(present, dtype=np.int64), decode_vectors([found[i] for i in present], dim)
+
+    def iter_vectors(self, modality: str, dim: int, batch: int = 20_000
+                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """All (ids, vectors) of one modality, in id order, a batch at a time."""
+        kind = IMAGE if modality == IMAGE else TEXT
+        last = -1
+        while True:
+            rows = self._read(
+                select(vectors.c.item_id, vectors.c.data)
+                .join(items, items.c.id == vectors.c.item_id)
+                .where(items.c.kind == kind, vectors.c.item_id > last)
+                .order_by(vectors.c.item_id).limit(batch))
+            if not rows:
+                return
+            last = rows[-1].item_id
+            yield (np.asarray([r.item_id for r in rows], dtype=np.int64),
+                   decode_vectors([r.data for r in rows], dim))
+
+    def counts(self) -> dict[str, int]:
+        rows = self._read(select(items.c.kind, func.count()).group_by(items.c.kind))
+        out = {IMAGE: 0, TEXT: 0}
+        out.update({kind: int(n) for kind, n in rows})
+        return out
+
+    def vector_ids(self, modality: str) -> np.ndarray:
+        """Ids of all items of ``modality`` that have a vector, ascending."""
+        kind = IMAGE if modality == IMAGE else TEXT
+        rows = self._read(select(vectors.c.item_id).join(items, items.c.id == vectors.c.item_id)
+                          .where(items.c.kind == kind).order_by(vectors.c.item_id))
+        return np.asarray([r[0] for r in rows], dtype=np.int64)
+
+    def counts_with_vectors(self) -> dict[str, int]:
+        """Number of vectors per modality (what the indexes must hold)."""
+        rows = self._read(select(items.c.kind, func.count())
+                          .join(vectors, vectors.c.item_id == items.c.id).group_by(items.c.kind))
+        out = {IMAGE: 0, TEXT: 0}
+        out.update({writes.modality(kind): int(n) for kind, n in rows})
+        return out
+
+    def text_ids_by_hash(self, hashes: Iterable[str]) -> dict[str, int]:
+        """Standalone texts without an external id, keyed by content hash."""
+        out: dict[str, int] = {}
+        with self.engine.connect() as conn:
+            for part in chunks(list(hashes)):
+                q = select(items.c.content_hash, items.c.id).where(
+                    items.c.kind == TEXT, items.c.source == "texts",
+                    items.c.external_id.is_(None), items.c.content_hash.in_(part))
+                out.update({r.content_hash: r.id for r in conn.execute(q)})
+        return out
+
+    def text_states_by_external_id(self, ext_ids: Iterable[str]) -> dict[str, FileState]:
+        out: dict[str, FileState] = {}
+        with self.engine.connect() as conn:
+            for part in chunks(list(ext_ids)):
+                q = select(items.c.external_id, items.c.id, items.c.content_hash).where(
+                    items.c.kind == TEXT, items.c.external_id.in_(part))
+                out.update({r.external_id: FileState(r.id, None, None, r.content_hash)
+                            for r in conn.execute(q)})
+        return out
+
+    def ids_where(self, kind: str, conditions: Sequence[Any]) -> np.ndarray:
+        """Ids of items of ``kind`` that have a vector and satisfy all SQL ``conditions``."""
+        rows = self._read(select(items.c.id).join(vectors, vectors.c.item_id == items.c.id)
+                          .where(items.c.kind == kind, *conditions).order_by(items.c.id))
+        return np.asarray([r[0] for r in rows], dtype=np.int64)
+
+    def metadata_keys(self) -> set[str]:
+        """Keys used in the free metadata of items (from JSONL texts)."""
+        rows = self._read(select(items.c.metadata).where(items.c.metadata.is_not(None))
+                          .limit(10_000))
+        return {k for (m,) in rows if isinstance(m, dict) for k in m}
+
+    def keyword_search(self, query: str, kind: str, limit: int) -> list[tuple[int, float]]:
+        """(id, score) of items of ``kind`` whose name, text, caption or tags match ``query``,
+        best first."""
+        with self.engine.connect() as conn:
+            if not keywords.available(conn):
+                raise CatalogError("keyword search needs the SQLite catalog (FTS5)")
+            return keywords.search(conn, query, kind, limit)
+
+    def tags_of(self, ids: Iterable[int]) -> dict[int, list[tuple[str, float | None]]]:
+        with self.engine.connect() as conn:
+            return _tags(conn, ids)
+
+    def untagged(self, signature: str) -> np.ndarray:
+        """Images with a vector that the tagging run ``signature`` has not covered yet."""
+        done = select(tag_runs.c.item_id).where(tag_runs.c.signature == signature)
+        rows = self._read(select(items.c.id).join(vectors, vectors.c.item_id == items.c.id)
+                          .where(items.c.kind == IMAGE, items.c.id.not_in(done))
+                          .order_by(items.c.id))
+        return np.asarray([r[0] for r in rows], dtype=np.int64)
+
+    def aux_vectors(self, model: str, ids: Sequence[int]) -> dict[int, np.ndarray]:
+        """Cached second-model vectors of items whose content did not change since."""
+        out: dict[int, np.ndarray] = {}
+        with self.engine.connect() as conn:
+            for part in chunks(list(ids)):
+                q = (select(aux_vectors.c.item_id, aux_vectors.c.data)
+                     .join(items, items.c.id == aux_vectors.c.item_id)
+                     .where(aux_vectors.c.model == model, aux_vectors.c.item_id.in_(part),
+                            aux_vectors.c.content_hash == items.c.content_hash))
+                out.update({r.item_id: np.frombuffer(r.data, dtype="<f4").astype(np.float32)
+                            for r in conn.execute(q)})
+        return out
+
+    # -- writes (one transaction each) -------------------------------------------------------
+
+    def write_images(self, records: Sequence[ImageRecord]) -> list[int]:
+        """Insert or update image items by path, with their vectors; returns their ids."""
+        return list(self._write(writes.write_images, records))
+
+    def write_texts(self, records: Sequence[TextRecord]) -> list[int]:
+        """Insert or update texts (captions by parent, others by external id)."""
+        return list(self._write(writes.write_texts, records))
+
+    def delete_items(self, ids: Iterable[int]) -> int:
+        """Delete items and everything attached to them; returns items deleted."""
+        ids = list(ids)
+        return int(self._write(writes.delete_items, ids)) if ids else 0
+
+    def set_tags(self, labels: dict[int, list[tuple[str, float]]], signature: str) -> None:
+        """Replace the zero-shot tags of these items and mark them covered by ``signature``."""
+        self._write(writes.set_tags, labels, signature)
+
+    def put_aux_vectors(self, model: str, vecs: dict[int, np.ndarray]) -> None:
+        self._write(writes.put_aux_vectors, model, vecs)
+
+
+def _set(conn: Any, values: dict[str, Any]) -> None:
+    for key, value in values.items():
+        conn.execute(delete(settings).where(settings.c.key == key))
+        conn.execute(settings.insert().values(key=key, value=value))
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys = ON")
+    cur.execute("PRAGMA busy_timeout = 30000")
+    cur.execute("PRAGMA journal_mode = WAL")
+    cur.execute("PRAGMA synchronous = NORMAL")
+    cur.close()
+
+
+def _items(conn: Any, ids: Iterable[int]) -> dict[int, Item]:
+    out: dict[int, Item] = {}
+    for part in chunks(list(ids)):
+        for row in conn.execute(select(items).where(items.c.id.in_(part))):
+            out[row.id] = Item(**row._mapping)
+    return out
+
+
+def _captions(conn: Any, image_ids: Iterable[int]) -> dict[int, str]:
+    out: dict[int, str] = {}
+    for part in chunks(list(image_ids)):
+        q = select(items.c.parent_id, items.c.text).where(
+            items.c.source == "caption", items.c.parent_id.in_(part))
+        out.update({r.parent_id: r.text for r in conn.execute(q)})
+    return out
+
+
+def _tags(conn: Any, ids: Iterable[int]) -> dict[int, list[tuple[str, float | None]]]:
+    out: dict[int, list[tuple[str, float | None]]] = {}
+    for part in chunks(list(ids)):
+        q = select(tags.c.item_id, tags.c.tag, tags.c.score).where(tags.c.item_id.in_(part))
+        for r in conn.execute(q.order_by(tags.c.score.desc())):
+            out.setdefault(r.item_id, []).append((r.tag, r.score))
+    return out

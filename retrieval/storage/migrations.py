@@ -1,0 +1,60 @@
+"""Ordered schema migrations, each applied once, inside the transaction that opens a catalog.
+
+A catalog records the versions applied in ``schema_version``; opening it applies the missing
+ones in order, and refuses a catalog written by a newer version of this package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import func, inspect, select
+
+from ..errors import CatalogError
+from . import keywords
+from .schema import (
+    aux_vectors,
+    changes,
+    items,
+    schema_version,
+    settings,
+    tag_runs,
+    tags,
+    utcnow,
+    vectors,
+)
+
+
+def _1_core(conn: Any) -> None:
+    for table in (schema_version, settings, items, vectors, changes):
+        table.create(conn, checkfirst=True)
+
+
+def _2_tags_aux_keywords(conn: Any) -> None:
+    """Tags, tagging runs, second-model vectors, and the keyword index."""
+    for table in (tags, tag_runs, aux_vectors):
+        table.create(conn, checkfirst=True)
+    keywords.create(conn)
+
+
+MIGRATIONS: dict[int, Callable[[Any], None]] = {1: _1_core, 2: _2_tags_aux_keywords}
+SCHEMA_VERSION = max(MIGRATIONS)
+
+
+def current_version(conn: Any) -> int:
+    if not inspect(conn).has_table("schema_version"):
+        return 0
+    return int(conn.execute(select(func.max(schema_version.c.version))).scalar() or 0)
+
+
+def migrate(conn: Any, where: str) -> None:
+    """Bring the schema of the catalog behind ``conn`` to :data:`SCHEMA_VERSION`."""
+    current = current_version(conn)
+    if current > SCHEMA_VERSION:
+        raise CatalogError(
+            f"catalog {where} has schema version {current}, newer than this version of "
+            f"retrieval understands ({SCHEMA_VERSION}); upgrade retrieval")
+    for version in sorted(v for v in MIGRATIONS if v > current):
+        MIGRATIONS[version](conn)
+        conn.execute(schema_version.insert().values(version=version, applied_at=utcnow()))

@@ -1,0 +1,98 @@
+"""What the catalog reads and writes: plain records, and vectors as little-endian float32 bytes."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Item:
+    """An image file or a text, as stored. A sidecar caption is a text whose parent is the
+    image; ``metadata`` holds the free fields of JSONL texts."""
+
+    id: int
+    kind: str
+    source: str | None = None
+    path: str | None = None
+    parent_id: int | None = None
+    text: str | None = None
+    external_id: str | None = None
+    content_hash: str | None = None
+    size: int | None = None
+    mtime_ns: int | None = None
+    width: int | None = None
+    height: int | None = None
+    taken_at: dt.datetime | None = None
+    camera_make: str | None = None
+    camera_model: str | None = None
+    metadata: dict[str, Any] | None = None
+    created_at: dt.datetime | None = None
+    updated_at: dt.datetime | None = None
+
+
+@dataclass
+class ImageRecord:
+    """An image file ready to be written: stat, hash, metadata and vector."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    content_hash: str
+    vector: np.ndarray
+    width: int | None = None
+    height: int | None = None
+    taken_at: dt.datetime | None = None
+    camera_make: str | None = None
+    camera_model: str | None = None
+
+
+@dataclass
+class TextRecord:
+    """A text to be written. ``parent_id`` makes it an image's caption."""
+
+    text: str
+    vector: np.ndarray
+    content_hash: str
+    source: str = "texts"
+    external_id: str | None = None
+    parent_id: int | None = None
+    path: str | None = None
+    size: int | None = None
+    mtime_ns: int | None = None
+    metadata: dict[str, Any] | None = field(default=None)
+
+
+@dataclass(frozen=True)
+class FileState:
+    """What the catalog knows of a file, for change detection."""
+
+    id: int
+    size: int | None
+    mtime_ns: int | None
+    content_hash: str | None
+
+
+@dataclass
+class Hydrated:
+    """What :meth:`Catalog.hydrate` read: items, parents, captions by image, tags by item."""
+
+    items: dict[int, Item]
+    parents: dict[int, Item]
+    captions: dict[int, str]
+    tags: dict[int, list[tuple[str, float | None]]]
+
+
+def encode_vector(v: np.ndarray) -> bytes:
+    return np.asarray(v, dtype="<f4").tobytes()
+
+
+def decode_vectors(blobs: Sequence[bytes], dim: int) -> np.ndarray:
+    if not blobs:
+        return np.zeros((0, dim), dtype=np.float32)
+    return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), dim).astype(
+        np.float32, copy=False)

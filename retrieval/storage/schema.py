@@ -1,0 +1,134 @@
+"""The catalog's tables (SQLAlchemy Core; SQLite by default, PostgreSQL through the same models).
+
+* ``items``        one row per image file or text; ids are stable int64 keys, never reused
+                   (AUTOINCREMENT), shared with the vector indexes. A sidecar caption is a text
+                   item whose ``parent_id`` is its image;
+* ``vectors``      the item's embedding as little-endian float32 bytes;
+* ``changes``      an append-only change log: every write to a vector appends (seq, item,
+                   modality) in the same transaction, so an index that reflects ``seq = s``
+                   catches up by re-reading the items changed after ``s``;
+* ``settings``     key/value collection settings (model, dimension, catalog id) as JSON;
+* ``tags``         labels on items with a score (zero-shot tagging) and their source;
+* ``tag_runs``     which items a tagging run (labels + templates + model) already covered;
+* ``aux_vectors``  embeddings by a second model (re-ranking), keyed by model and content;
+* ``schema_version`` the migrations applied, in order.
+
+Core tables rather than ORM classes: the catalog is read by every one-shot search, and mapped
+classes cost a tenth of a second to import and configure.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy import text as sql_text
+
+IMAGE, TEXT = "image", "text"
+MODALITIES = (IMAGE, TEXT)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+metadata = MetaData()
+ItemId = BigInteger().with_variant(Integer, "sqlite")  # SQLite's rowid alias is INTEGER
+
+
+def _item_ref(**kw: bool) -> Column:  # type: ignore[type-arg]
+    return Column("item_id", ForeignKey("items.id", ondelete="CASCADE"), **kw)
+
+
+schema_version = Table(
+    "schema_version", metadata,
+    Column("version", Integer, primary_key=True),
+    Column("applied_at", DateTime, nullable=False, default=utcnow),
+)
+
+settings = Table(
+    "settings", metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", JSON, nullable=False),
+)
+
+items = Table(
+    "items", metadata,
+    Column("id", ItemId, primary_key=True),
+    Column("kind", String(8), nullable=False),
+    Column("source", String(16)),  # file | caption | texts
+    Column("path", Text),
+    Column("parent_id", ForeignKey("items.id", ondelete="CASCADE"), index=True),
+    Column("text", Text),
+    Column("external_id", Text),
+    Column("content_hash", String(64), index=True),
+    Column("size", BigInteger),
+    Column("mtime_ns", BigInteger),
+    Column("width", Integer),
+    Column("height", Integer),
+    Column("taken_at", DateTime),
+    Column("camera_make", Text),
+    Column("camera_model", Text),
+    Column("metadata", JSON),
+    Column("created_at", DateTime, nullable=False, default=utcnow),
+    Column("updated_at", DateTime, nullable=False, default=utcnow),
+    Index("ux_items_image_path", "path", unique=True,
+          sqlite_where=sql_text("kind = 'image'"), postgresql_where=sql_text("kind = 'image'")),
+    Index("ux_items_caption_parent", "parent_id", unique=True,
+          sqlite_where=sql_text("source = 'caption'"),
+          postgresql_where=sql_text("source = 'caption'")),
+    Index("ux_items_text_external_id", "external_id", unique=True,
+          sqlite_where=sql_text("kind = 'text' AND external_id IS NOT NULL"),
+          postgresql_where=sql_text("kind = 'text' AND external_id IS NOT NULL")),
+    sqlite_autoincrement=True,
+)
+
+vectors = Table(
+    "vectors", metadata,
+    _item_ref(primary_key=True),
+    Column("data", LargeBinary, nullable=False),
+)
+
+changes = Table(
+    "changes", metadata,
+    Column("seq", ItemId, primary_key=True),
+    Column("item_id", BigInteger, nullable=False),
+    Column("modality", String(8), nullable=False),
+    sqlite_autoincrement=True,
+)
+
+tags = Table(
+    "tags", metadata,
+    _item_ref(primary_key=True),
+    Column("tag", String(200), primary_key=True, index=True),
+    Column("score", Double),
+    Column("source", String(16), nullable=False, default="zero-shot"),
+)
+
+tag_runs = Table(
+    "tag_runs", metadata,
+    _item_ref(primary_key=True),
+    Column("signature", String(64), nullable=False),
+)
+
+aux_vectors = Table(
+    "aux_vectors", metadata,
+    Column("model", String(500), primary_key=True),
+    _item_ref(primary_key=True),
+    Column("content_hash", String(64)),
+    Column("data", LargeBinary, nullable=False),
+)
