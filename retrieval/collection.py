@@ -335,8 +335,8 @@ class Collection:
         summary is on the exception.
         """
         from .ingest import IndexOptions, index_images
+        from .ingest.scan import check_roots
         from .media import DEFAULT_MAX_PIXELS
-        from .scan import check_roots
 
         options = IndexOptions(
             hidden=hidden, max_pixels=max_pixels or DEFAULT_MAX_PIXELS, batch_size=batch_size,
@@ -375,7 +375,7 @@ class Collection:
         if isinstance(texts, (str, os.PathLike)):
             inputs, errors = read_text_file(texts)
         else:
-            inputs = [_text_input(t, TextInput) for t in texts]
+            inputs = [TextInput.of(t) for t in texts]
         with self._writing():
             self._indexing_encoder(progress)
             summary = add_texts(self.catalog, lambda: self._indexing_encoder(progress), inputs,
@@ -392,7 +392,7 @@ class Collection:
 
     def remove(self, paths: Iterable[str | os.PathLike[str]]) -> int:
         """Remove the items at these paths or under these folders; returns images removed."""
-        from .scan import normalize_path
+        from .ingest.scan import normalize_path
 
         roots = [normalize_path(p) for p in paths]
         with self._writing():
@@ -822,21 +822,6 @@ def _model_events(progress: ProgressCallback | None) -> Any:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-
-
-def _text_input(t: Any, cls: type[TextInput]) -> TextInput:
-    if isinstance(t, cls):
-        return t
-    if isinstance(t, str):
-        return cls(t)
-    if isinstance(t, dict):
-        d = dict(t)
-        text = d.pop("text", None)
-        if not isinstance(text, str) or not text.strip():
-            raise InputError("each text needs a non-empty 'text'")
-        ext = d.pop("id", None)
-        return cls(text.strip(), None if ext is None else str(ext), d or None)
-    raise InputError(f"cannot add {type(t).__name__} as a text")
 
 
 def _hit(item: Item, score: float | None, parents: dict[int, Item], captions: dict[int, str]

@@ -1,7 +1,7 @@
 """Safe image decoding, model preprocessing without torch, metadata and content hashing.
 
-This module runs inside the decode worker processes, so it imports only Pillow and NumPy: a worker
-starts in a fraction of a second and never competes with the model for torch's threads.
+The decode worker processes (:mod:`retrieval.ingest.workers`) run this module, so it imports
+only Pillow and NumPy: a worker starts in a fraction of a second.
 
 Preprocessing reproduces open_clip's evaluation transform (resize with the model's interpolation,
 centre crop or pad, RGB) on Pillow images and returns uint8 HWC pixels; the encoder normalises a
@@ -12,7 +12,6 @@ decode; the pixels the model sees differ from a full decode by under 1/255 on av
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import functools
 import hashlib
@@ -35,7 +34,6 @@ IMAGE_EXTENSIONS = frozenset(
 # the file sits behind an image extension, so untrusted input only reaches well-tested decoders.
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF", "MPO", "HEIF")
 DEFAULT_MAX_PIXELS = 100_000_000
-WORKER_NICENESS = 19
 
 _EXIF_IFD = 0x8769
 _TAG_MAKE, _TAG_MODEL, _TAG_DATETIME = 0x010F, 0x0110, 0x0132
@@ -285,94 +283,3 @@ def load_image(
         return to_model_input(img, spec), info
     finally:
         img.close()
-
-
-# --- worker side --------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class DecodeTask:
-    """One file for a decode worker: where it is and what the scan saw."""
-
-    path: str
-    size: int
-    mtime_ns: int
-
-
-@dataclass
-class DecodeResult:
-    """What a worker returns for a file. ``pixels`` is None when the hash is already known
-    (the vector will be reused) or when the file failed (``error`` is set)."""
-
-    path: str
-    size: int
-    mtime_ns: int
-    content_hash: str | None = None
-    info: ImageInfo | None = None
-    pixels: np.ndarray | None = None
-    error: str | None = None
-
-
-class _WorkerState:
-    spec: ImageSpec
-    max_pixels: int
-    known_hash: Any = None  # callable(str) -> bool, or None
-
-
-def init_worker(spec: ImageSpec, max_pixels: int, catalog_file: str | None,
-                background: bool = False) -> None:
-    """Process-pool initialiser: remember the spec and open the catalog read-only.
-
-    The read-only catalog lets a worker skip decoding a file whose content is already embedded
-    (a rename or a copy); the main process still decides, this only saves decoding work.
-    """
-    _WorkerState.spec = spec
-    _WorkerState.max_pixels = max_pixels
-    # Decoding is background work for the model: at the lowest priority a worker runs when the
-    # model leaves a core free (between operators, while it waits for data), instead of
-    # preempting one of torch's threads and stalling the others at the next barrier.
-    if background:
-        with contextlib.suppress(AttributeError, OSError):
-            os.nice(WORKER_NICENESS)
-    heif_available()
-    if catalog_file:
-        import sqlite3
-
-        conn = sqlite3.connect(f"file:{catalog_file}?mode=ro", uri=True, check_same_thread=False)
-
-        def known(h: str) -> bool:
-            try:
-                row = conn.execute(
-                    "SELECT 1 FROM items WHERE content_hash = ? AND kind = 'image' LIMIT 1", (h,)
-                ).fetchone()
-            except sqlite3.Error:
-                return False
-            return row is not None
-
-        _WorkerState.known_hash = known
-
-
-def decode_file(task: DecodeTask, *, skip_known: bool = True) -> DecodeResult:
-    """Hash, validate and preprocess one file; never raises for a bad file."""
-    result = DecodeResult(task.path, task.size, task.mtime_ns)
-    try:
-        img = open_image(task.path, _WorkerState.max_pixels)
-        try:
-            result.content_hash = hash_file(task.path)
-            result.info = read_info(img)
-            known = _WorkerState.known_hash
-            if not (skip_known and known is not None and known(result.content_hash)):
-                result.pixels = to_model_input(img, _WorkerState.spec)
-        finally:
-            img.close()
-    except ImageDecodeError as exc:
-        result.error = exc.reason
-    except OSError as exc:
-        result.error = f"cannot read file ({exc.strerror or exc})"
-    except Exception as exc:  # a decoder bug on hostile input must not stop the run
-        result.error = f"cannot decode image ({type(exc).__name__}: {exc})"
-    return result
-
-
-def decode_chunk(tasks: list[DecodeTask]) -> list[DecodeResult]:
-    """Worker entry point: a few files per round trip to amortise inter-process overhead."""
-    return [decode_file(t) for t in tasks]

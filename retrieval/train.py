@@ -33,7 +33,8 @@ import numpy as np
 from .encoders import DEFAULT_MODEL, ModelSpec
 from .errors import InputError, RetrievalError
 from .ingest import FileError
-from .media import DEFAULT_MAX_PIXELS, DecodeTask, ImageSpec
+from .ingest.workers import DecodeTask, decoded, worker_count
+from .media import DEFAULT_MAX_PIXELS, ImageSpec
 
 CAPTION_COLUMNS = ("caption", "text", "title", "captions")
 IMAGE_COLUMNS = ("image", "path", "filepath", "file", "filename", "image_path")
@@ -120,7 +121,7 @@ def read_pairs(data: str | os.PathLike[str]) -> tuple[dict[str, list[str]], list
         pairs.setdefault(path, []).extend(caps)
 
     if src.is_dir():
-        from .scan import scan
+        from .ingest.scan import scan
 
         found = scan([src])
         errors += [FileError(p, r) for p, r in found.errors]
@@ -199,8 +200,6 @@ def decode_cache(paths: Sequence[str], spec: ImageSpec, folder: Path, workers: i
 
     Returns the array, the paths it holds (in order), and the images that failed. A cache made
     for the same paths and preprocessing is reused (resuming does not decode again)."""
-    from .ingest import IndexOptions, _decoded
-
     key = _fingerprint([list(paths), asdict(spec)])
     folder.mkdir(parents=True, exist_ok=True)
     data_file, meta_file = folder / f"pixels-{key}.npy", folder / f"pixels-{key}.json"
@@ -216,8 +215,9 @@ def decode_cache(paths: Sequence[str], spec: ImageSpec, folder: Path, workers: i
     kept: list[str] = []
     errors: list[FileError] = []
     tasks = [DecodeTask(p, 0, 0) for p in paths]
-    n_workers = IndexOptions(workers=workers).decode_workers()
-    for i, res in enumerate(_decoded(tasks, n_workers, (spec, max_pixels, None), 4 * n_workers)):
+    n_workers = worker_count(workers)
+    for i, res in enumerate(decoded(tasks, spec=spec, max_pixels=max_pixels, workers=n_workers,
+                                    window=4 * n_workers)):
         if res.error is not None or res.pixels is None:
             errors.append(FileError(res.path, res.error or "cannot decode image"))
         else:

@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from .media import IMAGE_EXTENSIONS
+from ..media import IMAGE_EXTENSIONS
 
 CAPTION_EXTENSION = ".txt"
 
@@ -132,14 +132,9 @@ def _walk(
         on_progress(len(result.images))
 
 
-def under_any(path: str, roots: Iterable[str]) -> bool:
-    """True when ``path`` is one of ``roots`` or lies inside one of them."""
-    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
-
-
 def check_roots(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
     """Normalise index roots; a root that does not exist is an error, never an empty folder."""
-    from .errors import InputError
+    from ..errors import InputError
 
     roots = []
     for p in paths:
@@ -153,5 +148,4 @@ def check_roots(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
     return roots
 
 
-__all__ = ["FileStat", "ScanResult", "check_roots", "is_image_name", "normalize_path", "scan",
-           "under_any"]
+__all__ = ["FileStat", "ScanResult", "check_roots", "is_image_name", "normalize_path", "scan"]

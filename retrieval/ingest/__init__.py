@@ -1,0 +1,15 @@
+"""Ingest: bringing files and texts into a collection.
+
+* :mod:`.scan`: walking folders for image files and their sidecar captions;
+* :mod:`.workers`: decoding, hashing and preprocessing in worker processes;
+* :mod:`.images`: the incremental, restartable index run over folders;
+* :mod:`.texts`: texts from lists or files (lines, JSONL), added or updated by id;
+* :mod:`.report`: the run's summary and progress events.
+"""
+
+from .images import index_images
+from .report import FileError, IndexOptions, IndexProgress, IndexSummary, ProgressCallback
+from .texts import TextInput, add_texts, read_text_file
+
+__all__ = ["FileError", "IndexOptions", "IndexProgress", "IndexSummary", "ProgressCallback",
+           "TextInput", "add_texts", "index_images", "read_text_file"]

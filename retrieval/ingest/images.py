@@ -1,0 +1,216 @@
+"""Images: scan, diff against the catalog, decode in worker processes, embed, commit in batches.
+
+A run is incremental and restartable:
+
+* files whose (size, mtime) match the catalog cost nothing;
+* new and changed files are hashed and decoded in worker processes while the model embeds the
+  previous batch; a file whose content hash is already in the catalog (a rename, a copy)
+  reuses the stored vector and never reaches the model;
+* each batch is one catalog transaction, so an interruption loses at most the batch in flight
+  and the next run picks up from there;
+* files that disappeared under the given roots are removed at the end, after new files had the
+  chance to reuse their vectors;
+* a sidecar caption (``photo.txt`` beside ``photo.jpg``) is stored as the image's caption.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+
+from ..encoders import Encoder
+from ..media import hash_text
+from ..storage import IMAGE, Catalog, FileState, ImageRecord, TextRecord
+from .report import IndexOptions, IndexProgress, IndexSummary, ProgressCallback, no_progress
+from .scan import FileStat, check_roots, scan
+from .texts import embed_texts
+from .workers import (
+    CHUNK,
+    DecodeResult,
+    DecodeTask,
+    decode_file,
+    decoded,
+    init_worker,
+    worker_count,
+)
+
+
+def index_images(catalog: Catalog, get_encoder: Callable[[], Encoder],
+                 paths: Iterable[str | os.PathLike[str]], options: IndexOptions,
+                 progress: ProgressCallback | None = None) -> IndexSummary:
+    """Bring the catalog in step with the image files under ``paths``."""
+    progress = progress or no_progress
+    roots = check_roots(paths)
+    summary = IndexSummary()
+    found = scan(roots, hidden=options.hidden,
+                 on_progress=lambda n: progress(IndexProgress("scan", n)))
+    for path, reason in found.errors:
+        summary.fail(path, reason)
+    known = catalog.file_states(roots)
+    todo: list[DecodeTask] = []
+    for path, st in found.images.items():
+        state = known.get(path)
+        if state is not None and state.size == st.size and state.mtime_ns == st.mtime_ns:
+            summary.unchanged += 1
+        else:
+            todo.append(DecodeTask(path, st.size, st.mtime_ns))
+    batches = _Batches(catalog, get_encoder(), known, options, summary) if todo else None
+    if batches is not None:
+        batches.run(todo, progress)
+    if options.captions:
+        ids = {p: s.id for p, s in catalog.file_states(roots).items() if p in found.images}
+        _sync_captions(catalog, get_encoder, ids, found.captions, progress)
+    gone = [s.id for p, s in known.items() if p not in found.images]
+    gone += batches.stale if batches is not None else []
+    if gone:
+        progress(IndexProgress("remove", 0, len(gone)))
+        catalog.delete_items(gone)
+        summary.removed += len(gone)
+        progress(IndexProgress("remove", len(gone), len(gone)))
+    return summary
+
+
+class _Batches:
+    """Decoded files gathered into batches: embedded where new content needs the model,
+    given the stored vector where the content is known, committed a batch at a time."""
+
+    def __init__(self, catalog: Catalog, encoder: Encoder, known: dict[str, FileState],
+                 options: IndexOptions, summary: IndexSummary) -> None:
+        self.catalog, self.encoder, self.known = catalog, encoder, known
+        self.options, self.summary = options, summary
+        self.pending: list[DecodeResult] = []
+        self.stale: list[int] = []  # changed files that can no longer be read
+
+    def run(self, todo: list[DecodeTask], progress: ProgressCallback) -> None:
+        workers = worker_count(self.options.workers)
+        size = max(1, self.options.batch_size)
+        window = max(2 * workers, -(-2 * size // CHUNK))
+        progress(IndexProgress("embed", 0, len(todo)))
+        with_pixels = 0
+        results = decoded(todo, spec=self.encoder.image_spec, workers=workers,
+                          max_pixels=self.options.max_pixels, catalog_file=self.catalog.file,
+                          window=window)
+        for done, res in enumerate(results, 1):
+            if res.error is not None:
+                self.failed(res.path, res.error)
+            else:
+                self.pending.append(res)
+                with_pixels += res.pixels is not None
+                if with_pixels >= size or len(self.pending) >= 4 * size:
+                    self.flush()
+                    with_pixels = 0
+            if done % CHUNK == 0:
+                progress(IndexProgress("embed", done, len(todo), self.summary.embedded,
+                                       self.summary.failed))
+        self.flush()
+        progress(IndexProgress("embed", len(todo), len(todo), self.summary.embedded,
+                               self.summary.failed))
+
+    def failed(self, path: str, reason: str) -> None:
+        self.summary.fail(path, reason)
+        if path in self.known:  # a changed file that no longer reads: its old vector is wrong
+            self.stale.append(self.known[path].id)
+
+    def flush(self) -> None:
+        """Embed what needs the model, reuse stored vectors for known content, commit."""
+        if not self.pending:
+            return
+        reuse = self.catalog.vectors_for_hashes((r.content_hash or "" for r in self.pending),
+                                                IMAGE)
+        slot: dict[str, int] = {}  # content hash -> row in the batch to embed
+        pixels: list[np.ndarray] = []
+        kept: list[DecodeResult] = []
+        for res in self.pending:
+            h = res.content_hash or ""
+            if h not in reuse and h not in slot:
+                if res.pixels is None:
+                    res = self.redecode(res)
+                    if res.pixels is None:
+                        continue
+                slot[h] = len(pixels)
+                pixels.append(res.pixels)
+            kept.append(res)
+        vectors = self.encoder.embed_images(np.stack(pixels)) if pixels else None
+        self.summary.embedded += len(pixels)
+        self.catalog.write_images([self.record(res, reuse, slot, vectors) for res in kept])
+        self.pending.clear()
+
+    def redecode(self, res: DecodeResult) -> DecodeResult:
+        """The worker saw this content in the catalog, but it changed since (two files swapped
+        contents, say): decode it here after all."""
+        init_worker(self.encoder.image_spec, self.options.max_pixels, None)
+        res = decode_file(DecodeTask(res.path, res.size, res.mtime_ns), skip_known=False)
+        if res.error is not None or res.pixels is None:
+            self.failed(res.path, res.error or "cannot decode image")
+        return res
+
+    def record(self, res: DecodeResult, reuse: dict[str, np.ndarray], slot: dict[str, int],
+               vectors: Any) -> ImageRecord:
+        h = res.content_hash or ""
+        info = res.info
+        known = self.known.get(res.path)
+        if known is None:
+            self.summary.added += 1
+        elif known.content_hash == h:
+            self.summary.unchanged += 1  # touched, same bytes: only the stat is refreshed
+        else:
+            self.summary.updated += 1
+        return ImageRecord(
+            path=res.path, size=res.size, mtime_ns=res.mtime_ns, content_hash=h,
+            vector=reuse[h] if h in reuse else vectors[slot[h]],
+            width=info.width if info else None, height=info.height if info else None,
+            taken_at=info.taken_at if info else None,
+            camera_make=info.camera_make if info else None,
+            camera_model=info.camera_model if info else None)
+
+
+def _read_caption(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace") as f:
+            text = " ".join(f.read(100_000).split())
+    except OSError:
+        return None
+    return text or None
+
+
+def _sync_captions(catalog: Catalog, get_encoder: Callable[[], Encoder], ids: dict[str, int],
+                   captions: dict[str, FileStat], progress: ProgressCallback,
+                   batch: int = 256) -> None:
+    """Store each image's sidecar caption as a linked text; ``ids`` maps the paths of the
+    images this run saw to their item ids."""
+    stored = catalog.caption_states(ids.values())
+    todo: list[tuple[int, FileStat]] = []
+    drop: list[int] = []
+    for path, item_id in ids.items():
+        cap, old = captions.get(path), stored.get(item_id)
+        if cap is None:
+            if old is not None:
+                drop.append(old[0].id)
+        elif old is None or old[1] != cap.path or (old[0].size, old[0].mtime_ns) != (
+                cap.size, cap.mtime_ns):
+            todo.append((item_id, cap))
+    if drop:
+        catalog.delete_items(drop)
+    if not todo:
+        return
+    encoder = get_encoder()
+    progress(IndexProgress("captions", 0, len(todo)))
+    for start in range(0, len(todo), batch):
+        texts, keep = [], []
+        for item_id, cap in todo[start:start + batch]:
+            text = _read_caption(cap.path)
+            if text is None:
+                if item_id in stored:
+                    catalog.delete_items([stored[item_id][0].id])
+                continue
+            texts.append(text)
+            keep.append((item_id, cap))
+        vecs = embed_texts(catalog, encoder, texts, None)  # 'embedded' counts images
+        catalog.write_texts([
+            TextRecord(text=t, vector=v, content_hash=hash_text(t), source="caption",
+                       parent_id=item_id, path=cap.path, size=cap.size, mtime_ns=cap.mtime_ns)
+            for t, v, (item_id, cap) in zip(texts, vecs, keep, strict=True)])
+        progress(IndexProgress("captions", min(start + batch, len(todo)), len(todo)))

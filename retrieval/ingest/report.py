@@ -1,0 +1,68 @@
+"""What an ingest run reports: its summary, the files it skipped, and progress events."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..media import DEFAULT_MAX_PIXELS
+
+
+@dataclass
+class FileError:
+    """A file that was skipped, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class IndexSummary:
+    """The outcome of an index or add-texts run (the CLI prints it with ``--json``)."""
+
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    embedded: int = 0
+    errors: list[FileError] = field(default_factory=list)
+
+    def fail(self, path: str, reason: str) -> None:
+        self.failed += 1
+        self.errors.append(FileError(path, reason))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class IndexProgress:
+    """A progress report: ``phase`` is scan, embed, captions, remove, tag, model or index;
+    ``detail`` carries a message worth showing (a model exported, an index rebuilt)."""
+
+    phase: str
+    done: int
+    total: int | None = None
+    embedded: int = 0
+    failed: int = 0
+    detail: str | None = None
+
+
+ProgressCallback = Callable[[IndexProgress], None]
+
+
+def no_progress(_: IndexProgress) -> None:
+    """The progress callback of a caller who wants none."""
+
+
+@dataclass(frozen=True)
+class IndexOptions:
+    """How an index run behaves (see ``retrieval index --help``)."""
+
+    hidden: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    batch_size: int = 32
+    workers: int | None = None  # decode processes; None: one per CPU (up to 8), 0: inline
+    captions: bool = True
