@@ -69,9 +69,9 @@ def exact_truth(xb: np.ndarray, xq: np.ndarray, k: int = K) -> np.ndarray:
 
 
 def recall(found: np.ndarray, truth: np.ndarray) -> float:
-    from indexers import recall_at_k
+    from indexers import neighbour_recall
 
-    return recall_at_k(found, truth, K)
+    return neighbour_recall(found, truth, K)
 
 
 def timed_queries(search_one: Callable[[np.ndarray], Any], search_batch: Callable[[np.ndarray],

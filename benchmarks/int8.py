@@ -61,9 +61,9 @@ def encoders(spec: str) -> tuple:
 
 
 def demo_report(tmp: Path, n: int) -> dict:
-    from retrieval.demo import IMAGE_SIZE
     from retrieval.media import load_image
-    from retrieval.synthetic import read_scenes, write_dataset
+    from retrieval.training.demo import IMAGE_SIZE
+    from retrieval.training.synthetic import read_scenes, write_dataset
 
     full, quant, export = encoders("demo")
     folder = tmp / "held-out"
@@ -89,7 +89,7 @@ def vitb32_report(tmp: Path) -> dict:
     import torch
 
     from retrieval.media import load_image
-    from retrieval.synthetic import random_scene, render
+    from retrieval.training.synthetic import random_scene, render
 
     ckpt = tmp / "vitb32-random.pt"
     subprocess.run([sys.executable, "-c",

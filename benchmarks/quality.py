@@ -1,6 +1,6 @@
 """Retrieval quality through the full engine, next to brute-force exact scoring, same model.
 
-On freshly generated held-out images with captions (``retrieval.synthetic``), measures
+On freshly generated held-out images with captions (``retrieval.training.synthetic``), measures
 text-to-image recall@1/5/10 (each caption should find its image) and image-to-text recall@1/5/10
 (each image should find its caption) twice in one run:
 
@@ -37,10 +37,10 @@ def main() -> None:
     args = ap.parse_args()
 
     from retrieval import Collection
-    from retrieval.demo import IMAGE_SIZE, evaluate_quality
     from retrieval.media import load_image
-    from retrieval.synthetic import read_scenes, write_dataset
-    from retrieval.train import recall_at_k
+    from retrieval.training.demo import IMAGE_SIZE, evaluate_quality
+    from retrieval.training.model import retrieval_recall
+    from retrieval.training.synthetic import read_scenes, write_dataset
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "held-out"
@@ -74,7 +74,7 @@ def main() -> None:
         pixels = np.stack([load_image(p, enc.image_spec)[0] for p in paths])
         img = enc.embed_images(pixels)
         txt = enc.embed_texts(captions)
-        exact = recall_at_k(img, txt, np.arange(len(paths)), KS)
+        exact = retrieval_recall(img, txt, np.arange(len(paths)), KS)
 
         print(f"model {args.model}: {args.n} held-out images, indexed in {index_s:.1f}s, "
               f"{2 * args.n} queries through the engine in {search_s:.1f}s")

@@ -1,6 +1,6 @@
 """Query-layer quality and cost: plain, filtered, hybrid and re-ranked searches, same run.
 
-On freshly generated demo images (``retrieval.synthetic``, never seen in training), indexed
+On freshly generated demo images (``retrieval.training.synthetic``, never seen in training), indexed
 with the demo model, every "a {colour} {shape}" query runs in each mode. Reported per mode:
 precision@10 (share of the top 10 showing that colour and shape), recall@50 (share of all
 matching images in the top 50), mean latency and its ratio to plain search. Modes whose filter
@@ -32,8 +32,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from retrieval import Collection
-    from retrieval.demo import IMAGE_SIZE
-    from retrieval.synthetic import COLOURS, SHAPES, read_scenes, write_dataset
+    from retrieval.training.demo import IMAGE_SIZE
+    from retrieval.training.synthetic import COLOURS, SHAPES, read_scenes, write_dataset
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -7,7 +7,7 @@ single-request latency (p50/p99) and requests per second for text searches:
 * api:   ``Collection.search`` in this process;
 * http:  ``POST /search`` over a keep-alive connection with the standard library's client
          (``http.client``: the least client-side cost, so the figure is the server's);
-* httpx: the same with ``httpx`` (what ``retrieval.client`` uses; its own Python costs
+* httpx: the same with ``httpx`` (what ``retrieval.interfaces.client`` uses; its own Python costs
          about 0.7 ms a request here);
 
 plus requests per second with 4 concurrent httpx clients. The HTTP overhead is the difference
@@ -161,8 +161,8 @@ def main() -> None:
     import httpx
 
     from retrieval import Collection
-    from retrieval.demo import IMAGE_SIZE
-    from retrieval.synthetic import write_dataset
+    from retrieval.training.demo import IMAGE_SIZE
+    from retrieval.training.synthetic import write_dataset
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -18,7 +18,7 @@ from .flat import FlatIndex
 from .hnsw import HNSWIndex
 from .ivf import IVFIndex
 from .storage import load_index, read_manifest, remove_index, save_index
-from .tune import exact_search, recall_at_k, tune
+from .tune import exact_search, neighbour_recall, tune
 
 __all__ = [
     "DEFAULT_MEMORY_BUDGET",
@@ -34,9 +34,9 @@ __all__ = [
     "exact_search",
     "load_index",
     "needs_rebuild",
+    "neighbour_recall",
     "parse_bytes",
     "read_manifest",
-    "recall_at_k",
     "remove_index",
     "save_index",
     "threads_for",

@@ -22,7 +22,7 @@ def exact_search(xb: np.ndarray, ids: np.ndarray, xq: np.ndarray, k: int, metric
     return scores, np.where(rows >= 0, np.asarray(ids)[np.maximum(rows, 0)], -1)
 
 
-def recall_at_k(found: np.ndarray, truth: np.ndarray, k: int = 10) -> float:
+def neighbour_recall(found: np.ndarray, truth: np.ndarray, k: int = 10) -> float:
     """Mean share of the true k nearest ids among the k returned ("k-recall@k")."""
     hits = [len(set(f[:k][f[:k] >= 0].tolist()) & set(t[:k][t[:k] >= 0].tolist()))
             / max(1, min(k, int((t[:k] >= 0).sum()))) for f, t in zip(found, truth, strict=True)]
@@ -46,7 +46,7 @@ def tune(index: VectorIndex, queries: np.ndarray, truth: np.ndarray, *, k: int =
     chosen = None
     for params in index.tuning_grid():
         _, found = index.search(queries, k, params=params)
-        per = {g: recall_at_k(found[labels == g], truth[labels == g], k) for g in kinds}
+        per = {g: neighbour_recall(found[labels == g], truth[labels == g], k) for g in kinds}
         r = min(per.values()) if per else 1.0
         if best is None or r > best[0]:
             best = (r, params, per)

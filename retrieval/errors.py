@@ -12,10 +12,14 @@ something to do. The CLI prints that line and exits non-zero; the HTTP layer map
     │   ├── CollectionNotFoundError  no collection at that path
     │   ├── ModelMismatchError       the collection is bound to another model
     │   ├── CollectionLockedError    another process is writing to the collection
-    │   └── CatalogError             the catalog file is unreadable or from a newer version
+    │   ├── CatalogError             the catalog file is unreadable or from a newer version
+    │   └── VectorIndexError         a vector index cannot be built or used as asked
     ├── IndexingError         an index run was asked to fail on skipped files (--strict)
+    ├── TrainingError         training cannot start or continue
     ├── InputError            a bad argument: a missing file or folder, a malformed text file
-    └── QueryError            a search that cannot be run as given
+    ├── QueryError            a search that cannot be run as given
+    │   └── ItemNotFoundError        no item with that id
+    └── ServiceError          the HTTP service answered with an error (retrieval.Client)
 """
 
 from __future__ import annotations
@@ -57,6 +61,11 @@ class CatalogError(CollectionError):
     """The catalog database is unreadable, corrupt, or written by a newer version."""
 
 
+class VectorIndexError(CollectionError):
+    """A vector index cannot be built, loaded or searched as asked (the index layer's own
+    errors, in one line)."""
+
+
 class IndexingError(RetrievalError):
     """An index run failed as a whole (for example files were skipped under ``strict``).
 
@@ -65,6 +74,10 @@ class IndexingError(RetrievalError):
     def __init__(self, message: str, summary: object | None = None) -> None:
         super().__init__(message)
         self.summary = summary
+
+
+class TrainingError(RetrievalError):
+    """Training cannot start or continue (too little data, incompatible checkpoint)."""
 
 
 class InputError(RetrievalError):
@@ -77,3 +90,11 @@ class QueryError(RetrievalError):
 
 class ItemNotFoundError(QueryError):
     """No item with the given id in the collection."""
+
+
+class ServiceError(RetrievalError):
+    """The HTTP service answered with an error (the message is the server's detail line)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"HTTP {status}: {detail}")
+        self.status = status

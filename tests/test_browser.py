@@ -26,8 +26,8 @@ from conftest import run_cli
 from PIL import Image
 from servers import ServerProcess
 
-from retrieval.demo import DEMO_MODEL_DIR
-from retrieval.synthetic import write_dataset
+from retrieval.training.demo import DEMO_MODEL_DIR
+from retrieval.training.synthetic import write_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +63,7 @@ def server(tmp_path: Path) -> Iterator[tuple[ServerProcess, dict[str, str]]]:
     """A server on a demo-model collection; yields it and {file name: caption}."""
     _require_browser()
     if MODEL == "demo" and not (DEMO_MODEL_DIR / "open_clip_config.json").exists():
-        pytest.fail(f"the demo model is not in {DEMO_MODEL_DIR} (python -m retrieval.demo "
+        pytest.fail(f"the demo model is not in {DEMO_MODEL_DIR} (python -m retrieval.training.demo "
                     f"--out {DEMO_MODEL_DIR})")
     folder = tmp_path / "scenes"
     written = write_dataset(folder, N_IMAGES, seed=5, size=64)

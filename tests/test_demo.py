@@ -6,7 +6,7 @@ import pytest
 from conftest import run_cli
 
 from retrieval import ModelSpec, load_encoder
-from retrieval.demo import DEMO_ARCH, DEMO_MODEL_DIR, evaluate_quality
+from retrieval.training.demo import DEMO_ARCH, DEMO_MODEL_DIR, evaluate_quality
 
 
 def test_demo_model_ships_and_loads_offline():

@@ -195,7 +195,7 @@ def test_heic_is_indexed_when_pillow_heif_is_installed(tmp_path, encoder):
 
 
 def test_synthetic_data_is_deterministic(tmp_path):
-    from retrieval.synthetic import write_dataset
+    from retrieval.training.synthetic import write_dataset
 
     a = write_dataset(tmp_path / "a", 12, seed=9, size=32)
     b = write_dataset(tmp_path / "b", 12, seed=9, size=32)

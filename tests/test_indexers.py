@@ -19,7 +19,7 @@ from indexers import (
     exact_search,
     load_index,
     needs_rebuild,
-    recall_at_k,
+    neighbour_recall,
     save_index,
     tune,
 )
@@ -80,7 +80,7 @@ def test_tuned_recall_on_both_query_kinds(data, kind, params):
     for fresh in (xb[3000:3150] + 0.02, far_queries(xb, 150, seed=9)):
         fresh = fresh / np.linalg.norm(fresh, axis=1, keepdims=True)
         found = index.search(fresh, 10)[1]
-        assert recall_at_k(found, exact_search(xb, ids, fresh, 10)[1]) >= 0.9, kind
+        assert neighbour_recall(found, exact_search(xb, ids, fresh, 10)[1]) >= 0.9, kind
 
 
 def test_tuning_holds_the_target_for_each_query_kind(data):
@@ -98,10 +98,10 @@ def test_tuning_holds_the_target_for_each_query_kind(data):
     result = tune(split, queries, truth, target=0.95, groups=kinds)
     assert result["target_met"] and set(result["recall_at_10_by_kind"]) == {"image", "text"}
     assert min(result["recall_at_10_by_kind"].values()) == result["recall_at_10"] >= 0.95
-    far_recall = recall_at_k(split.search(far, 10)[1], truth[len(near):])
+    far_recall = neighbour_recall(split.search(far, 10)[1], truth[len(near):])
     assert far_recall >= 0.95
     # The scenario matters: pooled tuning leaves the far queries well below the target.
-    assert recall_at_k(pooled.search(far, 10)[1], truth[len(near):]) < 0.9
+    assert neighbour_recall(pooled.search(far, 10)[1], truth[len(near):]) < 0.9
     assert split.search_params["nprobe"] > pooled.search_params["nprobe"]
     with pytest.raises(ValueError, match="label every query"):
         tune(split, queries, truth, groups=kinds[:-1])
@@ -120,7 +120,7 @@ def test_filtered_search_equals_exact_search_on_the_allow_list(data, kind, param
         _, found = index.search(q, 10, allow=allow)
         _, truth = exact_search(xb[rows], ids[rows], q, 10)
         assert set(found[found >= 0].tolist()) <= set(allow.tolist())
-        assert recall_at_k(found, truth, 10) >= 0.97, (kind, size)
+        assert neighbour_recall(found, truth, 10) >= 0.97, (kind, size)
         assert ((found >= 0).sum(1) == min(10, size)).all()  # never fewer than k while k match
 
 

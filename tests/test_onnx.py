@@ -16,11 +16,11 @@ from conftest import make_images
 from models import TINY_CONFIG, write_tiny_model
 
 from retrieval import Collection, ModelMismatchError, ModelSpec, load_encoder
-from retrieval.cli import cli
 from retrieval.encoders.export import MAX_ABS_DIFF, MIN_COSINE, export_model, model_identity
 from retrieval.encoders.runtime import OnnxEncoder
 from retrieval.encoders.store import ExportStore
 from retrieval.encoders.tokenizer import ClipTokenizer
+from retrieval.interfaces.cli import cli
 
 
 @pytest.fixture(scope="module")
@@ -166,17 +166,17 @@ def test_repeated_query_text_is_answered_from_the_cache(tmp_path, tiny_spec):
     want = first.search("a cached query", k=3)
     second = Collection(tmp_path / "c")
     got = second.search("a cached query", k=3)
-    assert second._encoder is None  # no model session was created
+    assert second.model.loaded is None  # no model session was created
     assert [(h.id, round(h.score, 5)) for h in got] == [(h.id, round(h.score, 5)) for h in want]
     second.search("a new query", k=1)
-    assert second._encoder is not None
+    assert second.model.loaded is not None
 
 
 def test_int8_collection(tmp_path, tiny_spec):
     make_images(tmp_path / "imgs", 6)
     col = Collection(tmp_path / "c", model=tiny_spec, precision="int8")
     col.index([tmp_path / "imgs"], workers=0)
-    assert col.precision == "int8" and col._indexer.precision == "int8"
+    assert col.precision == "int8" and col.model.indexing_encoder().precision == "int8"
     export = ExportStore().by_identity(col.model_identity, "int8")
     agreement = export.manifest["variants"]["int8"]["agreement"]
     assert agreement["image"]["min_cos"] > 0.99
@@ -195,7 +195,7 @@ def test_int8_collection(tmp_path, tiny_spec):
 
 SEARCH_PROBE = """
 import sys
-from retrieval.cli import main
+from retrieval.interfaces.cli import main
 sys.argv = ["retrieval", *sys.argv[1:]]
 try:
     main()

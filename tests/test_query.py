@@ -29,7 +29,10 @@ from PIL import Image
 
 from indexers import build_index
 from retrieval import Collection, QueryError
-from retrieval.filters import (
+from retrieval.search import embedding
+from retrieval.search.builder import validate
+from retrieval.search.embedding import embed_image
+from retrieval.search.filters import (
     FIELDS,
     Filter,
     compile_filters,
@@ -37,8 +40,9 @@ from retrieval.filters import (
     parse_where,
     path_filter,
 )
-from retrieval.query import Hybrid, Query, Term, combine, filtered_search, fuse, parse_weighted
-from retrieval.rerank import (
+from retrieval.search.planning import filtered_search, fuse
+from retrieval.search.query import Hybrid, Query, Term, combine, parse_weighted
+from retrieval.search.rerank import (
     MMR,
     Candidate,
     Dedup,
@@ -142,14 +146,14 @@ def test_combine_errors() -> None:
 ])
 def test_query_validate_errors(query: Query, message: str) -> None:
     with pytest.raises(QueryError, match=message):
-        query.validate()
+        validate(query)
 
 
 def test_query_validate_accepts_and_keyword_text() -> None:
     q = Query([Term("text", "red car", 2.0), Term("text", "people", -1.0),
                Term("vector", [1.0, 0.0])], target="texts", k=10_000, offset=5)
-    q.validate()
-    assert q.modality == "text"
+    validate(q)
+    assert q.target == "text"  # the plural is accepted and normalised
     assert q.keyword_text() == "red car"  # only positive text terms are keywords
 
 
@@ -625,18 +629,16 @@ def test_fuse_weights_and_k0() -> None:
     assert fuse([], [], Hybrid()) == []
 
 
-# --- re-ranking stages on a fake collection ---------------------------------------------------
+# --- re-ranking stages on their narrow context ------------------------------------------------
 
 def _fake_ctx(vectors: dict[int, np.ndarray], q: np.ndarray, k: int) -> RerankContext:
-    dim = len(q)
+    def stored(ids: list[int]) -> np.ndarray:
+        return np.stack([vectors[i] for i in ids])
 
-    def lookup(ids: list[int], _dim: int) -> tuple[np.ndarray, np.ndarray]:
-        found = [i for i in ids if i in vectors]
-        return (np.asarray(found, np.int64),
-                np.stack([vectors[i] for i in found]) if found else np.zeros((0, dim)))
+    def no_second_model(_spec: Any) -> Any:
+        raise AssertionError("these stages need no second model")
 
-    col = SimpleNamespace(catalog=SimpleNamespace(vectors=lookup), dim=dim)
-    return RerankContext(col, Query([Term("vector", q)], k=k), unit(q), k)  # type: ignore[arg-type]
+    return RerankContext(Query([Term("vector", q)], k=k), unit(q), k, stored, no_second_model)
 
 
 def _near_dup_vectors() -> tuple[dict[int, np.ndarray], np.ndarray]:
@@ -799,16 +801,16 @@ def test_model_rerank(data: Data, second_model: Path, monkeypatch: pytest.Monkey
     aux = load_encoder(ModelSpec.parse(spec), "cpu")
     qv = combine([aux.embed_texts([text])[0]], [1.0])
     paths = {img.id: img.path for img in data.images}
-    expected = [(i, float(col.embed_image_file(paths[i], aux) @ qv)) for i in pool_ids]
+    expected = [(i, float(embed_image(aux, paths[i]) @ qv)) for i in pool_ids]
 
     calls: list[list[int]] = []
-    real = col.embed_items
+    real = embedding.embed_stored
 
-    def counting(ids: Any, encoder: Any) -> Any:
+    def counting(catalog: Any, ids: Any, encoder: Any) -> Any:
         calls.append(list(ids))
-        return real(ids, encoder)
+        return real(catalog, ids, encoder)
 
-    monkeypatch.setattr(col, "embed_items", counting)
+    monkeypatch.setattr(embedding, "embed_stored", counting)
     hits = col.search(text, k=k, rerank=f"model:{spec}")
     _assert_ranking(hits, expected, k)
     assert [h.id for h in hits] != pool_ids[:k], "the second model did not re-order anything"
@@ -976,7 +978,7 @@ def test_model_rerank_uses_cached_vectors(data: Data, second_model: Path,
     aux = load_encoder(ModelSpec.parse(spec), "cpu")
     qv = combine([aux.embed_texts([text])[0]], [1.0])
     items = col.catalog.get_items(pool_ids)
-    vecs = {i: col.embed_image_file(items[i].path, aux) for i in pool_ids}
+    vecs = {i: embed_image(aux, items[i].path) for i in pool_ids}
     expected = [(i, float(v @ qv)) for i, v in vecs.items()]
 
     def clear() -> None:
@@ -994,7 +996,7 @@ def test_model_rerank_uses_cached_vectors(data: Data, second_model: Path,
         def no_embedding(*_: Any) -> Any:
             raise AssertionError("a cached item was embedded again")
 
-        monkeypatch.setattr(col, "embed_items", no_embedding)
+        monkeypatch.setattr(embedding, "embed_stored", no_embedding)
         hits = col.search(text, k=k, rerank=f"model:{spec}")
         _assert_ranking(hits, expected, k)
         assert [h.id for h in hits] != pool_ids[:k], "the second model did not re-order"

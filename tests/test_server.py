@@ -1,4 +1,4 @@
-"""Tests of the HTTP service (``retrieval.server.create_app``) and its Python client.
+"""Tests of the HTTP service (``retrieval.interfaces.server.create_app``) and its Python client.
 
 Most tests run in-process with FastAPI's ``TestClient`` on one collection (``served``) built
 with the tiny test model: generated JPEGs in a folder and a subfolder, a large image for
@@ -36,9 +36,9 @@ from PIL import Image, ImageOps
 from servers import ServerProcess
 
 from retrieval import Collection
-from retrieval.client import Client, ServiceError
 from retrieval.errors import QueryError
-from retrieval.server import create_app
+from retrieval.interfaces.client import Client, ServiceError
+from retrieval.interfaces.server import create_app
 
 HIT_KEYS = {"id", "score", "kind", "path", "text", "metadata"}
 IMAGE_META_KEYS = {"width", "height", "taken_at", "camera_make", "camera_model", "size", "mtime"}
@@ -367,15 +367,15 @@ def test_terms_are_the_same_as_shorthands(served: Served) -> None:
                                              "k": 3}))
     assert img[0]["id"] == a
     mixed = hits_of(http.post("/search", json={
-        "terms": [{"kind": "item", "value": a}, {"kind": "item", "value": b, "weight": 2.0}],
+        "terms": [{"kind": "like", "value": a}, {"kind": "like", "value": b, "weight": 2.0}],
         "k": 8}))
-    from retrieval.query import Term
+    from retrieval.search.query import Term
 
-    expected = served.col.search(terms=[Term("item", a), Term("item", b, 2.0)], k=8)
+    expected = served.col.search(terms=[Term("like", a), Term("like", b, 2.0)], k=8)
     assert ids(mixed) == [h.id for h in expected]
     # a negative weight: scores are cosines with (text/|text| - 3 a/|a|), normalised
     away = hits_of(http.post("/search", json={
-        "text": "a blue square", "terms": [{"kind": "item", "value": a, "weight": -3}],
+        "text": "a blue square", "terms": [{"kind": "like", "value": a, "weight": -3}],
         "k": 23}), k=23)
     t = served.col.encoder.embed_texts(["a blue square"])[0]
     found, vecs = served.col.catalog.vectors(ids(away), served.col.dim)
@@ -501,18 +501,19 @@ ERROR_CASES: list[tuple[str, str, str, dict[str, Any], tuple[int, ...], str]] = 
      {"json": {"terms": [{"kind": "text", "value": "a", "wieght": 2}]}}, (422,), "wieght"),
     ("unknown term kind", "POST", "/search",
      {"json": {"terms": [{"kind": "audio", "value": "a"}]}}, (422,), "kind"),
-    ("k zero", "POST", "/search", {"json": {"text": "a", "k": 0}}, (422,), "k"),
-    ("k too big", "POST", "/search", {"json": {"text": "a", "k": 1001}}, (422,), "k"),
+    ("k zero", "POST", "/search", {"json": {"text": "a", "k": 0}}, (400,), "k must be"),
+    ("k too big", "POST", "/search", {"json": {"text": "a", "k": 10_001}}, (400,), "k must be"),
     ("k not a number", "POST", "/search", {"json": {"text": "a", "k": "many"}}, (422,), "k"),
-    ("negative offset", "POST", "/search", {"json": {"text": "a", "offset": -1}}, (422,),
-     "offset"),
-    ("offset too big", "POST", "/search", {"json": {"text": "a", "offset": 10_001}}, (422,),
-     "offset"),
+    ("negative offset", "POST", "/search", {"json": {"text": "a", "offset": -1}}, (400,),
+     "offset must be"),
+    ("offset too big", "POST", "/search", {"json": {"text": "a", "offset": 10_001}}, (400,),
+     "offset must be"),
     ("bad target", "POST", "/search", {"json": {"text": "a", "target": "videos"}}, (422,),
      "target"),
-    ("text too long", "POST", "/search", {"json": {"text": "a" * 2001}}, (422,), "text"),
+    ("text too long", "POST", "/search", {"json": {"text": "a" * 2001}}, (400,),
+     "at most 2000 characters"),
     ("keyword weight", "POST", "/search", {"json": {"text": "a", "keyword_weight": -1}},
-     (422,), "keyword_weight"),
+     (400,), "keyword weight"),
     ("nothing to search", "POST", "/search", {"json": {}}, (400,), "nothing to search"),
     ("empty text", "POST", "/search", {"json": {"text": "  "}}, (400,), "empty"),
     ("bad base64", "POST", "/search", {"json": {"image": "not base64!!"}}, (400,), "base64"),
@@ -522,7 +523,7 @@ ERROR_CASES: list[tuple[str, str, str, dict[str, Any], tuple[int, ...], str]] = 
     ("image term not a string", "POST", "/search",
      {"json": {"terms": [{"kind": "image", "value": 5}]}}, (400,), "base64"),
     ("item term not an int", "POST", "/search",
-     {"json": {"terms": [{"kind": "item", "value": "one"}]}}, (400,), "integer"),
+     {"json": {"terms": [{"kind": "like", "value": "one"}]}}, (400,), "integer"),
     ("unknown item", "POST", "/search", {"json": {"like": 987654}}, (404,), "987654"),
     ("vector of wrong size", "POST", "/search", {"json": {"vector": [1.0, 2.0]}}, (400,),
      "dimensions"),
@@ -558,7 +559,8 @@ ERROR_CASES: list[tuple[str, str, str, dict[str, Any], tuple[int, ...], str]] = 
     ("upload without file", "POST", "/search/upload", {"data": {"k": "3"}}, (422,), "image"),
     ("upload as json", "POST", "/search/upload", {"json": {"k": 3}}, (422,), "image"),
     ("upload bad k", "POST", "/search/upload",
-     {"data": {"k": "0"}, "files": {"image": ("a.jpg", b"x", "image/jpeg")}}, (422,), "k"),
+     {"data": {"k": "0"}, "files": {"image": ("a.jpg", b"x", "image/jpeg")}}, (400,),
+     "k must be"),
     ("upload bad filter", "POST", "/search/upload",
      {"data": {"filters": ["colour = red"]}, "files": {"image": ("a.jpg", b"x", "image/jpeg")}},
      (400,), ""),
@@ -646,7 +648,7 @@ def test_unknown_routes_and_methods_answer_json(served: Served) -> None:
     ("GET", "/items/99999999999999999999/image", {}),
     ("GET", "/items/99999999999999999999/thumbnail", {}),
     ("POST", "/search", {"json": {"like": 2**70}}),
-    ("POST", "/search", {"json": {"terms": [{"kind": "item", "value": 2**70}]}}),
+    ("POST", "/search", {"json": {"terms": [{"kind": "like", "value": 2**70}]}}),
 ], ids=["item", "image", "thumbnail", "like", "item-term"])
 def test_huge_item_ids_are_4xx(served: Served, method: str, url: str,
                                kwargs: dict[str, Any]) -> None:

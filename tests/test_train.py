@@ -11,8 +11,10 @@ from conftest import make_image
 from models import TINY_CONFIG
 
 from retrieval import Collection, ModelSpec, load_encoder
-from retrieval.synthetic import write_dataset
-from retrieval.train import TrainConfig, TrainingError, read_pairs, recall_at_k, train
+from retrieval.training import TrainConfig, TrainingError, train
+from retrieval.training.data import read_pairs
+from retrieval.training.model import retrieval_recall
+from retrieval.training.synthetic import write_dataset
 
 
 @pytest.fixture(scope="module")
@@ -139,11 +141,11 @@ def test_too_little_data_is_a_clear_error(tmp_path, tiny_json):
         train(_cfg(tmp_path / "d", tmp_path / "m", tiny_json, val_fraction=0.1))
 
 
-def test_recall_at_k_counts_any_caption_of_an_image():
+def test_retrieval_recall_counts_any_caption_of_an_image():
     img = np.eye(3, dtype=np.float32)
     txt = np.array([[1, 0, 0], [0, 1, 0], [0, 0.9, 0.1], [0, 0, 1]], dtype=np.float32)
     owner = np.array([0, 1, 2, 2])
-    r = recall_at_k(img, txt, owner, ks=(1, 2))
+    r = retrieval_recall(img, txt, owner, ks=(1, 2))
     assert r["t2i_r@1"] == 0.75  # caption 2 ("0.9 toward image 1") misses at k=1
     assert r["t2i_r@2"] == 1.0
     assert r["i2t_r@1"] == 1.0  # image 2's best caption (3) is its own

@@ -214,7 +214,7 @@ def probe_pixels(spec: ImageSpec) -> np.ndarray:
     from PIL import Image
 
     from ..media import load_image
-    from ..synthetic import random_scene, render
+    from ..training.synthetic import random_scene, render
 
     rng = random.Random(0)
     out = []

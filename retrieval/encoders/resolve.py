@@ -66,7 +66,8 @@ def _mismatch(spec: ModelSpec, bound: str, found: str) -> ModelMismatchError:
         "weights, or index into a new collection")
 
 
-def _checked(encoder: OpenClipEncoder, identity: str | None) -> str:
+def check_identity(encoder: OpenClipEncoder, identity: str | None) -> str:
+    """The identity of a loaded model, which must be ``identity`` when one is recorded."""
     from .export import encoder_identity
 
     found = encoder_identity(encoder)
@@ -96,7 +97,7 @@ def for_search(spec: ModelSpec, *, identity: str | None, precision: str = "fp32"
                 "seconds). " + (hint or "Run `retrieval model export` once to make them fast.")))
     encoder = load_encoder(spec, device)
     if identity is not None:
-        _checked(encoder, identity)
+        check_identity(encoder, identity)
     return encoder
 
 
@@ -115,7 +116,7 @@ def for_indexing(spec: ModelSpec, *, identity: str | None, precision: str = "fp3
             raise InputError("int8 precision is for indexing on the CPU; on CUDA the model "
                              "runs in float16 (use --device cpu for int8)")
         encoder = load_encoder(spec, device)
-        found = _checked(encoder, identity)
+        found = check_identity(encoder, identity)
         export_model(encoder, store=store, on_event=on_event)  # for this model's searches
         return encoder, found
     export = store.for_spec(spec)
@@ -131,7 +132,7 @@ def for_indexing(spec: ModelSpec, *, identity: str | None, precision: str = "fp3
             return load_encoder(spec, "cpu"), export.identity
         return OnnxEncoder(export, precision), export.identity
     encoder = load_encoder(spec, "cpu")
-    found = _checked(encoder, identity)
+    found = check_identity(encoder, identity)
     if export is None:
         export = export_model(encoder, store=store, int8=precision == "int8", on_event=on_event)
     if export.ok:

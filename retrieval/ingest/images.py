@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..encoders import Encoder
 from ..media import hash_text
-from ..storage import IMAGE, Catalog, FileState, ImageRecord, TextRecord
+from ..storage.records import IMAGE, FileState, ImageRecord, TextRecord
 from .report import IndexOptions, IndexProgress, IndexSummary, ProgressCallback, no_progress
 from .scan import FileStat, check_roots, scan
 from .texts import embed_texts
@@ -36,6 +36,9 @@ from .workers import (
     init_worker,
     worker_count,
 )
+
+if TYPE_CHECKING:
+    from ..storage import Catalog
 
 
 def index_images(catalog: Catalog, get_encoder: Callable[[], Encoder],

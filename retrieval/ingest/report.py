@@ -57,6 +57,21 @@ def no_progress(_: IndexProgress) -> None:
     """The progress callback of a caller who wants none."""
 
 
+def messages(progress: ProgressCallback | None, phase: str) -> Callable[[str], None]:
+    """A callback for a phase's messages (a model exported, an index rebuilt into another
+    tier): each goes to the ``retrieval`` logger and, as a progress report, to ``progress``."""
+    import logging
+
+    log = logging.getLogger("retrieval")
+
+    def say(message: str) -> None:
+        log.info(message)
+        if progress:
+            progress(IndexProgress(phase, 0, detail=message))
+
+    return say
+
+
 @dataclass(frozen=True)
 class IndexOptions:
     """How an index run behaves (see ``retrieval index --help``)."""

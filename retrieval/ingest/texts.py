@@ -7,15 +7,18 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..encoders import Encoder
 from ..errors import InputError
 from ..media import hash_text
-from ..storage import TEXT, Catalog, TextRecord
+from ..storage.records import TEXT, TextRecord
 from .report import FileError, IndexProgress, IndexSummary, ProgressCallback, no_progress
+
+if TYPE_CHECKING:
+    from ..storage import Catalog
 
 
 @dataclass

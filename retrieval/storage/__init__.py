@@ -7,11 +7,31 @@
 * :mod:`.vector_indexes`: one FAISS index per modality, kept in step with the catalog's
   change log;
 * :mod:`.lock`: the write lock of a collection folder.
+
+Importing this package does not import SQLAlchemy; naming :class:`Catalog` does.
 """
 
-from .catalog import Catalog
-from .records import FileState, Hydrated, ImageRecord, Item, TextRecord
-from .schema import IMAGE, MODALITIES, TEXT
+from typing import Any
+
+from .records import (
+    IMAGE,
+    MODALITIES,
+    TEXT,
+    FileState,
+    Hydrated,
+    ImageRecord,
+    Item,
+    TextRecord,
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Catalog":
+        from .catalog import Catalog
+
+        return Catalog
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["IMAGE", "MODALITIES", "TEXT", "Catalog", "FileState", "Hydrated", "ImageRecord",
            "Item", "TextRecord"]

@@ -9,6 +9,9 @@ from typing import Any
 
 import numpy as np
 
+IMAGE, TEXT = "image", "text"
+MODALITIES = (IMAGE, TEXT)
+
 
 @dataclass(frozen=True)
 class Item:

@@ -38,8 +38,9 @@ from sqlalchemy import (
 )
 from sqlalchemy import text as sql_text
 
-IMAGE, TEXT = "image", "text"
-MODALITIES = (IMAGE, TEXT)
+from .records import IMAGE, MODALITIES, TEXT
+
+__all__ = ["IMAGE", "MODALITIES", "TEXT"]
 
 
 def utcnow() -> dt.datetime:

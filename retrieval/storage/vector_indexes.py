@@ -17,8 +17,9 @@ keep using the old one until it is committed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ import numpy as np
 
 from indexers import (
     DEFAULT_MEMORY_BUDGET,
+    IndexerError,
     IndexFileError,
     IndexPlan,
     VectorIndex,
@@ -35,10 +37,12 @@ from indexers import (
     exact_search,
     load_index,
     needs_rebuild,
+    parse_bytes,
     save_index,
     tune,
 )
 
+from ..errors import InputError, VectorIndexError
 from .catalog import Catalog
 from .schema import IMAGE, MODALITIES, TEXT
 
@@ -57,27 +61,35 @@ class _Loaded:
 class VectorIndexes:
     """The image and text indexes of one collection."""
 
-    def __init__(
-        self,
-        catalog: Catalog,
-        folder: Path,
-        dim: int,
-        catalog_id: str,
-        can_save: Callable[[], bool],
-        memory_budget: int = DEFAULT_MEMORY_BUDGET,
-        recall_target: float = 0.95,
-    ) -> None:
+    def __init__(self, catalog: Catalog, folder: Path, dim: int, catalog_id: str,
+                 can_save: Callable[[], bool], recall_target: float = 0.95) -> None:
         self.catalog = catalog
         self.folder = folder
         self.dim = dim
         self.catalog_id = catalog_id
-        self.memory_budget = memory_budget
+        self.memory_budget = int(catalog.get_settings().get("index_memory")
+                                 or DEFAULT_MEMORY_BUDGET)
         self.recall_target = recall_target
         self._can_save = can_save
         self._loaded: dict[str, _Loaded] = {}
 
+    def set_memory_budget(self, size: int | str) -> None:
+        """Bound the indexes' memory (bytes, or a size such as "2G"); kept for later runs."""
+        try:
+            budget = parse_bytes(size)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        if budget <= 0:
+            raise InputError(f"index memory must be positive, got {size!r}")
+        self.catalog.set_settings(index_memory=budget)
+        self.memory_budget = budget
+
     def get(self, modality: str) -> VectorIndex:
         """The index of ``modality``, current with the catalog."""
+        with indexer_errors(modality):
+            return self._get(modality)
+
+    def _get(self, modality: str) -> VectorIndex:
         if modality not in MODALITIES:
             raise ValueError(f"unknown modality {modality!r}")
         latest = self.catalog.max_seq()
@@ -96,8 +108,9 @@ class VectorIndexes:
         """Bring every index up to date, switch tiers or re-tune where the collection changed
         enough, save, then prune the change log. For writers."""
         for modality in MODALITIES:
-            self.get(modality)
-            self._maintain(modality, on_event or (lambda _m: None))
+            with indexer_errors(modality):
+                self._get(modality)
+                self._maintain(modality, on_event or (lambda _m: None))
         if self._loaded and self._can_save():
             self.catalog.prune_changes(min(s.seq for s in self._loaded.values()))
 
@@ -235,3 +248,15 @@ class VectorIndexes:
         saved = self.catalog.get_settings().get("indexes_saved") or []
         if modality not in saved:
             self.catalog.set_settings(indexes_saved=[*saved, modality])
+
+
+@contextlib.contextmanager
+def indexer_errors(modality: str) -> Iterator[None]:
+    """The index layer's errors as the engine's: one line, a :class:`VectorIndexError`."""
+    try:
+        yield
+    except IndexerError as exc:
+        raise VectorIndexError(f"the {modality} index: {exc}") from None
+    except (ValueError, RuntimeError) as exc:  # FAISS reports bad input as RuntimeError
+        text = " ".join(str(exc).split())[:300]
+        raise VectorIndexError(f"the {modality} index cannot be used as asked: {text}") from None

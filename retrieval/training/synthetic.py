@@ -5,7 +5,7 @@ background. Captions are compositional ("a small red circle at the top left and 
 square"), so a model trained on them can be checked attribute by attribute. Everything is
 deterministic under a seed: the same seed gives the same scenes, pixels and captions.
 
-Used to train the shipped demo model (``retrieval.demo``), by ``retrieval demo`` and by the
+Used to train the shipped demo model (``retrieval.training.demo``), by ``retrieval demo`` and by the
 quality tests and benchmarks, on folders it writes with :func:`write_dataset`.
 """
 

@@ -3,9 +3,9 @@
 The shipped model (``--model demo``) lives in ``retrieval/models/demo`` in open_clip's
 ``local-dir`` layout. It is reproduced by::
 
-    python -m retrieval.demo --out retrieval/models/demo
+    python -m retrieval.training.demo --out retrieval/models/demo
 
-which generates captioned training images with :mod:`retrieval.synthetic`, trains with
+which generates captioned training images with :mod:`retrieval.training.synthetic`, trains with
 ``retrieval.train`` (fixed seed), and prints its quality measured through the engine on freshly
 generated images it never saw (index + search, the same path users take).
 """
@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..encoders.spec import DEMO_MODEL_DIR
 from .synthetic import COLOURS, SHAPES, read_scenes, write_dataset
 
-DEMO_MODEL_DIR = Path(__file__).parent / "models" / "demo"
 IMAGE_SIZE = 64
 # A small convolutional image tower (open_clip's ModifiedResNet, one bottleneck per stage,
 # width 16) and a 3-layer text transformer. Measured on two CPU cores: a 4-layer ViT of the
@@ -66,7 +66,7 @@ def colour_shape_captions() -> list[str]:
 def evaluate_quality(model: str = "demo", *, n: int = 600, seed: int = EVAL_SEED,
                      work: Path | None = None, k: int = 10) -> QualityReport:
     """Generate ``n`` fresh images, index them with ``model`` and measure query quality."""
-    from .collection import Collection
+    from ..collection import Collection
 
     tmp = None
     if work is None:
@@ -121,7 +121,7 @@ def prepare_demo(images: Path, collection: Path, *, n: int = 300, seed: int = 7,
     """Write ``n`` demo images (once) and index them with the demo model.
 
     Returns (collection, index summary); running it again indexes nothing new."""
-    from .collection import Collection
+    from ..collection import Collection
 
     if not (images / "scenes.jsonl").exists():
         write_dataset(images, n, seed=seed, size=IMAGE_SIZE)
@@ -140,7 +140,7 @@ def build_demo_model(out: Path, *, images: int = 20000, epochs: int = 14, batch_
 
     With ``resume``, an interrupted run in ``work`` continues from its last checkpoint (the
     training data already there is reused; the trainer refuses if it changed)."""
-    from .train import TrainConfig, train
+    from .loop import TrainConfig, train
 
     if resume and work is None:
         raise ValueError("resuming needs the work folder of the interrupted run")

@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import QueryError
+from ..errors import QueryError
 
 OPS = ("!=", "<=", ">=", "=", "<", ">", "~")
 _WHERE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(!=|<=|>=|=|<|>|~)\s*(.*?)\s*$", re.S)
@@ -138,7 +138,7 @@ def _compile(f: Filter, kind: str) -> Any:
 def _path(f: Filter, kind: str) -> Any:
     from sqlalchemy import or_, select
 
-    from .storage.schema import items
+    from ..storage.schema import items
 
     parent = items.alias("parent")
     path = (select(parent.c.path).where(parent.c.id == items.c.parent_id).scalar_subquery()
@@ -155,7 +155,7 @@ def _path(f: Filter, kind: str) -> Any:
 def _date(f: Filter) -> Any:
     from sqlalchemy import and_, func, not_
 
-    from .storage.schema import items
+    from ..storage.schema import items
 
     when = parse_date(f.value, f"filter '{f}'")
     mtime = func.datetime(items.c.mtime_ns / 1_000_000_000, "unixepoch")
@@ -170,7 +170,7 @@ def _date(f: Filter) -> Any:
 
 
 def _number(f: Filter) -> Any:
-    from .storage.schema import items
+    from ..storage.schema import items
 
     try:
         number = float(f.value)
@@ -184,7 +184,7 @@ def _number(f: Filter) -> Any:
 def _orientation(f: Filter, _kind: str) -> Any:
     from sqlalchemy import case
 
-    from .storage.schema import items
+    from ..storage.schema import items
 
     shape = case((items.c.width > items.c.height, "landscape"),
                  (items.c.width < items.c.height, "portrait"), else_="square")
@@ -196,7 +196,7 @@ def _orientation(f: Filter, _kind: str) -> Any:
 def _camera(f: Filter, _kind: str) -> Any:
     from sqlalchemy import func, not_, or_
 
-    from .storage.schema import items
+    from ..storage.schema import items
 
     camera = func.lower(func.trim(func.coalesce(items.c.camera_make, "") + " " +
                                   func.coalesce(items.c.camera_model, "")))
@@ -211,7 +211,7 @@ def _camera(f: Filter, _kind: str) -> Any:
 def _tag(f: Filter, _kind: str) -> Any:
     from sqlalchemy import exists, not_
 
-    from .storage.schema import items, tags
+    from ..storage.schema import items, tags
 
     if f.op not in ("=", "!="):
         raise QueryError(f"filter '{f}': tag takes = or !=")
@@ -222,7 +222,7 @@ def _tag(f: Filter, _kind: str) -> Any:
 def _caption(f: Filter, _kind: str) -> Any:
     from sqlalchemy import exists, not_
 
-    from .storage.schema import items
+    from ..storage.schema import items
 
     truth = f.value.lower() in ("true", "yes", "1")
     if f.value.lower() not in ("true", "yes", "1", "false", "no", "0") or f.op not in ("=", "!="):
@@ -235,7 +235,7 @@ def _caption(f: Filter, _kind: str) -> Any:
 def _metadata(f: Filter) -> Any:
     from sqlalchemy import and_, func, or_
 
-    from .storage.schema import items
+    from ..storage.schema import items
 
     key = f.field[len("meta."):]
     if not re.fullmatch(r"[\w-]+", key):

@@ -14,16 +14,17 @@ candidates exist (the query layer fetches a larger pool when a pipeline is given
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from .errors import QueryError
+from ..encoders.spec import ModelSpec
+from ..errors import QueryError
 
 if TYPE_CHECKING:
-    from .collection import Collection
-    from .query import Query
+    from .query import Query, Term
 
 
 @dataclass
@@ -36,21 +37,28 @@ class Candidate:
     scores: dict[str, float] = field(default_factory=dict)
 
 
+class SecondModel(Protocol):
+    """A second model as the model stage uses it (see :mod:`.searcher`)."""
+
+    def embed_query(self, terms: Sequence[Term]) -> np.ndarray:
+        """The query's terms embedded by this model and combined."""
+        ...
+
+    def item_vectors(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
+        """Stored items embedded by this model (cached by content); unreadable ones left out."""
+        ...
+
+
 @dataclass
 class RerankContext:
-    """What stages may use: the collection, the query, its vector and the final k."""
+    """What stages may use: the query, its vector, the final k, the stored vectors of
+    candidates, and second models by spec."""
 
-    collection: Collection
     query: Query
     vector: np.ndarray
     k: int
-
-    def vectors(self, ids: list[int]) -> np.ndarray:
-        found, vecs = self.collection.catalog.vectors(ids, self.collection.dim)
-        if len(found) != len(ids):
-            missing = set(ids) - set(found.tolist())
-            raise QueryError(f"items {sorted(missing)[:5]} vanished during the search; retry")
-        return vecs
+    vectors: Callable[[list[int]], np.ndarray]
+    second_model: Callable[[ModelSpec], SecondModel]
 
 
 class Stage(ABC):
@@ -144,8 +152,6 @@ class ModelRerank(Stage):
     items are cached in the catalog, keyed by the model and the item's content."""
 
     def __init__(self, spec: str, top_n: int = 50) -> None:
-        from .encoders import ModelSpec
-
         name, _, pretrained = spec.partition("@")
         self.spec = ModelSpec.parse(name, pretrained or None)
         if self.spec.random_weights:
@@ -156,41 +162,15 @@ class ModelRerank(Stage):
     def apply(self, ctx: RerankContext, cands: list[Candidate]) -> list[Candidate]:
         if not cands:
             return cands
-        col = ctx.collection
-        encoder = col.aux_encoder(self.spec)
-        key = str(self.spec)
-        qv = self._query_vector(ctx, encoder)
+        model = ctx.second_model(self.spec)
+        qv = model.embed_query(ctx.query.terms)
         head, tail = cands[: self.top_n], cands[self.top_n:]
-        ids = [c.id for c in head]
-        cached = col.catalog.aux_vectors(key, ids)
-        missing = [i for i in ids if i not in cached]
-        if missing:
-            fresh = col.embed_items(missing, encoder)
-            col.catalog.put_aux_vectors(key, fresh)
-            cached.update(fresh)
+        vectors = model.item_vectors([c.id for c in head])
         for c in head:
-            v = cached.get(c.id)
+            v = vectors.get(c.id)
             c.score = float(v @ qv) if v is not None else -np.inf
             c.scores["model"] = c.score
         return sorted(head, key=lambda c: -c.score) + tail
-
-    @staticmethod
-    def _query_vector(ctx: RerankContext, encoder: Any) -> np.ndarray:
-        from .query import combine
-
-        col = ctx.collection
-        vecs, weights = [], []
-        for t in ctx.query.terms:
-            if t.kind == "vector":
-                raise QueryError("a raw query vector cannot be re-scored by another model")
-            if t.kind == "text":
-                vecs.append(encoder.embed_texts([str(t.value)])[0])
-            elif t.kind == "image":
-                vecs.append(col.embed_image_file(t.value, encoder))
-            else:
-                vecs.append(col.embed_items([int(t.value)], encoder)[int(t.value)])
-            weights.append(t.weight)
-        return combine(vecs, weights)
 
 
 STAGES = ("exact", "mmr", "dedup", "model")

@@ -35,8 +35,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from .collection import Collection, Hit
-from .errors import (
+from ..collection import Collection, Hit
+from ..errors import (
     CollectionError,
     ItemNotFoundError,
     ModelError,
@@ -44,43 +44,49 @@ from .errors import (
     QueryError,
     RetrievalError,
 )
+from ..search.builder import MAX_ITEM_ID, MAX_K, MAX_OFFSET, MAX_TERMS, MAX_TEXT, build_query
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
-MAX_ID = 2**63 - 1  # item ids are SQLite INTEGERs
 MAX_UPLOAD_PIXELS = 50_000_000
 THUMB_SIZES = (128, 256, 512)
 WEB_PAGE = Path(__file__).parent / "web" / "index.html"
 
 
-ItemId = Annotated[int, FPath(ge=0, le=MAX_ID, description="an item id")]
+ItemId = Annotated[int, FPath(ge=0, le=MAX_ITEM_ID, description="an item id")]
 
 
 class TermIn(BaseModel):
     """A weighted query term."""
 
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["text", "image", "item", "vector"]
-    value: Any = Field(description="text; base64 image bytes; item id; or a list of floats")
+    kind: Literal["text", "image", "like", "vector"]
+    value: Any = Field(description="text; base64 image bytes; a stored item's id; or a list of "
+                                   "floats")
     weight: float = 1.0
 
 
 class SearchIn(BaseModel):
-    """A search request; at least one of text, image, like, vector or terms."""
+    """A search request; at least one of text, image, like, vector or terms. Values are
+    checked by the engine's query builder, the same rules as for the command line and the
+    Python API (a 400 with a one-line ``detail`` when one is broken)."""
 
     model_config = ConfigDict(extra="forbid")
-    text: str | None = Field(None, max_length=2000)
+    text: str | None = Field(None, description=f"at most {MAX_TEXT} characters")
     image: str | None = Field(None, description="base64-encoded image file")
-    like: int | None = Field(None, ge=0, le=MAX_ID,
-                             description="search with a stored item's vector")
-    vector: list[float] | None = None
-    terms: list[TermIn] = Field(default_factory=list, max_length=32)
-    k: int = Field(10, ge=1, le=1000)
-    offset: int = Field(0, ge=0, le=10_000)
-    target: Literal["images", "texts"] = "images"
+    like: int | None = Field(None, description="search like this stored item")
+    vector: list[float] | None = Field(None, description="a raw query vector")
+    terms: list[TermIn] = Field(default_factory=list, description=f"at most {MAX_TERMS}")
+    k: int = Field(10, description=f"1 to {MAX_K}")
+    offset: int = Field(0, description=f"0 to {MAX_OFFSET}")
+    target: Literal["image", "text", "images", "texts"] = "image"
     filters: list[str] = Field(default_factory=list, max_length=32,
                                description="'FIELD OP VALUE' conditions")
+    path: str | None = Field(None, description="a glob, or a folder")
+    after: str | None = Field(None, description="taken (or modified) on or after this date")
+    before: str | None = Field(None, description="taken (or modified) before this date")
+    tags: list[str] = Field(default_factory=list, max_length=32)
     hybrid: bool = False
-    keyword_weight: float = Field(1.0, ge=0, le=100)
+    keyword_weight: float | None = Field(None, description="0 to 100 (default 1)")
     rerank: str | None = Field(None, max_length=500, examples=["exact,mmr:0.7,dedup:0.95"])
 
 
@@ -146,30 +152,22 @@ def create_app(collection: Collection, *, token: str | None = None,
                              "errors": _safe_errors(exc)}, status_code=422)
 
     def run_search(body: SearchIn, upload: bytes | None = None) -> SearchOut:
-        from .filters import parse_where
-        from .query import Hybrid, Term
-        from .query import Query as Q
-        from .rerank import parse_pipeline
-
-        terms = [Term(t.kind, _term_value(t), t.weight) for t in body.terms]
-        for kind, value in (("text", body.text), ("item", body.like), ("vector", body.vector)):
-            if value is not None:
-                terms.append(Term(kind, value))  # type: ignore[arg-type]
-        images = [upload] if upload is not None else []
-        if body.image is not None:
-            images.append(_b64(body.image))
-        for t in list(terms):
+        terms: list[dict[str, Any]] = [t.model_dump() for t in body.terms]
+        for t in terms:
+            if t["kind"] == "image":
+                t["value"] = _b64(t["value"])
+        for data in (upload, _b64(body.image) if body.image is not None else None):
+            if data is not None:
+                terms.append({"kind": "image", "value": data})
+        query = build_query(
+            body.text, like=body.like, vector=body.vector, terms=terms, target=body.target,
+            k=body.k, offset=body.offset, filters=body.filters, path=body.path,
+            after=body.after, before=body.before, tags=body.tags, hybrid=body.hybrid,
+            keyword_weight=body.keyword_weight, rerank=body.rerank)
+        for t in query.terms:  # the service's own limits on uploaded images
             if t.kind == "image":
-                terms.remove(t)
-                images.append(t.value)
-        query = Q(terms, target=body.target, k=body.k, offset=body.offset,
-                  filters=[parse_where(f) for f in body.filters],
-                  hybrid=Hybrid(keyword_weight=body.keyword_weight) if body.hybrid else None,
-                  rerank=parse_pipeline(body.rerank))
+                _upload(t.value, max_upload_bytes, max_pixels)
         start = time.perf_counter()
-        for data in images:
-            query.terms.append(Term("vector", _embed_upload(collection, data,
-                                                            max_upload_bytes, max_pixels)))
         hits = collection.run(query)
         return SearchOut(hits=[_hit_out(h) for h in hits],
                          took_ms=round((time.perf_counter() - start) * 1000, 2))
@@ -194,10 +192,10 @@ def create_app(collection: Collection, *, token: str | None = None,
               tags=["search"])
     async def search_upload(
         image: Annotated[UploadFile, File(description="an image file")],
-        k: Annotated[int, Form(ge=1, le=1000)] = 10,
-        offset: Annotated[int, Form(ge=0, le=10_000)] = 0,
-        target: Annotated[Literal["images", "texts"], Form()] = "images",
-        text: Annotated[str | None, Form(max_length=2000)] = None,
+        k: Annotated[int, Form()] = 10,
+        offset: Annotated[int, Form()] = 0,
+        target: Annotated[Literal["image", "text", "images", "texts"], Form()] = "image",
+        text: Annotated[str | None, Form()] = None,
         filters: Annotated[list[str] | None, Form()] = None,
         rerank: Annotated[str | None, Form(max_length=500)] = None,
     ) -> Response:
@@ -268,7 +266,7 @@ def _json(out: BaseModel) -> Response:
 
 
 def _version() -> str:
-    from . import __version__
+    from .. import __version__
 
     return __version__
 
@@ -280,7 +278,9 @@ def _safe_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     return out
 
 
-def _b64(text: str) -> bytes:
+def _b64(text: Any) -> bytes:
+    if not isinstance(text, str):
+        raise QueryError("an image is sent as a base64 string")
     try:
         return base64.b64decode(text.split(",", 1)[-1] if text.startswith("data:") else text,
                                 validate=True)
@@ -288,35 +288,20 @@ def _b64(text: str) -> bytes:
         raise QueryError("image is not valid base64") from None
 
 
-def _term_value(t: TermIn) -> Any:
-    if t.kind == "image":
-        if not isinstance(t.value, str):
-            raise QueryError("an image term's value is a base64 string")
-        return _b64(t.value)
-    if t.kind == "item" and (not isinstance(t.value, int) or isinstance(t.value, bool)
-                             or not 0 <= t.value <= MAX_ID):
-        raise QueryError("an item term's value is an integer id")
-    if t.kind == "vector" and (not isinstance(t.value, list) or not all(
-            isinstance(x, (int, float)) and not isinstance(x, bool) for x in t.value)):
-        raise QueryError("a vector term's value is a flat list of numbers")
-    if t.kind == "text" and not isinstance(t.value, str):
-        raise QueryError("a text term's value is a string")
-    return t.value
-
-
-def _embed_upload(collection: Collection, data: bytes, max_bytes: int, max_pixels: int) -> Any:
-    from .media import ImageDecodeError, load_image
+def _upload(data: bytes, max_bytes: int, max_pixels: int) -> bytes:
+    """An uploaded image within the service's limits (bytes, and pixels read from its
+    header), or a 400 saying which it broke."""
+    from ..media import ImageDecodeError, open_image
 
     if len(data) > max_bytes:
         raise QueryError(f"uploaded image is larger than the limit of {_size(max_bytes)}")
     if not data:
         raise QueryError("uploaded image is empty")
-    encoder = collection.encoder
     try:
-        pixels, _ = load_image(io.BytesIO(data), encoder.image_spec, max_pixels)
+        open_image(io.BytesIO(data), max_pixels).close()
     except ImageDecodeError as exc:
         raise QueryError(f"uploaded image: {exc.reason}") from None
-    return encoder.embed_images(pixels[None])[0]
+    return data
 
 
 def _servable(collection: Collection, item_id: int) -> Path:
@@ -343,7 +328,7 @@ def _size(n: int) -> str:
 def _make_thumbnail(src: Path, dest: Path, size: int) -> None:
     from PIL import Image, ImageOps
 
-    from .media import DEFAULT_MAX_PIXELS, ImageDecodeError, open_image
+    from ..media import DEFAULT_MAX_PIXELS, ImageDecodeError, open_image
 
     try:
         img = open_image(src, DEFAULT_MAX_PIXELS)

@@ -1,6 +1,6 @@
 """A small Python client for the HTTP service (``retrieval serve``).
 
-    from retrieval.client import Client
+    from retrieval import Client
     client = Client("http://127.0.0.1:8000", token=None)
     for hit in client.search("a red bicycle", k=5):
         print(hit.score, hit.path)
@@ -14,16 +14,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from .collection import Hit
-from .errors import QueryError, RetrievalError
-
-
-class ServiceError(RetrievalError):
-    """The service answered with an error (the message is the server's detail line)."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(f"HTTP {status}: {detail}")
-        self.status = status
+from ..errors import QueryError, ServiceError
+from ..search import Hit
 
 
 class Client:
@@ -49,12 +41,14 @@ class Client:
 
     def search(self, text: str | None = None, *, image: str | os.PathLike[str] | bytes | None
                = None, like: int | None = None, vector: Sequence[float] | None = None,
-               k: int = 10, offset: int = 0, target: str = "images",
+               k: int = 10, offset: int = 0, target: str = "image",
                filters: Sequence[str] = (), hybrid: bool = False,
-               rerank: str | None = None) -> list[Hit]:
-        """The same search as :meth:`retrieval.Collection.search`, over HTTP."""
+               rerank: str | None = None, **more: Any) -> list[Hit]:
+        """The same search as :meth:`retrieval.Collection.search`, over HTTP (``more``:
+        ``path``, ``after``, ``before``, ``tags``, ``keyword_weight``, ``terms``)."""
         body: dict[str, Any] = {"k": k, "offset": offset, "target": target,
-                                "filters": list(filters), "hybrid": hybrid, "rerank": rerank}
+                                "filters": list(filters), "hybrid": hybrid, "rerank": rerank,
+                                **more}
         if text is not None:
             body["text"] = text
         if like is not None:

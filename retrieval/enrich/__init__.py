@@ -1,0 +1,1 @@
+"""Enrichment: what the engine adds to stored items (zero-shot tags)."""

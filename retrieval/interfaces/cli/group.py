@@ -1,0 +1,124 @@
+"""The ``retrieval`` command group: options every command shares, opening the collection, and
+turning library errors into one line and an exit code.
+
+Commands parse options, call the library, and print. Library errors (one hierarchy) become a
+one-line ``Error: ...`` on stderr and exit code 1; Ctrl-C exits with 130 after the library has
+committed what it finished.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ...config import ENV_COLLECTION
+from ...errors import IndexingError, RetrievalError
+
+if TYPE_CHECKING:
+    from ...collection import Collection
+
+
+class _Group(click.Group):
+    """Turns library errors and interrupts into one line and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except IndexingError as exc:
+            if exc.summary is not None and ctx.meta.get("json"):
+                click.echo(json.dumps(exc.summary.to_dict()))  # type: ignore[attr-defined]
+            raise click.ClickException(str(exc)) from None
+        except RetrievalError as exc:
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            click.echo("\nInterrupted: finished batches are saved; run the same command again "
+                       "to continue.", err=True)
+            sys.exit(130)
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Log lines on the current stderr (which a test runner may have replaced)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
+def _setup_logging(verbose: int) -> None:
+    log = logging.getLogger("retrieval")
+    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
+        log.addHandler(_StderrHandler())  # once per process, however often the CLI runs
+    log.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+    log.propagate = False
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--collection", "collection_path", type=click.Path(path_type=Path),
+              envvar=ENV_COLLECTION, show_envvar=True,
+              help="Collection folder. Default: the 'default' collection under $RETRIEVAL_HOME "
+                   "or the user data folder.")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.version_option(package_name="retrieval")
+@click.pass_context
+def cli(ctx: click.Context, collection_path: Path | None, verbose: int) -> None:
+    """Index image folders and search them by text or image with open_clip and FAISS."""
+    _setup_logging(verbose)
+    ctx.obj = {"collection": collection_path}
+
+
+def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--device", default="auto", show_default=True,
+                     help="cpu, cuda, cuda:N, or auto (CUDA when available).")(f)
+    f = click.option("--pretrained", default=None,
+                     help="Pretrained tag (e.g. laion2b_s34b_b79k) or a checkpoint file. "
+                          "Ignored for hf-hub: and local-dir: models.")(f)
+    f = click.option("--model", default=None,
+                     help="open_clip model: an architecture (ViT-B-32), hf-hub:org/repo or "
+                          "local-dir:/path. Default: the collection's model; ViT-B-32 with "
+                          "laion2b_s34b_b79k for a new collection.")(f)
+    return f
+
+
+def progress_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--progress/--no-progress", default=None,
+                        help="Show progress bars on stderr. Default: when stderr is a terminal."
+                        )(f)
+
+
+def json_option(what: str) -> Callable[..., Any]:
+    return click.option("--json", "as_json", is_flag=True, help=what)
+
+
+def open_collection(ctx: click.Context, model: str | None = None,
+                    pretrained: str | None = None, device: str = "auto", create: bool = False,
+                    precision: str | None = None, one_shot: bool = False) -> Collection:
+    """The collection the command works on; a missing one is created only by commands that
+    add to it."""
+    from ...collection import CATALOG_FILE, Collection
+    from ...config import default_collection_path
+    from ...encoders import DEFAULT_MODEL
+    from ...errors import CollectionNotFoundError
+
+    path = ctx.obj["collection"] or default_collection_path()
+    exists = (path / CATALOG_FILE).exists()
+    if not exists and not create:
+        raise CollectionNotFoundError(
+            f"no collection at {path}; create it with `retrieval --collection {path} index "
+            "FOLDER` or choose one with --collection / $RETRIEVAL_COLLECTION")
+    return Collection(path, model=DEFAULT_MODEL if model is None and not exists else model,
+                      pretrained=pretrained, device=device, precision=precision,
+                      one_shot=one_shot)

@@ -1,0 +1,111 @@
+"""Commands that add to a collection: index, add-texts, remove, tag."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from .group import cli, json_option, model_options, open_collection, progress_option
+from .output import print_summary, progress_bars
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@model_options
+@click.option("--hidden", is_flag=True, help="Also index hidden files and folders.")
+@click.option("--strict", is_flag=True, help="Exit with an error if any file was skipped.")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=None,
+              help="Refuse images with more pixels than this (default 100 million).")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=32, show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="Decode processes (0: decode in the main process). Default: one per CPU, "
+                   "up to 8; they run at low priority.")
+@click.option("--no-captions", is_flag=True, help="Ignore sidecar caption files (x.txt).")
+@click.option("--index-memory", default=None, metavar="SIZE",
+              help="Memory budget of the vector indexes, e.g. 2G (default 4G; remembered). "
+                   "It decides between exact, IVF and compressed IVF indexes.")
+@click.option("--precision", type=click.Choice(["fp32", "int8"]), default=None,
+              help="Embed with the model's int8 ONNX variant (faster on CPU, vectors within "
+                   "about 0.999 cosine). Chosen when a collection is created. Default: fp32.")
+@json_option("Print the summary as one JSON object.")
+@progress_option
+@click.pass_context
+def index(ctx: click.Context, paths: tuple[Path, ...], model: str | None,
+          pretrained: str | None, device: str, hidden: bool, strict: bool,
+          max_pixels: int | None, batch_size: int, workers: int | None, no_captions: bool,
+          index_memory: str | None, precision: str | None, as_json: bool,
+          progress: bool | None) -> None:
+    """Index image files and folders (recursively). Unchanged files are skipped; changed ones
+    are re-embedded; files gone from these folders are removed.
+
+    A caption file beside an image (photo.txt for photo.jpg) is stored as its caption."""
+    ctx.meta["json"] = as_json
+    col = open_collection(ctx, model, pretrained, device, create=True, precision=precision)
+    with progress_bars(progress) as bar:
+        summary = col.index(paths, hidden=hidden, strict=strict, max_pixels=max_pixels,
+                            batch_size=batch_size, workers=workers, captions=not no_captions,
+                            index_memory=index_memory, progress=bar)
+    print_summary(summary, as_json)
+
+
+@cli.command("add-texts")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@model_options
+@json_option("Print the summary as one JSON object.")
+@progress_option
+@click.pass_context
+def add_texts(ctx: click.Context, file: Path, model: str | None, pretrained: str | None,
+              device: str, as_json: bool, progress: bool | None) -> None:
+    """Add texts from FILE: one text per line, or JSONL objects with "text", an optional "id"
+    (a text with a known id is replaced) and any other fields as metadata."""
+    col = open_collection(ctx, model, pretrained, device, create=True)
+    with progress_bars(progress, unit="text") as bar:
+        summary = col.add_texts(file, progress=bar)
+    print_summary(summary, as_json, what="texts")
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@json_option("Print {\"removed\": N}.")
+@click.pass_context
+def remove(ctx: click.Context, paths: tuple[Path, ...], as_json: bool) -> None:
+    """Remove images (and their captions) at these paths or under these folders from the
+    collection. Files on disk are not touched."""
+    n = open_collection(ctx).remove(paths)
+    click.echo(json.dumps({"removed": n}) if as_json else f"{n} removed")
+
+
+@cli.command()
+@click.option("--labels", "labels_file", required=True,
+              type=click.Path(path_type=Path, dir_okay=False),
+              help="Label vocabulary: one label per line.")
+@click.option("--template", "templates", multiple=True,
+              help="Prompt template with {} for the label (repeatable; default: 'a photo of "
+                   "a {}.' and two variants).")
+@click.option("--top", type=click.IntRange(min=1), default=3, show_default=True,
+              help="At most this many tags per image.")
+@click.option("--min-score", type=click.FloatRange(0, 1), default=0.1, show_default=True,
+              help="Smallest probability a tag needs.")
+@json_option("Print the result as one JSON object.")
+@progress_option
+@click.pass_context
+def tag(ctx: click.Context, labels_file: Path, templates: tuple[str, ...], top: int,
+        min_score: float, as_json: bool, progress: bool | None) -> None:
+    """Zero-shot tagging of every image against a label vocabulary. Tags are stored with
+    their scores; use them in --tag / --where 'tag = X' filters and hybrid search. Images
+    already tagged with the same labels and settings are skipped."""
+    from ...errors import InputError
+
+    try:
+        labels = labels_file.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{labels_file}: cannot read labels ({exc})") from None
+    col = open_collection(ctx, one_shot=True)
+    with progress_bars(progress, unit="image") as bar:
+        result = col.tag(labels, templates=templates or None, top=top, min_score=min_score,
+                         progress=bar)
+    click.echo(json.dumps(result) if as_json else
+               f"{result['tagged']} images tagged, {result['unchanged']} unchanged, "
+               f"{result['labels']} labels")

@@ -1,0 +1,174 @@
+"""Commands about models: train, the offline demo, and ONNX exports."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from .group import cli, json_option, open_collection, progress_option
+from .output import TrainProgress, describe_export, progress_bars
+
+if TYPE_CHECKING:
+    from ...search import Hit
+
+
+@cli.command()
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="Output folder: the trained model (local-dir layout) and checkpoints.")
+@click.option("--model", default=None,
+              help="Model to fine-tune (default ViT-B-32), or with --from-scratch an "
+                   "open_clip architecture or a model config JSON file.")
+@click.option("--pretrained", default=None,
+              help="Weights to start from (default laion2b_s34b_b79k for ViT-B-32).")
+@click.option("--from-scratch", is_flag=True, help="Start from random weights.")
+@click.option("--lock-image", is_flag=True, help="Freeze the image tower (locked-image tuning).")
+@click.option("--lock-text", is_flag=True, help="Freeze the text tower.")
+@click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=2), default=64, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Peak learning rate (default 5e-4 from scratch, 1e-5 fine-tuning).")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.1, show_default=True)
+@click.option("--warmup-steps", type=click.IntRange(min=0), default=None,
+              help="Linear warm-up steps (default 5% of all steps).")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1,
+              show_default=True, help="Share of images held out for validation.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="Decode processes for the one-time image decoding.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--half-weights", is_flag=True, help="Write the final weights as float16.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
+@json_option("Print per-epoch metrics as JSON.")
+@progress_option
+def train(data: Path, out: Path, model: str | None, pretrained: str | None, from_scratch: bool,
+          lock_image: bool, lock_text: bool, epochs: int, batch_size: int, lr: float | None,
+          weight_decay: float, warmup_steps: int | None, val_fraction: float, seed: int,
+          workers: int | None, device: str, half_weights: bool, resume: bool, as_json: bool,
+          progress: bool | None) -> None:
+    """Train or fine-tune a model on captioned images in DATA: a folder of images with
+    sidecar captions (x.jpg + x.txt, one caption per line), or a CSV/JSONL file of image
+    paths and captions. The result loads with --model local-dir:OUT."""
+    from ...encoders import DEFAULT_MODEL
+    from ...training import TrainConfig
+    from ...training import train as run_train
+
+    if model is None:
+        model = DEFAULT_MODEL.name
+        pretrained = pretrained or (None if from_scratch else DEFAULT_MODEL.pretrained)
+    cfg = TrainConfig(
+        data=str(data), out=str(out), model=model, pretrained=pretrained,
+        from_scratch=from_scratch, lock_image=lock_image, lock_text=lock_text, epochs=epochs,
+        batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
+        seed=seed, val_fraction=val_fraction, workers=workers, device=device,
+        half_weights=half_weights)
+    bar = TrainProgress(sys.stderr.isatty() if progress is None else progress, as_json)
+    try:
+        result = run_train(cfg, resume=resume, progress=bar)
+    finally:
+        bar.close()
+    for e in result.skipped[:20]:
+        click.echo(f"  skipped {e.path}: {e.reason}", err=True)
+    if len(result.skipped) > 20:
+        click.echo(f"  ... and {len(result.skipped) - 20} more skipped", err=True)
+    if as_json:
+        click.echo(json.dumps({"model": result.model, "train_images": result.train_images,
+                               "val_images": result.val_images, "epochs": result.epochs,
+                               "skipped": [e.__dict__ for e in result.skipped]}))
+    else:
+        click.echo(f"model written to {result.out}; use it with --model {result.model}")
+
+
+@cli.command()
+@click.option("--images", "n", type=click.IntRange(10, 100_000), default=300, show_default=True,
+              help="How many demo images to generate.")
+@click.option("--folder", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Where to write them (default: demo/images under $RETRIEVAL_HOME).")
+@progress_option
+@click.pass_context
+def demo(ctx: click.Context, n: int, folder: Path | None, progress: bool | None) -> None:
+    """Try it offline: generate synthetic images of coloured shapes, index them with the
+    built-in demo model, and run text, image and image-to-text searches."""
+    from ...config import home
+    from ...training.demo import DEMO_QUERIES, prepare_demo
+
+    base = home() / "demo"
+    folder = folder or base / "images"
+    col_path = ctx.obj["collection"] or base / "collection"
+    click.echo(f"Generating {n} demo images (coloured shapes with captions) in {folder}")
+    with progress_bars(progress) as bar:
+        col, summary = prepare_demo(folder, col_path, n=n, progress=bar)
+    click.echo(f"Indexed them into {col_path} with the demo model: {summary.added} added, "
+               f"{summary.unchanged} unchanged, {summary.embedded} embedded.\n")
+
+    def show(title: str, hits: list[Hit]) -> None:
+        click.echo(title)
+        for rank, h in enumerate(hits, 1):
+            name = Path(h.path).name if h.path else ""
+            what = f"{name:<22} {h.text}" if h.kind == "image" else repr(h.text)
+            click.echo(f"  {rank}. {h.score:.3f}  {what}")
+        click.echo()
+
+    for query in DEMO_QUERIES:
+        show(f'Text search: "{query}" (file, its caption)', col.search(query, k=5))
+    sample = sorted(folder.glob("*.png"))[0]
+    caption = sample.with_suffix(".txt").read_text().strip()
+    show(f"Image search: {sample.name} ({caption})", col.search(image=sample, k=5))
+    show(f"Image to text: best descriptions of {sample.name}",
+         col.search(image=sample, target="text", k=3))
+    click.echo("Try next:")
+    prefix = f"retrieval --collection {col_path}"
+    click.echo(f'  {prefix} search "a large orange star"')
+    click.echo(f"  {prefix} search --image {sample} --target text")
+    click.echo("  retrieval index ~/Pictures        # your photos, with the default model "
+               "ViT-B-32 (downloaded once)")
+    click.echo("  retrieval --help")
+
+
+@cli.group()
+def model() -> None:
+    """The collection's model: export it to ONNX, list exports."""
+
+
+@model.command("export")
+@click.option("--int8", is_flag=True, help="Also make the int8 variant (dynamic quantisation).")
+@click.option("--force", is_flag=True, help="Try again a model whose export failed before.")
+@json_option("Print the export's manifest as JSON.")
+@progress_option
+@click.pass_context
+def model_export(ctx: click.Context, int8: bool, force: bool, as_json: bool,
+                 progress: bool | None) -> None:
+    """Export the collection's model to ONNX (both towers, parity-checked against torch), so
+    that searches never load torch. Index runs do this by themselves; this is for collections
+    made before, or to add the int8 variant."""
+    col = open_collection(ctx)
+    with progress_bars(progress) as bar:
+        export = col.export_model(int8=int8, force=force, progress=bar)
+    if as_json:
+        click.echo(json.dumps({"folder": str(export.folder), **export.manifest}))
+    elif export.ok:
+        click.echo(describe_export(export))
+    else:
+        raise click.ClickException(f"{col.spec} cannot be exported, so it stays on torch: "
+                                   f"{export.reason}")
+
+
+@model.command("list")
+@json_option("One JSON object per export.")
+def model_list(as_json: bool) -> None:
+    """The exported models on this machine (in $RETRIEVAL_EXPORTS)."""
+    from ...encoders.store import ExportStore
+
+    store = ExportStore()
+    exports = store.all()
+    for export in exports:
+        if as_json:
+            click.echo(json.dumps({"folder": str(export.folder), **export.manifest}))
+        else:
+            click.echo(describe_export(export))
+    if not as_json:
+        click.echo(f"{len(exports)} exports in {store.root}", err=True)

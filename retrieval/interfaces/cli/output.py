@@ -1,0 +1,167 @@
+"""How the command line shows things: progress bars, summaries, hits, exports, sizes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import sys
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import click
+
+if TYPE_CHECKING:
+    from ...ingest import IndexProgress, IndexSummary
+    from ...search import Hit
+
+
+class Progress:
+    """Draws the library's progress reports as tqdm bars on stderr."""
+
+    LABELS: ClassVar[dict[str, str]] = {
+        "scan": "scanning", "embed": "embedding", "captions": "captions", "remove": "removing",
+        "tag": "tagging"}
+    MESSAGES = frozenset({"index", "model"})  # phases that report lines, not counts
+
+    def __init__(self, enabled: bool, unit: str = "file") -> None:
+        self.enabled = enabled
+        self.unit = unit
+        self.bar: Any = None
+        self.phase: str | None = None
+
+    def __call__(self, p: IndexProgress) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        if p.phase != self.phase:
+            self.close()
+            self.phase = p.phase
+            if p.phase == "index":
+                click.echo("updating search index...", err=True)
+            elif p.phase not in self.MESSAGES:
+                self.bar = tqdm(total=p.total, desc=self.LABELS.get(p.phase, p.phase),
+                                unit=self.unit, file=sys.stderr, dynamic_ncols=True, leave=True)
+        if p.detail:
+            click.echo(p.detail, err=True)
+        if self.bar is None:
+            return
+        if p.total is not None and self.bar.total != p.total:
+            self.bar.total = p.total
+        if p.phase == "embed":
+            self.bar.set_postfix(embedded=p.embedded, failed=p.failed, refresh=False)
+        self.bar.update(p.done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+@contextlib.contextmanager
+def progress_bars(option: bool | None, unit: str = "file") -> Iterator[Progress]:
+    """Progress bars on stderr (``--progress``; by default when stderr is a terminal)."""
+    bar = Progress(sys.stderr.isatty() if option is None else option, unit)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+def print_summary(summary: IndexSummary, as_json: bool, what: str = "images") -> None:
+    if as_json:
+        click.echo(json.dumps(summary.to_dict()))
+        return
+    click.echo(
+        f"{summary.added} added, {summary.updated} updated, {summary.removed} removed, "
+        f"{summary.unchanged} unchanged, {summary.failed} failed "
+        f"({summary.embedded} {what} embedded)"
+    )
+    shown = summary.errors[:20]
+    for e in shown:
+        click.echo(f"  skipped {e.path}: {e.reason}", err=True)
+    if len(summary.errors) > len(shown):
+        click.echo(f"  ... and {len(summary.errors) - len(shown)} more (see --json)", err=True)
+
+
+def print_hits(hits: list[Hit]) -> None:
+    if not hits:
+        click.echo("no results", err=True)
+        return
+    width = shutil.get_terminal_size((120, 20)).columns
+    id_w = max(len(str(h.id)) for h in hits)
+    click.echo(f"{'#':>3}  {'score':>6}  {'id':>{id_w}}  {'kind':<5}  result")
+    for rank, h in enumerate(hits, 1):
+        what = h.path if h.kind == "image" else repr(h.text)
+        if h.kind == "text" and h.path:
+            what += f"  (caption of {h.path})"
+        line = f"{rank:>3}  {h.score:>6.3f}  {h.id:>{id_w}}  {h.kind:<5}  {what}"
+        click.echo(line if len(line) <= width else line[: width - 3] + "...")
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def describe_export(export: Any) -> str:
+    size = sum(p.stat().st_size for p in export.folder.iterdir() if p.is_file())
+    head = f"{export.spec}  {export.folder}  {human_bytes(size)}"
+    if not export.ok:
+        return f"{head}\n  failed: {export.reason}"
+    parity = export.manifest.get("parity", {})
+    lines = [head, f"  identity {export.identity[:16]}, {export.dim} dimensions, variants "
+             + ", ".join(sorted(export.manifest.get("variants", {})))]
+    if parity:
+        lines.append("  parity with torch: " + ", ".join(
+            f"{tower} min cosine {parity[tower]['min_cos']:.6f} max diff "
+            f"{parity[tower]['max_abs']:.1e}" for tower in ("image", "text")))
+    speed = export.manifest.get("speed")
+    if speed:
+        lines.append(f"  images/s on this CPU: onnx {speed['onnx_images_per_s']}, torch "
+                     f"{speed['torch_images_per_s']} (indexing uses {speed['image_runtime']})")
+    return "\n".join(lines)
+
+
+class TrainProgress:
+    """Per-step bar and one line of metrics per epoch (on stderr)."""
+
+    def __init__(self, bars: bool, quiet_lines: bool) -> None:
+        self.bars, self.quiet_lines = bars, quiet_lines
+        self.bar: Any = None
+
+    def __call__(self, p: Any) -> None:
+        if p.phase == "eval":
+            self.close()
+            if not self.quiet_lines:
+                metrics = "  ".join(f"{k} {v:.3f}" for k, v in (p.metrics or {}).items())
+                loss = f"loss {p.loss:.4f}  " if p.loss is not None else ""
+                click.echo(f"epoch {p.epoch}/{p.epochs}  {loss}{metrics}", err=True)
+            return
+        if not self.bars:
+            return
+        from tqdm import tqdm
+
+        desc = "decoding" if p.phase == "decode" else f"epoch {p.epoch}/{p.epochs}"
+        if self.bar is None or self.bar.desc != desc:
+            self.close()
+            self.bar = tqdm(total=p.steps, desc=desc, unit="img" if p.phase == "decode" else
+                            "step", file=sys.stderr, dynamic_ncols=True)
+        if p.loss is not None:
+            self.bar.set_postfix(loss=f"{p.loss:.3f}", lr=f"{p.lr:.2e}", refresh=False)
+        self.bar.update(p.step - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def echo_json_lines(rows: Any) -> None:
+    """One JSON object per line (for programs), characters as they are."""
+    for row in rows:
+        click.echo(json.dumps(row, ensure_ascii=False))

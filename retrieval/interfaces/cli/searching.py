@@ -1,0 +1,158 @@
+"""Commands that read a collection: search, caption, duplicates, info."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .group import cli, json_option, model_options, open_collection
+from .output import echo_json_lines, human_bytes, print_hits
+
+
+def _terms(kind: str, values: tuple[str, ...], sign: float = 1.0) -> list[Any]:
+    """Terms from ``[W:]VALUE`` arguments (a weight prefix is the command line's syntax)."""
+    from ...search.query import Term, parse_weighted
+
+    terms = []
+    for raw in values:
+        weight, value = parse_weighted(raw)
+        if kind == "image" and os.path.exists(raw):
+            weight, value = 1.0, raw  # a file whose name starts with "2:" is still a file
+        terms.append(Term(kind, value, sign * weight))  # type: ignore[arg-type]
+    return terms
+
+
+@cli.command()
+@click.argument("texts", nargs=-1)
+@click.option("--image", "images", multiple=True, metavar="[W:]PATH",
+              help="Search with an image file (repeatable).")
+@click.option("--like", "likes", multiple=True, metavar="[W:]ID",
+              help="Search with a stored item's vector (repeatable).")
+@click.option("--add", "adds", multiple=True, metavar="TEXT", help="Add a text term.")
+@click.option("--subtract", "subtracts", multiple=True, metavar="TEXT",
+              help="Subtract a text term (push results away from it).")
+@click.option("--target", type=click.Choice(["image", "text", "images", "texts"]),
+              default="image", show_default=True,
+              help="Search images, or stored texts and captions.")
+@click.option("-k", "--top", "k", type=int, default=10, show_default=True,
+              help="Number of results.")
+@click.option("--offset", type=int, default=0, help="Skip this many results (paging).")
+@click.option("--path", "path_glob", metavar="GLOB",
+              help="Only paths matching a glob (e.g. '*/2021/*.jpg'), or under a folder.")
+@click.option("--after", metavar="DATE", help="Taken (or modified) on or after DATE.")
+@click.option("--before", metavar="DATE", help="Taken (or modified) before DATE.")
+@click.option("--tag", "tags", multiple=True, help="Only items with this tag (repeatable).")
+@click.option("--where", "wheres", multiple=True, metavar="'FIELD OP VALUE'",
+              help="Any filter, e.g. 'width >= 1024', 'camera ~ *canon*', 'meta.brand = acme' "
+                   "(repeatable; see docs for fields).")
+@click.option("--hybrid", is_flag=True,
+              help="Fuse keyword matches (file names, captions, texts, tags) with the vector "
+                   "ranking (reciprocal rank fusion).")
+@click.option("--keyword-weight", type=float, default=None,
+              help="Weight of the keyword ranking in --hybrid (default 1).")
+@click.option("--rerank", metavar="STAGES",
+              help="Re-ranking pipeline, e.g. exact,mmr:0.7,dedup:0.95,model:ViT-B-32@TAG")
+@json_option("One JSON object per hit.")
+@click.option("--paths", "paths_only", is_flag=True, help="Print bare paths, one per line.")
+@model_options
+@click.pass_context
+def search(ctx: click.Context, texts: tuple[str, ...], images: tuple[str, ...],
+           likes: tuple[str, ...], adds: tuple[str, ...], subtracts: tuple[str, ...],
+           target: str, k: int, offset: int, path_glob: str | None, after: str | None,
+           before: str | None, tags: tuple[str, ...], wheres: tuple[str, ...], hybrid: bool,
+           keyword_weight: float | None, rerank: str | None, as_json: bool, paths_only: bool,
+           model: str | None, pretrained: str | None, device: str) -> None:
+    """Search by text, image or stored item. Each TEXT argument is a term; prefix a weight
+    to weigh it, e.g. '2:red car' or '-1:people'. Terms are combined as a weighted sum."""
+    from ...search import build_query
+
+    terms = (_terms("text", texts) + _terms("text", adds) + _terms("text", subtracts, -1.0)
+             + _terms("image", images) + _terms("like", likes))
+    query = build_query(terms=terms, target=target, k=k, offset=offset, filters=wheres,
+                        path=path_glob, after=after, before=before, tags=tags, hybrid=hybrid,
+                        keyword_weight=keyword_weight, rerank=rerank)
+    hits = open_collection(ctx, model, pretrained, device, one_shot=True).run(query)
+    if as_json:
+        echo_json_lines(h.to_dict() for h in hits)
+    elif paths_only:
+        for h in hits:
+            click.echo(h.path if h.path else h.text)
+    else:
+        print_hits(hits)
+
+
+@cli.command()
+@click.argument("image", type=click.Path(path_type=Path))
+@click.option("-k", "--top", "k", type=int, default=5, show_default=True)
+@json_option("One JSON object per text.")
+@model_options
+@click.pass_context
+def caption(ctx: click.Context, image: Path, k: int, as_json: bool, model: str | None,
+            pretrained: str | None, device: str) -> None:
+    """Describe IMAGE with the stored texts and captions that match it best (captioning by
+    retrieval; add a caption corpus with add-texts). IMAGE may also be a stored item id."""
+    col = open_collection(ctx, model, pretrained, device, one_shot=True)
+    target: str | int = int(str(image)) if str(image).isdigit() and not image.exists() else image
+    hits = col.caption(target, k=k)
+    if as_json:
+        echo_json_lines(h.to_dict() for h in hits)
+    else:
+        print_hits(hits)
+
+
+@cli.command()
+@click.option("--threshold", type=click.FloatRange(-1, 1), default=0.95, show_default=True,
+              help="Cosine similarity at which two images count as duplicates.")
+@json_option("One JSON object per cluster.")
+@click.pass_context
+def duplicates(ctx: click.Context, threshold: float, as_json: bool) -> None:
+    """Clusters of near-duplicate images in the collection."""
+    clusters = open_collection(ctx).duplicates(threshold)
+    if as_json:
+        echo_json_lines(clusters)
+        return
+    for c in clusters:
+        click.echo(f"{len(c['ids'])} images:")
+        for p in c["paths"]:
+            click.echo(f"  {p}")
+    click.echo(f"{len(clusters)} clusters", err=True)
+
+
+@cli.command()
+@json_option("Print one JSON object.")
+@click.pass_context
+def info(ctx: click.Context, as_json: bool) -> None:
+    """Show the collection's model, item counts, indexes and disk use."""
+    data = open_collection(ctx).info()
+    if as_json:
+        click.echo(json.dumps(data))
+        return
+    model = data["model"]
+    name = model["name"] + (f" ({model['pretrained']})" if model["pretrained"] else "")
+    rows = [
+        ("collection", data["path"]),
+        ("model", name + (f", {data['dim']} dimensions" if data["dim"] else "")
+         + (f", {data['precision']}" if data["precision"] != "fp32" else "")),
+        ("items", f"{data['counts']['image']} images, {data['counts']['text']} texts"),
+    ]
+    rows += [(f"{modality} index", _describe_index(d)) for modality, d in data["index"].items()]
+    rows += [("disk", human_bytes(data["disk_bytes"])),
+             ("last indexed", data["last_indexed"] or "never")]
+    for key, value in rows:
+        click.echo(f"{key:<14}{value}")
+
+
+def _describe_index(d: dict[str, Any]) -> str:
+    kind = d["type"] + (f"/{d['params']['codec']}" if d["params"].get("codec") else "")
+    params = ", ".join(f"{k}={v}" for k, v in {**d["params"], **d["search_params"]}.items()
+                       if k != "codec")
+    recall = d.get("recall_at_10")
+    by_kind = ", ".join(f"{k} queries {v:.3f}"
+                        for k, v in d.get("recall_at_10_by_kind", {}).items())
+    return (f"{kind}, {d['ntotal']} vectors, {d['bytes_per_vector']:.0f} bytes/vector"
+            + (f", recall@10 {recall:.3f}" if recall is not None else "")
+            + (f" [{by_kind}]" if by_kind else "") + (f" ({params})" if params else ""))

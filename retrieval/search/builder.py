@@ -1,0 +1,193 @@
+"""The one place where raw input becomes a :class:`~.query.Query`.
+
+The command line, the HTTP service and Python callers hand over what they were given (texts,
+images, item ids, vectors, weighted terms, filters as strings, dates, tags, fusion and
+re-ranking settings); :func:`build_query` checks it against one set of rules and says what is
+wrong in one line (:class:`~retrieval.errors.QueryError`), whichever surface it came from.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import ItemNotFoundError, QueryError
+from .filters import Filter, parse_date, parse_where, path_filter
+from .query import TARGETS, TERM_KINDS, Hybrid, Query, Term
+from .rerank import parse_pipeline
+
+if TYPE_CHECKING:
+    from .rerank import Stage
+
+MAX_K = 10_000
+MAX_OFFSET = 10_000
+MAX_TEXT = 2_000  # characters in a text term
+MAX_TERMS = 32
+MAX_ITEM_ID = 2**63 - 1  # item ids are 64-bit integers
+_TARGET_NAMES = {"image": "image", "images": "image", "text": "text", "texts": "text"}
+
+
+def build_query(
+    text: str | None = None,
+    *,
+    image: str | os.PathLike[str] | bytes | None = None,
+    like: int | str | None = None,
+    vector: Sequence[float] | None = None,
+    terms: Sequence[Term | Mapping[str, Any]] = (),
+    target: str = "image",
+    k: int = 10,
+    offset: int = 0,
+    filters: Sequence[Filter | str] = (),
+    path: str | None = None,
+    after: str | None = None,
+    before: str | None = None,
+    tags: Sequence[str] = (),
+    hybrid: bool | Hybrid = False,
+    keyword_weight: float | None = None,
+    rerank: str | Sequence[Stage] | None = None,
+) -> Query:
+    """A checked query. ``text``, ``image``, ``like`` and ``vector`` are shorthands for terms
+    of weight 1; ``terms`` are :class:`Term` objects or ``{"kind", "value", "weight"}``
+    mappings. ``filters`` are :class:`Filter` objects or ``"FIELD OP VALUE"`` strings;
+    ``path``, ``after``, ``before`` and ``tags`` add the usual filters. ``target`` is
+    ``image`` or ``text`` (plurals accepted)."""
+    all_terms = [as_term(t) for t in terms]
+    for kind, value in (("text", text), ("image", image), ("like", like), ("vector", vector)):
+        if value is not None:
+            all_terms.append(as_term(Term(kind, value)))  # type: ignore[arg-type]
+    query = Query(all_terms, target=_target(target), k=k, offset=offset,
+                  filters=_filters(filters, path, after, before, tags),
+                  hybrid=_hybrid(hybrid, keyword_weight), rerank=parse_pipeline(rerank))
+    validate(query)
+    return query
+
+
+def validate(query: Query) -> None:
+    """The rules every query meets, however it was made."""
+    if not query.terms:
+        raise QueryError("nothing to search for: give a text, an image or an item id")
+    if len(query.terms) > MAX_TERMS:
+        raise QueryError(f"at most {MAX_TERMS} query terms, got {len(query.terms)}")
+    query.terms = [as_term(t) for t in query.terms]
+    query.target = _target(query.target)
+    if not _is_int(query.k) or not 1 <= query.k <= MAX_K:
+        raise QueryError(f"k must be an integer between 1 and {MAX_K}, got {query.k!r}")
+    if not _is_int(query.offset) or not 0 <= query.offset <= MAX_OFFSET:
+        raise QueryError(f"offset must be an integer between 0 and {MAX_OFFSET}, "
+                         f"got {query.offset!r}")
+
+
+def as_term(raw: Term | Mapping[str, Any]) -> Term:
+    """A checked term from a Term or a mapping with ``kind``, ``value`` and ``weight``."""
+    if isinstance(raw, Mapping):
+        unknown = set(raw) - {"kind", "value", "weight"}
+        if unknown or "kind" not in raw or "value" not in raw:
+            raise QueryError("a term is {kind, value, weight}"
+                             + (f"; unknown field {sorted(unknown)[0]!r}" if unknown else ""))
+        raw = Term(raw["kind"], raw["value"], raw.get("weight", 1.0))
+    if raw.kind not in TERM_KINDS:
+        raise QueryError(f"unknown term kind {raw.kind!r}; expected one of "
+                         f"{', '.join(TERM_KINDS)}")
+    weight = raw.weight
+    if not _is_number(weight) or not math.isfinite(weight):
+        raise QueryError(f"term weight must be a finite number, got {weight!r}")
+    value = {"text": _text, "image": _image, "like": item_id, "vector": _vector}[raw.kind](
+        raw.value)
+    return Term(raw.kind, value, float(weight))
+
+
+def item_id(value: Any) -> int:
+    """An item id from user input: an integer in the 64-bit range (a numeric string is
+    accepted, as the command line gives one)."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if not _is_int(value):
+        raise QueryError(f"item id must be an integer, got {value!r}")
+    if not 0 <= value <= MAX_ITEM_ID:
+        raise ItemNotFoundError(f"no item with id {value}")
+    return int(value)
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise QueryError(f"a text term is a string, got {type(value).__name__}")
+    if not value.strip():
+        raise QueryError("empty text term")
+    if len(value) > MAX_TEXT:
+        raise QueryError(f"a text term is at most {MAX_TEXT} characters, got {len(value)}")
+    return value
+
+
+def _image(value: Any) -> str | bytes:
+    if isinstance(value, (bytes, bytearray)):
+        if not value:
+            raise QueryError("the query image is empty")
+        return bytes(value)
+    if isinstance(value, (str, os.PathLike)) and os.fspath(value).strip():
+        return os.fspath(value)
+    raise QueryError("an image term is a file path or the image file's bytes")
+
+
+def _vector(value: Any) -> np.ndarray:
+    if not isinstance(value, np.ndarray):
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not all(
+                _is_number(x) for x in value):
+            raise QueryError("a query vector is a flat list of numbers")
+        value = np.asarray(value, dtype=np.float32)
+    if value.ndim != 1 or not value.size or not np.issubdtype(value.dtype, np.number):
+        raise QueryError("a query vector is a flat list of numbers")
+    value = value.astype(np.float32)
+    if not np.isfinite(value).all():
+        raise QueryError("a query vector holds only finite numbers")
+    return value
+
+
+def _target(value: Any) -> str:
+    if value not in _TARGET_NAMES:
+        raise QueryError(f"unknown target {value!r}; expected one of {', '.join(TARGETS)}")
+    return _TARGET_NAMES[value]
+
+
+def _filters(filters: Sequence[Filter | str], path: str | None, after: str | None,
+             before: str | None, tags: Sequence[str]) -> list[Filter]:
+    out = [f if isinstance(f, Filter) else parse_where(_as_str(f)) for f in filters]
+    if path:
+        out.append(path_filter(path))
+    if after:
+        parse_date(after, "--after")
+        out.append(Filter("date", ">=", after))
+    if before:
+        parse_date(before, "--before")
+        out.append(Filter("date", "<", before))
+    out += [Filter("tag", "=", t) for t in tags]
+    return out
+
+
+def _hybrid(hybrid: bool | Hybrid, keyword_weight: float | None) -> Hybrid | None:
+    if isinstance(hybrid, Hybrid):
+        return hybrid
+    if keyword_weight is not None and (not _is_number(keyword_weight) or
+                                       not 0 <= keyword_weight <= 100):
+        raise QueryError(f"keyword weight must be a number between 0 and 100, "
+                         f"got {keyword_weight!r}")
+    if not hybrid:
+        return None
+    return Hybrid(keyword_weight=1.0 if keyword_weight is None else float(keyword_weight))
+
+
+def _as_str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise QueryError(f"a filter is a string 'FIELD OP VALUE', got {value!r}")
+    return value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -1,0 +1,76 @@
+"""Running a query: embed its terms, filter, search the vector index, fuse keyword matches,
+re-rank, page, and read the hits from the catalog."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..encoders.spec import ModelSpec
+from ..errors import QueryError
+from .builder import validate
+from .embedding import QueryEmbedder
+from .filters import compile_filters
+from .hits import Hit, hydrate
+from .planning import filtered_search, fuse
+from .query import Query
+from .rerank import Candidate, RerankContext, SecondModel
+
+if TYPE_CHECKING:
+    from ..storage import Catalog
+
+
+class Searcher:
+    """Queries against one collection. ``index(modality)`` returns the vector index in step
+    with the catalog; ``second_model(spec)`` a second model for the re-ranking stage."""
+
+    def __init__(self, catalog: Catalog, index: Callable[[str], object], embedder: QueryEmbedder,
+                 second_model: Callable[[ModelSpec], SecondModel]) -> None:
+        self.catalog, self.index, self.embedder = catalog, index, embedder
+        self.second_model = second_model
+
+    def run(self, query: Query) -> list[Hit]:
+        validate(query)
+        q = self.embedder.vector(query.terms)
+        index = self.index(query.target)
+        need = query.offset + query.k
+        pool = max(need * 4, need + 40) if (query.rerank or query.hybrid) else need
+        allow = None
+        if query.filters:
+            conditions = compile_filters(query.filters, self.catalog, query.target)
+            allow = self.catalog.ids_where(query.target, conditions)
+        pairs, _plan = filtered_search(index, q, pool, allow)  # type: ignore[arg-type]
+        cands = [Candidate(i, s, scores={"vector": s}) for i, s in pairs]
+        if query.hybrid is not None:
+            words = query.keyword_text()
+            keyword = self.catalog.keyword_search(words, query.target, pool) if words else []
+            if allow is not None:
+                allowed = set(allow.tolist())
+                keyword = [(i, s) for i, s in keyword if i in allowed]
+            cands = [Candidate(i, f, scores=parts)
+                     for i, f, parts in fuse(pairs, keyword, query.hybrid)[:pool]]
+        if query.rerank:
+            ctx = RerankContext(query, q, need, self._stored, self.second_model)
+            for stage in query.rerank:
+                cands = stage.apply(ctx, cands)
+        return self._page(query, cands[query.offset:need])
+
+    def _stored(self, ids: list[int]) -> np.ndarray:
+        found, vecs = self.catalog.vectors(ids, self.embedder.dim())
+        if len(found) != len(ids):
+            missing = set(ids) - set(found.tolist())
+            raise QueryError(f"items {sorted(missing)[:5]} vanished during the search; retry")
+        return vecs
+
+    def _page(self, query: Query, page: list[Candidate]) -> list[Hit]:
+        hits = hydrate(self.catalog, [(c.id, c.score) for c in page])
+        extra = {c.id: c for c in page}
+        for h in hits:
+            c = extra[h.id]
+            if c.duplicates:
+                h.metadata["duplicates"] = c.duplicates
+            if query.hybrid is not None or query.rerank:
+                h.metadata["scores"] = c.scores
+        return hits

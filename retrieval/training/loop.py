@@ -1,0 +1,274 @@
+"""Train or fine-tune an open_clip model on captioned images; write it as a ``local-dir`` model.
+
+The symmetric contrastive loss from open_clip (sigmoid loss for SigLIP models), over batches of
+images from the decoded cache with one of each image's captions drawn per epoch. Each epoch
+writes a resumable checkpoint and the current weights in open_clip's ``local-dir`` layout, so
+``--model local-dir:OUT`` works at once; a resumed run continues exactly as an uninterrupted
+one would (every epoch draws its own seeded shuffle).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..encoders import DEFAULT_MODEL
+from ..errors import TrainingError
+from ..fileio import atomic_path
+from ..ingest.report import FileError
+from ..media import DEFAULT_MAX_PIXELS
+from .data import decode_cache, fingerprint, read_pairs, split
+from .model import (
+    build_model,
+    evaluate,
+    image_spec,
+    lr_at,
+    param_groups,
+    save_weights,
+    write_config,
+)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (stored in checkpoints, checked on resume)."""
+
+    data: str
+    out: str
+    model: str = DEFAULT_MODEL.name
+    pretrained: str | None = DEFAULT_MODEL.pretrained
+    from_scratch: bool = False  # model is an open_clip architecture name or a config JSON file
+    lock_image: bool = False
+    lock_text: bool = False
+    epochs: int = 5
+    batch_size: int = 64
+    lr: float | None = None  # default: 5e-4 from scratch, 1e-5 when fine-tuning
+    weight_decay: float = 0.1
+    warmup_steps: int | None = None  # default: 5% of all steps
+    seed: int = 0
+    val_fraction: float = 0.1
+    workers: int | None = None
+    device: str = "auto"
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    keep_checkpoints: int = 1
+    half_weights: bool = False  # write the final weights as float16 (half the size)
+
+    def learning_rate(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        return 5e-4 if self.from_scratch else 1e-5
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    """A progress report: phase is decode, train or eval."""
+
+    phase: str
+    epoch: int
+    epochs: int
+    step: int = 0
+    steps: int = 0
+    loss: float | None = None
+    lr: float | None = None
+    metrics: dict[str, float] | None = None
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: the model folder, its spec, and per-epoch metrics."""
+
+    out: Path
+    model: str
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[FileError] = field(default_factory=list)
+    train_images: int = 0
+    val_images: int = 0
+
+
+def train(cfg: TrainConfig, *, resume: bool = False,
+          progress: Callable[[TrainProgress], None] | None = None) -> TrainResult:
+    """Run (or resume) training; returns where the model is and what it measured."""
+    run = _Run(cfg, resume, progress or (lambda _p: None))
+    for epoch in range(run.start_epoch, cfg.epochs):
+        run.epoch(epoch)
+    (run.out / "metrics.json").write_text(json.dumps(run.result.epochs, indent=1))
+    return run.result
+
+
+class _Run:
+    """One training run: data and model prepared, optimiser (restored when resuming)."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool,
+                 report: Callable[[TrainProgress], None]) -> None:
+        import torch
+
+        from ..encoders.openclip import resolve_device
+
+        self.cfg, self.report = cfg, report
+        self.out = Path(cfg.out).expanduser().absolute()
+        cfg.out = str(self.out)
+        if cfg.epochs < 1 or cfg.batch_size < 2:
+            raise TrainingError("epochs must be >= 1 and batch size >= 2")
+        ckpt = _latest_checkpoint(self.out)
+        if resume and ckpt is None:
+            raise TrainingError(
+                f"nothing to resume: no checkpoint under {self.out / 'checkpoints'}")
+        if not resume and ckpt is not None:
+            raise TrainingError(f"{self.out} already holds a training run; pass --resume to "
+                                "continue it or choose another --out")
+        self.device = resolve_device(cfg.device)
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        self._prepare_data_and_model()
+        self._prepare_optimiser()
+        self.start_epoch = self.step = 0
+        if resume and ckpt is not None:
+            self._resume(ckpt)
+
+    def _prepare_data_and_model(self) -> None:
+        cfg = self.cfg
+        self.pairs, skipped = read_pairs(cfg.data)
+        train_paths, val_paths = split(list(self.pairs), cfg.val_fraction, cfg.seed,
+                                       cfg.batch_size)
+        self.model, self.tokenizer, self.model_cfg = build_model(cfg, self.device)
+        self.spec = image_spec(self.model)
+        import open_clip
+
+        self.preprocess_cfg = dict(open_clip.get_model_preprocess_cfg(self.model))
+        self.report(TrainProgress("decode", 0, cfg.epochs, 0, len(self.pairs)))
+        all_paths = train_paths + val_paths
+        self.pixels, self.kept, bad = decode_cache(
+            all_paths, self.spec, self.out / "cache", cfg.workers, cfg.max_pixels,
+            lambda n: self.report(TrainProgress("decode", 0, cfg.epochs, n, len(all_paths))))
+        row = {p: i for i, p in enumerate(self.kept)}
+        self.train_rows = [row[p] for p in train_paths if p in row]
+        self.val_rows = [row[p] for p in val_paths if p in row]
+        if len(self.train_rows) < 2:
+            raise TrainingError("too little data: fewer than 2 readable training images")
+        self.data_key = fingerprint([train_paths, val_paths])
+        self.result = TrainResult(self.out, f"local-dir:{self.out}", skipped=skipped + bad,
+                                  train_images=len(self.train_rows),
+                                  val_images=len(self.val_rows))
+
+    def _prepare_optimiser(self) -> None:
+        import open_clip
+        import torch
+
+        cfg, model = self.cfg, self.model
+        if cfg.lock_image and cfg.lock_text:
+            raise TrainingError("both towers are locked: nothing would be trained")
+        if cfg.lock_image:
+            model.lock_image_tower(unlocked_groups=0)
+        if cfg.lock_text:
+            model.lock_text_tower(unlocked_layers=0)
+        self.loss_fn = open_clip.SigLipLoss() if getattr(model, "logit_bias", None) \
+            is not None else open_clip.ClipLoss()
+        self.optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay),
+                                           lr=cfg.learning_rate(), betas=(0.9, 0.98), eps=1e-6)
+        self.batch = min(cfg.batch_size, len(self.train_rows))
+        self.steps_per_epoch = len(self.train_rows) // self.batch
+        self.total = self.steps_per_epoch * cfg.epochs
+        self.warmup = cfg.warmup_steps if cfg.warmup_steps is not None \
+            else max(1, self.total // 20)
+
+    def _resume(self, path: Path) -> None:
+        import torch
+
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        saved = state["config"]
+        for k in ("model", "pretrained", "from_scratch", "batch_size", "epochs", "seed"):
+            if saved.get(k) != getattr(self.cfg, k):
+                raise TrainingError(f"cannot resume: {k} was {saved.get(k)!r} in the "
+                                    f"checkpoint, {getattr(self.cfg, k)!r} now")
+        if state["data_key"] != self.data_key:
+            raise TrainingError("cannot resume: the training data changed since the checkpoint")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.start_epoch, self.step = state["epoch"], state["step"]
+        self.result.epochs = state["history"]
+        torch.set_rng_state(state["torch_rng"])
+
+    def epoch(self, epoch: int) -> None:
+        cfg = self.cfg
+        # One generator per epoch: a resumed run shuffles and samples captions exactly as an
+        # uninterrupted one would.
+        rng = np.random.default_rng([cfg.seed, epoch])
+        order = np.asarray(self.train_rows)[rng.permutation(len(self.train_rows))]
+        t0 = time.perf_counter()
+        self.model.train()
+        losses = [self._step(epoch, b, order, rng) for b in range(self.steps_per_epoch)]
+        metrics = self._evaluate()
+        record = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else None,
+                  "seconds": round(time.perf_counter() - t0, 1), **metrics}
+        self.result.epochs.append(record)
+        self.report(TrainProgress("eval", epoch + 1, cfg.epochs, self.steps_per_epoch,
+                                  self.steps_per_epoch, record["loss"], None, metrics))
+        self._save(epoch + 1)
+
+    def _step(self, epoch: int, b: int, order: np.ndarray, rng: np.random.Generator) -> float:
+        import torch
+
+        from ..encoders.openclip import pixels_to_tensor
+
+        rows = np.sort(order[b * self.batch:(b + 1) * self.batch])
+        caps = [self.captions(r)[int(rng.integers(len(self.captions(r))))] for r in rows]
+        lr = lr_at(self.step, self.total, self.warmup, self.cfg.learning_rate())
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        images = pixels_to_tensor(np.asarray(self.pixels[rows]), self.spec, self.device)
+        out = self.model(images, self.tokenizer(caps).to(self.device))
+        loss = self.loss_fn(*out) if isinstance(out, tuple) else self.loss_fn(**out)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        with torch.no_grad():
+            self.model.logit_scale.clamp_(0, math.log(100))
+        self.step += 1
+        self.report(TrainProgress("train", epoch + 1, self.cfg.epochs, b + 1,
+                                  self.steps_per_epoch, float(loss.item()), lr))
+        return float(loss.item())
+
+    def captions(self, row: int) -> list[str]:
+        return self.pairs[self.kept[row]]
+
+    def _evaluate(self) -> dict[str, float]:
+        if not self.val_rows:
+            return {}
+        return evaluate(self.model, self.tokenizer, self.pixels[self.val_rows],
+                        [self.captions(r) for r in self.val_rows], self.spec, self.device)
+
+    def _save(self, epoch: int) -> None:
+        """The model folder is usable after every epoch; the checkpoint makes it resumable."""
+        import torch
+
+        cfg = self.cfg
+        write_config(self.out, self.model_cfg, self.preprocess_cfg)
+        save_weights(self.model, self.out, cfg.half_weights and epoch == cfg.epochs)
+        folder = self.out / "checkpoints"
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(folder / f"epoch_{epoch}.pt") as tmp:
+            torch.save({"model": self.model.state_dict(),
+                        "optimizer": self.optimizer.state_dict(), "epoch": epoch,
+                        "step": self.step, "config": asdict(cfg), "data_key": self.data_key,
+                        "history": self.result.epochs, "torch_rng": torch.get_rng_state()}, tmp)
+        for old in _checkpoints(self.out)[:-max(1, cfg.keep_checkpoints)]:
+            old.unlink()
+
+
+def _checkpoints(out: Path) -> list[Path]:
+    return sorted((out / "checkpoints").glob("epoch_*.pt"),
+                  key=lambda p: int(p.stem.split("_")[1]))
+
+
+def _latest_checkpoint(out: Path) -> Path | None:
+    found = _checkpoints(out)
+    return found[-1] if found else None
