@@ -1,21 +1,15 @@
 """The ``Collection`` facade: the one object the CLI, the HTTP app and Python callers use.
 
-A collection is a folder::
-
-    catalog.sqlite      the SQL catalog (source of truth)
-    indexes/            FAISS indexes derived from it, one per modality
-    lock                taken by writers (index, add-texts, remove, tag, sync)
-
-It delegates: its model to :class:`~retrieval.binding.ModelBinding`, ingest to
-:mod:`retrieval.ingest`, searches to :class:`~retrieval.search.searcher.Searcher`, tags to
-:mod:`retrieval.enrich.tagging`, duplicate clusters to :mod:`retrieval.search.duplicates`, the
-vector indexes to :class:`~retrieval.storage.vector_indexes.VectorIndexes`. Searching never
-blocks on a writer: the catalog is read in WAL mode and index files are replaced atomically.
+It delegates: the folder and catalog to :mod:`retrieval.storage`, the model to
+:class:`~retrieval.binding.ModelBinding`, index runs to :mod:`retrieval.ingest`, searches to
+:class:`~retrieval.search.searcher.Searcher`, tags to :mod:`retrieval.enrich.tagging`,
+duplicate clusters to :mod:`retrieval.search.duplicates`, and the vector indexes to
+:class:`~retrieval.storage.vector_indexes.VectorIndexes`. Searching never blocks on a writer:
+the catalog is read in WAL mode and index files are replaced atomically.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,12 +19,11 @@ from typing import TYPE_CHECKING, Any
 from .binding import ModelBinding
 from .config import default_collection_path
 from .encoders import Encoder, ModelSpec
-from .errors import CollectionError, CollectionNotFoundError, IndexingError, ItemNotFoundError
 from .search import Hit, Hybrid, Query, Term, build_query
+from .storage.folder import CATALOG_FILE, INDEX_DIR, open_catalog
 from .storage.lock import WriteLock
 
 if TYPE_CHECKING:
-    from indexers import VectorIndex
 
     from .ingest import IndexSummary, ProgressCallback, TextInput
     from .search.filters import Filter
@@ -39,9 +32,6 @@ if TYPE_CHECKING:
     from .storage.vector_indexes import VectorIndexes
 
 log = logging.getLogger("retrieval")
-
-CATALOG_FILE = "catalog.sqlite"
-INDEX_DIR = "indexes"
 
 
 class Collection:
@@ -60,24 +50,15 @@ class Collection:
                  model: str | ModelSpec | None = None, pretrained: str | None = None,
                  device: str | None = "auto", encoder: Encoder | None = None,
                  precision: str | None = None, one_shot: bool = False) -> None:
-        from .storage import Catalog
+        from .binding import with_weights
 
         self.path = Path(path or default_collection_path()).expanduser().absolute()
         requested = encoder.spec if encoder is not None else (
             ModelSpec.parse(model, pretrained) if isinstance(model, str) else model)
-        if not (self.path / CATALOG_FILE).exists():
-            if requested is None:
-                raise CollectionNotFoundError(
-                    f"no collection at {self.path}; index a folder into it to create it "
-                    f"(retrieval --collection {self.path} index FOLDER)")
-            if encoder is None:  # refuse a model without weights before creating anything
-                from .binding import with_weights
-
-                requested = with_weights(requested, None)
-            if self.path.exists() and not self.path.is_dir():
-                raise CollectionError(f"{self.path} exists and is not a folder")
-            self.path.mkdir(parents=True, exist_ok=True)
-        self.catalog = Catalog(self.path / CATALOG_FILE, create=True)
+        if requested is not None and encoder is None and not (
+                self.path / CATALOG_FILE).exists():
+            requested = with_weights(requested, None)  # refused before anything is created
+        self.catalog = open_catalog(self.path, create=requested is not None)
         self._catalog_id = self.catalog.ensure_catalog_id()
         self.model = ModelBinding(self.catalog, self.path, requested, device=device,
                                   encoder=encoder, one_shot=one_shot)
@@ -107,7 +88,8 @@ class Collection:
         indexes and is kept for later runs. With ``strict=True`` a run that skipped any file
         raises :class:`IndexingError` after committing what it could (the summary is on it).
         """
-        from .ingest import IndexOptions, index_images
+        from .ingest import IndexOptions
+        from .ingest.runs import index_run
         from .ingest.scan import check_roots
         from .media import DEFAULT_MAX_PIXELS
 
@@ -117,20 +99,11 @@ class Collection:
         with self.lock.hold():
             if index_memory is not None:
                 self._vector_indexes().set_memory_budget(index_memory)
-            known = set(self.roots())
-            if not known.issuperset(roots):
-                self.catalog.set_settings(roots=sorted(known | set(roots)))
-            self.model.indexing_encoder(progress)  # a model without an export gets one now
-            try:
-                summary = index_images(self.catalog, lambda: self.model.indexing_encoder(),
-                                       roots, options, progress)
-            finally:
-                self.catalog.set_settings(last_indexed_at=_now())
+            summary = index_run(self.catalog, lambda: self.model.indexing_encoder(progress),
+                                roots, options, progress)
             self._sync(progress)
-        if strict and summary.failed:
-            first = summary.errors[0]
-            raise IndexingError(f"{summary.failed} file(s) skipped (strict mode); first: "
-                                f"{first.path}: {first.reason}", summary)
+        if strict:
+            summary.check_strict()
         return summary
 
     def add_texts(self, texts: str | os.PathLike[str] | Sequence[str | Mapping[str, Any]
@@ -138,20 +111,13 @@ class Collection:
                   progress: ProgressCallback | None = None) -> IndexSummary:
         """Add texts: a file (one per line, or JSONL with ``text``, ``id``, metadata) or a list
         of strings / dicts. Texts with an ``id`` replace the stored text of that id."""
-        from .ingest import TextInput, add_texts, read_text_file
+        from .ingest.runs import add_texts_run, text_inputs
 
-        errors = []
-        if isinstance(texts, (str, os.PathLike)):
-            inputs, errors = read_text_file(texts)
-        else:
-            inputs = [TextInput.of(t) for t in texts]
+        inputs, errors = text_inputs(texts)
         with self.lock.hold():
-            self.model.indexing_encoder(progress)
-            summary = add_texts(self.catalog, lambda: self.model.indexing_encoder(), inputs,
-                                progress=progress)
+            summary = add_texts_run(self.catalog, lambda: self.model.indexing_encoder(progress),
+                                    inputs, errors, progress)
             self._sync()
-        summary.failed += len(errors)
-        summary.errors.extend(errors)
         return summary
 
     def roots(self) -> list[str]:
@@ -178,23 +144,18 @@ class Collection:
     def _sync(self, progress: ProgressCallback | None = None) -> None:
         from .ingest.report import IndexProgress, messages
 
-        if self.catalog.get_settings().get("dim") is None:
-            return
-        if progress:
-            progress(IndexProgress("index", 0))
-        self._vector_indexes().sync(messages(progress, "index"))
+        if self.catalog.get_settings().get("dim") is not None:
+            if progress:
+                progress(IndexProgress("index", 0))
+            self._vector_indexes().sync(messages(progress, "index"))
 
     def _vector_indexes(self) -> VectorIndexes:
         if self._indexes is None:
             from .storage.vector_indexes import VectorIndexes
 
             self._indexes = VectorIndexes(self.catalog, self.path / INDEX_DIR, self.dim,
-                                          self._catalog_id, can_save=lambda: self.lock.held)
+                                          self._catalog_id, self.lock)
         return self._indexes
-
-    def _index(self, modality: str) -> VectorIndex:
-        with self.lock.hold_if_free():  # a caught-up index is saved when nobody else writes
-            return self._vector_indexes().get(modality)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -219,24 +180,17 @@ class Collection:
     def run(self, query: Query) -> list[Hit]:
         """Run a :class:`Query`: embed, filter, search, fuse, re-rank, page, hydrate."""
         if self._searcher is None:
-            from .search.embedding import QueryEmbedder
             from .search.searcher import Searcher
 
-            embedder = QueryEmbedder(self.catalog, lambda: self.model.encoder,
-                                     lambda: self.model.dim, self.model.text_cache)
-            self._searcher = Searcher(self.catalog, self._index, embedder,
-                                      self.model.second_model)
+            self._searcher = Searcher.over(self.catalog, self.model,
+                                           lambda m: self._vector_indexes().for_search(m))
         return self._searcher.run(query)
 
     def get(self, item_id: int) -> Hit:
         """One item by id, as a hit without a score."""
-        from .search.builder import item_id as checked_id
-        from .search.hits import hydrate
+        from .search.hits import lookup
 
-        hits = hydrate(self.catalog, [(checked_id(item_id), None)])
-        if not hits:
-            raise ItemNotFoundError(f"no item with id {item_id} in collection {self.path}")
-        return hits[0]
+        return lookup(self.catalog, item_id, where=f"collection {self.path}")
 
     def caption(self, image: str | os.PathLike[str] | bytes | int, k: int = 5) -> list[Hit]:
         """The stored texts and captions that best describe an image (captioning by
@@ -249,40 +203,26 @@ class Collection:
             min_score: float = 0.1, progress: ProgressCallback | None = None) -> dict[str, int]:
         """Zero-shot tags for every image not tagged this way yet (see
         :mod:`retrieval.enrich.tagging`); returns ``tagged``, ``unchanged`` and ``labels``."""
-        from .enrich.tagging import DEFAULT_TEMPLATES, check_labels, tag_images
+        from .enrich.tagging import tag_images
 
-        templates = templates or DEFAULT_TEMPLATES
         with self.lock.hold():
-            done = tag_images(self.catalog, self.model.encoder, self.dim, labels,
+            return tag_images(self.catalog, self.model.encoder, self.dim, labels,
                               model=str(self.spec), templates=templates, top=top,
                               min_score=min_score, progress=progress)
-        return {"tagged": done, "unchanged": self.catalog.counts()["image"] - done,
-                "labels": len(check_labels(labels, templates))}
 
     def duplicates(self, threshold: float = 0.95, neighbours: int = 10) -> list[dict[str, Any]]:
         """Clusters of near-duplicate images (cosine >= threshold), largest first."""
         from .search.duplicates import duplicate_clusters
 
-        return duplicate_clusters(self.catalog, self._index("image"), self.dim, threshold,
-                                  neighbours)
+        return duplicate_clusters(self.catalog, self._vector_indexes().for_search("image"),
+                                  self.dim, threshold, neighbours)
 
     def info(self) -> dict[str, Any]:
         """Model, dimension, counts, indexes and disk use; never loads the model."""
-        settings = self.catalog.get_settings()
-        dim = settings.get("dim")
-        indexes: dict[str, Any] = {}
-        if dim is not None:
-            with self.lock.hold_if_free():
-                indexes = {m: self._vector_indexes().describe(m) for m in ("image", "text")}
-        return {
-            "path": str(self.path), "model": self.spec.to_dict(), "dim": dim,
-            "precision": self.precision, "model_identity": settings.get("model_identity"),
-            "counts": self.catalog.counts(), "index": indexes,
-            "disk_bytes": sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file()),
-            "created_at": settings.get("created_at"),
-            "last_indexed": settings.get("last_indexed_at"),
-            "schema_version": self.catalog.schema_version,
-        }
+        from .storage.folder import describe
+
+        indexes = self._vector_indexes() if self.catalog.get_settings().get("dim") else None
+        return describe(self.path, self.catalog, self.spec, indexes)
 
     def export_model(self, *, int8: bool = False, force: bool = False,
                      progress: ProgressCallback | None = None) -> Any:
@@ -305,10 +245,6 @@ class Collection:
 
     def __repr__(self) -> str:
         return f"Collection({str(self.path)!r}, model={str(self.spec)!r})"
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
 __all__ = ["Collection", "Hit"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from indexers import FlatIndex, IndexFileError, build_index, load_index, save_index
 from retrieval.storage import Catalog, ImageRecord, TextRecord
+from retrieval.storage.lock import WriteLock
 from retrieval.storage.vector_indexes import VectorIndexes
 
 DIM = 8
@@ -32,8 +34,19 @@ def _catalog_ids(cat: Catalog, modality: str) -> set[int]:
     return {int(i) for ids, _ in cat.iter_vectors(modality, DIM) for i in ids}
 
 
+def _lock(folder: Path, held: bool) -> WriteLock:
+    """A writer holds a collection lock (it may save indexes); a reader does not. Each index
+    set here stands for its own process, so each gets a lock of its own."""
+    folder = folder.parent / f"lock-{uuid.uuid4().hex}"
+    folder.mkdir(parents=True)
+    lock = WriteLock(folder)
+    if held:
+        assert lock.acquire()
+    return lock
+
+
 def _index_set(cat: Catalog, folder: Path, can_save: bool = True) -> VectorIndexes:
-    return VectorIndexes(cat, folder, DIM, cat.ensure_catalog_id(), can_save=lambda: can_save)
+    return VectorIndexes(cat, folder, DIM, cat.ensure_catalog_id(), _lock(folder, can_save))
 
 
 def _assert_agrees(cat: Catalog, idx: VectorIndexes) -> None:

@@ -210,6 +210,8 @@ def test_choice_follows_size_and_budget():
 
 def test_collection_switches_tier_as_it_grows(tmp_path, monkeypatch, caplog):
     """A collection indexed past its tier is rebuilt into the right type on the next sync."""
+    from test_index_sync import _lock
+
     from retrieval.storage import Catalog, ImageRecord
     from retrieval.storage.vector_indexes import VectorIndexes
 
@@ -221,7 +223,7 @@ def test_collection_switches_tier_as_it_grows(tmp_path, monkeypatch, caplog):
         cat.write_images([ImageRecord(f"/{i}.jpg", i, i, f"h{i}", xb[i]) for i in range(lo, hi)])
 
     events: list[str] = []
-    idx = VectorIndexes(cat, tmp_path / "ix", D, cat.ensure_catalog_id(), can_save=lambda: True)
+    idx = VectorIndexes(cat, tmp_path / "ix", D, cat.ensure_catalog_id(), _lock(tmp_path, True))
     write(0, 200)
     idx.sync(events.append)
     assert idx.get("image").kind == "flat" and not events
@@ -233,13 +235,16 @@ def test_collection_switches_tier_as_it_grows(tmp_path, monkeypatch, caplog):
     assert any("rebuilding it as ivf" in e for e in events), events
     assert index.tuning["recall_at_10"] >= 0.95 and index.search_params["nprobe"] >= 1
     # A new process loads the new tier with its tuned parameters.
-    fresh = VectorIndexes(cat, tmp_path / "ix", D, cat.ensure_catalog_id(), can_save=lambda: False)
+    fresh = VectorIndexes(cat, tmp_path / "ix", D, cat.ensure_catalog_id(),
+                           _lock(tmp_path / "reader", False))
     assert fresh.get("image").describe()["search_params"] == index.search_params
 
 
 def test_memory_mapped_index_catches_up(tmp_path, monkeypatch):
     """A reader maps a large index read-only; when the catalog moved on it reloads and applies
     the changes instead of failing."""
+    from test_index_sync import _lock
+
     from retrieval.storage import Catalog, ImageRecord
     from retrieval.storage.vector_indexes import VectorIndexes
 
@@ -248,8 +253,9 @@ def test_memory_mapped_index_catches_up(tmp_path, monkeypatch):
     cat = Catalog(tmp_path / "c.sqlite", create=True)
     xb = clustered(3000, seed=10)
     cat.write_images([ImageRecord(f"/{i}.jpg", i, i, f"h{i}", xb[i]) for i in range(2500)])
-    VectorIndexes(cat, tmp_path / "ix", D, cat.ensure_catalog_id(), can_save=lambda: True).sync()
-    reader = VectorIndexes(cat, tmp_path / "ix", D, cat.ensure_catalog_id(), can_save=lambda: False)
+    VectorIndexes(cat, tmp_path / "ix", D, cat.ensure_catalog_id(), _lock(tmp_path, True)).sync()
+    reader = VectorIndexes(cat, tmp_path / "ix", D, cat.ensure_catalog_id(),
+                           _lock(tmp_path / "reader", False))
     assert reader.get("image").read_only and reader.get("image").ntotal == 2500
     cat.write_images([ImageRecord(f"/{i}.jpg", i, i, f"h{i}", xb[i]) for i in range(2500, 3000)])
     index = reader.get("image")

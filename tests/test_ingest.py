@@ -24,7 +24,7 @@ def _open(tmp_path: Path, encoder: Any) -> Collection:
 
 
 def _index_ids(col: Collection, modality: str) -> list[int]:
-    return sorted(int(i) for i in col._index(modality).ids())
+    return sorted(int(i) for i in col._vector_indexes().for_search(modality).ids())
 
 
 def _catalog_ids(col: Collection, modality: str) -> list[int]:

@@ -53,12 +53,22 @@ def label_vectors(encoder: Encoder, labels: Sequence[str], templates: Sequence[s
 
 
 def tag_images(catalog: Catalog, encoder: Encoder, dim: int, labels: Sequence[str], *,
-               model: str, templates: Sequence[str] = DEFAULT_TEMPLATES, top: int = 3,
-               min_score: float = 0.1, progress: ProgressCallback | None = None) -> int:
-    """Tag the images this run has not covered yet; returns how many were tagged."""
-    progress = progress or no_progress
+               model: str, templates: Sequence[str] | None = None, top: int = 3,
+               min_score: float = 0.1, progress: ProgressCallback | None = None
+               ) -> dict[str, int]:
+    """Tag the images this run has not covered yet; returns ``tagged`` (images tagged now),
+    ``unchanged`` (the others) and ``labels`` (distinct labels)."""
+    templates = templates or DEFAULT_TEMPLATES
     labels = check_labels(labels, templates)
-    run = signature(model, labels, templates, top, min_score)
+    done = _tag(catalog, encoder, dim, labels, templates, signature(
+        model, labels, templates, top, min_score), top, min_score, progress or no_progress)
+    return {"tagged": done, "unchanged": catalog.counts()["image"] - done,
+            "labels": len(labels)}
+
+
+def _tag(catalog: Catalog, encoder: Encoder, dim: int, labels: list[str],
+         templates: Sequence[str], run: str, top: int, min_score: float,
+         progress: ProgressCallback) -> int:
     todo = catalog.untagged(run)
     if not len(todo):
         return 0

@@ -36,6 +36,15 @@ class IndexSummary:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def check_strict(self) -> None:
+        """A run asked to fail on skipped files: :class:`IndexingError` when any was."""
+        from ..errors import IndexingError
+
+        if self.failed:
+            first = self.errors[0]
+            raise IndexingError(f"{self.failed} file(s) skipped (strict mode); first: "
+                                f"{first.path}: {first.reason}", self)
+
 
 @dataclass(frozen=True)
 class IndexProgress:

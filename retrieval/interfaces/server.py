@@ -108,50 +108,24 @@ def _hit_out(h: Hit) -> HitOut:
     return HitOut(**h.to_dict())
 
 
-def create_app(collection: Collection, *, token: str | None = None,
-               max_upload_bytes: int = MAX_UPLOAD_BYTES,
-               max_pixels: int = MAX_UPLOAD_PIXELS) -> FastAPI:
-    """The ASGI app serving ``collection``; ``token`` enables bearer authentication."""
-    engine = ThreadPoolExecutor(1, thread_name_prefix="retrieval-engine")
+class _Service:
+    """The collection behind the app, its engine thread and the service's upload limits."""
+
+    def __init__(self, collection: Collection, max_upload_bytes: int, max_pixels: int) -> None:
+        self.collection = collection
+        self.max_upload_bytes, self.max_pixels = max_upload_bytes, max_pixels
+        self.engine = ThreadPoolExecutor(1, thread_name_prefix="retrieval-engine")
+        self.thumbs = collection.path / "thumbnails"
 
     @contextlib.asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
         yield
-        engine.shutdown(wait=True)
+        self.engine.shutdown(wait=True)
 
-    app = FastAPI(
-        title="retrieval",
-        summary="Search images by text, by image, and texts by image.",
-        version=_version(),
-        lifespan=lifespan,
-    )
-    thumbs = collection.path / "thumbnails"
-    if token is not None:
-        app.add_middleware(BearerAuth, token=token)
+    async def on_engine(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.engine, fn, *args)
 
-    async def on_engine(fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(engine, fn, *args)
-
-    @app.exception_handler(RetrievalError)
-    def _library_error(_req: Request, exc: RetrievalError) -> JSONResponse:
-        status = 404 if isinstance(exc, ItemNotFoundError) else 400
-        if isinstance(exc, ModelError) and not isinstance(exc, ModelNotFoundError):
-            status = 503  # weights missing on the server: not the client's fault
-        elif isinstance(exc, CollectionError):
-            status = 409
-        return JSONResponse({"detail": str(exc)}, status_code=status)
-
-    @app.exception_handler(RequestValidationError)
-    def _invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        if first.get("type") == "json_invalid":
-            return JSONResponse({"detail": "the request body is not valid JSON"}, 422)
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        msg = first.get("msg", "invalid request")
-        return JSONResponse({"detail": f"{where}: {msg}" if where else msg,
-                             "errors": _safe_errors(exc)}, status_code=422)
-
-    def run_search(body: SearchIn, upload: bytes | None = None) -> SearchOut:
+    def search(self, body: SearchIn, upload: bytes | None = None) -> SearchOut:
         terms: list[dict[str, Any]] = [t.model_dump() for t in body.terms]
         for t in terms:
             if t["kind"] == "image":
@@ -166,30 +140,76 @@ def create_app(collection: Collection, *, token: str | None = None,
             keyword_weight=body.keyword_weight, rerank=body.rerank)
         for t in query.terms:  # the service's own limits on uploaded images
             if t.kind == "image":
-                _upload(t.value, max_upload_bytes, max_pixels)
+                _upload(t.value, self.max_upload_bytes, self.max_pixels)
         start = time.perf_counter()
-        hits = collection.run(query)
+        hits = self.collection.run(query)
         return SearchOut(hits=[_hit_out(h) for h in hits],
                          took_ms=round((time.perf_counter() - start) * 1000, 2))
 
+    def thumbnail(self, item_id: int, size: int) -> Path:
+        path = _servable(self.collection, item_id)
+        size = min((s for s in THUMB_SIZES if s >= size), default=THUMB_SIZES[-1])
+        st = path.stat()
+        key = hashlib.sha256(f"{path}:{st.st_size}:{st.st_mtime_ns}:{size}".encode())
+        cached = self.thumbs / f"{item_id}-{key.hexdigest()[:16]}.jpg"
+        if not cached.exists():
+            _make_thumbnail(path, cached, size)
+        return cached
+
+
+def create_app(collection: Collection, *, token: str | None = None,
+               max_upload_bytes: int = MAX_UPLOAD_BYTES,
+               max_pixels: int = MAX_UPLOAD_PIXELS) -> FastAPI:
+    """The ASGI app serving ``collection``; ``token`` enables bearer authentication."""
+    service = _Service(collection, max_upload_bytes, max_pixels)
+    app = FastAPI(title="retrieval", version=_version(), lifespan=service.lifespan,
+                  summary="Search images by text, by image, and texts by image.")
+    if token is not None:
+        app.add_middleware(BearerAuth, token=token)
+    app.add_exception_handler(RetrievalError, _library_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
+    _search_routes(app, service)
+    _item_routes(app, service)
+    return app
+
+
+def _library_error(_req: Request, exc: RetrievalError) -> JSONResponse:
+    status = 404 if isinstance(exc, ItemNotFoundError) else 400
+    if isinstance(exc, ModelError) and not isinstance(exc, ModelNotFoundError):
+        status = 503  # weights missing on the server: not the client's fault
+    elif isinstance(exc, CollectionError):
+        status = 409
+    return JSONResponse({"detail": str(exc)}, status_code=status)
+
+
+def _invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0] if exc.errors() else {}
+    if first.get("type") == "json_invalid":
+        return JSONResponse({"detail": "the request body is not valid JSON"}, 422)
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    msg = first.get("msg", "invalid request")
+    return JSONResponse({"detail": f"{where}: {msg}" if where else msg,
+                         "errors": _safe_errors(exc)}, status_code=422)
+
+
+def _search_routes(app: FastAPI, service: _Service) -> None:
     @app.get("/health", tags=["service"])
     async def health() -> dict[str, Any]:
         """Liveness: the collection is open."""
-        return {"status": "ok", "collection": str(collection.path)}
+        return {"status": "ok", "collection": str(service.collection.path)}
 
     @app.get("/info", tags=["service"])
     async def info() -> dict[str, Any]:
         """Model, counts, indexes and disk use of the collection."""
-        return await on_engine(collection.info)
+        return await service.on_engine(service.collection.info)  # type: ignore[no-any-return]
 
     @app.post("/search", response_model=SearchOut, tags=["search"])
     async def search(body: SearchIn) -> Response:
         """Search by text, base64 image, stored item, raw vector or weighted terms, with
         filters, hybrid keyword fusion and a re-ranking pipeline."""
-        return _json(await on_engine(run_search, body))
+        return _json(await service.on_engine(service.search, body))
 
-    @app.post("/search/upload", response_model=SearchOut,
-              tags=["search"])
+    @app.post("/search/upload", response_model=SearchOut, tags=["search"])
     async def search_upload(
         image: Annotated[UploadFile, File(description="an image file")],
         k: Annotated[int, Form()] = 10,
@@ -200,43 +220,35 @@ def create_app(collection: Collection, *, token: str | None = None,
         rerank: Annotated[str | None, Form(max_length=500)] = None,
     ) -> Response:
         """Search with an uploaded image file (multipart form), optionally plus text."""
-        data = await image.read(max_upload_bytes + 1)
+        data = await image.read(service.max_upload_bytes + 1)
         body = SearchIn(text=text or None, k=k, offset=offset, target=target,
                         filters=[f for f in (filters or []) if f], rerank=rerank or None)
-        return _json(await on_engine(run_search, body, data))
+        return _json(await service.on_engine(service.search, body, data))
 
+
+def _item_routes(app: FastAPI, service: _Service) -> None:
     @app.get("/items/{item_id}", response_model=HitOut, tags=["items"])
     def item(item_id: ItemId) -> HitOut:
         """An item's metadata."""
-        return _hit_out(collection.get(item_id))
+        return _hit_out(service.collection.get(item_id))
 
-    @app.get("/items/{item_id}/image", tags=["items"],
-             response_class=FileResponse)
+    @app.get("/items/{item_id}/image", tags=["items"], response_class=FileResponse)
     def original(item_id: ItemId) -> FileResponse:
         """The original image file (only for files under an indexed folder)."""
-        return FileResponse(_servable(collection, item_id))
+        return FileResponse(_servable(service.collection, item_id))
 
     @app.get("/items/{item_id}/thumbnail", tags=["items"],
              responses={200: {"content": {"image/jpeg": {}}}})
     def thumbnail(item_id: ItemId, size: Annotated[int, Query(ge=16, le=1024)] = 256
                   ) -> Response:
         """A JPEG thumbnail (EXIF orientation applied), made once and cached."""
-        path = _servable(collection, item_id)
-        size = min((s for s in THUMB_SIZES if s >= size), default=THUMB_SIZES[-1])
-        st = path.stat()
-        key = hashlib.sha256(f"{path}:{st.st_size}:{st.st_mtime_ns}:{size}".encode())
-        cached = thumbs / f"{item_id}-{key.hexdigest()[:16]}.jpg"
-        if not cached.exists():
-            _make_thumbnail(path, cached, size)
-        return FileResponse(cached, media_type="image/jpeg",
+        return FileResponse(service.thumbnail(item_id, size), media_type="image/jpeg",
                             headers={"Cache-Control": "private, max-age=3600"})
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> HTMLResponse:
         # The page itself is public (it holds no data); it asks for the token if one is set.
         return HTMLResponse(WEB_PAGE.read_text(encoding="utf-8"))
-
-    return app
 
 
 class BearerAuth:

@@ -70,3 +70,14 @@ def _hit(item: Item, score: float | None, parents: dict[int, Item], captions: di
         parent = parents.get(item.parent_id)
         path = parent.path if parent else None
     return Hit(item.id, score, "text", path, item.text, meta)
+
+
+def lookup(catalog: Catalog, item_id: Any, where: str = "the collection") -> Hit:
+    """One item by id (checked like any id from outside), as a hit without a score."""
+    from ..errors import ItemNotFoundError
+    from .builder import item_id as checked
+
+    hits = hydrate(catalog, [(checked(item_id), None)])
+    if not hits:
+        raise ItemNotFoundError(f"no item with id {item_id} in {where}")
+    return hits[0]

@@ -19,6 +19,7 @@ from .query import Query
 from .rerank import Candidate, RerankContext, SecondModel
 
 if TYPE_CHECKING:
+    from ..binding import ModelBinding
     from ..storage import Catalog
 
 
@@ -30,6 +31,14 @@ class Searcher:
                  second_model: Callable[[ModelSpec], SecondModel]) -> None:
         self.catalog, self.index, self.embedder = catalog, index, embedder
         self.second_model = second_model
+
+    @classmethod
+    def over(cls, catalog: Catalog, model: ModelBinding, index: Callable[[str], object]
+             ) -> Searcher:
+        """A searcher for a collection's catalog, model and vector indexes."""
+        embedder = QueryEmbedder(catalog, lambda: model.encoder, lambda: model.dim,
+                                 model.text_cache)
+        return cls(catalog, index, embedder, model.second_model)
 
     def run(self, query: Query) -> list[Hit]:
         validate(query)

@@ -44,6 +44,7 @@ from indexers import (
 
 from ..errors import InputError, VectorIndexError
 from .catalog import Catalog
+from .lock import WriteLock
 from .schema import IMAGE, MODALITIES, TEXT
 
 log = logging.getLogger("retrieval")
@@ -62,7 +63,7 @@ class VectorIndexes:
     """The image and text indexes of one collection."""
 
     def __init__(self, catalog: Catalog, folder: Path, dim: int, catalog_id: str,
-                 can_save: Callable[[], bool], recall_target: float = 0.95) -> None:
+                 lock: WriteLock, recall_target: float = 0.95) -> None:
         self.catalog = catalog
         self.folder = folder
         self.dim = dim
@@ -70,8 +71,16 @@ class VectorIndexes:
         self.memory_budget = int(catalog.get_settings().get("index_memory")
                                  or DEFAULT_MEMORY_BUDGET)
         self.recall_target = recall_target
-        self._can_save = can_save
+        self.lock = lock
         self._loaded: dict[str, _Loaded] = {}
+
+    def _can_save(self) -> bool:
+        return self.lock.held
+
+    def for_search(self, modality: str) -> VectorIndex:
+        """:meth:`get` for a reader: a caught-up index is saved only when nobody writes."""
+        with self.lock.hold_if_free():
+            return self.get(modality)
 
     def set_memory_budget(self, size: int | str) -> None:
         """Bound the indexes' memory (bytes, or a size such as "2G"); kept for later runs."""

@@ -108,10 +108,11 @@ def open_collection(ctx: click.Context, model: str | None = None,
                     precision: str | None = None, one_shot: bool = False) -> Collection:
     """The collection the command works on; a missing one is created only by commands that
     add to it."""
-    from ...collection import CATALOG_FILE, Collection
+    from ...collection import Collection
     from ...config import default_collection_path
     from ...encoders import DEFAULT_MODEL
     from ...errors import CollectionNotFoundError
+    from ...storage.folder import CATALOG_FILE
 
     path = ctx.obj["collection"] or default_collection_path()
     exists = (path / CATALOG_FILE).exists()

@@ -1,0 +1,49 @@
+"""Index and add-texts runs as a collection performs them, under its write lock: what is
+recorded besides the items (the roots indexed, when), the model's export made first when it
+has none, and the run's summary."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..encoders import Encoder
+from .images import index_images
+from .report import FileError, IndexOptions, IndexSummary, ProgressCallback
+from .texts import TextInput, add_texts, read_text_file
+
+if TYPE_CHECKING:
+    from ..storage import Catalog
+
+
+def index_run(catalog: Catalog, encoder: Callable[[], Encoder], roots: list[str],
+              options: IndexOptions, progress: ProgressCallback | None) -> IndexSummary:
+    """Record the roots, then bring the catalog in step with the images under them."""
+    known = set(catalog.get_settings().get("roots") or [])
+    if not known.issuperset(roots):
+        catalog.set_settings(roots=sorted(known | set(roots)))
+    encoder()  # a model without an export gets one before the first file is decoded
+    try:
+        return index_images(catalog, encoder, roots, options, progress)
+    finally:
+        now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        catalog.set_settings(last_indexed_at=now.isoformat())
+
+
+def text_inputs(texts: str | os.PathLike[str] | Sequence[str | Mapping[str, Any] | TextInput]
+                ) -> tuple[list[TextInput], list[FileError]]:
+    """Texts from a file (lines or JSONL) or a list of strings, mappings or TextInputs."""
+    if isinstance(texts, (str, os.PathLike)):
+        return read_text_file(texts)
+    return [TextInput.of(t) for t in texts], []
+
+
+def add_texts_run(catalog: Catalog, encoder: Callable[[], Encoder], inputs: list[TextInput],
+                  errors: list[FileError], progress: ProgressCallback | None) -> IndexSummary:
+    encoder()
+    summary = add_texts(catalog, encoder, inputs, progress=progress)
+    summary.failed += len(errors)
+    summary.errors.extend(errors)
+    return summary
