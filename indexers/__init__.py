@@ -11,13 +11,14 @@ callers give it vectors with stable int64 ids and get back the ids of the neares
     save_index(index, folder, "image", meta); load_index(folder, "image")
 """
 
-from .base import VectorIndex, build_index, threads_for
+from .base import VectorIndex, threads_for
 from .choose import DEFAULT_MEMORY_BUDGET, IndexPlan, choose_index, needs_rebuild, parse_bytes
 from .errors import IndexerError, IndexFileError
 from .flat import FlatIndex
 from .hnsw import HNSWIndex
 from .ivf import IVFIndex
-from .storage import load_index, read_manifest, remove_index, save_index
+from .kinds import build_index, index_class, register
+from .persistence import load_index, read_manifest, save_index
 from .tune import exact_search, neighbour_recall, tune
 
 __all__ = [
@@ -32,12 +33,13 @@ __all__ = [
     "build_index",
     "choose_index",
     "exact_search",
+    "index_class",
     "load_index",
     "needs_rebuild",
     "neighbour_recall",
     "parse_bytes",
     "read_manifest",
-    "remove_index",
+    "register",
     "save_index",
     "threads_for",
     "tune",

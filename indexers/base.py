@@ -229,19 +229,3 @@ class VectorIndex(ABC):
                 "bytes_per_vector": round(self.bytes_per_vector(), 1),
                 "params": {k: v for k, v in self.params().items() if k not in ("dim", "metric")},
                 "search_params": dict(self.search_params), **self.tuning}
-
-
-def index_class(kind: str) -> type[VectorIndex]:
-    from .flat import FlatIndex
-    from .hnsw import HNSWIndex
-    from .ivf import IVFIndex
-
-    kinds: dict[str, type[VectorIndex]] = {c.kind: c for c in (FlatIndex, IVFIndex, HNSWIndex)}
-    if kind not in kinds:
-        raise ValueError(f"unknown index kind {kind!r}; expected one of {sorted(kinds)}")
-    return kinds[kind]
-
-
-def build_index(dim: int, kind: str = "flat", metric: str = "ip", **params: Any) -> VectorIndex:
-    """An empty index: 'flat' (exact), 'ivf' (nlist=, codec=flat|sq8|pq) or 'hnsw' (m=)."""
-    return index_class(kind)(dim, metric, **params)

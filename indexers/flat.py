@@ -9,8 +9,10 @@ import faiss
 import numpy as np
 
 from .base import VectorIndex, as_ids, as_pairs, id_selector
+from .kinds import register
 
 
+@register
 class FlatIndex(VectorIndex):
     """Exact inner-product (or L2) search keyed by int64 ids."""
 

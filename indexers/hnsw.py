@@ -15,10 +15,12 @@ import faiss
 import numpy as np
 
 from .base import VectorIndex, as_ids, as_pairs, id_selector
+from .kinds import register
 
 COMPACT_AT = 0.2  # rebuild when tombstones exceed this share of graph nodes
 
 
+@register
 class HNSWIndex(VectorIndex):
     """FAISS IndexHNSWFlat keyed by caller ids through a label map."""
 

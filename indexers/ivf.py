@@ -3,7 +3,7 @@
 Codecs: ``flat`` stores float32 vectors (exact scores within the visited cells); ``sq8`` stores
 one byte per dimension and ``pq`` 4-bit product-quantisation codes scanned with FAISS's
 fast-scan kernels. The compressed codecs re-score their best ``k * k_factor`` candidates with
-the exact vectors of a :class:`~indexers.store.VectorStore`.
+the exact vectors of a :class:`~indexers.exact_vectors.ExactVectors`.
 """
 
 from __future__ import annotations
@@ -15,19 +15,21 @@ import faiss
 import numpy as np
 
 from .base import VectorIndex, as_ids, as_pairs, as_vectors, id_selector
-from .store import VectorStore
+from .exact_vectors import ExactVectors
+from .kinds import register
 
 CODECS = ("flat", "sq8", "pq")
 K_FACTORS = (1, 2, 4, 8, 16, 32)
 
 
+@register
 class IVFIndex(VectorIndex):
     """IVF with a flat coarse quantizer; ids are stored in the inverted lists."""
 
     kind = "ivf"
 
     def __init__(self, dim: int, metric: str = "ip", *, nlist: int = 1024, codec: str = "flat",
-                 _index: Any = None, _store: VectorStore | None = None) -> None:
+                 _index: Any = None, _store: ExactVectors | None = None) -> None:
         super().__init__(dim, metric)
         if codec not in CODECS:
             raise ValueError(f"unknown codec {codec!r}; expected one of {CODECS}")
@@ -55,7 +57,7 @@ class IVFIndex(VectorIndex):
             _index.set_direct_map_type(faiss.DirectMap.Hashtable)
         self._index = _index
         self._store = _store if _store is not None else (
-            VectorStore(dim) if codec != "flat" else None)
+            ExactVectors(dim) if codec != "flat" else None)
         self.search_params = {"nprobe": max(1, self.nlist // 64)}
         if self._store is not None:
             self.search_params["k_factor"] = 4
@@ -157,7 +159,7 @@ class IVFIndex(VectorIndex):
                    mmap: bool) -> IVFIndex:
         store = None
         if params.get("codec", "flat") != "flat":
-            store = VectorStore.load(extra["store_ids"], extra["store_vectors"],
+            store = ExactVectors.load(extra["store_ids"], extra["store_vectors"],
                                      int(params["dim"]), mmap=mmap)
         obj = cls(int(params["dim"]), params.get("metric", "ip"), nlist=int(params["nlist"]),
                   codec=params.get("codec", "flat"), _index=index, _store=store)

@@ -249,7 +249,7 @@ def test_memory_mapped_index_catches_up(tmp_path, monkeypatch):
     from retrieval.storage.vector_indexes import VectorIndexes
 
     monkeypatch.setattr(indexers.choose, "EXACT_MAX_WORK", 100 * D)
-    monkeypatch.setattr(indexers.storage, "MMAP_MIN_BYTES", 0)
+    monkeypatch.setattr(indexers.persistence, "MMAP_MIN_BYTES", 0)
     cat = Catalog(tmp_path / "c.sqlite", create=True)
     xb = clustered(3000, seed=10)
     cat.write_images([ImageRecord(f"/{i}.jpg", i, i, f"h{i}", xb[i]) for i in range(2500)])

@@ -17,8 +17,8 @@ from models import TINY_CONFIG, write_tiny_model
 
 from retrieval import Collection, ModelMismatchError, ModelSpec, load_encoder
 from retrieval.encoders.export import MAX_ABS_DIFF, MIN_COSINE, export_model, model_identity
+from retrieval.encoders.export_store import ExportStore
 from retrieval.encoders.runtime import OnnxEncoder
-from retrieval.encoders.store import ExportStore
 from retrieval.encoders.tokenizer import ClipTokenizer
 from retrieval.interfaces.cli import cli
 

@@ -38,9 +38,7 @@ import numpy as np
 
 from ..errors import ModelError
 from ..media import ImageSpec
-from .openclip import OpenClipEncoder
-from .runtime import OnnxEncoder
-from .store import (
+from .export_store import (
     EXPORT_FORMAT,
     MANIFEST,
     Export,
@@ -48,6 +46,8 @@ from .store import (
     file_state,
     image_spec_dict,
 )
+from .openclip import OpenClipEncoder
+from .runtime import OnnxEncoder
 from .tokenizer import ClipTokenizer, HFTokenizer
 
 log = logging.getLogger("retrieval")

@@ -19,10 +19,10 @@ import sys
 from collections.abc import Callable
 
 from ..errors import InputError, ModelMismatchError
+from .export_store import PRECISIONS, ExportStore
 from .openclip import OpenClipEncoder, load_encoder
 from .runtime import OnnxEncoder
 from .spec import Encoder, ModelSpec
-from .store import PRECISIONS, ExportStore
 
 log = logging.getLogger("retrieval")
 _warned: set[str] = set()

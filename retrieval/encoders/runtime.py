@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from .export_store import Export
 from .spec import ModelSpec
-from .store import Export
 from .tokenizer import load_tokenizer
 
 TEXT_BATCH = 64

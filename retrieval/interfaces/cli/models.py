@@ -161,7 +161,7 @@ def model_export(ctx: click.Context, int8: bool, force: bool, as_json: bool,
 @json_option("One JSON object per export.")
 def model_list(as_json: bool) -> None:
     """The exported models on this machine (in $RETRIEVAL_EXPORTS)."""
-    from ...encoders.store import ExportStore
+    from ...encoders.export_store import ExportStore
 
     store = ExportStore()
     exports = store.all()

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 
-class VectorStore:
+class ExactVectors:
     """float32 rows keyed by int64 ids; removed rows are dropped at the next save."""
 
     def __init__(self, dim: int, ids: np.ndarray | None = None, vectors: Any = None) -> None:
@@ -102,7 +102,7 @@ class VectorStore:
 
     @classmethod
     def load(cls, ids_path: Path, vectors_path: Path, dim: int, mmap: bool = True
-             ) -> VectorStore:
+             ) -> ExactVectors:
         """Load a store; the vectors stay on disk (memory-mapped) unless ``mmap`` is False."""
         ids = np.load(ids_path)
         vectors = np.load(vectors_path, mmap_mode="r" if mmap else None)

@@ -20,8 +20,9 @@ from typing import Any
 import faiss
 import numpy as np
 
-from .base import VectorIndex, index_class
+from .base import VectorIndex
 from .errors import IndexFileError
+from .kinds import index_class
 
 FORMAT_VERSION = 2
 MMAP_MIN_BYTES = 256 * 1024**2  # memory-map extra arrays of indexes at least this large
@@ -148,11 +149,3 @@ def load_index(folder: str | os.PathLike[str], name: str, *, mmap: bool | None =
     index.search_params.update(manifest.get("search_params") or {})
     index.tuning = dict(manifest.get("tuning") or {})
     return index, dict(manifest.get("meta") or {})
-
-
-def remove_index(folder: str | os.PathLike[str], name: str) -> None:
-    """Delete an index's manifest and data files."""
-    folder = Path(folder)
-    for p in [folder / f"{name}.json", *folder.glob(f"{name}.*.*")]:
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()
