@@ -42,13 +42,21 @@ def id_selector(allow: Any = None, deny: Any = None) -> Any:
     """A FAISS selector keeping ids in ``allow`` (if given) and not in ``deny`` (if given)."""
     import faiss
 
-    sel = None
+    sel: Any = None
     if allow is not None:
         sel = faiss.IDSelectorBatch(as_ids(allow))
     if deny is not None and len(deny):
-        not_denied = faiss.IDSelectorNot(faiss.IDSelectorBatch(as_ids(deny)))
-        not_denied.referenced = not_denied  # keep the inner selector alive with the outer one
-        sel = not_denied if sel is None else faiss.IDSelectorAnd(sel, not_denied)
+        denied = faiss.IDSelectorBatch(as_ids(deny))
+        not_denied = faiss.IDSelectorNot(denied)
+        # SWIG wrappers do not own the selectors they wrap: keep the inner ones alive with
+        # the outer one, or FAISS reads freed memory.
+        not_denied.referenced = denied
+        if sel is None:
+            sel = not_denied
+        else:
+            both = faiss.IDSelectorAnd(sel, not_denied)
+            both.referenced = (sel, not_denied)
+            sel = both
     return sel
 
 

@@ -25,4 +25,4 @@ def index_class(kind: str) -> type[VectorIndex]:
 
 def build_index(dim: int, kind: str = "flat", metric: str = "ip", **params: Any) -> VectorIndex:
     """An empty index: 'flat' (exact), 'ivf' (nlist=, codec=flat|sq8|pq) or 'hnsw' (m=)."""
-    return index_class(kind)(dim, metric, **params)  # type: ignore[call-arg]
+    return index_class(kind)(dim, metric, **params)

@@ -49,6 +49,10 @@ def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
             tmp.unlink()
 
 
+def _write_text(path: Path, text: str) -> None:
+    path.write_text(text)
+
+
 def _save_npy(array: np.ndarray) -> Callable[[Path], None]:
     def write(path: Path) -> None:
         with open(path, "wb") as f:
@@ -81,7 +85,7 @@ def save_index(index: VectorIndex, folder: str | os.PathLike[str], name: str,
         "meta": meta or {},
     }
     manifest_path = folder / f"{name}.json"
-    _write_atomic(manifest_path, lambda p: p.write_text(json.dumps(manifest, indent=1)))
+    _write_atomic(manifest_path, lambda p: _write_text(p, json.dumps(manifest, indent=1)))
     _fsync_dir(folder)
     keep = {f["file"] for f in files.values()}
     for old in folder.glob(f"{name}.*.*"):

@@ -162,7 +162,7 @@ def open_image(path: str | os.PathLike[str] | BinaryIO,
     """
     if hasattr(path, "read"):
         return _open_checked(path, max_pixels)  # type: ignore[arg-type]
-    path = os.fspath(path)  # type: ignore[arg-type]
+    path = os.fspath(path)
     try:
         st = os.stat(path)
     except FileNotFoundError:

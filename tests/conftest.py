@@ -89,21 +89,43 @@ def retrieval_exe() -> str:
 
 
 def run_cli(*args: Any, collection: Path | None = None, check: bool = True,
-            env: dict[str, str] | None = None, timeout: float = 300
+            env: dict[str, str] | None = None, timeout: float = 300, process: bool = False
             ) -> subprocess.CompletedProcess[str]:
-    """Run the installed ``retrieval`` command; ``check`` asserts exit code 0."""
-    cmd = [retrieval_exe()]
-    if collection is not None:
-        cmd += ["--collection", str(collection)]
-    cmd += [str(a) for a in args]
-    full_env = dict(os.environ)
-    full_env.update(env or {})
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout)
+    """Run the ``retrieval`` command: in this process through click's ``CliRunner`` (fast), or
+    with ``process=True`` the installed command as a subprocess (end-to-end smoke tests).
+    ``check`` asserts exit code 0."""
+    argv = (["--collection", str(collection)] if collection is not None else []) + [
+        str(a) for a in args]
+    if process:
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        proc = subprocess.run([retrieval_exe(), *argv], capture_output=True, text=True,
+                              env=full_env, timeout=timeout)
+    else:
+        proc = _run_in_process(argv, env)
     if check and proc.returncode != 0:
         raise AssertionError(
-            f"{' '.join(cmd)} exited {proc.returncode}\nstdout:\n{proc.stdout}\n"
+            f"retrieval {' '.join(argv)} exited {proc.returncode}\nstdout:\n{proc.stdout}\n"
             f"stderr:\n{proc.stderr}")
     return proc
+
+
+def _run_in_process(argv: list[str], env: dict[str, str] | None
+                    ) -> subprocess.CompletedProcess[str]:
+    import traceback
+
+    from click.testing import CliRunner
+
+    from retrieval.interfaces.cli import cli
+
+    result = CliRunner().invoke(cli, argv, env=env, prog_name="retrieval")
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        # An exception the command did not turn into a message: show it as a process would.
+        stderr += "Traceback (most recent call last):\n" + "".join(
+            traceback.format_exception(*result.exc_info))  # type: ignore[misc]
+    return subprocess.CompletedProcess(["retrieval", *argv], result.exit_code, result.stdout,
+                                       stderr)
 
 
 def assert_one_error_line(proc: subprocess.CompletedProcess[str], *needles: str) -> str:

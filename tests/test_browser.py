@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -148,7 +147,6 @@ def test_search_page_in_chromium(server: tuple[ServerProcess, dict[str, str]],
         counts[c] = counts.get(c, 0) + 1
     unique = [n for n, c in sorted(captions.items()) if counts[c] == 1]
     target = next((n for n in unique if " and " in captions[n]), unique[0])
-    started = time.monotonic()
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -231,4 +229,3 @@ def test_search_page_in_chromium(server: tuple[ServerProcess, dict[str, str]],
     assert shot.exists() and shot.stat().st_size > 20_000, shot
     with Image.open(shot) as img:
         assert img.format == "PNG" and img.width == 1280 and img.height >= 900
-    assert time.monotonic() - started < 90

@@ -1,8 +1,9 @@
-"""End-to-end tests of the installed ``retrieval`` command, run as a subprocess on generated image
-folders, with assertions on its ``--json`` output, exit codes and stderr.
+"""The ``retrieval`` command on generated image folders, with assertions on its ``--json``
+output, exit codes and stderr.
 
-Every command that loads the model costs several seconds (importing torch and open_clip), so
-each test runs a meaningful sequence of commands on one collection.
+Most tests run the command in this process (click's ``CliRunner``); a few smoke tests run the
+installed command as a subprocess, as users do (``process=True``): the main index, search,
+info and remove flow, and the one-line errors of a real process.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,16 @@ SUMMARY_KEYS = {"added", "updated", "removed", "unchanged", "failed", "embedded"
 
 
 # --- helpers -----------------------------------------------------------------------------------
+
+def smoke(*args: Any, **kw: Any) -> subprocess.CompletedProcess[str]:
+    """The installed command as a subprocess."""
+    return run_cli(*args, process=True, **kw)
+
+
+def index_json_process(col: Path, *args: Any, model: str | None = None) -> dict[str, Any]:
+    extra = ["--model", model] if model else []
+    return one_summary(smoke("index", *args, "--json", *extra, collection=col).stdout)
+
 
 def index_json(col: Path, *args: Any, model: str | None = None, check: bool = True,
                timeout: float = 300) -> dict[str, Any]:
@@ -186,14 +196,14 @@ def test_captions_texts_search_info_remove(tmp_path: Path, tiny_spec: str,
     imgs = make_images(folder, 4)
     sub = make_images(folder / "sub", 2, start=4)
     col = tmp_path / "col"
-    assert counts(index_json(col, folder, model=tiny_spec)) == (7, 0, 0, 0, 0, 7)
+    assert counts(index_json_process(col, folder, model=tiny_spec)) == (7, 0, 0, 0, 0, 7)
 
     # add-texts: a plain file, one text per line (blank lines and repeats ignored)
     plain = tmp_path / "texts.txt"
     plain.write_text("a cat on a sofa\n\na mountain lake\na cat on a sofa\n")
-    add = one_summary(run_cli("add-texts", plain, "--json", collection=col).stdout)
+    add = one_summary(smoke("add-texts", plain, "--json", collection=col).stdout)
     assert counts(add) == (2, 0, 0, 0, 0, 2)
-    add = one_summary(run_cli("add-texts", plain, "--json", collection=col).stdout)
+    add = one_summary(smoke("add-texts", plain, "--json", collection=col).stdout)
     assert counts(add) == (0, 0, 0, 2, 0, 0)
 
     # add-texts: JSONL with ids and metadata; a malformed line is reported, not fatal
@@ -201,19 +211,19 @@ def test_captions_texts_search_info_remove(tmp_path: Path, tiny_spec: str,
     rows = [{"text": "sunset over the sea", "id": "s1", "lang": "en"},
             {"text": "snow on a roof", "id": 2, "tags": ["winter"]}]
     jsonl.write_text("\n".join([*map(json.dumps, rows), '{"text": "broken']) + "\n")
-    add = one_summary(run_cli("add-texts", jsonl, "--json", collection=col).stdout)
+    add = one_summary(smoke("add-texts", jsonl, "--json", collection=col).stdout)
     assert counts(add) == (2, 0, 0, 0, 1, 2)
     assert add["errors"][0]["path"] == f"{jsonl}:3"
     assert "invalid JSON" in add["errors"][0]["reason"]
-    add = one_summary(run_cli("add-texts", jsonl, "--json", collection=col).stdout)
+    add = one_summary(smoke("add-texts", jsonl, "--json", collection=col).stdout)
     assert counts(add) == (0, 0, 0, 2, 1, 0)
     rows[0]["text"] = "sunrise over the sea"
     jsonl.write_text("\n".join(map(json.dumps, rows)) + "\n")
-    add = one_summary(run_cli("add-texts", jsonl, "--json", collection=col).stdout)
+    add = one_summary(smoke("add-texts", jsonl, "--json", collection=col).stdout)
     assert counts(add) == (0, 1, 0, 1, 0, 1)
 
     # text search over texts: the caption comes first, linked to its image
-    hits = json_lines(run_cli("search", caption, "--target", "texts", "--json", "-k", 10,
+    hits = json_lines(smoke("search", caption, "--target", "texts", "--json", "-k", 10,
                               collection=col).stdout)
     assert len(hits) == 5  # caption + 2 plain texts + 2 JSONL texts
     assert {h["kind"] for h in hits} == {"text"}
@@ -229,7 +239,7 @@ def test_captions_texts_search_info_remove(tmp_path: Path, tiny_spec: str,
     assert by_text["a mountain lake"]["path"] is None
 
     # image search: the file itself comes first
-    hits = json_lines(run_cli("search", "--image", imgs[1], "--json", "-k", 3,
+    hits = json_lines(smoke("search", "--image", imgs[1], "--json", "-k", 3,
                               collection=col).stdout)
     assert len(hits) == 3
     for h in hits:
@@ -239,13 +249,13 @@ def test_captions_texts_search_info_remove(tmp_path: Path, tiny_spec: str,
     assert len({h["path"] for h in hits}) == 3
 
     # --like ID with --paths: bare paths, the item itself first
-    proc = run_cli("search", "--like", hits[0]["id"], "--paths", "-k", 3, collection=col)
+    proc = smoke("search", "--like", hits[0]["id"], "--paths", "-k", 3, collection=col)
     lines = proc.stdout.splitlines()
     assert len(lines) == 3 and lines[0] == str(imgs[1])
     assert all(Path(line).is_file() for line in lines)
 
     # weighted terms
-    hits = json_lines(run_cli("search", "2:a red bicycle", "--subtract", "a cat", "--json",
+    hits = json_lines(smoke("search", "2:a red bicycle", "--subtract", "a cat", "--json",
                               "-k", 4, collection=col).stdout)
     assert len(hits) == 4 and {h["kind"] for h in hits} == {"image"}
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
@@ -258,7 +268,7 @@ def test_captions_texts_search_info_remove(tmp_path: Path, tiny_spec: str,
     assert info["index"]["image"]["ntotal"] == 7 and info["index"]["text"]["ntotal"] == 5
 
     # remove a folder
-    proc = run_cli("remove", folder / "sub", "--json", collection=col)
+    proc = smoke("remove", folder / "sub", "--json", collection=col)
     assert json.loads(proc.stdout) == {"removed": 2}
     info = info_json(col)
     assert info["counts"] == {"image": 5, "text": 5}
@@ -267,13 +277,13 @@ def test_captions_texts_search_info_remove(tmp_path: Path, tiny_spec: str,
 
     # a collection bound to one model refuses another
     other = write_tiny_model(tmp_path / "other-model", seed=1)
-    proc = run_cli("index", folder, "--model", f"local-dir:{other}", collection=col,
+    proc = smoke("index", folder, "--model", f"local-dir:{other}", collection=col,
                    check=False)
     assert_one_error_line(proc, str(other), str(tiny_model))
     assert info_json(col)["counts"] == {"image": 5, "text": 5}
 
     # a missing query image
-    proc = run_cli("search", "--image", tmp_path / "missing.jpg", collection=col, check=False)
+    proc = smoke("search", "--image", tmp_path / "missing.jpg", collection=col, check=False)
     assert_one_error_line(proc, "missing.jpg")
 
 
@@ -295,15 +305,12 @@ def test_error_messages(tmp_path: Path, tiny_spec: str) -> None:
                    check=False)
     assert_one_error_line(proc, "NoSuchArch-99")
 
-    # pretrained weights that are not cached, offline: a prompt answer that says what to do
+    # pretrained weights that are not cached, offline: one line that says what to do
     hf = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hf" / "hub")}
-    start = time.monotonic()
     proc = run_cli("index", folder, "--model", "ViT-B-32", "--pretrained", "laion2b_s34b_b79k",
-                   collection=tmp_path / "c3", check=False, env=hf, timeout=120)
-    elapsed = time.monotonic() - start
+                   collection=tmp_path / "c3", check=False, env=hf, timeout=120, process=True)
     line = assert_one_error_line(proc, "ViT-B-32", "laion2b_s34b_b79k", "weights")
     assert "--pretrained" in line  # how to provide them
-    assert elapsed < 25, f"took {elapsed:.1f}s: is it retrying the network?"
 
 
 def test_unknown_architecture_is_reported_as_unknown(tmp_path: Path) -> None:
@@ -328,10 +335,8 @@ def test_refused_model_leaves_a_usable_collection_path(tmp_path: Path) -> None:
 
 # --- start-up cost -----------------------------------------------------------------------------
 
-def test_help_is_fast_and_cli_import_is_light(tmp_path: Path) -> None:
-    start = time.monotonic()
-    proc = run_cli("--help")
-    assert time.monotonic() - start < 5
+def test_help_lists_commands_and_cli_import_is_light(tmp_path: Path) -> None:
+    proc = run_cli("--help", process=True)
     for command in ("index", "search", "add-texts", "info", "remove"):
         assert command in proc.stdout
 

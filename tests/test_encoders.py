@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -70,11 +69,16 @@ def test_unknown_name_and_tag_are_clear():
         load_encoder(ModelSpec.parse("ViT-B-32", "no_such_tag"), "cpu")
 
 
-def test_offline_weights_missing_is_fast_and_says_how(tmp_path, monkeypatch):
-    start = time.monotonic()
+def test_offline_weights_missing_says_how_without_touching_the_network(tmp_path, monkeypatch):
+    import socket
+
+    def no_network(*_a, **_k):
+        raise AssertionError("offline mode must answer from the cache, not the network")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
     with pytest.raises(WeightsUnavailableError) as info:
         load_encoder(ModelSpec.parse("ViT-B-32", "laion2b_s34b_b79k"), "cpu")
-    assert time.monotonic() - start < 15
     msg = str(info.value)
     assert "\n" not in msg
     assert "not in the local cache" in msg and "--pretrained" in msg

@@ -362,7 +362,7 @@ def pixels_to_tensor(pixels: np.ndarray, spec: ImageSpec, device: str) -> torch.
 
 def _triple(value: Any) -> tuple[float, float, float]:
     if isinstance(value, (int, float)):
-        return (float(value),) * 3  # type: ignore[return-value]
+        return (float(value),) * 3
     a, b, c = (float(v) for v in value)
     return (a, b, c)
 

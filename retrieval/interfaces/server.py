@@ -138,9 +138,9 @@ class _Service:
             k=body.k, offset=body.offset, filters=body.filters, path=body.path,
             after=body.after, before=body.before, tags=body.tags, hybrid=body.hybrid,
             keyword_weight=body.keyword_weight, rerank=body.rerank)
-        for t in query.terms:  # the service's own limits on uploaded images
-            if t.kind == "image":
-                _upload(t.value, self.max_upload_bytes, self.max_pixels)
+        for term in query.terms:  # the service's own limits on uploaded images
+            if term.kind == "image":
+                _upload(term.value, self.max_upload_bytes, self.max_pixels)
         start = time.perf_counter()
         hits = self.collection.run(query)
         return SearchOut(hits=[_hit_out(h) for h in hits],
@@ -201,7 +201,7 @@ def _search_routes(app: FastAPI, service: _Service) -> None:
     @app.get("/info", tags=["service"])
     async def info() -> dict[str, Any]:
         """Model, counts, indexes and disk use of the collection."""
-        return await service.on_engine(service.collection.info)  # type: ignore[no-any-return]
+        return await service.on_engine(service.collection.info)
 
     @app.post("/search", response_model=SearchOut, tags=["search"])
     async def search(body: SearchIn) -> Response:

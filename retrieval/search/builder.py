@@ -61,7 +61,9 @@ def build_query(
             all_terms.append(as_term(Term(kind, value)))  # type: ignore[arg-type]
     query = Query(all_terms, target=_target(target), k=k, offset=offset,
                   filters=_filters(filters, path, after, before, tags),
-                  hybrid=_hybrid(hybrid, keyword_weight), rerank=parse_pipeline(rerank))
+                  hybrid=_hybrid(hybrid, keyword_weight),
+                  rerank=parse_pipeline(rerank if isinstance(rerank, str | None) else
+                                        list(rerank)))
     validate(query)
     return query
 

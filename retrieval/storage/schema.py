@@ -51,8 +51,8 @@ metadata = MetaData()
 ItemId = BigInteger().with_variant(Integer, "sqlite")  # SQLite's rowid alias is INTEGER
 
 
-def _item_ref(**kw: bool) -> Column:  # type: ignore[type-arg]
-    return Column("item_id", ForeignKey("items.id", ondelete="CASCADE"), **kw)
+def _item_ref(primary_key: bool = False) -> Column[int]:
+    return Column("item_id", ForeignKey("items.id", ondelete="CASCADE"), primary_key=primary_key)
 
 
 schema_version = Table(

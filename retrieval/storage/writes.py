@@ -58,7 +58,7 @@ def upsert(conn: Any, rows: list[dict[str, Any]], existing: list[int | None],
         items.c.id, sort_by_parameter_order=True), fresh).scalars().all() if fresh else [])
     known = [dict(r, row_id=e) for r, e in zip(rows, existing, strict=True) if e is not None]
     if known:
-        columns = {c: bindparam(c) for c in known[0] if c != "row_id"}
+        columns: dict[str, Any] = {c: bindparam(c) for c in known[0] if c != "row_id"}
         conn.execute(update(items).where(items.c.id == bindparam("row_id")).values(columns),
                      known)
     ids = [e if e is not None else next(new_ids) for e in existing]

@@ -91,7 +91,8 @@ def image_spec(model: Any) -> ImageSpec:
 
 
 def param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
-    decay, no_decay = [], []
+    decay: list[Any] = []
+    no_decay: list[Any] = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue

@@ -42,20 +42,19 @@ class _Group(click.Group):
             sys.exit(130)
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Log lines on the current stderr (which a test runner may have replaced)."""
+class _StderrHandler(logging.Handler):
+    """Log lines on whatever stderr is now (a test runner may have replaced it)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
 
-    @property  # type: ignore[override]
-    def stream(self) -> Any:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _value: Any) -> None:
-        pass
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.flush()
+        except Exception:
+            self.handleError(record)
 
 
 def _setup_logging(verbose: int) -> None:

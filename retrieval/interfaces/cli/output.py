@@ -93,7 +93,7 @@ def print_hits(hits: list[Hit]) -> None:
     id_w = max(len(str(h.id)) for h in hits)
     click.echo(f"{'#':>3}  {'score':>6}  {'id':>{id_w}}  {'kind':<5}  result")
     for rank, h in enumerate(hits, 1):
-        what = h.path if h.kind == "image" else repr(h.text)
+        what = str(h.path) if h.kind == "image" else repr(h.text)
         if h.kind == "text" and h.path:
             what += f"  (caption of {h.path})"
         line = f"{rank:>3}  {h.score:>6.3f}  {h.id:>{id_w}}  {h.kind:<5}  {what}"

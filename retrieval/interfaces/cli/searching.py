@@ -96,7 +96,7 @@ def caption(ctx: click.Context, image: Path, k: int, as_json: bool, model: str |
     """Describe IMAGE with the stored texts and captions that match it best (captioning by
     retrieval; add a caption corpus with add-texts). IMAGE may also be a stored item id."""
     col = open_collection(ctx, model, pretrained, device, one_shot=True)
-    target: str | int = int(str(image)) if str(image).isdigit() and not image.exists() else image
+    target: Path | int = int(str(image)) if str(image).isdigit() and not image.exists() else image
     hits = col.caption(target, k=k)
     if as_json:
         echo_json_lines(h.to_dict() for h in hits)
