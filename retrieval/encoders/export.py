@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelError
+from ..fileio import atomic_path
 from ..media import ImageSpec
 from .export_store import (
     EXPORT_FORMAT,
@@ -376,11 +377,10 @@ def quantize_export(store: ExportStore, export: Export) -> Export:
 
     folder = export.folder
     for tower in ("image", "text"):
-        with _quiet():
-            quantize_dynamic(folder / f"{tower}.onnx", folder / f".{tower}.int8.onnx",
-                             weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"],
+        with _quiet(), atomic_path(folder / f"{tower}.int8.onnx") as tmp:
+            quantize_dynamic(folder / f"{tower}.onnx", tmp, weight_type=QuantType.QInt8,
+                             op_types_to_quantize=["MatMul", "Gemm"],
                              extra_options={"MatMulConstBOnly": True})
-        os.replace(folder / f".{tower}.int8.onnx", folder / f"{tower}.int8.onnx")
     manifest = json.loads(json.dumps(export.manifest))
     variants = manifest["variants"]
     variants["int8"] = {"image": "image.int8.onnx", "text": "text.int8.onnx"}

@@ -66,7 +66,6 @@ class OnnxEncoder:
         self.dim = export.dim
         self.image_spec = export.image_spec
         self.logit_scale = export.logit_scale
-        self.runtime = "onnx"
         self._threads = threads
         self._prepack = prepack
         self._text_cfg: dict[str, Any] = export.manifest["text"]

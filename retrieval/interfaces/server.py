@@ -22,7 +22,6 @@ import hashlib
 import hmac
 import io
 import os
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +43,7 @@ from ..errors import (
     QueryError,
     RetrievalError,
 )
+from ..fileio import atomic_path
 from ..search.builder import MAX_ITEM_ID, MAX_K, MAX_OFFSET, MAX_TERMS, MAX_TEXT, build_query
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
@@ -354,14 +354,8 @@ def _make_thumbnail(src: Path, dest: Path, size: int) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     # A unique temporary file per request: concurrent first requests for the same thumbnail
     # each write their own and the last rename wins, with identical content.
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            img.save(f, "JPEG", quality=85)
-        os.replace(tmp, dest)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    with atomic_path(dest) as tmp:
+        img.save(tmp, "JPEG", quality=85)
 
 
 __all__ = ["create_app"]

@@ -173,9 +173,6 @@ class ModelRerank(Stage):
         return sorted(head, key=lambda c: -c.score) + tail
 
 
-STAGES = ("exact", "mmr", "dedup", "model")
-
-
 def parse_pipeline(spec: str | list[Stage] | tuple[Stage, ...] | None) -> list[Stage]:
     """Build stages from ``"exact,mmr:0.7,dedup:0.95,model:ViT-B-32@laion2b_s34b_b79k:30"``."""
     if spec is None or isinstance(spec, (list, tuple)):
