@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..media import DEFAULT_MAX_PIXELS
+from ..pathnames import shown
 
 
 @dataclass
@@ -34,7 +35,10 @@ class IndexSummary:
         self.errors.append(FileError(path, reason))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        for e in out["errors"]:
+            e["path"] = shown(e["path"])
+        return out
 
     def check_strict(self) -> None:
         """A run asked to fail on skipped files: :class:`IndexingError` when any was."""
@@ -43,7 +47,7 @@ class IndexSummary:
         if self.failed:
             first = self.errors[0]
             raise IndexingError(f"{self.failed} file(s) skipped (strict mode); first: "
-                                f"{first.path}: {first.reason}", self)
+                                f"{shown(first.path)}: {first.reason}", self)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import numpy as np
 from ..encoders import Encoder
 from ..errors import InputError
 from ..media import hash_text
+from ..pathnames import clean_data, clean_text
 from ..storage.records import TEXT, TextRecord
 from .report import FileError, IndexProgress, IndexSummary, ProgressCallback, no_progress
 
@@ -28,6 +29,12 @@ class TextInput:
     text: str
     id: str | None = None
     metadata: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        # Undecodable bytes (from argv, or JSON's lone surrogate escapes) cannot be stored.
+        self.text = clean_text(self.text)
+        self.id = None if self.id is None else clean_text(self.id)
+        self.metadata = clean_data(self.metadata)
 
     @classmethod
     def of(cls, value: Any) -> TextInput:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ItemNotFoundError, QueryError
+from ..pathnames import clean_text
 from .filters import Filter, parse_date, parse_where, path_filter
 from .query import TARGETS, TERM_KINDS, Hybrid, Query, Term
 from .rerank import parse_pipeline
@@ -121,7 +122,7 @@ def _text(value: Any) -> str:
         raise QueryError("empty text term")
     if len(value) > MAX_TEXT:
         raise QueryError(f"a text term is at most {MAX_TEXT} characters, got {len(value)}")
-    return value
+    return clean_text(value)
 
 
 def _image(value: Any) -> str | bytes:

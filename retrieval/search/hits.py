@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..pathnames import shown
 from ..storage.records import Item
 
 if TYPE_CHECKING:
@@ -27,7 +28,8 @@ class Hit:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "score": self.score, "kind": self.kind, "path": self.path,
+        return {"id": self.id, "score": self.score, "kind": self.kind,
+                "path": shown(self.path) if self.path else self.path,
                 "text": self.text, "metadata": self.metadata}
 
 

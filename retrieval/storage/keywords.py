@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from ..pathnames import clean_text
 from .schema import IMAGE, items, tags
 
 FTS_TABLE = "items_fts"
@@ -51,7 +52,7 @@ def name_words(path: str | None) -> str:
     if not path:
         return ""
     p = path.replace("\\", "/").rstrip("/").split("/")
-    return " ".join(p[-2:])
+    return clean_text(" ".join(p[-2:]))
 
 
 def refresh(conn: Any, ids: Sequence[int]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import func, inspect, select
+from sqlalchemy import func, inspect, select, text
 
 from ..errors import CatalogError
 from . import keywords
@@ -38,7 +38,15 @@ def _2_tags_aux_keywords(conn: Any) -> None:
     keywords.create(conn)
 
 
-MIGRATIONS: dict[int, Callable[[Any], None]] = {1: _1_core, 2: _2_tags_aux_keywords}
+def _3_path_escape(conn: Any) -> None:
+    """Paths are stored escaped (:mod:`retrieval.pathnames`): a literal U+FFFF doubles."""
+    conn.execute(text("UPDATE items SET path = replace(path, :mark, :twice) "
+                      "WHERE path LIKE '%' || :mark || '%'"),
+                 {"mark": "\uffff", "twice": "\uffff\uffff"})
+
+
+MIGRATIONS: dict[int, Callable[[Any], None]] = {1: _1_core, 2: _2_tags_aux_keywords,
+                                                3: _3_path_escape}
 SCHEMA_VERSION = max(MIGRATIONS)
 
 

@@ -35,9 +35,11 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    TypeDecorator,
 )
 from sqlalchemy import text as sql_text
 
+from ..pathnames import from_stored, to_stored
 from .records import IMAGE, MODALITIES, TEXT
 
 __all__ = ["IMAGE", "MODALITIES", "TEXT"]
@@ -45,6 +47,20 @@ __all__ = ["IMAGE", "MODALITIES", "TEXT"]
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class FilePath(TypeDecorator[str]):
+    """A file path: any name the file system allows, undecodable bytes included, stored as
+    valid UTF-8 (:mod:`retrieval.pathnames`)."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: object) -> str | None:
+        return None if value is None else to_stored(value)
+
+    def process_result_value(self, value: str | None, dialect: object) -> str | None:
+        return None if value is None else from_stored(value)
 
 
 metadata = MetaData()
@@ -72,7 +88,7 @@ items = Table(
     Column("id", ItemId, primary_key=True),
     Column("kind", String(8), nullable=False),
     Column("source", String(16)),  # file | caption | texts
-    Column("path", Text),
+    Column("path", FilePath),
     Column("parent_id", ForeignKey("items.id", ondelete="CASCADE"), index=True),
     Column("text", Text),
     Column("external_id", Text),

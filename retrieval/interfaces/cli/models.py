@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ...pathnames import shown
 from .group import cli, json_option, open_collection, progress_option
 from .output import TrainProgress, describe_export, progress_bars
 
@@ -72,7 +73,7 @@ def train(data: Path, out: Path, model: str | None, pretrained: str | None, from
     finally:
         bar.close()
     for e in result.skipped[:20]:
-        click.echo(f"  skipped {e.path}: {e.reason}", err=True)
+        click.echo(f"  skipped {shown(e.path)}: {e.reason}", err=True)
     if len(result.skipped) > 20:
         click.echo(f"  ... and {len(result.skipped) - 20} more skipped", err=True)
     if as_json:

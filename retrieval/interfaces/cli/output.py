@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import click
+
+from ...pathnames import shown
 
 if TYPE_CHECKING:
     from ...ingest import IndexProgress, IndexSummary
@@ -78,11 +81,11 @@ def print_summary(summary: IndexSummary, as_json: bool, what: str = "images") ->
         f"{summary.unchanged} unchanged, {summary.failed} failed "
         f"({summary.embedded} {what} embedded)"
     )
-    shown = summary.errors[:20]
-    for e in shown:
-        click.echo(f"  skipped {e.path}: {e.reason}", err=True)
-    if len(summary.errors) > len(shown):
-        click.echo(f"  ... and {len(summary.errors) - len(shown)} more (see --json)", err=True)
+    first = summary.errors[:20]
+    for e in first:
+        click.echo(f"  skipped {shown(e.path)}: {e.reason}", err=True)
+    if len(summary.errors) > len(first):
+        click.echo(f"  ... and {len(summary.errors) - len(first)} more (see --json)", err=True)
 
 
 def print_hits(hits: list[Hit]) -> None:
@@ -93,9 +96,9 @@ def print_hits(hits: list[Hit]) -> None:
     id_w = max(len(str(h.id)) for h in hits)
     click.echo(f"{'#':>3}  {'score':>6}  {'id':>{id_w}}  {'kind':<5}  result")
     for rank, h in enumerate(hits, 1):
-        what = str(h.path) if h.kind == "image" else repr(h.text)
+        what = shown(h.path) if h.kind == "image" else repr(h.text)
         if h.kind == "text" and h.path:
-            what += f"  (caption of {h.path})"
+            what += f"  (caption of {shown(h.path)})"
         line = f"{rank:>3}  {h.score:>6.3f}  {h.id:>{id_w}}  {h.kind:<5}  {what}"
         click.echo(line if len(line) <= width else line[: width - 3] + "...")
 
@@ -165,3 +168,8 @@ def echo_json_lines(rows: Any) -> None:
     """One JSON object per line (for programs), characters as they are."""
     for row in rows:
         click.echo(json.dumps(row, ensure_ascii=False))
+
+
+def echo_path(path: str) -> None:
+    """A path as the bytes of the file's name, one per line (for xargs and shell loops)."""
+    click.echo(os.fsencode(path))

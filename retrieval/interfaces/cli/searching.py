@@ -9,8 +9,9 @@ from typing import Any
 
 import click
 
+from ...pathnames import shown
 from .group import cli, json_option, model_options, open_collection
-from .output import echo_json_lines, human_bytes, print_hits
+from .output import echo_json_lines, echo_path, human_bytes, print_hits
 
 
 def _terms(kind: str, values: tuple[str, ...], sign: float = 1.0) -> list[Any]:
@@ -80,7 +81,10 @@ def search(ctx: click.Context, texts: tuple[str, ...], images: tuple[str, ...],
         echo_json_lines(h.to_dict() for h in hits)
     elif paths_only:
         for h in hits:
-            click.echo(h.path if h.path else h.text)
+            if h.path:
+                echo_path(h.path)
+            else:
+                click.echo(h.text)
     else:
         print_hits(hits)
 
@@ -118,7 +122,7 @@ def duplicates(ctx: click.Context, threshold: float, as_json: bool) -> None:
     for c in clusters:
         click.echo(f"{len(c['ids'])} images:")
         for p in c["paths"]:
-            click.echo(f"  {p}")
+            click.echo(f"  {shown(p)}")
     click.echo(f"{len(clusters)} clusters", err=True)
 
 
@@ -134,7 +138,7 @@ def info(ctx: click.Context, as_json: bool) -> None:
     model = data["model"]
     name = model["name"] + (f" ({model['pretrained']})" if model["pretrained"] else "")
     rows = [
-        ("collection", data["path"]),
+        ("collection", shown(data["path"])),
         ("model", name + (f", {data['dim']} dimensions" if data["dim"] else "")
          + (f", {data['precision']}" if data["precision"] != "fp32" else "")),
         ("items", f"{data['counts']['image']} images, {data['counts']['text']} texts"),
