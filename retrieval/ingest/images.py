@@ -15,6 +15,7 @@ A run is incremental and restartable:
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ import numpy as np
 from ..encoders import Encoder
 from ..media import hash_text
 from ..storage.records import IMAGE, FileState, ImageRecord, TextRecord
+from .pool import decoded
 from .report import IndexOptions, IndexProgress, IndexSummary, ProgressCallback, no_progress
 from .scan import FileStat, check_roots, scan
 from .texts import embed_texts
@@ -32,7 +34,6 @@ from .workers import (
     DecodeResult,
     DecodeTask,
     decode_file,
-    decoded,
     init_worker,
     worker_count,
 )
@@ -96,18 +97,19 @@ class _Batches:
         results = decoded(todo, spec=self.encoder.image_spec, workers=workers,
                           max_pixels=self.options.max_pixels, catalog_file=self.catalog.file,
                           window=window)
-        for done, res in enumerate(results, 1):
-            if res.error is not None:
-                self.failed(res.path, res.error)
-            else:
-                self.pending.append(res)
-                with_pixels += res.pixels is not None
-                if with_pixels >= size or len(self.pending) >= 4 * size:
-                    self.flush()
-                    with_pixels = 0
-            if done % CHUNK == 0:
-                progress(IndexProgress("embed", done, len(todo), self.summary.embedded,
-                                       self.summary.failed))
+        with contextlib.closing(results):
+            for done, res in enumerate(results, 1):
+                if res.error is not None:
+                    self.failed(res.path, res.error)
+                else:
+                    self.pending.append(res)
+                    with_pixels += res.pixels is not None
+                    if with_pixels >= size or len(self.pending) >= 4 * size:
+                        self.flush()
+                        with_pixels = 0
+                if done % CHUNK == 0:
+                    progress(IndexProgress("embed", done, len(todo), self.summary.embedded,
+                                           self.summary.failed))
         self.flush()
         progress(IndexProgress("embed", len(todo), len(todo), self.summary.embedded,
                                self.summary.failed))

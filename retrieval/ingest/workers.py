@@ -1,4 +1,5 @@
-"""Decoding image files in worker processes: hash, validate, read metadata, preprocess.
+"""Decoding image files: hash, validate, read metadata, preprocess (in worker processes, see
+:mod:`.pool`).
 
 Workers run at the lowest CPU priority: the model's threads keep both cores and a worker runs
 when the model leaves one free, instead of preempting a model thread and stalling the others at
@@ -10,18 +11,12 @@ Results come back in task order from a bounded window of jobs.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing as mp
 import os
-from collections import deque
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..errors import IndexingError
 from ..media import (
     ImageDecodeError,
     ImageInfo,
@@ -126,41 +121,3 @@ def decode_file(task: DecodeTask, *, skip_known: bool = True) -> DecodeResult:
 def decode_chunk(tasks: list[DecodeTask]) -> list[DecodeResult]:
     """Worker entry point: a few files per round trip to amortise inter-process overhead."""
     return [decode_file(t) for t in tasks]
-
-
-def decoded(tasks: Sequence[DecodeTask], *, spec: ImageSpec, max_pixels: int, workers: int,
-            catalog_file: str | None = None, window: int | None = None
-            ) -> Iterator[DecodeResult]:
-    """Decode results in task order, from a bounded window of worker jobs (``workers=0``
-    decodes here, without catalog peeking or lower priority)."""
-    chunks = [list(tasks[i:i + CHUNK]) for i in range(0, len(tasks), CHUNK)]
-    if workers == 0 or len(chunks) <= 1:
-        init_worker(spec, max_pixels, None)
-        for chunk in chunks:
-            yield from decode_chunk(chunk)
-        return
-    window = window or 2 * workers
-    pool = ProcessPoolExecutor(
-        max_workers=workers, mp_context=mp.get_context("spawn"), initializer=init_worker,
-        initargs=(spec, max_pixels, catalog_file, True))
-    pending: deque[Future[list[DecodeResult]]] = deque()
-    try:
-        todo = iter(chunks)
-        for chunk in todo:
-            pending.append(pool.submit(decode_chunk, chunk))
-            if len(pending) >= window:
-                break
-        while pending:
-            try:
-                results = pending.popleft().result()
-            except BrokenProcessPool:
-                raise IndexingError(
-                    "the decode worker processes died. A script that indexes must guard its "
-                    "entry point with `if __name__ == '__main__':` (worker processes are "
-                    "spawned and import the main module), or pass workers=0") from None
-            nxt = next(todo, None)
-            if nxt is not None:
-                pending.append(pool.submit(decode_chunk, nxt))
-            yield from results
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)

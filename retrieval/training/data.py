@@ -10,6 +10,7 @@ not fit in RAM); epochs then read batches from it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -25,8 +26,9 @@ import numpy as np
 
 from ..errors import InputError, TrainingError
 from ..fileio import atomic_path, atomic_write
+from ..ingest.pool import decoded
 from ..ingest.report import FileError
-from ..ingest.workers import DecodeTask, decoded, worker_count
+from ..ingest.workers import DecodeTask, worker_count
 from ..media import ImageSpec
 
 CAPTION_COLUMNS = ("caption", "text", "title", "captions")
@@ -165,15 +167,17 @@ def decode_cache(paths: Sequence[str], spec: ImageSpec, folder: Path, workers: i
     with atomic_path(data_file) as tmp:
         arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
                                         shape=(len(paths), h, w, 3))
-        for i, res in enumerate(decoded(tasks, spec=spec, max_pixels=max_pixels,
-                                        workers=n_workers, window=4 * n_workers)):
-            if res.error is not None or res.pixels is None:
-                errors.append(FileError(res.path, res.error or "cannot decode image"))
-            else:
-                arr[len(kept)] = res.pixels
-                kept.append(res.path)
-            if i % 256 == 0:
-                progress(i)
+        results = decoded(tasks, spec=spec, max_pixels=max_pixels, workers=n_workers,
+                          window=4 * n_workers)
+        with contextlib.closing(results):
+            for i, res in enumerate(results):
+                if res.error is not None or res.pixels is None:
+                    errors.append(FileError(res.path, res.error or "cannot decode image"))
+                else:
+                    arr[len(kept)] = res.pixels
+                    kept.append(res.path)
+                if i % 256 == 0:
+                    progress(i)
         arr.flush()
         del arr
     atomic_write(meta_file, json.dumps({"paths": kept, "errors": [asdict(e) for e in errors]}))
