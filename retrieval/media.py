@@ -16,6 +16,7 @@ import datetime as dt
 import functools
 import hashlib
 import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,6 +154,16 @@ def read_info(img: Image.Image) -> ImageInfo:
     return ImageInfo(width, height, taken, make, model, img.format)
 
 
+_FILE_TYPES = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe"),
+               (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"))
+
+
+def file_type(mode: int) -> str:
+    """What a file that is not a regular file is, in words."""
+    return next((name for test, name in _FILE_TYPES if test(mode)), "a special file")
+
+
 def open_image(path: str | os.PathLike[str] | BinaryIO,
                max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Open an image (a path or a binary file object) lazily, after checking it is a real,
@@ -172,8 +183,8 @@ def open_image(path: str | os.PathLike[str] | BinaryIO,
         raise ImageDecodeError("permission denied") from None
     except OSError as exc:
         raise ImageDecodeError(f"cannot read file ({exc.strerror or exc})") from None
-    if os.path.isdir(path):
-        raise ImageDecodeError("is a directory, not an image file")
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageDecodeError(f"not a regular file ({file_type(st.st_mode)})")
     if st.st_size == 0:
         raise ImageDecodeError("empty file")
     if Path(path).suffix.lower() in (".heic", ".heif") and not heif_available():
@@ -189,7 +200,7 @@ def _open_checked(path: str | BinaryIO, max_pixels: int) -> Image.Image:
             warnings.simplefilter("ignore")
             img = Image.open(path, formats=formats)
     except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(f"decompression bomb refused ({exc})") from None
+        raise ImageDecodeError(_bomb(exc, max_pixels)) from None
     except UnidentifiedImageError:
         raise ImageDecodeError("not a recognised image format") from None
     except PermissionError:
@@ -199,11 +210,25 @@ def _open_checked(path: str | BinaryIO, max_pixels: int) -> Image.Image:
     pixels = img.width * img.height
     if pixels > max_pixels:
         img.close()
-        raise ImageDecodeError(
-            f"image is {img.width}x{img.height} = {pixels / 1e6:.1f} MP, over the limit of "
-            f"{max_pixels / 1e6:.1f} MP (the pixel limit is configurable)"
-        )
+        raise ImageDecodeError(f"image is {img.width}x{img.height} = {_over(pixels, max_pixels)}")
     return img
+
+
+def _over(pixels: int, max_pixels: int) -> str:
+    return (f"{pixels / 1e6:.1f} MP, over the limit of {max_pixels / 1e6:.1f} MP "
+            "(--max-pixels, or max_pixels in Python)")
+
+
+def _bomb(exc: Exception, max_pixels: int) -> str:
+    """Pillow refused an image as a decompression bomb: say so in terms of our limit."""
+    import re
+
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    pixels = int(found.group(1)) if found else 0
+    if pixels > max_pixels:
+        return f"image is {_over(pixels, max_pixels)}"
+    return (f"image is {pixels / 1e6:.1f} MP, over Pillow's decompression-bomb limit of "
+            f"{2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6:.1f} MP in this process")
 
 
 def _resized_size(w: int, h: int, spec: ImageSpec) -> tuple[int, int]:
@@ -251,7 +276,7 @@ def to_model_input(img: Image.Image, spec: ImageSpec, *, draft: bool = True) -> 
         try:
             img.load()
         except Image.DecompressionBombError as exc:
-            raise ImageDecodeError(f"decompression bomb refused ({exc})") from None
+            raise ImageDecodeError(_bomb(exc, DEFAULT_MAX_PIXELS)) from None
         except (OSError, SyntaxError, ValueError) as exc:
             raise ImageDecodeError(f"corrupt or truncated image data ({exc})") from None
         if img.getexif().get(0x0112, 1) != 1:

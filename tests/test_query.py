@@ -169,6 +169,7 @@ def test_query_validate_accepts_and_keyword_text() -> None:
     ("camera ~ *canon*", Filter("camera", "~", "*canon*")),
     ("widht > 3", Filter("widht", ">", "3")),
     ("tag = a=b", Filter("tag", "=", "a=b")),
+    ("width == 3", Filter("width", "=", "3")),
 ])
 def test_parse_where(text: str, expected: Filter) -> None:
     assert parse_where(text) == expected
@@ -179,6 +180,16 @@ def test_parse_where(text: str, expected: Filter) -> None:
 def test_parse_where_malformed(text: str) -> None:
     with pytest.raises(QueryError, match="expected FIELD OP VALUE"):
         parse_where(text)
+
+
+@pytest.mark.parametrize("text, hint", [("width <> 3", "'<>'"), ("width => 3", "'=>'"),
+                                        ("width =< 3", "'=<'")])
+def test_parse_where_unknown_operator(text: str, hint: str) -> None:
+    """Issue 11.9: 'width <> 3' said "width needs a number, got '> 3'"."""
+    with pytest.raises(QueryError, match=f"unknown operator {hint}") as err:
+        parse_where(text)
+    if "<>" in text:
+        assert "!= means not equal" in str(err.value)
 
 
 def _fake_catalog(keys: set[str]) -> Any:

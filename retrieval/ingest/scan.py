@@ -8,10 +8,11 @@ skipped unless asked for; a root given explicitly is always walked.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from ..media import IMAGE_EXTENSIONS
+from ..media import IMAGE_EXTENSIONS, file_type
 
 CAPTION_EXTENSION = ".txt"
 
@@ -74,6 +75,9 @@ def _add_file(path: str, result: ScanResult) -> None:
         return
     except OSError as exc:
         result.errors.append((path, f"cannot stat ({exc.strerror or exc})"))
+        return
+    if not stat.S_ISREG(st.st_mode):
+        result.errors.append((path, f"not a regular file ({file_type(st.st_mode)})"))
         return
     result.images[path] = FileStat(path, st.st_size, st.st_mtime_ns)
     caption = os.path.splitext(path)[0] + CAPTION_EXTENSION

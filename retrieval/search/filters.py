@@ -30,7 +30,7 @@ from typing import Any
 from ..errors import QueryError
 
 OPS = ("!=", "<=", ">=", "=", "<", ">", "~")
-_WHERE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(!=|<=|>=|=|<|>|~)\s*(.*?)\s*$", re.S)
+_WHERE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*([!<>=~]+)\s*(.*?)\s*$", re.S)
 NUMERIC = ("width", "height", "size")
 DATES = ("date", "taken", "mtime")
 FIELDS = ("path", *DATES, *NUMERIC, "orientation", "camera", "tag", "caption")
@@ -54,11 +54,16 @@ def parse_where(text: str) -> Filter:
     if not m or not m.group(3):
         raise QueryError(f"cannot read filter {text!r}: expected FIELD OP VALUE, e.g. "
                          "'width >= 1024' (operators: = != < <= > >= ~)")
+    op = "=" if m.group(2) == "==" else m.group(2)
+    if op not in OPS:
+        hint = "; != means not equal" if m.group(2) in ("<>", "=!", "!==") else ""
+        raise QueryError(f"filter {text!r}: unknown operator {m.group(2)!r} (operators: "
+                         f"= != < <= > >= ~{hint})")
     value = m.group(3)
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
         value = value[1:-1]
     return Filter(m.group(1).lower() if not m.group(1).startswith("meta.") else m.group(1),
-                  m.group(2), value)
+                  op, value)
 
 
 _DATE_FORMATS = (("%Y-%m-%dT%H:%M:%S", "second"), ("%Y-%m-%d %H:%M:%S", "second"),
