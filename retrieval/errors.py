@@ -13,12 +13,15 @@ something to do. The CLI prints that line and exits non-zero; the HTTP layer map
     │   ├── ModelMismatchError       the collection is bound to another model
     │   ├── CollectionLockedError    another process is writing to the collection
     │   ├── CatalogError             the catalog file is unreadable or from a newer version
-    │   └── VectorIndexError         a vector index cannot be built or used as asked
+    │   ├── VectorIndexError         a vector index cannot be built or used as asked
+    │   ├── DiskFullError            no space left where the collection writes
+    │   └── FileChangedError         an item's file is no longer the file that was indexed
     ├── IndexingError         an index run was asked to fail on skipped files (--strict)
     ├── TrainingError         training cannot start or continue
     ├── InputError            a bad argument: a missing file or folder, a malformed text file
     ├── QueryError            a search that cannot be run as given
-    │   └── ItemNotFoundError        no item with that id
+    │   ├── ItemNotFoundError        no item with that id
+    │   └── FileOutsideError         an item's file resolves outside the indexed folders
     └── ServiceError          the HTTP service answered with an error (retrieval.Client)
 """
 
@@ -66,6 +69,16 @@ class VectorIndexError(CollectionError):
     errors, in one line)."""
 
 
+class DiskFullError(CollectionError):
+    """The disk (or quota) is full where the collection writes; what was stored before stays
+    intact, and the same command can run again once there is space."""
+
+
+class FileChangedError(CollectionError):
+    """An item's file is no longer the file that was indexed (replaced, rewritten, or no
+    longer an image): it is not served until the folder is indexed again."""
+
+
 class IndexingError(RetrievalError):
     """An index run failed as a whole (for example files were skipped under ``strict``).
 
@@ -92,9 +105,36 @@ class ItemNotFoundError(QueryError):
     """No item with the given id in the collection."""
 
 
+class FileOutsideError(QueryError):
+    """An item's file resolves outside the folders the collection indexed."""
+
+
 class ServiceError(RetrievalError):
     """The HTTP service answered with an error (the message is the server's detail line)."""
 
     def __init__(self, status: int, detail: str) -> None:
         super().__init__(f"HTTP {status}: {detail}")
         self.status = status
+
+
+_FULL_ERRNOS = (28, 122)  # ENOSPC, EDQUOT (Linux)
+_FULL_WORDS = ("no space left on device", "database or disk is full", "disk quota exceeded")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether an error (an OSError, SQLite's, FAISS's) means the disk or quota is full."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
+            return True
+        if any(w in str(exc).lower() for w in _FULL_WORDS):
+            return True
+        exc = getattr(exc, "orig", None) or exc.__cause__ or exc.__context__  # type: ignore
+    return False
+
+
+def disk_full(what: str, folder: object) -> DiskFullError:
+    """The one line for a full disk: what could not be written, and where."""
+    return DiskFullError(f"no space left on the device of {folder} to write {what}; free some "
+                         "space and run the same command again (what was stored is intact)")

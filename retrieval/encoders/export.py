@@ -27,6 +27,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 import warnings
@@ -36,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelError
+from ..errors import ModelError, disk_full, is_disk_full
 from ..fileio import atomic_path
 from ..media import ImageSpec
 from .export_store import (
@@ -264,7 +265,16 @@ def export_model(encoder: OpenClipEncoder, *, store: ExportStore | None = None,
     asked for. A model that cannot be exported faithfully returns its recorded failure
     (``export.ok`` is False, ``export.reason`` says why)."""
     store = store or ExportStore()
-    say = on_event or (lambda _m: None)
+    try:
+        return _export_model(encoder, store, int8, force, on_event or (lambda _m: None))
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise disk_full("the model's ONNX export", store.root) from None
+        raise
+
+
+def _export_model(encoder: OpenClipEncoder, store: ExportStore, int8: bool, force: bool,
+                  say: Callable[[str], None]) -> Export:
     identity = encoder_identity(encoder)
     sources = [s for s in (file_state(p) for p in encoder.loaded.sources) if s is not None]
     with store.lock(identity):
@@ -293,6 +303,9 @@ def export_model(encoder: OpenClipEncoder, *, store: ExportStore | None = None,
         except ExportFailed as exc:
             manifest.update(status="failed", reason=str(exc).removeprefix("its "))
         except Exception as exc:  # the exporter's own errors on an unusual model
+            if is_disk_full(exc):  # not the model's fault: nothing is recorded
+                shutil.rmtree(staging, ignore_errors=True)
+                raise disk_full("the model's ONNX export", store.root) from None
             text = " ".join(str(exc).split())[:300]
             manifest.update(status="failed",
                             reason=f"the ONNX exporter failed: {type(exc).__name__}: {text}")

@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine, create_engine, delete, event, func, select
-from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 
-from ..errors import CatalogError
+from ..errors import CatalogError, disk_full, is_disk_full
 from . import keywords, writes
-from .migrations import migrate
+from .migrations import SCHEMA_VERSION, current_version, migrate
 from .records import FileState, Hydrated, ImageRecord, Item, TextRecord, decode_vectors
 from .schema import (
     IMAGE,
@@ -50,13 +50,32 @@ class Catalog:
         self.engine: Engine = create_engine(url)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+        event.listen(self.engine, "handle_error", self._on_error)
         try:
-            with self.engine.begin() as conn:
-                migrate(conn, self.file or url)
+            self._migrate(self.file or url)
         except (DatabaseError, OperationalError) as exc:
             self.engine.dispose()
             raise CatalogError(
                 f"cannot open catalog {self.file or url}: {exc.orig or exc}") from None
+
+    def _on_error(self, context: Any) -> None:
+        """A full disk, from any statement or commit, as one line naming the folder."""
+        if is_disk_full(context.original_exception):
+            where = os.path.dirname(self.file) if self.file else "the catalog's database"
+            raise disk_full("the catalog", where)
+
+    def _migrate(self, where: str) -> None:
+        """Apply missing migrations, one process at a time: two processes opening a new
+        catalog at once must not both create its tables."""
+        with self.engine.connect() as conn:
+            if current_version(conn) == SCHEMA_VERSION:
+                return
+        with self.engine.connect() as conn:
+            if self.engine.dialect.name == "sqlite":
+                # Take SQLite's write lock before reading the version (waits for the other).
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            migrate(conn, where)
+            conn.commit()
 
     def close(self) -> None:
         self.engine.dispose()
@@ -89,7 +108,12 @@ class Catalog:
     def ensure_catalog_id(self) -> str:
         found = self.get_settings().get("catalog_id")
         if found is None:
-            self.set_settings(catalog_id=uuid.uuid4().hex)
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(settings.insert().values(key="catalog_id",
+                                                          value=uuid.uuid4().hex))
+            except IntegrityError:
+                pass  # another process gave it one first
             found = self.get_settings()["catalog_id"]
         return str(found)
 

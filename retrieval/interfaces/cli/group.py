@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ...config import ENV_COLLECTION
-from ...errors import IndexingError, RetrievalError
+from ...errors import IndexingError, RetrievalError, is_disk_full
+from ...pathnames import shown
 
 if TYPE_CHECKING:
     from ...collection import Collection
@@ -33,9 +34,15 @@ class _Group(click.Group):
         except IndexingError as exc:
             if exc.summary is not None and ctx.meta.get("json"):
                 click.echo(json.dumps(exc.summary.to_dict()))  # type: ignore[attr-defined]
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(shown(str(exc))) from None
         except RetrievalError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(shown(str(exc))) from None
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            where = f" of {exc.filename}" if exc.filename else ""
+            raise click.ClickException(shown(f"no space left on the device{where}; free some "
+                                             "space and run the same command again")) from None
         except KeyboardInterrupt:
             click.echo("\nInterrupted: finished batches are saved; run the same command again "
                        "to continue.", err=True)
@@ -51,7 +58,7 @@ class _StderrHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.write(shown(self.format(record)) + "\n")
             sys.stderr.flush()
         except Exception:
             self.handleError(record)
