@@ -10,6 +10,7 @@ when it has none (see :mod:`retrieval.encoders.resolve`).
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,15 +21,20 @@ from .ingest.report import ProgressCallback, messages
 if TYPE_CHECKING:
     from .search.embedding import SecondModelScorer
     from .storage import Catalog
+    from .storage.lock import WriteLock
 
 
 class ModelBinding:
     """The model side of one collection: its spec, identity, precision and dimension, and its
     search, indexing and second-model encoders (each loaded on first use)."""
 
-    def __init__(self, catalog: Catalog, folder: Path, requested: ModelSpec | None, *,
-                 device: str | None, encoder: Encoder | None, one_shot: bool) -> None:
+    def __init__(self, catalog: Catalog, folder: Path, requested: ModelSpec | None,
+                 lock: WriteLock, *, device: str | None, encoder: Encoder | None,
+                 one_shot: bool) -> None:
         self.catalog, self.folder, self.device, self.one_shot = catalog, folder, device, one_shot
+        self.lock = lock
+        self.threads: int | None = None  # the search encoder's threads (None: every core)
+        self._loading = threading.Lock()
         self.injected = encoder is not None
         self._encoder = encoder
         self._indexer: Encoder | None = None
@@ -52,15 +58,19 @@ class ModelBinding:
                 raise CollectionNotFoundError(
                     f"collection {self.folder} has no model yet; index into it with --model")
             return bound
-        if bound is not None and bound != requested and self._has_vectors():
-            raise ModelMismatchError(
-                f"collection {self.folder} holds vectors of model {bound}; it cannot take "
-                f"{requested}. Use another --collection for that model, or omit --model")
-        if bound != requested:
-            created = self.catalog.get_settings().get("created_at") or dt.datetime.now(
-                dt.timezone.utc).replace(microsecond=0).isoformat()
-            self.catalog.set_settings(model=requested.to_dict(), dim=None, model_identity=None,
-                                      created_at=created)
+        if bound == requested:
+            return requested
+        with self.lock.hold():  # (re)binding is a write: one process at a time
+            bound = self._bound()
+            if bound is not None and bound != requested and self._has_vectors():
+                raise ModelMismatchError(
+                    f"collection {self.folder} holds vectors of model {bound}; it cannot take "
+                    f"{requested}. Use another --collection for that model, or omit --model")
+            if bound != requested:
+                created = self.catalog.get_settings().get("created_at") or dt.datetime.now(
+                    dt.timezone.utc).replace(microsecond=0).isoformat()
+                self.catalog.set_settings(model=requested.to_dict(), dim=None,
+                                          model_identity=None, created_at=created)
         return requested
 
     def _has_vectors(self) -> bool:
@@ -73,11 +83,12 @@ class ModelBinding:
         current = self.precision
         if check_precision(precision) == current:
             return
-        if self._has_vectors():
-            raise ModelMismatchError(
-                f"collection {self.folder} holds {current} vectors; it cannot take {precision} "
-                f"ones. Index into another --collection for {precision}")
-        self.catalog.set_settings(precision=precision)
+        with self.lock.hold():
+            if self._has_vectors():
+                raise ModelMismatchError(
+                    f"collection {self.folder} holds {current} vectors; it cannot take "
+                    f"{precision} ones. Index into another --collection for {precision}")
+            self.catalog.set_settings(precision=precision)
 
     @property
     def precision(self) -> str:
@@ -104,14 +115,15 @@ class ModelBinding:
     @property
     def encoder(self) -> Encoder:
         """The encoder for searches: the model's ONNX export when it has one (no torch)."""
-        if self._encoder is None:
-            from .encoders.resolve import for_search
+        with self._loading:
+            if self._encoder is None:
+                from .encoders.resolve import for_search
 
-            self._encoder = for_search(
-                self.spec, identity=self.identity, precision=self.precision,
-                device=self.device, one_shot=self.one_shot,
-                hint=f"Run `retrieval --collection {self.folder} model export` (or index again) "
-                     "once to make them fast.")
+                self._encoder = for_search(
+                    self.spec, identity=self.identity, precision=self.precision,
+                    device=self.device, one_shot=self.one_shot, threads=self.threads,
+                    hint=f"Run `retrieval --collection {self.folder} model export` (or index "
+                         "again) once to make them fast.")
         return self._checked(self._encoder)
 
     @property
@@ -122,6 +134,10 @@ class ModelBinding:
     def indexing_encoder(self, progress: ProgressCallback | None = None) -> Encoder:
         """The encoder for embedding many items; exports the model first if it has no export,
         and records the identity of the weights the vectors are made with."""
+        if self._bound() != self.spec:  # re-bound by another process since it was opened
+            raise ModelMismatchError(
+                f"collection {self.folder} was bound to model {self._bound()} by another "
+                "process after it was opened here; run the command again")
         if self.injected:
             return self.encoder
         if self._indexer is None:

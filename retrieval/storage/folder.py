@@ -16,26 +16,32 @@ from .records import MODALITIES
 if TYPE_CHECKING:
     from ..encoders import ModelSpec
     from .catalog import Catalog
+    from .lock import WriteLock
     from .vector_indexes import VectorIndexes
 
 CATALOG_FILE = "catalog.sqlite"
 INDEX_DIR = "indexes"
 
 
-def open_catalog(folder: Path, create: bool) -> Catalog:
+def open_catalog(folder: Path, create: bool, lock: WriteLock) -> Catalog:
     """The catalog of the collection in ``folder``; with ``create`` a missing collection is
-    made, else it is an error that says how to make one."""
+    made (under the write lock: a second process creating it at the same time is told another
+    is writing), else it is an error that says how to make one."""
     from .catalog import Catalog
 
-    if not (folder / CATALOG_FILE).exists():
-        if not create:
-            raise CollectionNotFoundError(
-                f"no collection at {folder}; index a folder into it to create it "
-                f"(retrieval --collection {folder} index FOLDER)")
-        if folder.exists() and not folder.is_dir():
-            raise CollectionError(f"{folder} exists and is not a folder")
-        folder.mkdir(parents=True, exist_ok=True)
-    return Catalog(folder / CATALOG_FILE, create=True)
+    if (folder / CATALOG_FILE).exists():
+        return Catalog(folder / CATALOG_FILE)
+    if not create:
+        raise CollectionNotFoundError(
+            f"no collection at {folder}; index a folder into it to create it "
+            f"(retrieval --collection {folder} index FOLDER)")
+    if folder.exists() and not folder.is_dir():
+        raise CollectionError(f"{folder} exists and is not a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    with lock.hold():
+        catalog = Catalog(folder / CATALOG_FILE, create=True)
+        catalog.ensure_catalog_id()
+        return catalog
 
 
 def disk_bytes(folder: Path) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +25,7 @@ class WriteLock:
         self.folder = folder
         self._fd: int | None = None
         self._depth = 0
+        self._mutex = threading.RLock()  # threads of one process share its hold
 
     @property
     def held(self) -> bool:
@@ -31,6 +33,10 @@ class WriteLock:
 
     def acquire(self) -> bool:
         """Take the lock if it is free (never waits); True when held."""
+        with self._mutex:
+            return self._acquire()
+
+    def _acquire(self) -> bool:
         if self._depth:
             self._depth += 1
             return True
@@ -49,10 +55,11 @@ class WriteLock:
         return True
 
     def release(self) -> None:
-        self._depth -= 1
-        if self._depth == 0 and self._fd is not None:
-            os.close(self._fd)  # closing the descriptor releases the flock
-            self._fd = None
+        with self._mutex:
+            self._depth -= 1
+            if self._depth == 0 and self._fd is not None:
+                os.close(self._fd)  # closing the descriptor releases the flock
+                self._fd = None
 
     @contextlib.contextmanager
     def hold(self) -> Iterator[None]:
@@ -74,3 +81,44 @@ class WriteLock:
         finally:
             if got:
                 self.release()
+
+
+class ReadWriteLock:
+    """Many readers or one writer, within a process (a FAISS index is safe to search from many
+    threads at once, but not while another thread adds to it). Writers go first: a waiting
+    writer holds back new readers, so a steady stream of searches cannot starve a catch-up."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._waiting_writers = 0
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._waiting_writers:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting_writers += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._waiting_writers -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
