@@ -50,10 +50,11 @@ def distinct(n: int, tag: str) -> list[str]:
     return [f"{QUERIES[i % len(QUERIES)]} number {tag}{i}" for i in range(n)]
 
 
-def start_server(collection: Path, port: int) -> subprocess.Popen[bytes]:
+def start_server(collection: Path, port: int, extra: list[str] | None = None
+                 ) -> subprocess.Popen[bytes]:
     exe = Path(sys.executable).with_name("retrieval")
     return subprocess.Popen([str(exe), "--collection", str(collection), "serve", "--port",
-                             str(port)], stderr=subprocess.DEVNULL)
+                             str(port), *(extra or [])], stderr=subprocess.DEVNULL)
 
 
 def wait_ready(client: Any) -> None:

@@ -1,17 +1,14 @@
 """The ``Collection`` facade: the one object the CLI, the HTTP app and Python callers use.
 
-It delegates: the folder and catalog to :mod:`retrieval.storage`, the model to
-:class:`~retrieval.binding.ModelBinding`, index runs to :mod:`retrieval.ingest`, searches to
-:class:`~retrieval.search.searcher.Searcher`, tags to :mod:`retrieval.enrich.tagging`,
-duplicate clusters to :mod:`retrieval.search.duplicates`, and the vector indexes to
-:class:`~retrieval.storage.vector_indexes.VectorIndexes`. Searching never blocks on a writer:
-the catalog is read in WAL mode and index files are replaced atomically.
-"""
+It delegates to :mod:`retrieval.storage` (folder, catalog, vector indexes), the model binding,
+:mod:`retrieval.ingest`, :mod:`retrieval.search` and :mod:`retrieval.enrich`. Searching never
+blocks on a writer: the catalog is read in WAL mode and index files are replaced atomically."""
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,8 +21,8 @@ from .storage.folder import CATALOG_FILE, INDEX_DIR, open_catalog
 from .storage.lock import WriteLock
 
 if TYPE_CHECKING:
-
     from .ingest import IndexSummary, ProgressCallback, TextInput
+    from .search.files import ItemFile
     from .search.filters import Filter
     from .search.rerank import Stage
     from .search.searcher import Searcher
@@ -38,13 +35,11 @@ class Collection:
     """A searchable collection of images and texts.
 
     ``Collection(path)`` opens an existing collection; ``Collection(path, model=...)`` also
-    creates it when it does not exist. ``encoder`` passes a ready encoder instead of a model
-    name (tests, applications that already hold a model). ``precision="int8"`` makes a new
-    collection embed with the int8 variant of the model's ONNX export (faster CPU indexing,
-    vectors within about 0.999 cosine of full precision). ``one_shot=True`` suits a process
-    that runs one search and exits (a command line): the model starts faster and embeds a
-    little slower.
-    """
+    creates it. ``encoder`` passes a ready encoder instead of a model name. ``precision="int8"``
+    makes a new collection embed with the int8 variant of the model's ONNX export (faster CPU
+    indexing, cosine about 0.999 to fp32). ``one_shot=True`` suits a process that runs one
+    search and exits: the model starts faster and embeds a little slower. Searches may come
+    from many threads at once."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *,
                  model: str | ModelSpec | None = None, pretrained: str | None = None,
@@ -58,15 +53,16 @@ class Collection:
         if requested is not None and encoder is None and not (
                 self.path / CATALOG_FILE).exists():
             requested = with_weights(requested, None)  # refused before anything is created
-        self.catalog = open_catalog(self.path, create=requested is not None)
+        self.lock = WriteLock(self.path)
+        self.catalog = open_catalog(self.path, requested is not None, self.lock)
         self._catalog_id = self.catalog.ensure_catalog_id()
-        self.model = ModelBinding(self.catalog, self.path, requested, device=device,
+        self.model = ModelBinding(self.catalog, self.path, requested, self.lock, device=device,
                                   encoder=encoder, one_shot=one_shot)
         if precision is not None:
             self.model.bind_precision(precision)
-        self.lock = WriteLock(self.path)
         self._indexes: VectorIndexes | None = None
         self._searcher: Searcher | None = None
+        self._lazy = threading.RLock()  # searches may come from many threads
 
     spec = property(lambda self: self.model.spec, doc="The model the collection is bound to.")
     precision = property(lambda self: self.model.precision, doc="fp32 or int8.")
@@ -121,19 +117,17 @@ class Collection:
         return summary
 
     def roots(self) -> list[str]:
-        """The files and folders this collection was asked to index (files outside them are
-        never served over HTTP)."""
+        """The files and folders this collection indexed (no file outside them is served)."""
         return list(self.catalog.get_settings().get("roots") or [])
 
     def remove(self, paths: Iterable[str | os.PathLike[str]]) -> int:
         """Remove the items at these paths or under these folders; returns images removed."""
-        from .ingest.scan import normalize_path
+        from .ingest.runs import remove_run
 
         with self.lock.hold():
-            states = self.catalog.file_states([normalize_path(p) for p in paths])
-            self.catalog.delete_items(s.id for s in states.values())
+            removed = remove_run(self.catalog, paths)
             self._sync()
-        return len(states)
+        return removed
 
     def sync(self, progress: ProgressCallback | None = None) -> None:
         """Bring the vector indexes in step with the catalog now, as an index run does at its
@@ -150,12 +144,13 @@ class Collection:
             self._vector_indexes().sync(messages(progress, "index"))
 
     def _vector_indexes(self) -> VectorIndexes:
-        if self._indexes is None:
-            from .storage.vector_indexes import VectorIndexes
+        with self._lazy:
+            if self._indexes is None:
+                from .storage.vector_indexes import VectorIndexes
 
-            self._indexes = VectorIndexes(self.catalog, self.path / INDEX_DIR, self.dim,
-                                          self._catalog_id, self.lock)
-        return self._indexes
+                self._indexes = VectorIndexes(self.catalog, self.path / INDEX_DIR, self.dim,
+                                              self._catalog_id, self.lock)
+            return self._indexes
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -179,11 +174,12 @@ class Collection:
 
     def run(self, query: Query) -> list[Hit]:
         """Run a :class:`Query`: embed, filter, search, fuse, re-rank, page, hydrate."""
-        if self._searcher is None:
-            from .search.searcher import Searcher
+        with self._lazy:
+            if self._searcher is None:
+                from .search.searcher import Searcher
 
-            self._searcher = Searcher.over(self.catalog, self.model,
-                                           lambda m: self._vector_indexes().for_search(m))
+                self._searcher = Searcher.over(self.catalog, self.model,
+                                               lambda m: self._vector_indexes().searching(m))
         return self._searcher.run(query)
 
     def get(self, item_id: int) -> Hit:
@@ -192,12 +188,17 @@ class Collection:
 
         return lookup(self.catalog, item_id, where=f"collection {self.path}")
 
+    def image_file(self, item_id: int) -> ItemFile:
+        """An image item's file, opened while it is the file that was indexed; close it."""
+        from .search.files import open_item_file
+
+        return open_item_file(self.catalog, self.roots(), item_id)
+
     def caption(self, image: str | os.PathLike[str] | bytes | int, k: int = 5) -> list[Hit]:
         """The stored texts and captions that best describe an image (captioning by
         retrieval): an image file or its bytes, or a stored image's id."""
-        if isinstance(image, int):
-            return self.search(like=image, target="text", k=k)
-        return self.search(image=image, target="text", k=k)
+        source = {"like": image} if isinstance(image, int) else {"image": image}
+        return self.search(target="text", k=k, **source)
 
     def tag(self, labels: Sequence[str], *, templates: Sequence[str] | None = None, top: int = 3,
             min_score: float = 0.1, progress: ProgressCallback | None = None) -> dict[str, int]:
@@ -214,8 +215,8 @@ class Collection:
         """Clusters of near-duplicate images (cosine >= threshold), largest first."""
         from .search.duplicates import duplicate_clusters
 
-        return duplicate_clusters(self.catalog, self._vector_indexes().for_search("image"),
-                                  self.dim, threshold, neighbours)
+        with self._vector_indexes().searching("image") as index:
+            return duplicate_clusters(self.catalog, index, self.dim, threshold, neighbours)
 
     def info(self) -> dict[str, Any]:
         """Model, dimension, counts, indexes and disk use; never loads the model."""
@@ -230,8 +231,6 @@ class Collection:
         ``int8`` also its int8 variant. Returns the export (``.ok``, ``.reason``, ``.folder``)."""
         with self.lock.hold():
             return self.model.export(int8=int8, force=force, progress=progress)
-
-    # -- lifecycle ----------------------------------------------------------------------------
 
     def close(self) -> None:
         self.model.close()

@@ -624,6 +624,58 @@ def test_upload_size_limit_message_names_the_limit(served: Served) -> None:
     assert " 0 MB" not in detail, detail
 
 
+def test_request_bodies_are_bounded(served: Served) -> None:
+    """Issue 11.6: a 100 MB JSON body was read whole before being refused."""
+    http = TestClient(create_app(served.col, max_body_bytes=50_000),
+                      raise_server_exceptions=False)
+    big = b'{"text": "' + b"x" * 60_000 + b'"}'
+    assert_error(http.post("/search", content=big,
+                           headers={"Content-Type": "application/json"}),
+                 413, needle="larger than the limit of 48.8 KB")
+    sent = []
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it streams in
+        for i in range(10):
+            sent.append(i)
+            yield (b'{"text": "' if i == 0 else b"") + b"y" * 9_000
+    assert_error(http.post("/search", content=chunks(),
+                           headers={"Content-Type": "application/json"}), 413)
+    upload = b"\xff" * 60_000
+    assert_error(http.post("/search/upload", files={"image": ("a.jpg", upload, "image/jpeg")}),
+                 413)
+    assert hits_of(http.post("/search", json={"text": "a red circle"}))
+    # the default leaves room for the largest upload, base64-encoded inside JSON
+    default = TestClient(create_app(served.col, max_upload_bytes=1000),
+                         raise_server_exceptions=False)
+    assert default.post("/search", content=big, headers={
+        "Content-Type": "application/json"}).status_code == 400  # too long a text, not 413
+
+
+def test_searches_run_concurrently(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 11.6: searches queued on one engine thread, so throughput could not grow with
+    clients. Two searches that each wait for the other finish only if both run at once."""
+    http = TestClient(create_app(served.col, search_threads=2), raise_server_exceptions=False)
+    meet = threading.Barrier(2, timeout=20)
+    run = served.col.run
+
+    def rendezvous(query: Any) -> Any:
+        meet.wait()
+        return run(query)
+
+    monkeypatch.setattr(served.col, "run", rendezvous)
+    answers: list[int] = []
+
+    def search(text: str) -> None:
+        answers.append(http.post("/search", json={"text": text}).status_code)
+
+    threads = [threading.Thread(target=search, args=(t,)) for t in ("a red circle", "a cat")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert answers == [200, 200]
+
+
 def test_pixel_limit(served: Served, tmp_path: Path) -> None:
     http = TestClient(create_app(served.col, max_pixels=1000), raise_server_exceptions=False)
     big = served.file("img000.jpg").read_bytes()  # 64 x 48 = 3072 pixels
@@ -726,25 +778,54 @@ def test_thumbnail_is_cached_on_disk(served: Served) -> None:
     assert len(after) == 2 and set(files) <= set(after)
 
 
-def test_thumbnail_follows_a_changed_file(small: tuple[Collection, Path, TestClient]) -> None:
+def test_a_changed_file_is_not_served_until_indexed_again(
+        small: tuple[Collection, Path, TestClient]) -> None:
     col, root, http = small
     i = _ids_by_name(col, root)["img001.jpg"]
     before = http.get(f"/items/{i}/thumbnail?size=128")
     assert jpeg_size(before.content) == (64, 48)
     make_image(root / "img001.jpg", seed=77, size=(30, 60))  # replaced on disk, not re-indexed
+    for url in (f"/items/{i}/thumbnail?size=128", f"/items/{i}/image"):
+        assert_error(http.get(url), 409, needle="changed since it was indexed")
+    col.index([root])
     after = http.get(f"/items/{i}/thumbnail?size=128")
     assert after.status_code == 200 and jpeg_size(after.content) == (30, 60)
     assert len(thumb_files(col)) == 2
 
 
-def test_missing_and_corrupt_files(small: tuple[Collection, Path, TestClient]) -> None:
+def test_a_hard_link_to_another_file_is_not_served(
+        small: tuple[Collection, Path, TestClient], tmp_path: Path) -> None:
+    """Issue 11.2: an indexed image replaced by a hard link to any other file of the file
+    system (here a secret beside the collection) passed the real-path check and was served."""
+    col, root, http = small
+    i = _ids_by_name(col, root)["img001.jpg"]
+    secret = tmp_path / "secret.txt"
+    secret.write_text("password: hunter2\n")
+    (root / "img001.jpg").unlink()
+    os.link(secret, root / "img001.jpg")
+    r = http.get(f"/items/{i}/image")
+    assert_error(r, 409, needle="changed since it was indexed")
+    assert b"hunter2" not in r.content
+    # Even with the indexed size and time copied onto it, a file that is no image is refused.
+    item = col.catalog.get_items([i])[i]
+    secret.write_bytes(b"x" * item.size)
+    os.utime(secret, ns=(item.mtime_ns, item.mtime_ns))
+    r = http.get(f"/items/{i}/image")
+    assert_error(r, 409, needle="no longer a readable image")
+    assert_error(http.get(f"/items/{i}/thumbnail"), 409, needle="no longer a readable image")
+
+
+def test_missing_and_unreadable_files(small: tuple[Collection, Path, TestClient]) -> None:
     col, root, http = small
     names = _ids_by_name(col, root)
     (root / "img000.jpg").unlink()
     assert_error(http.get(f"/items/{names['img000.jpg']}/image"), 404, needle="gone")
     assert_error(http.get(f"/items/{names['img000.jpg']}/thumbnail"), 404, needle="gone")
-    (root / "img002.jpg").write_bytes(b"this is no longer a JPEG")
-    assert_error(http.get(f"/items/{names['img002.jpg']}/thumbnail"), 422, needle="thumbnail")
+    os.mkfifo(root / "img000.jpg")  # a named pipe in its place must not hang the server
+    assert_error(http.get(f"/items/{names['img000.jpg']}/image"), 409, needle="regular file")
+    img = http.get(f"/items/{names['img001.jpg']}/image")
+    assert img.status_code == 200 and img.headers["content-type"] == "image/jpeg"
+    assert img.content == (root / "img001.jpg").read_bytes()
     assert http.get(f"/items/{names['img001.jpg']}/thumbnail").status_code == 200
 
 
@@ -1050,6 +1131,11 @@ def test_real_server_process(encoder: Any, tmp_path: Path) -> None:
     server = ServerProcess(col_path, tmp_path / "server.log", env={"RETRIEVAL_TOKEN": TOKEN})
     try:
         server.wait_ready()
+        # a body declared larger than the limit is refused before it is read, token or not
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+            conn.sendall(b"POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                         b"application/json\r\nContent-Length: 104857600\r\n\r\n{")
+            assert conn.recv(4096).startswith(b"HTTP/1.1 413")
         # without (or with a wrong) token: 401 everywhere but the page
         assert httpx.get(f"{server.url}/health").status_code == 401
         assert httpx.post(f"{server.url}/search", json={"text": "a"}).status_code == 401

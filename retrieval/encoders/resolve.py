@@ -78,9 +78,11 @@ def check_identity(encoder: OpenClipEncoder, identity: str | None) -> str:
 
 def for_search(spec: ModelSpec, *, identity: str | None, precision: str = "fp32",
                device: str | None = "auto", store: ExportStore | None = None,
-               hint: str = "", warn: bool = True, one_shot: bool = False) -> Encoder:
+               hint: str = "", warn: bool = True, one_shot: bool = False,
+               threads: int | None = None) -> Encoder:
     """The encoder for searches of a collection bound to ``spec`` (and ``identity``);
-    ``one_shot`` trades per-query speed for a faster start (one search per process)."""
+    ``one_shot`` trades per-query speed for a faster start (one search per process);
+    ``threads`` bounds the threads of one encoding (ONNX Runtime; default: every core)."""
     store = store or ExportStore()
     if device is None or not device.startswith("cuda"):
         if identity is not None:
@@ -90,7 +92,7 @@ def for_search(spec: ModelSpec, *, identity: str | None, precision: str = "fp32"
             export = export if export is not None and export.ok else None
         if export is not None:
             return OnnxEncoder(export, precision if export.has(precision) else "fp32",
-                               prepack=not one_shot)
+                               threads=threads, prepack=not one_shot)
         if warn:
             _warn_once(f"no-export:{spec}:{identity}", (
                 f"model {spec} has no ONNX export here, so searches load torch (several "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,6 +39,7 @@ class TextCache:
         self.max_entries = max_entries
         self._conn: sqlite3.Connection | None = None
         self._broken = False
+        self._lock = threading.Lock()  # one connection, used by one thread at a time
 
     def _connect(self, create: bool) -> sqlite3.Connection | None:
         if self._conn is not None or self._broken:
@@ -62,6 +64,10 @@ class TextCache:
 
     def get(self, texts: Sequence[str], dim: int) -> dict[str, np.ndarray]:
         """The cached vectors among ``texts`` (of dimension ``dim``)."""
+        with self._lock:
+            return self._get(texts, dim)
+
+    def _get(self, texts: Sequence[str], dim: int) -> dict[str, np.ndarray]:
         conn = self._connect(create=False)
         wanted = [t for t in dict.fromkeys(texts) if len(t) <= MAX_TEXT]
         if conn is None or not wanted:
@@ -90,6 +96,10 @@ class TextCache:
 
     def put(self, vectors: dict[str, np.ndarray]) -> None:
         """Remember these vectors; trims the cache to its size bound."""
+        with self._lock:
+            self._put(vectors)
+
+    def _put(self, vectors: dict[str, np.ndarray]) -> None:
         rows = [(self.key, t, np.asarray(v, dtype="<f4").tobytes(), time.time())
                 for t, v in vectors.items() if len(t) <= MAX_TEXT]
         conn = self._connect(create=True)
@@ -106,6 +116,7 @@ class TextCache:
             log.debug("text cache write failed: %s", exc)
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..encoders import Encoder
@@ -47,3 +47,12 @@ def add_texts_run(catalog: Catalog, encoder: Callable[[], Encoder], inputs: list
     summary.failed += len(errors)
     summary.errors.extend(errors)
     return summary
+
+
+def remove_run(catalog: Catalog, paths: Iterable[str | os.PathLike[str]]) -> int:
+    """Delete the images at these paths or under these folders (and their captions)."""
+    from .scan import normalize_path
+
+    states = catalog.file_states([normalize_path(p) for p in paths])
+    catalog.delete_items(s.id for s in states.values())
+    return len(states)

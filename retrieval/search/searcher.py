@@ -4,6 +4,7 @@ re-rank, page, and read the hits from the catalog."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,17 +25,19 @@ if TYPE_CHECKING:
 
 
 class Searcher:
-    """Queries against one collection. ``index(modality)`` returns the vector index in step
-    with the catalog; ``second_model(spec)`` a second model for the re-ranking stage."""
+    """Queries against one collection, from any number of threads. ``index(modality)`` gives
+    the vector index in step with the catalog, to search inside a ``with`` block;
+    ``second_model(spec)`` a second model for the re-ranking stage."""
 
-    def __init__(self, catalog: Catalog, index: Callable[[str], object], embedder: QueryEmbedder,
+    def __init__(self, catalog: Catalog, index: Callable[[str], AbstractContextManager[object]],
+                 embedder: QueryEmbedder,
                  second_model: Callable[[ModelSpec], SecondModel]) -> None:
         self.catalog, self.index, self.embedder = catalog, index, embedder
         self.second_model = second_model
 
     @classmethod
-    def over(cls, catalog: Catalog, model: ModelBinding, index: Callable[[str], object]
-             ) -> Searcher:
+    def over(cls, catalog: Catalog, model: ModelBinding,
+             index: Callable[[str], AbstractContextManager[object]]) -> Searcher:
         """A searcher for a collection's catalog, model and vector indexes."""
         embedder = QueryEmbedder(catalog, lambda: model.encoder, lambda: model.dim,
                                  model.text_cache)
@@ -43,14 +46,14 @@ class Searcher:
     def run(self, query: Query) -> list[Hit]:
         validate(query)
         q = self.embedder.vector(query.terms)
-        index = self.index(query.target)
         need = query.offset + query.k
         pool = max(need * 4, need + 40) if (query.rerank or query.hybrid) else need
         allow = None
         if query.filters:
             conditions = compile_filters(query.filters, self.catalog, query.target)
             allow = self.catalog.ids_where(query.target, conditions)
-        pairs, _plan = filtered_search(index, q, pool, allow)  # type: ignore[arg-type]
+        with self.index(query.target) as index:
+            pairs, _plan = filtered_search(index, q, pool, allow)  # type: ignore[arg-type]
         cands = [Candidate(i, s, scores={"vector": s}) for i, s in pairs]
         if query.hybrid is not None:
             words = query.keyword_text()

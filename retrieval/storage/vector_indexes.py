@@ -18,7 +18,10 @@ keep using the old one until it is committed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import os
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,9 +45,9 @@ from indexers import (
     tune,
 )
 
-from ..errors import InputError, VectorIndexError
+from ..errors import DiskFullError, InputError, VectorIndexError, disk_full, is_disk_full
 from .catalog import Catalog
-from .lock import WriteLock
+from .lock import ReadWriteLock, WriteLock
 from .schema import IMAGE, MODALITIES, TEXT
 
 log = logging.getLogger("retrieval")
@@ -73,14 +76,27 @@ class VectorIndexes:
         self.recall_target = recall_target
         self.lock = lock
         self._loaded: dict[str, _Loaded] = {}
+        self._writing = False  # inside sync; elsewhere a save that fails is only a warning
+        self._rw = ReadWriteLock()
 
     def _can_save(self) -> bool:
         return self.lock.held
 
     def for_search(self, modality: str) -> VectorIndex:
         """:meth:`get` for a reader: a caught-up index is saved only when nobody writes."""
+        index = self._current(modality)
+        if index is not None:
+            return index
         with self.lock.hold_if_free():
-            return self.get(modality)
+            return self._refresh(modality)
+
+    @contextlib.contextmanager
+    def searching(self, modality: str) -> Iterator[VectorIndex]:
+        """The index of ``modality`` for searches in this block; threads search at once, and a
+        catch-up with the catalog waits until they are done (and they for it)."""
+        index = self.for_search(modality)
+        with self._rw.reading():
+            yield index
 
     def set_memory_budget(self, size: int | str) -> None:
         """Bound the indexes' memory (bytes, or a size such as "2G"); kept for later runs."""
@@ -95,7 +111,17 @@ class VectorIndexes:
 
     def get(self, modality: str) -> VectorIndex:
         """The index of ``modality``, current with the catalog."""
-        with indexer_errors(modality):
+        return self._current(modality) or self._refresh(modality)
+
+    def _current(self, modality: str) -> VectorIndex | None:
+        """The loaded index if nothing changed since it was brought up to date."""
+        state = self._loaded.get(modality)
+        if state is not None and state.seq == self.catalog.max_seq():
+            return state.index
+        return None
+
+    def _refresh(self, modality: str) -> VectorIndex:
+        with indexer_errors(modality), self._rw.writing():
             return self._get(modality)
 
     def _get(self, modality: str) -> VectorIndex:
@@ -116,12 +142,25 @@ class VectorIndexes:
     def sync(self, on_event: Callable[[str], None] | None = None) -> None:
         """Bring every index up to date, switch tiers or re-tune where the collection changed
         enough, save, then prune the change log. For writers."""
-        for modality in MODALITIES:
-            with indexer_errors(modality):
-                self._get(modality)
-                self._maintain(modality, on_event or (lambda _m: None))
+        with self._rw.writing():
+            self._writing = True
+            try:
+                for modality in MODALITIES:
+                    with indexer_errors(modality):
+                        self._get(modality)
+                        self._maintain(modality, on_event or (lambda _m: None))
+            finally:
+                self._writing = False
         if self._loaded and self._can_save():
             self.catalog.prune_changes(min(s.seq for s in self._loaded.values()))
+
+    def _check_space(self, index: VectorIndex) -> None:
+        """Refuse a save that cannot fit before writing a byte (FAISS would print its own
+        complaint on the way)."""
+        need = index.ntotal * index.bytes_per_vector() * 1.1 + (1 << 20)
+        where = self.folder if self.folder.exists() else self.folder.parent
+        if shutil.disk_usage(where).free < need:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.folder))
 
     def describe(self, modality: str) -> dict[str, Any]:
         return self.get(modality).describe()
@@ -252,11 +291,21 @@ class VectorIndexes:
         if state.seq == state.saved_seq or not self._can_save():
             return
         meta = {"seq": state.seq, "catalog_id": self.catalog_id, "modality": modality}
-        save_index(state.index, self.folder, modality, meta)
-        state.saved_seq = state.seq
-        saved = self.catalog.get_settings().get("indexes_saved") or []
-        if modality not in saved:
-            self.catalog.set_settings(indexes_saved=[*saved, modality])
+        try:
+            self._check_space(state.index)
+            save_index(state.index, self.folder, modality, meta)
+            state.saved_seq = state.seq
+            saved = self.catalog.get_settings().get("indexes_saved") or []
+            if modality not in saved:
+                self.catalog.set_settings(indexes_saved=[*saved, modality])
+        except (OSError, RuntimeError, IndexerError, DiskFullError) as exc:
+            if not is_disk_full(exc):
+                raise
+            if self._writing:
+                raise disk_full(f"the {modality} index", self.folder) from None
+            # A reader only saves the catch-up to spare the next one; it works without.
+            log.warning("the %s index is not saved (no space left on the device of %s); "
+                        "searches still work", modality, self.folder)
 
 
 @contextlib.contextmanager
