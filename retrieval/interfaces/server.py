@@ -107,6 +107,25 @@ class SearchOut(BaseModel):
     took_ms: float
 
 
+class ErrorOut(BaseModel):
+    """Every error: one line for a person, and for a 422 the first problems in detail."""
+
+    detail: str
+    errors: list[dict[str, Any]] | None = None
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorOut, "description": what} for status, what in (
+        (400, "a search the engine cannot run as given"),
+        (401, "missing or wrong bearer token (when the service has one)"),
+        (403, "the item's file is outside the indexed folders"),
+        (404, "no such item, or its file is gone"),
+        (409, "the item's file changed since it was indexed, or the collection is busy"),
+        (413, "the request body is over the limit"),
+        (422, "the request does not match the schema"),
+        (503, "the model's weights are missing on the server"))}
+
+
 def _hit_out(h: Hit) -> HitOut:
     return HitOut(**h.to_dict())
 
@@ -180,7 +199,8 @@ def create_app(collection: Collection, *, token: str | None = None,
                        search_threads or cpu_threads())
     body_limit = max_body_bytes or (max_upload_bytes * 4 // 3 + (1 << 20))
     app = FastAPI(title="retrieval", version=_version(), lifespan=service.lifespan,
-                  summary="Search images by text, by image, and texts by image.")
+                  summary="Search images by text, by image, and texts by image.",
+                  responses=ERRORS)
     if token is not None:
         app.add_middleware(BearerAuth, token=token)
     app.add_middleware(BodyLimit, max_bytes=body_limit)  # outermost: before the token check

@@ -140,10 +140,12 @@ def _vector(value: Any) -> np.ndarray:
         if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not all(
                 _is_number(x) for x in value):
             raise QueryError("a query vector is a flat list of numbers")
-        value = np.asarray(value, dtype=np.float32)
+        with np.errstate(over="ignore"):  # 1e300 becomes inf, refused below
+            value = np.asarray(value, dtype=np.float32)
     if value.ndim != 1 or not value.size or not np.issubdtype(value.dtype, np.number):
         raise QueryError("a query vector is a flat list of numbers")
-    value = value.astype(np.float32)
+    with np.errstate(over="ignore"):
+        value = value.astype(np.float32)
     if not np.isfinite(value).all():
         raise QueryError("a query vector holds only finite numbers")
     return value

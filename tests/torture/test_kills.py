@@ -2,8 +2,11 @@
 convergence check: the next runs finish, the catalog and the saved vector indexes hold the same
 ids, nothing is duplicated, and every file is found by its own image.
 
-Kills per command: ``RETRIEVAL_TORTURE_KILLS`` (default 1 in the normal test run; the README's
-figures come from a run with 20). ``RETRIEVAL_TORTURE_SEED`` fixes the kill moments.
+Each trial starts from the same state, kills the command twice, each time at a random moment
+of the time a whole run takes (start-up included: a kill may land before any work), then runs
+it to the end and checks. Trials per command: ``RETRIEVAL_TORTURE_TRIALS`` (default 1 in the
+normal test run; the README's figures come from 10, so 20 kills per command).
+``RETRIEVAL_TORTURE_SEED`` fixes the kill moments.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from models import TINY_CONFIG
 
 from retrieval import Collection
 
-KILLS = int(os.environ.get("RETRIEVAL_TORTURE_KILLS", "1"))
+TRIALS = int(os.environ.get("RETRIEVAL_TORTURE_TRIALS", "1"))
+KILLS_PER_TRIAL = 2
 RNG = random.Random(int(os.environ.get("RETRIEVAL_TORTURE_SEED", "0")))
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="kill -9")
@@ -40,38 +44,6 @@ def _count(db: Path, sql: str) -> int:
             return int(conn.execute(sql).fetchone()[0])
     except sqlite3.Error:  # not created yet
         return 0
-
-
-def _start(argv: list[str], started: Callable[[], bool]) -> tuple[subprocess.Popen[str], float]:
-    proc = subprocess.Popen([retrieval_exe(), *argv], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not started() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    return proc, time.monotonic()
-
-
-def work_time(argv: list[str], started: Callable[[], bool]) -> float:
-    """Seconds from ``started()`` to the end of an uninterrupted run (on a scratch copy)."""
-    proc, t0 = _start(argv, started)
-    proc.communicate(timeout=600)
-    assert proc.returncode == 0
-    return time.monotonic() - t0
-
-
-def kill_during(argv: list[str], started: Callable[[], bool], window: float) -> str:
-    """Start the command, wait until ``started()`` says its work began, then ``kill -9`` it at
-    a random moment of the ``window`` seconds its work takes. Returns ``killed``, or
-    ``finished`` when it was done before the kill came."""
-    proc, _ = _start(argv, started)
-    time.sleep(RNG.uniform(0, window))
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
-        return "killed"
-    err = proc.stderr.read() if proc.stderr else ""
-    assert proc.returncode == 0 and "Traceback" not in err, err
-    return "finished"
 
 
 def run(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -113,85 +85,133 @@ def check_converged(col: Path, *, images: list[Path] | None = None, texts: int |
         c.close()
 
 
+def duration(argv: list[str]) -> float:
+    """Seconds an uninterrupted run takes, start-up included (on a scratch copy)."""
+    t0 = time.monotonic()
+    run(*argv)
+    return time.monotonic() - t0
+
+
+def kill_at_random(argv: list[str], seconds: float, progress: Callable[[], int]) -> str:
+    """Start the command and ``kill -9`` it at a random moment of ``seconds``. Returns
+    ``during work`` (it had committed something), ``before work``, or ``finished`` (it was
+    done first: a run that resumes an interrupted one has less to do)."""
+    before = progress()
+    proc = subprocess.Popen([retrieval_exe(), *argv], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        proc.wait(timeout=RNG.uniform(0.05, seconds))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return "during work" if progress() > before else "before work"
+    err = proc.stderr.read() if proc.stderr else ""
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    return "finished"
+
+
+def trials(prepare: Callable[[Path], Callable[[], list[str]]],
+           progress: Callable[[Path], int], check: Callable[[Path, list[str]], None],
+           base: Path) -> list[str]:
+    """``prepare(folder)`` makes a fresh starting state and returns what gives the command's
+    arguments (asked again before each start: a resumed training run says ``--resume``)."""
+    seconds = duration(prepare(base / "timing")())
+    outcomes: list[str] = []
+    for t in range(TRIALS):
+        folder = base / f"trial{t}"
+        argv = prepare(folder)
+        for _ in range(KILLS_PER_TRIAL):
+            outcomes.append(kill_at_random(argv(), seconds, lambda f=folder: progress(f)))
+        run(*argv())
+        check(folder, argv())
+    return outcomes
+
+
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     folder = tmp_path_factory.mktemp("photos")
-    return [make_image(folder / f"p{i:03d}.jpg", i, size=(1200, 900)) for i in range(96)]
+    return [make_image(folder / f"p{i:03d}.jpg", i, size=(1600, 1200)) for i in range(120)]
+
+
+@pytest.fixture(autouse=True)
+def _demo_exported(tmp_path: Path) -> None:
+    """The demo model's ONNX export made beforehand, so that no timed run includes it."""
+    make_image(tmp_path / "warm" / "one.jpg", 0)
+    run("--collection", str(tmp_path / "warm-col"), "index", str(tmp_path / "warm"),
+        "--model", "demo")
 
 
 def _report(capsys: pytest.CaptureFixture[str], what: str, outcomes: list[str]) -> None:
     with capsys.disabled():
-        print(f"\nkill -9 during {what}: {outcomes.count('killed')} killed, "
-              f"{outcomes.count('finished')} finished first; converged")
+        print(f"\nkill -9 during {what}: {len(outcomes)} kills in {TRIALS} trial(s): "
+              f"{outcomes.count('during work')} after work had been committed, "
+              f"{outcomes.count('before work')} before, {outcomes.count('finished')} came "
+              "after the run had finished; every trial converged")
+
+
+def _items(col: Path) -> int:
+    return _count(col / "catalog.sqlite", "SELECT count(*) FROM items")
 
 
 def test_kills_during_index_converge(tmp_path, photos, capsys):
-    def argv(col: Path) -> list[str]:
-        return ["--collection", str(col), "index", str(photos[0].parent), "--model", "demo",
-                "--batch-size", "8", "--workers", "2"]
+    def prepare(folder: Path) -> Callable[[], list[str]]:
+        return lambda: ["--collection", str(folder / "col"), "index", str(photos[0].parent),
+                        "--model", "demo", "--batch-size", "8", "--workers", "2"]
 
-    def started(col: Path) -> Callable[[], bool]:
-        return lambda: _count(col / "catalog.sqlite", "SELECT count(*) FROM items") > 0
+    def check(folder: Path, argv: list[str]) -> None:
+        again = json.loads(run(*argv, "--json").stdout)
+        assert (again["added"], again["updated"], again["failed"]) == (0, 0, 0)
+        check_converged(folder / "col", images=photos)
 
-    window = work_time(argv(tmp_path / "scratch"), started(tmp_path / "scratch"))
-    col = tmp_path / "col"
-    outcomes = [kill_during(argv(col), started(col), window) for _ in range(KILLS)]
-    argv = argv(col)
-    run(*argv)
-    again = json.loads(run(*argv, "--json").stdout)
-    assert (again["added"], again["updated"], again["failed"]) == (0, 0, 0)
-    check_converged(col, images=photos)
+    outcomes = trials(prepare, lambda f: _items(f / "col"), check, tmp_path)
     _report(capsys, "index", outcomes)
 
 
 def test_kills_during_add_texts_converge(tmp_path, capsys):
-    col = tmp_path / "col"
-    db = col / "catalog.sqlite"
     texts = tmp_path / "texts.jsonl"
     words = ["red", "green", "blue", "circle", "square", "cat", "dog", "sea", "tree", "car"]
     rng = random.Random(1)
     texts.write_text("".join(json.dumps({"id": f"t{i}", "text": " ".join(rng.choices(words, k=6))
-                                         + f" {i}"}) + "\n" for i in range(3000)))
-    def argv_for(c: Path) -> list[str]:
-        return ["--collection", str(c), "add-texts", str(texts), "--model", "demo"]
+                                         + f" {i}"}) + "\n" for i in range(4000)))
 
-    scratch = tmp_path / "scratch" / "catalog.sqlite"
-    window = work_time(argv_for(scratch.parent),
-                       lambda: _count(scratch, "SELECT count(*) FROM items") > 0)
-    argv = argv_for(col)
-    outcomes = [kill_during(argv, lambda: _count(db, "SELECT count(*) FROM items") > 0, window)
-                for _ in range(KILLS)]
-    run(*argv)
-    check_converged(col, texts=3000)
+    def prepare(folder: Path) -> Callable[[], list[str]]:
+        return lambda: ["--collection", str(folder / "col"), "add-texts", str(texts),
+                        "--model", "demo"]
+
+    outcomes = trials(prepare, lambda f: _items(f / "col"),
+                      lambda f, _a: check_converged(f / "col", texts=4000), tmp_path)
     _report(capsys, "add-texts", outcomes)
 
 
 def test_kills_during_tag_converge(tmp_path, photos, capsys):
-    col = tmp_path / "col"
-    run("--collection", str(col), "index", str(photos[0].parent), "--model", "demo")
+    template = tmp_path / "template"
+    run("--collection", str(template), "index", str(photos[0].parent), "--model", "demo")
     labels = tmp_path / "labels.txt"
-    labels.write_text("\n".join(f"{c} {s}" for c in ("red", "green", "blue", "yellow", "purple",
-                                                   "orange") for s in ("circle", "square",
-                                                                       "triangle", "star")))
-    db = col / "catalog.sqlite"
-    argv = ["--collection", str(col), "tag", "--labels", str(labels)]
-    scratch = tmp_path / "scratch"
-    shutil.copytree(col, scratch)
-    window = work_time(["--collection", str(scratch), *argv[2:]],
-                       lambda: _count(scratch / "catalog.sqlite",
-                                      "SELECT count(*) FROM tag_runs") > 0)
-    outcomes = [kill_during(argv, lambda: _count(db, "SELECT count(*) FROM tag_runs") > 0,
-                            window) for _ in range(KILLS)]
-    run(*argv)
-    assert _count(db, "SELECT count(*) FROM tag_runs") == len(photos)
-    assert _count(db, "SELECT count(DISTINCT signature) FROM tag_runs") == 1
-    final = json.loads(run(*argv, "--json").stdout)
-    assert final["tagged"] == 0 and final["unchanged"] == len(photos)
-    check_converged(col, images=photos)
+    labels.write_text("\n".join(f"{size} {c} {s}" for size in ("small", "large")
+                                for c in ("red", "green", "blue", "yellow", "purple", "orange")
+                                for s in ("circle", "square", "triangle", "star", "cross")))
+
+    def prepare(folder: Path) -> Callable[[], list[str]]:
+        shutil.copytree(template, folder / "col")
+        return lambda: ["--collection", str(folder / "col"), "tag", "--labels", str(labels)]
+
+    def check(folder: Path, argv: list[str]) -> None:
+        db = folder / "col" / "catalog.sqlite"
+        assert _count(db, "SELECT count(*) FROM tag_runs") == len(photos)
+        assert _count(db, "SELECT count(DISTINCT signature) FROM tag_runs") == 1
+        final = json.loads(run(*argv, "--json").stdout)
+        assert final["tagged"] == 0 and final["unchanged"] == len(photos)
+        check_converged(folder / "col", images=photos)
+
+    outcomes = trials(prepare, lambda f: _count(f / "col" / "catalog.sqlite",
+                                                "SELECT count(*) FROM tag_runs"), check, tmp_path)
     _report(capsys, "tag", outcomes)
 
 
 def test_kills_during_train_converge(tmp_path, capsys):
+    import torch
+    from safetensors.torch import load_file
+
     from retrieval.training.synthetic import write_dataset
 
     data = tmp_path / "data"
@@ -200,25 +220,26 @@ def test_kills_during_train_converge(tmp_path, capsys):
     arch.write_text(json.dumps(TINY_CONFIG))
     common = [str(data), "--model", str(arch), "--from-scratch", "--epochs", "4",
               "--batch-size", "16", "--lr", "2e-3", "--workers", "0", "--val-fraction", "0.25"]
-    out = tmp_path / "model"
+    reference = tmp_path / "reference"
+    run("train", *common, "--out", str(reference))
+    expected = load_file(reference / "open_clip_model.safetensors")
 
-    def argv() -> list[str]:
-        resume = ["--resume"] if list((out / "checkpoints").glob("epoch_*.pt")) else []
-        return ["train", *common, "--out", str(out), *resume]
+    def prepare(folder: Path) -> Callable[[], list[str]]:
+        def argv() -> list[str]:
+            resume = list((folder / "model" / "checkpoints").glob("epoch_*.pt"))
+            return ["train", *common, "--out", str(folder / "model"),
+                    *(["--resume"] if resume else [])]
+        return argv
 
-    ref = tmp_path / "reference"
-    window = work_time(["train", *common, "--out", str(ref)], lambda: (ref / "cache").exists())
-    outcomes = []
-    for _ in range(KILLS):
-        outcomes.append(kill_during(argv(), lambda: (out / "cache").exists(), window))
-    if outcomes[-1] == "killed":
-        run(*argv())
-    import torch
-    from safetensors.torch import load_file
+    def progress(folder: Path) -> int:
+        return (folder / "model" / "cache").exists() + len(
+            list((folder / "model" / "checkpoints").glob("epoch_*.pt")))
 
-    got = load_file(out / "open_clip_model.safetensors")
-    ref = load_file(tmp_path / "reference" / "open_clip_model.safetensors")
-    assert got.keys() == ref.keys()
-    assert all(torch.allclose(got[k], ref[k], atol=1e-5) for k in ref), \
-        "killed and resumed training ended elsewhere than an uninterrupted run"
+    def check(folder: Path, _argv: list[str]) -> None:
+        got = load_file(folder / "model" / "open_clip_model.safetensors")
+        assert got.keys() == expected.keys()
+        assert all(torch.allclose(got[k], expected[k], atol=1e-5) for k in expected), \
+            "killed and resumed training ended elsewhere than an uninterrupted run"
+
+    outcomes = trials(prepare, progress, check, tmp_path)
     _report(capsys, "train", outcomes)

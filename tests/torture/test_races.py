@@ -1,5 +1,5 @@
-"""Two runs that start at once on a collection that does not exist yet (issue 11.5): one
-creates it, the other is told in one line that another process is writing (or, if the first
+"""Three runs that start at once on a collection that does not exist yet (issue 11.5): one
+creates it, the others are told in one line that another process is writing (or, if the first
 was already done, runs after it); never a traceback, never a half-made catalog."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ def test_two_first_runs_at_once(tmp_path: Path, round_: int) -> None:
     make_images(tmp_path / "imgs", 12)
     (tmp_path / "texts.txt").write_text("a red circle\na blue square\n")
     col = tmp_path / "new-collection"
-    barrier = threading.Barrier(2)
+    barrier = threading.Barrier(3)
     results: list[subprocess.CompletedProcess[str]] = []
 
     def start(cmd: list[str]) -> None:
@@ -25,9 +25,9 @@ def test_two_first_runs_at_once(tmp_path: Path, round_: int) -> None:
         results.append(subprocess.run([retrieval_exe(), "--collection", str(col), *cmd],
                                       capture_output=True, text=True, timeout=300))
 
-    commands = [["index", str(tmp_path / "imgs"), "--model", "demo"],
-                ["add-texts", str(tmp_path / "texts.txt"), "--model", "demo"] if round_ == 2 else
-                ["index", str(tmp_path / "imgs"), "--model", "demo"]]
+    index = ["index", str(tmp_path / "imgs"), "--model", "demo"]
+    texts = ["add-texts", str(tmp_path / "texts.txt"), "--model", "demo"]
+    commands = [index, index, texts if round_ == 2 else index]
     threads = [threading.Thread(target=start, args=(c,)) for c in commands]
     for t in threads:
         t.start()
