@@ -138,3 +138,9 @@ def disk_full(what: str, folder: object) -> DiskFullError:
     """The one line for a full disk: what could not be written, and where."""
     return DiskFullError(f"no space left on the device of {folder} to write {what}; free some "
                          "space and run the same command again (what was stored is intact)")
+
+
+def first_line(exc: BaseException | str) -> str:
+    """The first line of a driver's message (psycopg's go on with hints)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[0] if lines else type(exc).__name__

@@ -20,7 +20,7 @@ ESCAPE = "\uffff"
 _SURROGATE = re.compile("[\udc80-\udcff\uffff]")
 _STORED = re.compile("\uffff(\uffff|[0-9a-f]{2})")
 _UNSHOWABLE = re.compile("[\x00-\x1f\x7f\udc80-\udcff\uffff]")
-_ANY_SURROGATE = re.compile("[\ud800-\udfff]")
+_ANY_SURROGATE = re.compile("[\ud800-\udfff\x00]")  # and NUL (PostgreSQL text cannot hold it)
 _CONTROL = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
@@ -62,7 +62,7 @@ def shown(path: str | None) -> str:
 
 def clean_text(text: str) -> str:
     """Text (not a path: a query, a caption) with undecodable bytes and stray surrogates
-    replaced by U+FFFD, so it can be stored and encoded."""
+    (and NUL) replaced by U+FFFD, so it can be stored and encoded."""
     return _ANY_SURROGATE.sub("\ufffd", text)
 
 

@@ -141,3 +141,36 @@ def assert_one_error_line(proc: subprocess.CompletedProcess[str], *needles: str)
 
 def json_lines(text: str) -> list[Any]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Any:
+    """A throwaway PostgreSQL server for the whole run (started on first use). Skipped where
+    PostgreSQL or psycopg is missing, except with ``RETRIEVAL_REQUIRE_POSTGRES=1`` (CI)."""
+    from postgres import PostgresServer, find_bin
+
+    problem = None
+    bindir = find_bin()
+    if bindir is None:
+        problem = "PostgreSQL is not installed (apt-get install postgresql)"
+    else:
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            problem = "psycopg is not installed (pip install -e '.[postgresql]')"
+    if problem:
+        if os.environ.get("RETRIEVAL_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"{problem}, and RETRIEVAL_REQUIRE_POSTGRES=1")
+        pytest.skip(problem)
+    server = PostgresServer(bindir).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog_url(request: pytest.FixtureRequest) -> str | None:
+    """Run a test on both catalogs: None (SQLite in the folder) or a fresh PostgreSQL
+    database's URL."""
+    if request.param == "sqlite":
+        return None
+    return str(request.getfixturevalue("postgres").create_database())

@@ -143,15 +143,16 @@ def _compile(f: Filter, kind: str) -> Any:
 def _path(f: Filter, kind: str) -> Any:
     from sqlalchemy import or_, select
 
+    from ..storage.dialects import Glob
     from ..storage.schema import items
 
     parent = items.alias("parent")
     path = (select(parent.c.path).where(parent.c.id == items.c.parent_id).scalar_subquery()
             if kind == "text" else items.c.path)
     if f.op == "~":
-        return path.op("GLOB")(f.value)
+        return Glob(path, f.value)
     if f.op == "under":
-        return or_(path == f.value, path.op("GLOB")(_glob_escape(f.value) + os.sep + "*"))
+        return or_(path == f.value, Glob(path, _glob_escape(f.value) + os.sep + "*"))
     if f.op in ("=", "!="):
         return _compare(path, f.op, os.path.abspath(os.path.expanduser(f.value)))
     raise QueryError(f"filter '{f}': path takes = != or ~ (a glob)")
@@ -160,18 +161,19 @@ def _path(f: Filter, kind: str) -> Any:
 def _date(f: Filter) -> Any:
     from sqlalchemy import and_, func, not_
 
+    from ..storage.dialects import EpochTime
     from ..storage.schema import items
 
     when = parse_date(f.value, f"filter '{f}'")
-    mtime = func.datetime(items.c.mtime_ns / 1_000_000_000, "unixepoch")
+    mtime = EpochTime(items.c.mtime_ns / 1_000_000_000)
     column = {"taken": items.c.taken_at, "mtime": mtime,
               "date": func.coalesce(items.c.taken_at, mtime)}[f.field]
     if f.op == "~":
         raise QueryError(f"filter '{f}': dates compare with = != < <= > >=")
     if f.op in ("=", "!="):  # the whole period the value names: a day, a month, a year
-        inside = and_(column >= _sql_time(when), column < _sql_time(_period_end(f.value)))
+        inside = and_(column >= when, column < _period_end(f.value))
         return inside if f.op == "=" else not_(inside)
-    return _compare(column, f.op, _sql_time(when))
+    return _compare(column, f.op, when)
 
 
 def _number(f: Filter) -> Any:
@@ -201,12 +203,13 @@ def _orientation(f: Filter, _kind: str) -> Any:
 def _camera(f: Filter, _kind: str) -> Any:
     from sqlalchemy import func, not_, or_
 
+    from ..storage.dialects import Glob
     from ..storage.schema import items
 
     camera = func.lower(func.trim(func.coalesce(items.c.camera_make, "") + " " +
                                   func.coalesce(items.c.camera_model, "")))
     if f.op == "~":
-        return camera.op("GLOB")(f.value.lower())
+        return Glob(camera, f.value.lower())
     if f.op in ("=", "!="):
         hit = or_(camera == f.value.lower(), func.lower(items.c.camera_model) == f.value.lower())
         return hit if f.op == "=" else not_(hit)
@@ -238,31 +241,28 @@ def _caption(f: Filter, _kind: str) -> Any:
 
 
 def _metadata(f: Filter) -> Any:
-    from sqlalchemy import and_, func, or_
+    from sqlalchemy import and_, or_
 
+    from ..storage.dialects import Glob, JsonValue
     from ..storage.schema import items
 
     key = f.field[len("meta."):]
     if not re.fullmatch(r"[\w-]+", key):
         raise QueryError(f"filter '{f}': metadata keys are letters, digits, _ and -")
-    column = func.json_extract(items.c.metadata, f'$."{key}"')
+    text = JsonValue(items.c.metadata, key)
+    number = JsonValue(items.c.metadata, key, number=True)
     if f.op == "~":
-        return column.op("GLOB")(f.value)
+        return Glob(text, f.value)
+    try:
+        value: float | None = float(f.value)
+    except ValueError:
+        value = None
     if f.op == "=":  # the value may be stored as text or as a number
-        return or_(column == f.value, column == _number_or(f.value))
+        return text == f.value if value is None else or_(text == f.value, number == value)
     if f.op == "!=":
-        return and_(column != f.value, column != _number_or(f.value))
-    try:
-        return _compare(column, f.op, float(f.value))
-    except ValueError:
-        return _compare(column, f.op, f.value)
-
-
-def _number_or(value: str) -> Any:
-    try:
-        return float(value)
-    except ValueError:
-        return value
+        return text != f.value if value is None else and_(
+            text != f.value, or_(number.is_(None), number != value))
+    return _compare(text, f.op, f.value) if value is None else _compare(number, f.op, value)
 
 
 def _period_end(text: str) -> dt.datetime:
@@ -274,8 +274,3 @@ def _period_end(text: str) -> dt.datetime:
         return (start.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
     step = {"day": dt.timedelta(days=1), "minute": dt.timedelta(minutes=1)}
     return start + step.get(unit, dt.timedelta(seconds=1))
-
-
-def _sql_time(value: dt.datetime) -> str:
-    """The text form SQLite stores datetimes in, which compares in time order."""
-    return value.strftime("%Y-%m-%d %H:%M:%S.%f")

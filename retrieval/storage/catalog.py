@@ -13,10 +13,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, create_engine, delete, event, func, select
-from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
+from sqlalchemy import Engine, create_engine, delete, event, func, make_url, select, text
+from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError, OperationalError
 
-from ..errors import CatalogError, disk_full, is_disk_full
+from ..errors import CatalogError, disk_full, first_line, is_disk_full
 from . import keywords, writes
 from .migrations import SCHEMA_VERSION, current_version, migrate
 from .records import FileState, Hydrated, ImageRecord, Item, TextRecord, decode_vectors
@@ -47,22 +47,37 @@ class Catalog:
                 raise CatalogError(f"catalog not found: {self.file}")
             os.makedirs(os.path.dirname(self.file), exist_ok=True)
             url = f"sqlite:///{self.file}"
-        self.engine: Engine = create_engine(url)
+        self.url = url = normalize_url(url)
+        self.where = self.file or shown_url(url)  # for messages: never the password
+        self.engine: Engine = _engine(url, self.where)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         event.listen(self.engine, "handle_error", self._on_error)
         try:
-            self._migrate(self.file or url)
+            self._migrate(self.where)
         except (DatabaseError, OperationalError) as exc:
             self.engine.dispose()
             raise CatalogError(
-                f"cannot open catalog {self.file or url}: {exc.orig or exc}") from None
+                f"cannot open catalog {self.where}: {first_line(exc.orig or exc)}") from None
+        except CatalogError:
+            self.engine.dispose()
+            raise
+
+    @property
+    def shared(self) -> bool:
+        """True for a database server several processes and hosts may write to."""
+        return self.file is None and self.engine.dialect.name != "sqlite"
 
     def _on_error(self, context: Any) -> None:
-        """A full disk, from any statement or commit, as one line naming the folder."""
+        """A full disk, from any statement or commit, as one line naming the folder; a
+        database server that is down or went away, as one line naming it."""
         if is_disk_full(context.original_exception):
             where = os.path.dirname(self.file) if self.file else "the catalog's database"
             raise disk_full("the catalog", where)
+        if self.shared and (context.is_disconnect or isinstance(
+                context.sqlalchemy_exception, OperationalError)):
+            raise CatalogError(f"catalog database {self.where}: "
+                               f"{first_line(context.original_exception)}")
 
     def _migrate(self, where: str) -> None:
         """Apply missing migrations, one process at a time: two processes opening a new
@@ -74,6 +89,8 @@ class Catalog:
             if self.engine.dialect.name == "sqlite":
                 # Take SQLite's write lock before reading the version (waits for the other).
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
+            elif self.engine.dialect.name == "postgresql":  # released at commit
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
             migrate(conn, where)
             conn.commit()
 
@@ -287,7 +304,7 @@ class Catalog:
         best first."""
         with self.engine.connect() as conn:
             if not keywords.available(conn):
-                raise CatalogError("keyword search needs the SQLite catalog (FTS5)")
+                raise CatalogError("keyword search needs a SQLite or PostgreSQL catalog")
             return keywords.search(conn, query, kind, limit)
 
     def tags_of(self, ids: Iterable[int]) -> dict[int, list[tuple[str, float | None]]]:
@@ -336,6 +353,43 @@ class Catalog:
 
     def put_aux_vectors(self, model: str, vecs: dict[int, np.ndarray]) -> None:
         self._write(writes.put_aux_vectors, model, vecs)
+
+
+MIGRATION_LOCK = 0x5245_5452_4D49_4752  # "RETRMIGR": one migrating process per database
+
+
+def normalize_url(url: str) -> str:
+    """``postgresql://`` (and ``postgres://``) mean psycopg 3, whatever SQLAlchemy's default."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def shown_url(url: str) -> str:
+    """A database URL as messages show it: without the password."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+def _engine(url: str, where: str) -> Engine:
+    """An engine for ``url``; a URL that names a database this package has no driver for says
+    which package to install."""
+    try:
+        if url.startswith("sqlite"):
+            return create_engine(url)
+        # Pre-ping: a pooled connection the server dropped is replaced, not handed out.
+        return create_engine(url, pool_pre_ping=True)
+    except ModuleNotFoundError as exc:
+        hint = (" (pip install 'retrieval[postgresql]')" if url.startswith("postgres") else "")
+        raise CatalogError(f"catalog {where}: the database driver {exc.name!r} is not "
+                           f"installed{hint}") from None
+    except ArgumentError as exc:
+        raise CatalogError(f"catalog {where}: not a database URL ({exc})") from None
+    except Exception as exc:  # NoSuchModuleError: an unknown database name
+        raise CatalogError(f"catalog {where}: {first_line(exc)}") from None
 
 
 def _set(conn: Any, values: dict[str, Any]) -> None:

@@ -1,12 +1,20 @@
 """A collection's folder: opened, or created when a model to bind it to is given.
 
-    catalog.sqlite      the SQL catalog (source of truth)
-    indexes/            FAISS indexes derived from it, one per modality
+    catalog.sqlite      the SQL catalog (source of truth), or
+    catalog.url         the URL of a catalog on a database server (PostgreSQL), shared with
+                        the folders of the same collection on other hosts
+    indexes/            FAISS indexes derived from the catalog, one per modality
     lock                taken by writers
+
+A catalog on a server is chosen when the collection is created (``catalog=URL``, else
+``$RETRIEVAL_DATABASE_URL``). A folder on another host joins it the same way: given the URL of
+a catalog that already holds a collection, it needs no model and builds its indexes from the
+catalog.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,15 +28,73 @@ if TYPE_CHECKING:
     from .vector_indexes import VectorIndexes
 
 CATALOG_FILE = "catalog.sqlite"
+CATALOG_URL_FILE = "catalog.url"
 INDEX_DIR = "indexes"
+DATABASE_URL_ENV = "RETRIEVAL_DATABASE_URL"
 
 
-def open_catalog(folder: Path, create: bool, lock: WriteLock) -> Catalog:
-    """The catalog of the collection in ``folder``; with ``create`` a missing collection is
-    made (under the write lock: a second process creating it at the same time is told another
-    is writing), else it is an error that says how to make one."""
+def has_catalog(folder: Path) -> bool:
+    """True when ``folder`` holds a collection (its catalog or the URL of one)."""
+    return (folder / CATALOG_FILE).exists() or (folder / CATALOG_URL_FILE).exists()
+
+
+def server_url(folder: Path, url: str | None) -> str | None:
+    """The URL of the server catalog ``folder`` uses or is to use, if any."""
+    if (folder / CATALOG_FILE).exists():
+        if url:
+            raise CollectionError(
+                f"collection {folder} keeps its catalog in {folder / CATALOG_FILE}; a catalog "
+                "URL applies only when a collection is created")
+        return None
+    stored = folder / CATALOG_URL_FILE
+    if stored.exists():
+        from .catalog import normalize_url, shown_url
+
+        found = stored.read_text(encoding="utf-8").strip()
+        if url and normalize_url(url) != found:
+            raise CollectionError(f"collection {folder} uses the catalog {shown_url(found)}, "
+                                  f"not {shown_url(url)}")
+        return found
+    url = url or os.environ.get(DATABASE_URL_ENV) or None
+    if url is not None and url.startswith("sqlite"):
+        raise CollectionError(f"catalog URL {url}: a SQLite catalog lives in the collection's "
+                              "folder; give a database server's URL (postgresql://...)")
+    return url
+
+
+def bound_on_server(url: str) -> bool:
+    """True when the server catalog at ``url`` already holds a collection (a bound model)."""
     from .catalog import Catalog
 
+    catalog = Catalog(url, create=True)
+    try:
+        return catalog.get_settings().get("model") is not None
+    finally:
+        catalog.close()
+
+
+def open_catalog(folder: Path, create: bool, lock: WriteLock, url: str | None = None
+                 ) -> Catalog:
+    """The catalog of the collection in ``folder``; with ``create`` a missing collection is
+    made (under the write lock: a second process creating it at the same time is told another
+    is writing), else it is an error that says how to make one. ``url`` names a catalog on a
+    database server for a new folder."""
+    from .catalog import Catalog
+    from .lock import DatabaseLock
+
+    url = server_url(folder, url)
+    if url is not None:
+        catalog = Catalog(url, create=True)  # its migrations take a lock of their own
+        lock.shared = DatabaseLock(catalog.url, catalog.where)
+        if not (folder / CATALOG_URL_FILE).exists():
+            if not create and catalog.get_settings().get("model") is None:
+                catalog.close()
+                raise CollectionNotFoundError(
+                    f"no collection in the catalog {catalog.where}; index a folder into it "
+                    f"to create it (retrieval --collection {folder} --catalog URL index FOLDER)")
+            _write_url(folder, catalog.url)
+        catalog.ensure_catalog_id()
+        return catalog
     if (folder / CATALOG_FILE).exists():
         return Catalog(folder / CATALOG_FILE)
     if not create:
@@ -42,6 +108,19 @@ def open_catalog(folder: Path, create: bool, lock: WriteLock) -> Catalog:
         catalog = Catalog(folder / CATALOG_FILE, create=True)
         catalog.ensure_catalog_id()
         return catalog
+
+
+def _write_url(folder: Path, url: str) -> None:
+    """Keep the catalog's URL in the folder, readable by its owner only (it may hold a
+    password), written whole or not at all."""
+    if folder.exists() and not folder.is_dir():
+        raise CollectionError(f"{folder} exists and is not a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{CATALOG_URL_FILE}.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(url + "\n")
+    os.replace(tmp, folder / CATALOG_URL_FILE)
 
 
 def disk_bytes(folder: Path) -> int:
@@ -64,5 +143,5 @@ def describe(folder: Path, catalog: Catalog, spec: ModelSpec, indexes: VectorInd
         "index": described, "disk_bytes": disk_bytes(folder),
         "created_at": settings.get("created_at"),
         "last_indexed": settings.get("last_indexed_at"),
-        "schema_version": catalog.schema_version,
+        "schema_version": catalog.schema_version, "catalog": catalog.where,
     }

@@ -1,50 +1,104 @@
-"""The keyword index: words of file names, captions, texts and tags, searched by BM25.
+"""The keyword index: words of file names, captions, texts and tags, searched by relevance.
 
-SQLite's FTS5 virtual table ``items_fts`` holds one row per item (rowid = item id) with three
-columns: ``name`` (the file name and its folder, or a text's external id), ``body`` (a text, or
-an image's caption) and ``tags``. Every catalog write that changes what an item shows
-refreshes its row in the same transaction.
+One row per item with three fields: ``name`` (the file name and its folder, or a text's
+external id), ``body`` (a text, or an image's caption) and ``tags``. Every catalog write that
+changes what an item shows refreshes its row in the same transaction.
+
+* SQLite: the FTS5 virtual table ``items_fts`` (rowid = item id), ranked by BM25 with the name
+  weighted double;
+* PostgreSQL: the table ``items_kw`` with a generated ``tsvector`` column under a GIN index
+  (name weighted A, the rest B, ranked by ``ts_rank_cd``), and a trigram index on names
+  (``pg_trgm``) so a fragment of a file name finds it. Words are folded in Python (case,
+  accents) and split on anything that is not a letter or digit, as FTS5's tokenizer does.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import BigInteger, Column, MetaData, Table, Text, select, text
+from sqlalchemy.exc import DBAPIError
 
 from ..pathnames import clean_text
 from .schema import IMAGE, items, tags
 
 FTS_TABLE = "items_fts"
+PG_TABLE = "items_kw"
+_WORD = re.compile(r"[^\W_]+")
+
+pg_rows = Table(PG_TABLE, MetaData(), Column("item_id", BigInteger, primary_key=True),
+                Column("name", Text), Column("body", Text), Column("tags", Text))
 
 
 def available(conn: Any) -> bool:
-    return bool(conn.dialect.name == "sqlite")
+    return bool(conn.dialect.name in ("sqlite", "postgresql"))
 
 
 def create(conn: Any) -> None:
     """Create the index (where the database has one) and fill it from the catalog."""
-    if not available(conn):
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql(
+            f"CREATE VIRTUAL TABLE IF NOT EXISTS {FTS_TABLE} USING fts5("
+            "name, body, tags, tokenize = 'unicode61 remove_diacritics 2')")
+    elif conn.dialect.name == "postgresql":
+        _create_pg(conn)
+    else:
         return
-    conn.exec_driver_sql(
-        f"CREATE VIRTUAL TABLE IF NOT EXISTS {FTS_TABLE} USING fts5("
-        "name, body, tags, tokenize = 'unicode61 remove_diacritics 2')")
     ids = [r[0] for r in conn.execute(select(items.c.id))]
     for start in range(0, len(ids), 900):
         refresh(conn, ids[start:start + 900])
 
 
+def _create_pg(conn: Any) -> None:
+    conn.exec_driver_sql(
+        f"CREATE TABLE IF NOT EXISTS {PG_TABLE} ("
+        " item_id BIGINT PRIMARY KEY REFERENCES items(id) ON DELETE CASCADE,"
+        " name TEXT NOT NULL, body TEXT NOT NULL, tags TEXT NOT NULL,"
+        " tsv tsvector GENERATED ALWAYS AS ("
+        "  setweight(to_tsvector('simple', name), 'A') ||"
+        "  setweight(to_tsvector('simple', body), 'B') ||"
+        "  setweight(to_tsvector('simple', tags), 'B')) STORED)")
+    conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {PG_TABLE}_tsv ON {PG_TABLE} USING gin (tsv)")
+    savepoint = conn.begin_nested()
+    try:  # pg_trgm is a trusted extension, but a locked-down server may not offer it
+        conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+        conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {PG_TABLE}_name_trgm "
+                             f"ON {PG_TABLE} USING gin (name gin_trgm_ops)")
+        savepoint.commit()
+    except DBAPIError:  # fragments of names then match by whole words only
+        savepoint.rollback()
+
+
+def words(text: str) -> list[str]:
+    """The words of ``text`` as the index keeps them: lower case, without accents, split on
+    anything that is not a letter or a digit."""
+    folded = unicodedata.normalize("NFKD", text.casefold())
+    return _WORD.findall("".join(c for c in folded if not unicodedata.combining(c)))
+
+
 def query_text(text: str) -> str:
     """A safe FTS5 query for free text: the phrase, or any of its words (quoted tokens, so
     user input never reaches FTS5's query syntax)."""
-    words = re.findall(r"\w+", text.lower())
-    if not words:
+    found = re.findall(r"\w+", text.lower())
+    if not found:
         return ""
-    quoted = [f'"{w}"' for w in dict.fromkeys(words)]
-    phrase = '"' + " ".join(words) + '"'
-    return " OR ".join([phrase, *quoted]) if len(words) > 1 else quoted[0]
+    quoted = [f'"{w}"' for w in dict.fromkeys(found)]
+    phrase = '"' + " ".join(found) + '"'
+    return " OR ".join([phrase, *quoted]) if len(found) > 1 else quoted[0]
+
+
+def pg_query(text: str) -> str:
+    """The same query as a PostgreSQL ``tsquery``: the phrase, or any of its words."""
+    found = words(text)
+    if not found:
+        return ""
+    quoted = [f"'{w}'" for w in dict.fromkeys(found)]
+    if len(found) == 1:
+        return quoted[0]
+    return " | ".join(["(" + " <-> ".join(f"'{w}'" for w in found) + ")", *quoted])
 
 
 def name_words(path: str | None) -> str:
@@ -55,12 +109,8 @@ def name_words(path: str | None) -> str:
     return clean_text(" ".join(p[-2:]))
 
 
-def refresh(conn: Any, ids: Sequence[int]) -> None:
-    """Recompute the keyword rows of these items (deleted items lose theirs)."""
-    if not available(conn) or not ids:
-        return
-    marks = ",".join("?" * len(ids))
-    conn.exec_driver_sql(f"DELETE FROM {FTS_TABLE} WHERE rowid IN ({marks})", tuple(ids))
+def _rows(conn: Any, ids: Sequence[int]) -> list[tuple[int, str, str, str]]:
+    """(id, name, body, tags) of these items as the index should hold them."""
     found = conn.execute(select(items.c.id, items.c.kind, items.c.path, items.c.text,
                                 items.c.external_id).where(items.c.id.in_(ids))).all()
     captions = dict(conn.execute(select(items.c.parent_id, items.c.text).where(
@@ -71,20 +121,39 @@ def refresh(conn: Any, ids: Sequence[int]) -> None:
         labels.setdefault(item_id, []).append(tag)
     rows = []
     for r in found:
-        words = " ".join(labels.get(r.id, []))
+        label_words = " ".join(labels.get(r.id, []))
         if r.kind == IMAGE:
-            rows.append((r.id, name_words(r.path), captions.get(r.id) or "", words))
+            rows.append((r.id, name_words(r.path), captions.get(r.id) or "", label_words))
         else:
-            rows.append((r.id, r.external_id or "", r.text or "", words))
-    if rows:
+            rows.append((r.id, r.external_id or "", r.text or "", label_words))
+    return rows
+
+
+def refresh(conn: Any, ids: Sequence[int]) -> None:
+    """Recompute the keyword rows of these items (deleted items lose theirs)."""
+    if not available(conn) or not ids:
+        return
+    if conn.dialect.name == "postgresql":
+        conn.execute(pg_rows.delete().where(pg_rows.c.item_id.in_(ids)))
+        rows = [{"item_id": i, "name": " ".join(words(n)), "body": " ".join(words(b)),
+                 "tags": " ".join(words(t))} for i, n, b, t in _rows(conn, ids)]
+        if rows:
+            conn.execute(pg_rows.insert(), rows)
+        return
+    marks = ",".join("?" * len(ids))
+    conn.exec_driver_sql(f"DELETE FROM {FTS_TABLE} WHERE rowid IN ({marks})", tuple(ids))
+    rows_ = _rows(conn, ids)
+    if rows_:
         conn.exec_driver_sql(
-            f"INSERT INTO {FTS_TABLE}(rowid, name, body, tags) VALUES (?, ?, ?, ?)", rows)
+            f"INSERT INTO {FTS_TABLE}(rowid, name, body, tags) VALUES (?, ?, ?, ?)", rows_)
 
 
-def search(conn: Any, text: str, kind: str, limit: int) -> list[tuple[int, float]]:
+def search(conn: Any, query: str, kind: str, limit: int) -> list[tuple[int, float]]:
     """(id, score) of items of ``kind`` whose name, text, caption or tags match, best first
-    (BM25 with the name weighted double; higher is better)."""
-    fts = query_text(text)
+    (the name weighs double; higher is better)."""
+    if conn.dialect.name == "postgresql":
+        return _search_pg(conn, query, kind, limit)
+    fts = query_text(query)
     if not fts:
         return []
     rows = conn.exec_driver_sql(
@@ -92,3 +161,25 @@ def search(conn: Any, text: str, kind: str, limit: int) -> list[tuple[int, float
         "JOIN items i ON i.id = f.rowid WHERE items_fts MATCH ? AND i.kind = ? "
         "ORDER BY rank LIMIT ?", (fts, kind, int(limit))).all()
     return [(int(i), -float(r)) for i, r in rows]
+
+
+def _search_pg(conn: Any, query: str, kind: str, limit: int) -> list[tuple[int, float]]:
+    tsq = pg_query(query)
+    if not tsq:
+        return []
+    fragment = " ".join(words(query))
+    trigram = len(fragment) >= 3 and bool(conn.exec_driver_sql(
+        "SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm'").first())
+    # A name that holds the query as a fragment (a trigram-indexed ILIKE) counts too, below a
+    # word match. Words hold only letters and digits: nothing to escape for LIKE.
+    inside = "k.name ILIKE '%' || :frag || '%'"
+    score = "ts_rank_cd('{0.1, 0.2, 0.5, 1.0}', k.tsv, q)"
+    if trigram:
+        score += f" + CASE WHEN {inside} THEN 0.05 * similarity(k.name, :frag) ELSE 0 END"
+    rows = conn.execute(text(
+        f"SELECT k.item_id, {score} AS score FROM {PG_TABLE} k "
+        "JOIN items i ON i.id = k.item_id, to_tsquery('simple', :q) q "
+        f"WHERE (k.tsv @@ q{' OR ' + inside if trigram else ''}) AND i.kind = :kind "
+        "ORDER BY score DESC, k.item_id LIMIT :limit"),
+        {"q": tsq, "frag": fragment, "kind": kind, "limit": int(limit)}).all()
+    return [(int(i), float(r)) for i, r in rows]

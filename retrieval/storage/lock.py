@@ -1,8 +1,14 @@
-"""The write lock of a collection folder: one writer at a time, readers never wait.
+"""The write lock of a collection: one writer at a time, readers never wait.
 
 An exclusive ``flock`` on the folder's ``lock`` file, released when the descriptor closes (also
 when the process dies). Re-entrant within one holder, so a write that calls another write does
 not lock itself out. Where ``fcntl`` does not exist, SQLite's own locking is all there is.
+
+A catalog on a database server is shared by processes on several hosts, each with its own
+folder: writers then also take a PostgreSQL advisory lock (:class:`DatabaseLock`), held by a
+connection of its own, so a writer that dies releases it with its socket. Writers one at a
+time also keep the catalog's change log in commit order, which readers on every host rely on
+to catch their indexes up.
 """
 
 from __future__ import annotations
@@ -12,8 +18,9 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from ..errors import CollectionLockedError
+from ..errors import CatalogError, CollectionLockedError, first_line
 
 LOCK_FILE = "lock"
 
@@ -23,18 +30,34 @@ class WriteLock:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        self.shared: DatabaseLock | None = None  # set when the catalog is on a server
         self._fd: int | None = None
         self._depth = 0
+        self._shared_depth = 0
         self._mutex = threading.RLock()  # threads of one process share its hold
 
     @property
     def held(self) -> bool:
         return self._depth > 0
 
-    def acquire(self) -> bool:
-        """Take the lock if it is free (never waits); True when held."""
+    def acquire(self, local: bool = False) -> bool:
+        """Take the lock if it is free (never waits); True when held. ``local`` takes only the
+        folder's lock (enough to write the folder's own index files)."""
         with self._mutex:
-            return self._acquire()
+            if not self._acquire():
+                return False
+            if local or self.shared is None:
+                return True
+            try:
+                got = self._shared_depth > 0 or self.shared.acquire()
+            except BaseException:
+                self._release()
+                raise
+            if got:
+                self._shared_depth += 1
+                return True
+            self._release()
+            return False
 
     def _acquire(self) -> bool:
         if self._depth:
@@ -54,33 +77,103 @@ class WriteLock:
         self._fd, self._depth = fd, 1
         return True
 
-    def release(self) -> None:
+    def release(self, local: bool = False) -> None:
+        with self._mutex:
+            if not local and self.shared is not None:
+                self._shared_depth -= 1
+                if self._shared_depth == 0:
+                    self.shared.release()
+            self._release()
+
+    def _release(self) -> None:
         with self._mutex:
             self._depth -= 1
             if self._depth == 0 and self._fd is not None:
                 os.close(self._fd)  # closing the descriptor releases the flock
                 self._fd = None
 
+    def close(self) -> None:
+        if self.shared is not None:
+            self.shared.close()
+
     @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
-        """Hold the lock for a write; :class:`CollectionLockedError` if another has it."""
-        if not self.acquire():
+    def hold(self, local: bool = False) -> Iterator[None]:
+        """Hold the lock for a write; :class:`CollectionLockedError` if another has it.
+        ``local``: only the folder's (to write its index files, not the catalog)."""
+        if not self.acquire(local):
+            where = (f"collection {self.folder}" if self.shared is None else
+                     f"the collection's catalog {self.shared.where} (on this or another host)")
             raise CollectionLockedError(
-                f"another process is writing to collection {self.folder}; wait for it to finish")
+                f"another process is writing to {where}; wait for it to finish")
         try:
             yield
         finally:
-            self.release()
+            self.release(local)
 
     @contextlib.contextmanager
     def hold_if_free(self) -> Iterator[bool]:
-        """Hold the lock if nobody else does (a reader saving a caught-up index)."""
-        got = self.acquire()
+        """Hold the folder's lock if nobody else does (a reader saving a caught-up index)."""
+        got = self.acquire(local=True)
         try:
             yield got
         finally:
             if got:
-                self.release()
+                self.release(local=True)
+
+
+class DatabaseLock:
+    """A session-level PostgreSQL advisory lock on its own connection (never pooled, so closing
+    it really ends the session and whatever it held)."""
+
+    KEY = 0x5245_5452_5752_4954  # "RETRWRIT"
+
+    def __init__(self, url: str, where: str) -> None:
+        self.url = url
+        self.where = where
+        self._conn: Any = None
+        self._engine: Any = None
+
+    def acquire(self) -> bool:
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.exc import OperationalError
+        from sqlalchemy.pool import NullPool
+
+        if self._engine is None:
+            self._engine = create_engine(self.url, poolclass=NullPool)
+        try:
+            conn = self._engine.connect()
+            got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"),
+                                    {"k": self.KEY}).scalar())
+            conn.commit()
+        except OperationalError as exc:
+            raise CatalogError(f"catalog database {self.where}: {first_line(exc.orig or exc)}"
+                               ) from None
+        if not got:
+            conn.close()
+            return False
+        self._conn = conn
+        return True
+
+    def release(self) -> None:
+        from sqlalchemy import text
+        from sqlalchemy.exc import DBAPIError
+
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self.KEY})
+            conn.commit()
+        except DBAPIError:  # a dead connection held nothing any more
+            pass
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self.release()
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
 
 
 class ReadWriteLock:

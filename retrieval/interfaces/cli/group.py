@@ -77,13 +77,19 @@ def _setup_logging(verbose: int) -> None:
               envvar=ENV_COLLECTION, show_envvar=True,
               help="Collection folder. Default: the 'default' collection under $RETRIEVAL_HOME "
                    "or the user data folder.")
+@click.option("--catalog", "catalog_url", envvar="RETRIEVAL_DATABASE_URL", show_envvar=True,
+              metavar="URL",
+              help="Keep a new collection's catalog on a database server "
+                   "(postgresql://user@host/db) instead of SQLite in its folder; a folder on "
+                   "another host joins the same collection with the same URL.")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.version_option(package_name="retrieval")
 @click.pass_context
-def cli(ctx: click.Context, collection_path: Path | None, verbose: int) -> None:
+def cli(ctx: click.Context, collection_path: Path | None, catalog_url: str | None,
+        verbose: int) -> None:
     """Index image folders and search them by text or image with open_clip and FAISS."""
     _setup_logging(verbose)
-    ctx.obj = {"collection": collection_path}
+    ctx.obj = {"collection": collection_path, "catalog": catalog_url}
 
 
 def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -118,14 +124,15 @@ def open_collection(ctx: click.Context, model: str | None = None,
     from ...config import default_collection_path
     from ...encoders import DEFAULT_MODEL
     from ...errors import CollectionNotFoundError
-    from ...storage.folder import CATALOG_FILE
+    from ...storage.folder import bound_on_server, has_catalog, server_url
 
     path = ctx.obj["collection"] or default_collection_path()
-    exists = (path / CATALOG_FILE).exists()
+    url = server_url(path, ctx.obj.get("catalog"))
+    exists = has_catalog(path) or (url is not None and bound_on_server(url))
     if not exists and not create:
         raise CollectionNotFoundError(
             f"no collection at {path}; create it with `retrieval --collection {path} index "
             "FOLDER` or choose one with --collection / $RETRIEVAL_COLLECTION")
     return Collection(path, model=DEFAULT_MODEL if model is None and not exists else model,
                       pretrained=pretrained, device=device, precision=precision,
-                      one_shot=one_shot)
+                      one_shot=one_shot, catalog=url)
