@@ -9,6 +9,10 @@ callers give it vectors with stable int64 ids and get back the ids of the neares
     tune(index, queries, exact_search(...)[1])      # search parameters to a recall target
     scores, ids = index.search(queries, k, allow=allowed_ids)
     save_index(index, folder, "image", meta); load_index(folder, "image")
+
+Collections too large for memory: ``build_ondisk(vectors_npy, ids, nlist=...)`` builds the
+on-disk IVF tier in parallel shards (``indexers.ondisk``); ``choose_index`` picks it when not
+even 4-bit codes fit the budget.
 """
 
 from .base import VectorIndex, threads_for
@@ -18,6 +22,7 @@ from .flat import FlatIndex
 from .hnsw import HNSWIndex
 from .ivf import IVFIndex
 from .kinds import build_index, index_class, register
+from .ondisk import OnDiskIVFIndex, build_ondisk
 from .persistence import load_index, read_manifest, save_index
 from .tune import exact_search, neighbour_recall, tune
 
@@ -29,8 +34,10 @@ __all__ = [
     "IndexFileError",
     "IndexPlan",
     "IndexerError",
+    "OnDiskIVFIndex",
     "VectorIndex",
     "build_index",
+    "build_ondisk",
     "choose_index",
     "exact_search",
     "index_class",

@@ -226,6 +226,13 @@ class VectorIndex(ABC):
         """Arrays saved as .npy files beside the FAISS data (loaded memory-mapped)."""
         return {}
 
+    def place_files(self, folder: Path, name: str) -> dict[str, Path]:
+        """Files that outlive one saved generation (immutable on-disk segments), placed under
+        ``<folder>/<name>.segments/`` before a save; returned by key, the manifest records them
+        and a load passes them to :meth:`from_faiss` with the extra arrays. Most types have
+        none."""
+        return {}
+
     # -- reporting -------------------------------------------------------------------------------
 
     @abstractmethod

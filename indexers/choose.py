@@ -14,6 +14,13 @@ The rules, measured on two cores (``benchmarks/ann.py``; figures in the README):
    the best ``k * k_factor`` candidates re-scored exactly from a memory-mapped vector file.
 4. **IVF, 4-bit PQ fast-scan codes** (d/4 bytes per vector, SIMD scanning), also re-scored,
    when even 8-bit codes exceed the budget.
+5. **IVF on disk** (``indexers.ondisk``) when not even 4-bit codes fit: 8-bit PQ codes (d/8
+   bytes per vector) in FAISS on-disk inverted lists and exact vectors, both memory-mapped, so
+   they cost page cache rather than process memory; the budget covers the ids that every
+   query binary-searches (16 bytes per vector). ``nlist`` stays at
+   most 4096 (``ONDISK_MAX_NLIST``): k-means and assigning every vector cost n x nlist, which
+   on a few cores is the build's dominant term, while the codes are small enough that
+   scanning longer lists stays cheap (``benchmarks/scale.py``).
 
 HNSW stays available on request (``kind='hnsw'``) for in-distribution workloads.
 """
@@ -32,6 +39,11 @@ MIN_NLIST, MAX_NLIST = 64, 16384
 # k-means training points per IVF cell: FAISS warns below 39; 64 keeps the centroids stable
 # while training stays a small share of the build.
 TRAIN_PER_CELL = 64
+ONDISK_MAX_NLIST = 4096
+# The on-disk tier's memory per vector: the ascending ids every query binary-searches to
+# re-score its candidates, counted as resident though memory-mapped (like the in-memory tiers,
+# the coarse quantizer is left out).
+ONDISK_BYTES_PER_VECTOR = 16.0
 
 
 @dataclass(frozen=True)
@@ -50,9 +62,12 @@ class IndexPlan:
 
     def train_size(self, n: int) -> int:
         """How many of ``n`` vectors to train this index on (0 when it needs no training)."""
-        if self.kind != "ivf":
+        if self.kind not in ("ivf", "ivf-ondisk"):
             return 0
-        return min(n, TRAIN_PER_CELL * int(self.params["nlist"]))
+        want = TRAIN_PER_CELL * int(self.params["nlist"])
+        if self.kind == "ivf-ondisk":  # and 64 per centroid of each 8-bit PQ sub-quantizer
+            want = max(want, 64 * 256)
+        return min(n, want)
 
 
 def nlist_for(n: int) -> int:
@@ -91,9 +106,15 @@ def choose_index(n: int, dim: int, memory_budget: int = DEFAULT_MEMORY_BUDGET) -
             why = (f"{n} vectors; {codec} codes take {n * bpv / 2**20:.0f} MiB of the "
                    f"{memory_budget / 2**20:.0f} MiB budget")
             return IndexPlan("ivf", {"nlist": nlist, "codec": codec}, tier, why, bpv)
+    bpv = ONDISK_BYTES_PER_VECTOR
+    if n * bpv <= memory_budget:
+        why = (f"{n} vectors do not fit {memory_budget / 2**20:.0f} MiB even as 4-bit codes; "
+               f"codes and vectors stay on disk, memory-mapped")
+        return IndexPlan("ivf-ondisk", {"nlist": min(nlist, ONDISK_MAX_NLIST), "codec": "pq"},
+                         "ivf-ondisk-pq+refine", why, bpv)
     raise IndexerError(
-        f"{n} vectors of {dim} dimensions need at least {n * (dim / 4 + 8) / 2**20:.0f} MiB "
-        f"even as 4-bit codes; the memory budget is {memory_budget / 2**20:.0f} MiB")
+        f"{n} vectors of {dim} dimensions need at least {n * bpv / 2**20:.0f} MiB even with "
+        f"codes and vectors on disk; the memory budget is {memory_budget / 2**20:.0f} MiB")
 
 
 def needs_rebuild(current: dict[str, Any], n: int, dim: int, memory_budget: int
@@ -104,7 +125,7 @@ def needs_rebuild(current: dict[str, Any], n: int, dim: int, memory_budget: int
     params = current.get("params", {})
     if plan.kind != current.get("type") or plan.params.get("codec") != params.get("codec"):
         return plan
-    if plan.kind == "ivf":
+    if plan.kind in ("ivf", "ivf-ondisk"):
         ratio = plan.params["nlist"] / max(1, int(params.get("nlist", 1)))
         if ratio >= 4 or ratio <= 0.25:  # the collection grew or shrank 16-fold
             return plan

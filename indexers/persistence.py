@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +26,7 @@ from .errors import IndexFileError
 from .kinds import index_class
 
 FORMAT_VERSION = 2
+SEGMENTS_SUFFIX = ".segments"  # <folder>/<name>.segments/<segment>/ (the on-disk tier)
 MMAP_MIN_BYTES = 256 * 1024**2  # memory-map extra arrays of indexes at least this large
 
 
@@ -67,6 +69,10 @@ def save_index(index: VectorIndex, folder: str | os.PathLike[str], name: str,
     folder.mkdir(parents=True, exist_ok=True)
     gen = uuid.uuid4().hex[:12]
     files: dict[str, dict[str, Any]] = {}
+    # Segments shared by generations (the on-disk tier) come first: a save only adds its
+    # small per-generation files to them.
+    for key, path in index.place_files(folder, name).items():
+        files[key] = {"file": path.relative_to(folder).as_posix(), "bytes": path.stat().st_size}
     data = folder / f"{name}.{gen}.faiss"
     _write_atomic(data, lambda p: faiss.write_index(index.to_faiss(), str(p)))
     files["faiss"] = {"file": data.name, "bytes": data.stat().st_size}
@@ -93,7 +99,19 @@ def save_index(index: VectorIndex, folder: str | os.PathLike[str], name: str,
                 not old.name.startswith("."):
             with contextlib.suppress(OSError):
                 old.unlink()
+    _drop_unused_segments(folder / f"{name}{SEGMENTS_SUFFIX}", folder, keep)
     return manifest_path
+
+
+def _drop_unused_segments(home: Path, folder: Path, keep: set[str]) -> None:
+    """Remove segment directories the committed manifest no longer names (old generations,
+    leftovers of a crash). Processes that opened them keep reading the unlinked files."""
+    if not home.is_dir():
+        return
+    used = {(folder / f).parent for f in keep}
+    for seg in home.iterdir():
+        if seg.is_dir() and seg not in used:
+            shutil.rmtree(seg, ignore_errors=True)
 
 
 def read_manifest(folder: str | os.PathLike[str], name: str) -> dict[str, Any]:
