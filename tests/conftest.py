@@ -26,8 +26,12 @@ def _shared_exports(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _shared_exports: Path
-                  ) -> None:
+def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _shared_exports: Path,
+                  request: pytest.FixtureRequest) -> None:
+    if os.environ.get("RETRIEVAL_TEST_CATALOG") == "postgresql":
+        # The whole suite on PostgreSQL: each test's new collections get a fresh database.
+        monkeypatch.setenv("RETRIEVAL_DATABASE_URL",
+                           request.getfixturevalue("postgres").create_database())
     monkeypatch.setenv("RETRIEVAL_HOME", str(tmp_path / "retrieval-home"))
     monkeypatch.setenv("RETRIEVAL_EXPORTS", str(_shared_exports))
     monkeypatch.delenv("RETRIEVAL_COLLECTION", raising=False)

@@ -97,6 +97,24 @@ def test_index_search_filters_and_keywords_agree(tmp_path: Path, encoder: Any,
         assert col.info()["catalog"] == (col.catalog.where)
 
 
+def test_keyword_ranking_weighs_rare_words(tmp_path: Path, encoder: Any,
+                                            catalog_url: str | None) -> None:
+    """Common words ("a") do not drown rare ones; all words beat some; the phrase wins."""
+    texts = ([f"a big red square and a small red triangle number {i}" for i in range(30)]
+             + ["a blue circle", "a red circle", "circle red a", "a blue square"])
+    with _open(tmp_path / "col", encoder, catalog_url) as col:
+        col.add_texts(texts)
+        kw = col.catalog.keyword_search
+
+        def top(q: str, n: int = 1) -> list[str]:
+            return [col.get(i).text for i, _ in kw(q, "text", n)]
+
+        assert top("a blue circle") == ["a blue circle"]
+        assert top("a red circle") == ["a red circle"]
+        assert set(top("red circle", 2)) == {"a red circle", "circle red a"}
+        assert top("triangle number 7") == ["a big red square and a small red triangle number 7"]
+
+
 def test_hostile_text_and_names_round_trip(tmp_path: Path, encoder: Any,
                                            catalog_url: str | None) -> None:
     """Names that are not UTF-8, NUL-free control characters, emoji, and texts with lone

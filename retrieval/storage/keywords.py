@@ -14,6 +14,7 @@ changes what an item shows refreshes its row in the same transaction.
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -27,6 +28,9 @@ from .schema import IMAGE, items, tags
 
 FTS_TABLE = "items_fts"
 PG_TABLE = "items_kw"
+MAX_WORDS = 16  # words of a query that count
+DF_CAP = 100_000  # document frequencies are counted up to this (rarer words matter)
+N_CAP = 1_000_000
 _WORD = re.compile(r"[^\W_]+")
 
 pg_rows = Table(PG_TABLE, MetaData(), Column("item_id", BigInteger, primary_key=True),
@@ -164,22 +168,40 @@ def search(conn: Any, query: str, kind: str, limit: int) -> list[tuple[int, floa
 
 
 def _search_pg(conn: Any, query: str, kind: str, limit: int) -> list[tuple[int, float]]:
-    tsq = pg_query(query)
-    if not tsq:
+    """BM25-like ranking: each query word weighs by its rarity (an inverse document frequency
+    from counts capped at :data:`DF_CAP`, cheap on the GIN index), times its ``ts_rank`` in
+    the item (names weigh double); the whole phrase adds its weight once more."""
+    found = list(dict.fromkeys(words(query)))[:MAX_WORDS]
+    if not found:
         return []
-    fragment = " ".join(words(query))
-    trigram = len(fragment) >= 3 and bool(conn.exec_driver_sql(
-        "SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm'").first())
-    # A name that holds the query as a fragment (a trigram-indexed ILIKE) counts too, below a
-    # word match. Words hold only letters and digits: nothing to escape for LIKE.
-    inside = "k.name ILIKE '%' || :frag || '%'"
-    score = "ts_rank_cd('{0.1, 0.2, 0.5, 1.0}', k.tsv, q)"
-    if trigram:
-        score += f" + CASE WHEN {inside} THEN 0.05 * similarity(k.name, :frag) ELSE 0 END"
+    binds: dict[str, Any] = {f"w{i}": f"'{w}'" for i, w in enumerate(found)}
+    counts = ", ".join(
+        f"(SELECT count(*) FROM (SELECT 1 FROM {PG_TABLE} WHERE tsv @@ to_tsquery('simple', "
+        f":w{i}) LIMIT {DF_CAP}) d{i})" for i in range(len(found)))
+    row = conn.execute(text(
+        f"SELECT (SELECT count(*) FROM (SELECT 1 FROM {PG_TABLE} LIMIT {N_CAP}) n), "
+        f"(SELECT reltuples FROM pg_class WHERE oid = '{PG_TABLE}'::regclass), {counts}"),
+        binds).one()
+    n = max(float(row[0]), float(row[1] or 0))
+    idf = [math.log(1 + (n - df + 0.5) / (df + 0.5)) for df in row[2:]]
+    weights = "'{0.1, 0.2, 0.5, 1.0}'"
+    terms = [f"{idf[i]:.6f} * ts_rank({weights}, k.tsv, to_tsquery('simple', :w{i}))"
+             for i in range(len(found))]
+    if len(found) > 1:
+        binds["phrase"] = " <-> ".join(f"'{w}'" for w in found)
+        terms.append(f"{sum(idf):.6f} * ts_rank({weights}, k.tsv, "
+                     "to_tsquery('simple', :phrase))")
+    binds.update(q=pg_query(query), kind=kind, limit=int(limit), frag=" ".join(found))
+    where = "k.tsv @@ to_tsquery('simple', :q)"
+    if len(binds["frag"]) >= 3 and conn.exec_driver_sql(
+            "SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm'").first():
+        # A name that holds the query as a fragment (a trigram-indexed ILIKE) counts too,
+        # below a word match. Words hold only letters and digits: nothing to escape.
+        inside = "k.name ILIKE '%' || :frag || '%'"
+        where = f"({where} OR {inside})"
+        terms.append(f"CASE WHEN {inside} THEN 0.01 * similarity(k.name, :frag) ELSE 0 END")
     rows = conn.execute(text(
-        f"SELECT k.item_id, {score} AS score FROM {PG_TABLE} k "
-        "JOIN items i ON i.id = k.item_id, to_tsquery('simple', :q) q "
-        f"WHERE (k.tsv @@ q{' OR ' + inside if trigram else ''}) AND i.kind = :kind "
-        "ORDER BY score DESC, k.item_id LIMIT :limit"),
-        {"q": tsq, "frag": fragment, "kind": kind, "limit": int(limit)}).all()
+        f"SELECT k.item_id, {' + '.join(terms)} AS score FROM {PG_TABLE} k "
+        f"JOIN items i ON i.id = k.item_id WHERE {where} AND i.kind = :kind "
+        "ORDER BY score DESC, k.item_id LIMIT :limit"), binds).all()
     return [(int(i), float(r)) for i, r in rows]
