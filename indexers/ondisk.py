@@ -235,13 +235,23 @@ class Segment:
         return id_selector(allow, self.dead if len(self.dead) else None)
 
 
-def _search_part(index: Any, q: np.ndarray, kk: int, nprobe: int, sel: Any) -> np.ndarray:
+def _search_part(index: Any, q: np.ndarray, kk: int, coarse: tuple[np.ndarray, np.ndarray],
+                 sel: Any) -> np.ndarray:
+    """Candidate ids of one part, its cells to visit given (every part shares the quantizer,
+    so the cells are found once per query, not once per part)."""
+    dq, iq = coarse
     sp: Any = faiss.SearchParametersIVF()
-    sp.nprobe = nprobe
+    sp.nprobe = iq.shape[1]
     if sel is not None:
         sp.sel = sel  # the caller keeps ``sel`` alive during the search
-    _, found = index.search(q, kk, params=sp)
-    return np.asarray(found)
+    n = len(q)
+    dist = np.empty((n, kk), np.float32)
+    found = np.empty((n, kk), np.int64)
+    # The C++ call directly: FAISS's Python wrapper of search_preassigned refuses params.
+    index.search_preassigned_c(n, faiss.swig_ptr(q), kk, faiss.swig_ptr(iq),
+                               faiss.swig_ptr(dq), faiss.swig_ptr(dist), faiss.swig_ptr(found),
+                               False, sp)
+    return found
 
 
 def _exact_scores(q: np.ndarray, vecs: np.ndarray, present: np.ndarray, metric: str
@@ -355,16 +365,19 @@ class OnDiskIVFIndex(VectorIndex):
     def _search_block(self, q: np.ndarray, k: int, kk: int, nprobe: int, allow: Any
                       ) -> tuple[np.ndarray, np.ndarray]:
         all_s, all_i = [], []
+        q = np.ascontiguousarray(q)
+        dq, iq = self._template.quantizer.search(q, nprobe)
+        coarse = (np.ascontiguousarray(dq), np.ascontiguousarray(iq))
         for seg in self.segments:
             if not seg.live:
                 continue
-            cand = _search_part(seg.index, q, kk, nprobe, seg.selector(allow))
+            cand = _search_part(seg.index, q, kk, coarse, seg.selector(allow))
             present, vecs = seg.get(cand.reshape(-1))
             all_s.append(_exact_scores(q, vecs.reshape(*cand.shape, self.dim),
                                        present.reshape(cand.shape), self.metric))
             all_i.append(cand)
         if self._delta_n:
-            cand = _search_part(self._delta, q, kk, nprobe, id_selector(allow))
+            cand = _search_part(self._delta, q, kk, coarse, id_selector(allow))
             present, vecs = self._store.get(cand.reshape(-1))
             all_s.append(_exact_scores(q, vecs.reshape(*cand.shape, self.dim),
                                        present.reshape(cand.shape), self.metric))
@@ -412,12 +425,27 @@ class OnDiskIVFIndex(VectorIndex):
         self.segments.append(Segment.open(_commit_dir(tmp, final)))
         self._delta = _empty_like(self._template)
         self._store = ExactVectors(self.dim)
+        spilled = [s for s in self.segments if not s.merged]
+        if len(spilled) >= MAX_SEGMENTS:
+            # Many spills (a large build through add): fold them into one merged segment, so
+            # a search visits few parts; each vector is rewritten a few times at most.
+            merged = self._merge(spilled, parent or self._scratch())
+            self.segments = [s for s in self.segments if s.merged] + [merged]
+            self._retire(spilled)
 
     def compact(self, parent: Path | None = None) -> None:
         """Merge every segment and the delta into one on-disk segment without tombstones."""
         self.spill(parent)
-        self.segments = [self._merge(self.segments, parent or self._scratch())] \
-            if self.segments else []
+        old = self.segments
+        self.segments = [self._merge(old, parent or self._scratch())] if old else []
+        self._retire(old)
+
+    def _retire(self, segments: Sequence[Segment]) -> None:
+        """Delete merged-away segments of our scratch directory (open maps stay readable);
+        those of a saved folder go when a committed manifest stops naming them."""
+        for seg in segments:
+            if self._owns(seg.path) and seg not in self.segments:
+                shutil.rmtree(seg.path, ignore_errors=True)
 
     def _merge(self, parts: Sequence[Segment], parent: Path) -> Segment:
         tmp, final = _new_segment_dir(parent)
@@ -448,6 +476,7 @@ class OnDiskIVFIndex(VectorIndex):
         merged = [self._merge(group, home) for group in (heavy, spilled)
                   if group and sum(s.live for s in group)]
         self.segments = rest + merged
+        self._retire(heavy + spilled)
         out: dict[str, Path] = {}
         for seg in self.segments:
             if seg.path.parent != home:

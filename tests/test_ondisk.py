@@ -147,6 +147,7 @@ def test_spilled_delta_and_save_load_round_trip(data, tmp_path):
     for lo in range(0, 500, 100):
         index.add(new_ids[lo:lo + 100], new[lo:lo + 100])
     assert len(index.segments) == 3 and index.describe()["delta"] == 100
+    assert not index.segments[1].merged
     index.remove(np.concatenate([ids[:30], new_ids[:30]]))
     save_index(index, tmp_path / "c", "image")
     assert len(index.segments) == 2 and all(s.merged for s in index.segments)
@@ -248,3 +249,23 @@ def test_no_output_on_stdout(data, tmp_path, capfd):
     os.rename(tmp_path / "e", tmp_path / "f")
     load_index(tmp_path / "f", "image")
     assert capfd.readouterr().out == ""
+
+
+def test_many_spills_fold_into_merged_segments(data, tmp_path, monkeypatch):
+    """A large build through ``add`` (as a collection's rebuild does) keeps few parts: spilled
+    segments are merged every MAX_SEGMENTS spills, and the merged-away ones are deleted."""
+    monkeypatch.setattr(indexers.ondisk, "MAX_SEGMENTS", 3)
+    _, ids, xb = data
+    index = OnDiskIVFIndex(D, nlist=32, codec="sq8", delta_max=500)
+    index.train(xb[:2000])
+    for lo in range(0, N, 250):
+        index.add(ids[lo:lo + 250], xb[lo:lo + 250])
+    assert index.ntotal == N and len(index.segments) <= 5
+    scratch = index._scratch()
+    assert len([p for p in scratch.iterdir() if not p.name.startswith(".")]) == \
+        len(index.segments)
+    assert _recall(index, xb, ids, xb[:100] + 0.01) >= 0.95
+    save_index(index, tmp_path / "g", "image")
+    assert len(index.segments) == 1 and not any(scratch.iterdir())
+    loaded, _ = load_index(tmp_path / "g", "image")
+    assert sorted(loaded.ids().tolist()) == sorted(ids.tolist())
