@@ -282,3 +282,39 @@ def test_server_lost_mid_run_keeps_committed_batches(tmp_path: Path, encoder: An
             assert sorted(paths) == sorted(str(p) for p in pics.iterdir())
     finally:
         own.stop()
+
+
+def test_cjk_keywords_find_words_inside_sentences(tmp_path: Path, encoder: Any,
+                                                  catalog_url: str | None) -> None:
+    """Chinese, Japanese and Korean words are found inside captions, file names and tags
+    (characters and pairs of characters); the corpus's answers are known by construction."""
+    from cjk_corpus import LANGS, corpus, queries
+
+    captions = corpus()
+    things = {c.text: c.things for c in captions}
+    pics = tmp_path / "pics"
+    make_image(pics / "街道上的自行车.jpg", 1)
+    make_image(pics / "海辺の猫.png", 2)
+    make_image(pics / "other.jpg", 3)
+    with _open(tmp_path / "col", encoder, catalog_url) as col:
+        col.add_texts([{"text": c.text, "id": str(i)} for i, c in enumerate(captions)])
+        kw = col.catalog.keyword_search
+        per: dict[str, list[float]] = {lang: [] for lang in LANGS}
+        for text, lang, thing in queries():
+            found = [col.get(i).text or "" for i, _ in kw(text, "text", 5)]
+            per[lang].append(sum(thing in things[t] for t in found) / 5)
+        for lang in LANGS:
+            assert sum(per[lang]) / len(per[lang]) >= 0.95, (lang, per[lang])
+        # every caption holding the word comes before any without it
+        bikes = [col.get(i).text or "" for i, _ in kw("自行车", "text", 100)]
+        holding = sum("自行车" in c.text for c in captions)
+        assert holding >= 5 and all("自行车" in t for t in bikes[:holding]), bikes
+
+        col.index([pics], workers=0)
+        images = {col.get(i).path: i for i in col.catalog.vector_ids("image")}
+        assert [col.get(i).path for i, _ in kw("自行车", "image", 5)] == [
+            str(pics / "街道上的自行车.jpg")]
+        assert [col.get(i).path for i, _ in kw("猫", "image", 5)] == [str(pics / "海辺の猫.png")]
+        col.tag(["빨간 자전거", "blue sky"], top=2, min_score=-1)
+        assert set(i for i, _ in kw("자전거", "image", 5)) == set(images.values())
+        assert kw("电车", "image", 5) == []

@@ -10,6 +10,9 @@ changes what an item shows refreshes its row in the same transaction.
   (name weighted A, the rest B, ranked by ``ts_rank_cd``), and a trigram index on names
   (``pg_trgm``) so a fragment of a file name finds it. Words are folded in Python (case,
   accents) and split on anything that is not a letter or digit, as FTS5's tokenizer does.
+
+Chinese, Japanese and Korean text is indexed on both as characters and pairs of neighbouring
+characters (:func:`cjk_grams`), so a word is found inside a sentence without a dictionary.
 """
 
 from __future__ import annotations
@@ -32,6 +35,11 @@ MAX_WORDS = 16  # words of a query that count
 DF_CAP = 100_000  # document frequencies are counted up to this (rarer words matter)
 N_CAP = 1_000_000
 _WORD = re.compile(r"[^\W_]+")
+# Han (with extensions and compatibility forms), kana, Hangul (syllables and jamo)
+_CJK = ("\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff"
+        "\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003134f")
+_CJK_RUN = re.compile(f"[{_CJK}]+")
+_CJK_SPLIT = re.compile(f"([{_CJK}]+)")
 
 pg_rows = Table(PG_TABLE, MetaData(), Column("item_id", BigInteger, primary_key=True),
                 Column("name", Text), Column("body", Text), Column("tags", Text))
@@ -78,31 +86,88 @@ def _create_pg(conn: Any) -> None:
 
 def words(text: str) -> list[str]:
     """The words of ``text`` as the index keeps them: lower case, without accents, split on
-    anything that is not a letter or a digit."""
+    anything that is not a letter or a digit; a run of CJK characters becomes its characters
+    and their overlapping pairs (see :func:`cjk_grams`)."""
     folded = unicodedata.normalize("NFKD", text.casefold())
-    return _WORD.findall("".join(c for c in folded if not unicodedata.combining(c)))
+    found = _WORD.findall("".join(c for c in folded if not unicodedata.combining(c)))
+    return [g for w in found for g in (cjk_grams_of(w) if _CJK_RUN.search(w) else [w])]
+
+
+def cjk_grams(run: str) -> list[str]:
+    """Chinese, Japanese and Korean write words without spaces between them, so a word is
+    found inside a sentence by its characters: each character and each pair of neighbours,
+    in order (``自行车`` -> 自 自行 行 行车 车). A query word of two or more characters then
+    matches by all its pairs, a one-character word by itself."""
+    out = []
+    for i, c in enumerate(run):
+        out.append(c)
+        if i + 1 < len(run):
+            out.append(run[i:i + 2])
+    return out
+
+
+def cjk_grams_of(token: str) -> list[str]:
+    """:func:`cjk_grams` of each CJK run of ``token``; other parts stay whole."""
+    out: list[str] = []
+    for part in _CJK_SPLIT.split(token):
+        if part:
+            out.extend(cjk_grams(part) if _CJK_RUN.fullmatch(part) else [part])
+    return out
+
+
+def index_form(text: str) -> str:
+    """``text`` as FTS5 indexes it: CJK runs spelled as :func:`cjk_grams`, the rest as is
+    (FTS5's own tokenizer folds case and accents)."""
+    return _CJK_RUN.sub(lambda m: " " + " ".join(cjk_grams(m.group())) + " ", text)
+
+
+def query_units(tokens: list[str]) -> list[list[str]]:
+    """The units a query matches by: a word is one unit; a CJK word of several characters is
+    the unit of all its pairs (all must match)."""
+    units: list[list[str]] = []
+    for token in tokens:
+        for part in _CJK_SPLIT.split(token):
+            if not part:
+                continue
+            if _CJK_RUN.fullmatch(part) and len(part) > 1:
+                units.append([part[i:i + 2] for i in range(len(part) - 1)])
+            else:
+                units.append([part])
+    return list({tuple(u): u for u in units}.values())
 
 
 def query_text(text: str) -> str:
     """A safe FTS5 query for free text: the phrase, or any of its words (quoted tokens, so
     user input never reaches FTS5's query syntax)."""
     found = re.findall(r"\w+", text.lower())
-    if not found:
+    units = query_units(found)
+    if not units:
         return ""
-    quoted = [f'"{w}"' for w in dict.fromkeys(found)]
-    phrase = '"' + " ".join(found) + '"'
-    return " OR ".join([phrase, *quoted]) if len(found) > 1 else quoted[0]
+    terms = [f'"{u[0]}"' if len(u) == 1 else "(" + " AND ".join(f'"{g}"' for g in u) + ")"
+             for u in units]
+    if len(found) > 1 and all(len(u) == 1 for u in units):
+        terms.insert(0, '"' + " ".join(found) + '"')
+    return " OR ".join(terms)
+
+
+def _pg_unit(unit: list[str]) -> str:
+    return f"'{unit[0]}'" if len(unit) == 1 else "(" + " & ".join(f"'{g}'" for g in unit) + ")"
 
 
 def pg_query(text: str) -> str:
     """The same query as a PostgreSQL ``tsquery``: the phrase, or any of its words."""
-    found = words(text)
-    if not found:
+    units = query_units(_query_tokens(text))
+    if not units:
         return ""
-    quoted = [f"'{w}'" for w in dict.fromkeys(found)]
-    if len(found) == 1:
-        return quoted[0]
-    return " | ".join(["(" + " <-> ".join(f"'{w}'" for w in found) + ")", *quoted])
+    terms = [_pg_unit(u) for u in units]
+    if len(units) > 1 and all(len(u) == 1 for u in units):
+        terms.insert(0, "(" + " <-> ".join(f"'{u[0]}'" for u in units) + ")")
+    return " | ".join(terms)
+
+
+def _query_tokens(text: str) -> list[str]:
+    folded = unicodedata.normalize("NFKD", text.casefold())
+    return _WORD.findall("".join(c for c in folded if not unicodedata.combining(c)))
 
 
 def name_words(path: str | None) -> str:
@@ -146,7 +211,7 @@ def refresh(conn: Any, ids: Sequence[int]) -> None:
         return
     marks = ",".join("?" * len(ids))
     conn.exec_driver_sql(f"DELETE FROM {FTS_TABLE} WHERE rowid IN ({marks})", tuple(ids))
-    rows_ = _rows(conn, ids)
+    rows_ = [(i, index_form(n), index_form(b), index_form(t)) for i, n, b, t in _rows(conn, ids)]
     if rows_:
         conn.exec_driver_sql(
             f"INSERT INTO {FTS_TABLE}(rowid, name, body, tags) VALUES (?, ?, ?, ?)", rows_)
@@ -168,16 +233,18 @@ def search(conn: Any, query: str, kind: str, limit: int) -> list[tuple[int, floa
 
 
 def _search_pg(conn: Any, query: str, kind: str, limit: int) -> list[tuple[int, float]]:
-    """BM25-like ranking: each query word weighs by its rarity (an inverse document frequency
-    from counts capped at :data:`DF_CAP`, cheap on the GIN index), times its ``ts_rank`` in
-    the item (names weigh double); the whole phrase adds its weight once more."""
-    found = list(dict.fromkeys(words(query)))[:MAX_WORDS]
-    if not found:
+    """BM25-like ranking: each query word (a CJK word: all its pairs) weighs by its rarity (an
+    inverse document frequency from counts capped at :data:`DF_CAP`, cheap on the GIN index),
+    times its ``ts_rank`` in the item (names weigh double); the whole phrase adds its weight
+    once more."""
+    tokens = _query_tokens(query)
+    units = query_units(tokens)[:MAX_WORDS]
+    if not units:
         return []
-    binds: dict[str, Any] = {f"w{i}": f"'{w}'" for i, w in enumerate(found)}
+    binds: dict[str, Any] = {f"w{i}": _pg_unit(u) for i, u in enumerate(units)}
     counts = ", ".join(
         f"(SELECT count(*) FROM (SELECT 1 FROM {PG_TABLE} WHERE tsv @@ to_tsquery('simple', "
-        f":w{i}) LIMIT {DF_CAP}) d{i})" for i in range(len(found)))
+        f":w{i}) LIMIT {DF_CAP}) d{i})" for i in range(len(units)))
     row = conn.execute(text(
         f"SELECT (SELECT count(*) FROM (SELECT 1 FROM {PG_TABLE} LIMIT {N_CAP}) n), "
         f"(SELECT reltuples FROM pg_class WHERE oid = '{PG_TABLE}'::regclass), {counts}"),
@@ -186,11 +253,12 @@ def _search_pg(conn: Any, query: str, kind: str, limit: int) -> list[tuple[int, 
     idf = [math.log(1 + (n - df + 0.5) / (df + 0.5)) for df in row[2:]]
     weights = "'{0.1, 0.2, 0.5, 1.0}'"
     terms = [f"{idf[i]:.6f} * ts_rank({weights}, k.tsv, to_tsquery('simple', :w{i}))"
-             for i in range(len(found))]
-    if len(found) > 1:
-        binds["phrase"] = " <-> ".join(f"'{w}'" for w in found)
+             for i in range(len(units))]
+    if len(units) > 1 and all(len(u) == 1 for u in units):
+        binds["phrase"] = " <-> ".join(f"'{u[0]}'" for u in units)
         terms.append(f"{sum(idf):.6f} * ts_rank({weights}, k.tsv, "
                      "to_tsquery('simple', :phrase))")
+    found = words(query)
     binds.update(q=pg_query(query), kind=kind, limit=int(limit), frag=" ".join(found))
     where = "k.tsv @@ to_tsquery('simple', :q)"
     if len(binds["frag"]) >= 3 and conn.exec_driver_sql(
