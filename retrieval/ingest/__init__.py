@@ -3,6 +3,7 @@
 * :mod:`.scan`: walking folders for image files and their sidecar captions;
 * :mod:`.workers`: decoding, hashing and preprocessing in worker processes;
 * :mod:`.images`: the incremental, restartable index run over folders;
+* :mod:`.distributed`: its decoding and embedding on a Ray cluster (``--ray``);
 * :mod:`.texts`: texts from lists or files (lines, JSONL), added or updated by id;
 * :mod:`.report`: the run's summary and progress events.
 """

@@ -6,6 +6,8 @@ A run is incremental and restartable:
 * new and changed files are hashed and decoded in worker processes while the model embeds the
   previous batch; a file whose content hash is already in the catalog (a rename, a copy)
   reuses the stored vector and never reaches the model;
+* with ``IndexOptions.ray`` the decoding and embedding happen on a Ray cluster instead
+  (:mod:`.distributed`); everything else (the diff, the reuse, the commits) stays here;
 * each batch is one catalog transaction, so an interruption loses at most the batch in flight
   and the next run picks up from there;
 * files that disappeared under the given roots are removed at the end, after new files had the
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -48,6 +50,10 @@ def index_images(catalog: Catalog, get_encoder: Callable[[], Encoder],
     """Bring the catalog in step with the image files under ``paths``."""
     progress = progress or no_progress
     roots = check_roots(paths)
+    if options.ray:
+        from .distributed import require_ray
+
+        require_ray()  # before any work: a run asked for Ray never falls back silently
     summary = IndexSummary()
     found = scan(roots, hidden=options.hidden,
                  on_progress=lambda n: progress(IndexProgress("scan", n)))
@@ -63,7 +69,8 @@ def index_images(catalog: Catalog, get_encoder: Callable[[], Encoder],
             todo.append(DecodeTask(path, st.size, st.mtime_ns))
     batches = _Batches(catalog, get_encoder(), known, options, summary) if todo else None
     if batches is not None:
-        batches.run(todo, progress)
+        batches.run(todo, batches.ray_source(todo) if options.ray else batches.local_source(todo),
+                    progress)
     if options.captions:
         ids = {p: s.id for p, s in catalog.file_states(roots).items() if p in found.images}
         _sync_captions(catalog, get_encoder, ids, found.captions, progress)
@@ -88,25 +95,41 @@ class _Batches:
         self.pending: list[DecodeResult] = []
         self.stale: list[int] = []  # changed files that can no longer be read
 
-    def run(self, todo: list[DecodeTask], progress: ProgressCallback) -> None:
+    def local_source(self, todo: list[DecodeTask]) -> Generator[DecodeResult, None, None]:
+        """Results in task order from this machine's decode workers (pixels, for the model
+        here)."""
         workers = worker_count(self.options.workers)
+        window = max(2 * workers, -(-2 * max(1, self.options.batch_size) // CHUNK))
+        return decoded(todo, spec=self.encoder.image_spec, workers=workers,
+                       max_pixels=self.options.max_pixels, catalog_file=self.catalog.file,
+                       window=window)
+
+    def ray_source(self, todo: list[DecodeTask]) -> Generator[DecodeResult, None, None]:
+        """Results in any order from a Ray cluster, embedded there (vectors)."""
+        from .distributed import EncoderRecipe, hash_prefixes, ray_results
+
+        return ray_results(todo, address=self.options.ray or "auto",
+                           recipe=EncoderRecipe.of(self.catalog, self.encoder),
+                           spec=self.encoder.image_spec, max_pixels=self.options.max_pixels,
+                           batch_size=self.options.batch_size,
+                           known=hash_prefixes(s.content_hash for s in self.known.values()))
+
+    def run(self, todo: list[DecodeTask], results: Generator[DecodeResult, None, None],
+            progress: ProgressCallback) -> None:
+        """Gather ``results`` (each of ``todo`` once) into batches and commit them."""
         size = max(1, self.options.batch_size)
-        window = max(2 * workers, -(-2 * size // CHUNK))
         progress(IndexProgress("embed", 0, len(todo)))
-        with_pixels = 0
-        results = decoded(todo, spec=self.encoder.image_spec, workers=workers,
-                          max_pixels=self.options.max_pixels, catalog_file=self.catalog.file,
-                          window=window)
+        ready = 0  # results with pixels or a vector in the pending batch
         with contextlib.closing(results):
             for done, res in enumerate(results, 1):
                 if res.error is not None:
                     self.failed(res.path, res.error)
                 else:
                     self.pending.append(res)
-                    with_pixels += res.pixels is not None
-                    if with_pixels >= size or len(self.pending) >= 4 * size:
+                    ready += res.pixels is not None or res.vector is not None
+                    if ready >= size or len(self.pending) >= 4 * size:
                         self.flush()
-                        with_pixels = 0
+                        ready = 0
                 if done % CHUNK == 0:
                     progress(IndexProgress("embed", done, len(todo), self.summary.embedded,
                                            self.summary.failed))
@@ -125,23 +148,38 @@ class _Batches:
             return
         reuse = self.catalog.vectors_for_hashes((r.content_hash or "" for r in self.pending),
                                                 IMAGE)
-        slot: dict[str, int] = {}  # content hash -> row in the batch to embed
-        pixels: list[np.ndarray] = []
+        slot: dict[str, int] = {}  # content hash -> row among the new contents
+        fresh: list[DecodeResult] = []
         kept: list[DecodeResult] = []
         for res in self.pending:
             h = res.content_hash or ""
             if h not in reuse and h not in slot:
-                if res.pixels is None:
+                if res.pixels is None and res.vector is None:
                     res = self.redecode(res)
                     if res.pixels is None:
                         continue
-                slot[h] = len(pixels)
-                pixels.append(res.pixels)
+                slot[h] = len(fresh)
+                fresh.append(res)
             kept.append(res)
-        vectors = self.encoder.embed_images(np.stack(pixels)) if pixels else None
-        self.summary.embedded += len(pixels)
+        vectors = self.embed(fresh)
+        self.summary.embedded += len(fresh)
         self.catalog.write_images([self.record(res, reuse, slot, vectors) for res in kept])
         self.pending.clear()
+
+    def embed(self, fresh: list[DecodeResult]) -> np.ndarray | None:
+        """One vector per result: embedded here from its pixels, or as it came (Ray)."""
+        if not fresh:
+            return None
+        here = [i for i, r in enumerate(fresh) if r.vector is None]
+        if len(here) == len(fresh):  # a local run: one call to the model
+            return self.encoder.embed_images(np.stack([_pixels(r) for r in fresh]))
+        vectors = np.zeros((len(fresh), self.encoder.dim), dtype=np.float32)
+        for i, r in enumerate(fresh):
+            if r.vector is not None:
+                vectors[i] = r.vector
+        if here:  # content a Ray worker took for known, and the catalog no longer has
+            vectors[here] = self.encoder.embed_images(np.stack([_pixels(fresh[i]) for i in here]))
+        return vectors
 
     def redecode(self, res: DecodeResult) -> DecodeResult:
         """The worker saw this content in the catalog, but it changed since (two files swapped
@@ -170,6 +208,11 @@ class _Batches:
             taken_at=info.taken_at if info else None,
             camera_make=info.camera_make if info else None,
             camera_model=info.camera_model if info else None)
+
+
+def _pixels(res: DecodeResult) -> np.ndarray:
+    assert res.pixels is not None
+    return res.pixels
 
 
 def _read_caption(path: str) -> str | None:

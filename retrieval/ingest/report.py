@@ -94,3 +94,4 @@ class IndexOptions:
     batch_size: int = 32
     workers: int | None = None  # decode processes; None: one per CPU (up to 8), 0: inline
     captions: bool = True
+    ray: str | None = None  # decode and embed on Ray: "auto" or a cluster address

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +45,8 @@ class DecodeTask:
 @dataclass
 class DecodeResult:
     """What a worker returns for a file. ``pixels`` is None when the hash is already known
-    (the vector will be reused) or when the file failed (``error`` is set)."""
+    (the vector will be reused) or when the file failed (``error`` is set); ``vector`` is set
+    when the file was embedded where it was decoded (a Ray run)."""
 
     path: str
     size: int
@@ -53,6 +55,7 @@ class DecodeResult:
     info: ImageInfo | None = None
     pixels: np.ndarray | None = None
     error: str | None = None
+    vector: np.ndarray | None = None
 
 
 def worker_count(requested: int | None) -> int:
@@ -70,11 +73,12 @@ class _State:
 
 
 def init_worker(spec: ImageSpec, max_pixels: int, catalog_file: str | None,
-                background: bool = False) -> None:
-    """Process initialiser: remember the spec, lower the priority, open the catalog read-only."""
+                background: bool = False, known: Callable[[str], bool] | None = None) -> None:
+    """Process initialiser: remember the spec, lower the priority, open the catalog read-only
+    (or take ``known``, a test of content hashes already embedded)."""
     _State.spec = spec
     _State.max_pixels = max_pixels
-    _State.known_hash = None
+    _State.known_hash = known
     if background:
         with contextlib.suppress(AttributeError, OSError):
             os.nice(WORKER_NICENESS)
@@ -84,7 +88,7 @@ def init_worker(spec: ImageSpec, max_pixels: int, catalog_file: str | None,
 
         conn = sqlite3.connect(f"file:{catalog_file}?mode=ro", uri=True, check_same_thread=False)
 
-        def known(h: str) -> bool:
+        def in_catalog(h: str) -> bool:
             try:
                 row = conn.execute(
                     "SELECT 1 FROM items WHERE content_hash = ? AND kind = 'image' LIMIT 1", (h,)
@@ -93,7 +97,7 @@ def init_worker(spec: ImageSpec, max_pixels: int, catalog_file: str | None,
                 return False
             return row is not None
 
-        _State.known_hash = known
+        _State.known_hash = in_catalog
 
 
 def decode_file(task: DecodeTask, *, skip_known: bool = True) -> DecodeResult:
