@@ -76,13 +76,13 @@ class Collection:
     def index(self, paths: Iterable[str | os.PathLike[str]], *, hidden: bool = False,
               strict: bool = False, max_pixels: int | None = None, batch_size: int = 32,
               workers: int | None = None, captions: bool = True,
-              index_memory: int | str | None = None,
+              index_memory: int | str | None = None, ray: str | None = None,
               progress: ProgressCallback | None = None) -> IndexSummary:
         """Index image files and folders (recursively); returns what changed.
 
-        ``index_memory`` (bytes, or a size such as "2G") bounds the memory of the vector
-        indexes and is kept for later runs. With ``strict=True`` a run that skipped any file
-        raises :class:`IndexingError` after committing what it could (the summary is on it).
+        ``index_memory`` (bytes, or "2G") bounds the vector indexes' memory, kept for later
+        runs; ``ray`` ("auto" or a cluster address) decodes and embeds on Ray. ``strict=True``
+        raises :class:`IndexingError` (summary on it) after the commits if a file was skipped.
         """
         from .ingest import IndexOptions
         from .ingest.runs import index_run
@@ -90,7 +90,7 @@ class Collection:
         from .media import DEFAULT_MAX_PIXELS
 
         options = IndexOptions(hidden, max_pixels or DEFAULT_MAX_PIXELS, batch_size, workers,
-                               captions)
+                               captions, ray)
         roots = check_roots(paths)
         with self.lock.hold():
             if index_memory is not None:

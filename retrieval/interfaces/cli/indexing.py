@@ -29,13 +29,18 @@ from .output import print_summary, progress_bars
 @click.option("--precision", type=click.Choice(["fp32", "int8"]), default=None,
               help="Embed with the model's int8 ONNX variant (faster on CPU, vectors within "
                    "about 0.999 cosine). Chosen when a collection is created. Default: fp32.")
+@click.option("--ray", "ray", is_flag=False, flag_value="auto", default=None,
+              metavar="[ADDRESS]",
+              help="Decode and embed on a Ray cluster: at ADDRESS, or without one the cluster "
+                   "of RAY_ADDRESS or this machine (else a new local one). Put it after the "
+                   "paths, or write --ray=ADDRESS. Needs the ray extra.")
 @json_option("Print the summary as one JSON object.")
 @progress_option
 @click.pass_context
 def index(ctx: click.Context, paths: tuple[Path, ...], model: str | None,
           pretrained: str | None, device: str, hidden: bool, strict: bool,
           max_pixels: int | None, batch_size: int, workers: int | None, no_captions: bool,
-          index_memory: str | None, precision: str | None, as_json: bool,
+          index_memory: str | None, precision: str | None, ray: str | None, as_json: bool,
           progress: bool | None) -> None:
     """Index image files and folders (recursively). Unchanged files are skipped; changed ones
     are re-embedded; files gone from these folders are removed.
@@ -46,7 +51,7 @@ def index(ctx: click.Context, paths: tuple[Path, ...], model: str | None,
     with progress_bars(progress) as bar:
         summary = col.index(paths, hidden=hidden, strict=strict, max_pixels=max_pixels,
                             batch_size=batch_size, workers=workers, captions=not no_captions,
-                            index_memory=index_memory, progress=bar)
+                            index_memory=index_memory, ray=ray, progress=bar)
     print_summary(summary, as_json)
 
 
