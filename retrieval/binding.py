@@ -180,7 +180,9 @@ class ModelBinding:
 
     def text_cache(self) -> Any:
         """The persistent cache of query-text vectors for this model (None before the
-        collection knows its model's identity)."""
+        collection knows its model's identity). Once made, no catalog read per query."""
+        if self._texts is not None:
+            return self._texts
         if self.injected or self.identity is None:
             return None
         if self._texts is None:

@@ -8,13 +8,20 @@ writer (SQLite in WAL mode).
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine, create_engine, delete, event, func, make_url, select, text
-from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DatabaseError,
+    DisconnectionError,
+    IntegrityError,
+    OperationalError,
+)
 
 from ..errors import CatalogError, disk_full, first_line, is_disk_full
 from . import keywords, writes
@@ -380,8 +387,9 @@ def _engine(url: str, where: str) -> Engine:
     try:
         if url.startswith("sqlite"):
             return create_engine(url)
-        # Pre-ping: a pooled connection the server dropped is replaced, not handed out.
-        return create_engine(url, pool_pre_ping=True)
+        engine = create_engine(url)
+        _ping_when_idle(engine)
+        return engine
     except ModuleNotFoundError as exc:
         hint = (" (pip install 'retrieval[postgresql]')" if url.startswith("postgres") else "")
         raise CatalogError(f"catalog {where}: the database driver {exc.name!r} is not "
@@ -390,6 +398,33 @@ def _engine(url: str, where: str) -> Engine:
         raise CatalogError(f"catalog {where}: not a database URL ({exc})") from None
     except Exception as exc:  # NoSuchModuleError: an unknown database name
         raise CatalogError(f"catalog {where}: {first_line(exc)}") from None
+
+
+IDLE_PING_S = 5.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """A pooled connection idle for a while is checked before it is handed out (a server that
+    restarted or dropped it: the pool opens a new one). Busy connections are not: a ping per
+    use would add a round trip to every read of a search."""
+
+    def stamp(_dbapi: Any, record: Any, *_: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    def check(dbapi: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get("idle_since", 0.0) < IDLE_PING_S:
+            return
+        try:
+            cur = dbapi.cursor()
+            cur.execute("SELECT 1")
+            cur.close()
+            dbapi.rollback()
+        except Exception as exc:  # any failure: the connection is not usable
+            raise DisconnectionError(str(exc)) from exc
+
+    event.listen(engine.pool, "connect", stamp)
+    event.listen(engine.pool, "checkin", stamp)
+    event.listen(engine.pool, "checkout", check)
 
 
 def _set(conn: Any, values: dict[str, Any]) -> None:
