@@ -86,21 +86,23 @@ def main() -> None:
         worst = min(ratios.values())
         print(f"lowest ratio engine / exact: {worst:.3f} (expected >= 0.99 with an exact index)")
 
-        report = evaluate_quality(args.model, work=Path(tmp) / "quality")
-        print("attribute queries, precision@10: two attributes "
-              f"{report.two_attribute_precision:.3f} (min {report.two_attribute_min:.1f}), "
-              "one attribute "
-              f"{report.one_attribute_precision:.3f} (min {report.one_attribute_min:.1f}); "
-              f"image-to-text accuracy {report.image_to_text_accuracy:.3f} "
-              f"({report.images} fresh images)")
+        reports = evaluate_quality(args.model, work=Path(tmp) / "quality",
+                                   languages=("en", "zh"))
+        for lang, report in reports.items():
+            print(f"[{lang}] attribute queries, precision@10: two attributes "
+                  f"{report.two_attribute_precision:.3f} (min {report.two_attribute_min:.1f}), "
+                  "one attribute "
+                  f"{report.one_attribute_precision:.3f} (min {report.one_attribute_min:.1f}); "
+                  f"image-to-text accuracy {report.image_to_text_accuracy:.3f} "
+                  f"({report.images} fresh images)")
         if args.json_out:
             Path(args.json_out).write_text(json.dumps({
                 "model": args.model, "n": args.n, "engine": engine, "exact": exact,
-                "ratios": ratios, "quality": {
-                    "two_attribute_precision": report.two_attribute_precision,
-                    "one_attribute_precision": report.one_attribute_precision,
-                    "image_to_text_accuracy": report.image_to_text_accuracy}}, indent=1))
-
+                "ratios": ratios, "quality": {lang: {
+                    "two_attribute_precision": r.two_attribute_precision,
+                    "one_attribute_precision": r.one_attribute_precision,
+                    "image_to_text_accuracy": r.image_to_text_accuracy}
+                    for lang, r in reports.items()}}, indent=1))
 
 if __name__ == "__main__":
     main()

@@ -5,6 +5,11 @@ background. Captions are compositional ("a small red circle at the top left and 
 square"), so a model trained on them can be checked attribute by attribute. Everything is
 deterministic under a seed: the same seed gives the same scenes, pixels and captions.
 
+Captions come in English and in Chinese. The Chinese ones are written as Chinese puts them,
+not word by word: the place first as the topic, then what is there, with the colour as an
+attributive before the size and the shape (``左上角有一个红色的小圆形`` - "at the top left
+there is a red small circle"), several objects listed with a comma or ``和``.
+
 Used to train the shipped demo model (``retrieval.training.demo``), by ``retrieval demo`` and by the
 quality tests and benchmarks, on folders it writes with :func:`write_dataset`.
 """
@@ -40,6 +45,15 @@ BACKGROUNDS: dict[str, tuple[int, int, int]] = {
     "gray": (128, 128, 128),
     "black": (20, 20, 25),
 }
+LANGUAGES = ("en", "zh")
+# The Chinese words of every attribute.
+ZH: dict[str, str] = {
+    "circle": "圆形", "square": "正方形", "triangle": "三角形", "star": "星形", "cross": "十字形",
+    "red": "红色", "green": "绿色", "blue": "蓝色", "yellow": "黄色", "purple": "紫色",
+    "orange": "橙色", "small": "小", "large": "大", "top left": "左上角", "top right": "右上角",
+    "bottom left": "左下角", "bottom right": "右下角", "center": "中间", "white": "白色",
+    "gray": "灰色", "black": "黑色",
+}
 
 
 @dataclass(frozen=True)
@@ -51,7 +65,10 @@ class Thing:
     size: str
     position: str
 
-    def phrase(self, size: bool = True, position: bool = True) -> str:
+    def phrase(self, size: bool = True, position: bool = True, lang: str = "en") -> str:
+        if lang == "zh":
+            noun = f"{ZH[self.colour]}的{ZH[self.size] if size else ''}{ZH[self.shape]}"
+            return f"{ZH[self.position]}有一个{noun}" if position else f"一个{noun}"
         words = ["a"] + ([self.size] if size else []) + [self.colour, self.shape]
         text = " ".join(words)
         if position:
@@ -66,12 +83,14 @@ class Scene:
     things: tuple[Thing, ...]
     background: str
 
-    def caption(self) -> str:
+    def caption(self, lang: str = "en") -> str:
         """The full compositional caption."""
-        return " and ".join(t.phrase() for t in self.things)
+        return _join([t.phrase(lang=lang) for t in self.things], lang, listing=True)
 
-    def captions(self) -> list[str]:
+    def captions(self, lang: str = "en") -> list[str]:
         """Several true descriptions, from full to a single attribute, for training."""
+        if lang == "zh":
+            return self._captions_zh()
         out = [self.caption(),
                " and ".join(t.phrase(position=False) for t in self.things),
                " and ".join(t.phrase(size=False, position=False) for t in self.things),
@@ -83,10 +102,21 @@ class Scene:
             out += [t.phrase(), t.phrase(position=False), t.phrase(size=False, position=False),
                     f"a {t.shape}", f"a {t.shape} {where}", f"a {t.size} {t.shape}",
                     f"a {t.colour} shape"]
-        seen: dict[str, None] = {}
-        for c in out:
-            seen.setdefault(c, None)
-        return list(seen)
+        return list(dict.fromkeys(out))
+
+    def _captions_zh(self) -> list[str]:
+        full = self.caption("zh")
+        out = [full,
+               _join([t.phrase(position=False, lang="zh") for t in self.things], "zh"),
+               _join([t.phrase(size=False, position=False, lang="zh") for t in self.things],
+                     "zh"),
+               f"{ZH[self.background]}背景上，{full}"]
+        for t in self.things:
+            out += [t.phrase(lang="zh"), t.phrase(position=False, lang="zh"),
+                    t.phrase(size=False, position=False, lang="zh"), f"一个{ZH[t.shape]}",
+                    f"{ZH[t.position]}有一个{ZH[t.shape]}", f"一个{ZH[t.size]}{ZH[t.shape]}",
+                    f"一个{ZH[t.colour]}的图形"]
+        return list(dict.fromkeys(out))
 
     def matches(self, colour: str | None = None, shape: str | None = None) -> bool:
         """Whether any object has the given colour and/or shape."""
@@ -102,6 +132,14 @@ class Scene:
 
 
 CORNERS = ("top left", "top right", "bottom left", "bottom right")
+
+
+def _join(phrases: list[str], lang: str, listing: bool = False) -> str:
+    """Phrases joined as the language lists them: "and"; in Chinese a comma between clauses
+    that each name a place, else 和."""
+    if lang == "zh":
+        return ("，" if listing else "和").join(phrases)
+    return " and ".join(phrases)
 
 
 def random_scene(rng: random.Random, max_things: int = 2) -> Scene:
@@ -177,24 +215,31 @@ def render(scene: Scene, size: int = 64, seed: int = 0) -> Any:
 
 
 def write_dataset(folder: str | Path, n: int, *, seed: int = 0, size: int = 64,
-                  max_things: int = 2, fmt: str = "png") -> list[tuple[Path, Scene]]:
-    """Write ``n`` images with sidecar captions (x.png + x.txt) into ``folder``.
+                  max_things: int = 2, fmt: str = "png", languages: tuple[str, ...] = ("en",)
+                  ) -> list[tuple[Path, Scene]]:
+    """Write ``n`` images with sidecar captions (x.png + x.txt, in the first language) into
+    ``folder``.
 
-    Also writes ``captions.jsonl`` (image, several captions per image, for training) and
-    ``scenes.jsonl`` (the structured attributes, for evaluation). Returns (path, scene) pairs.
+    Also writes ``captions.jsonl`` (image, several captions per image in every language, for
+    training) and ``scenes.jsonl`` (the structured attributes, for evaluation). Returns
+    (path, scene) pairs. The images depend on ``seed`` only, not on the languages.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     out: list[tuple[Path, Scene]] = []
-    with open(folder / "captions.jsonl", "w") as caps, open(folder / "scenes.jsonl", "w") as sc:
+    with open(folder / "captions.jsonl", "w", encoding="utf-8") as caps, \
+            open(folder / "scenes.jsonl", "w", encoding="utf-8") as sc:
         for i in range(n):
             scene = random_scene(rng, max_things)
             name = f"scene_{seed}_{i:05d}"
             path = folder / f"{name}.{fmt}"
             render(scene, size, seed=rng.randrange(2**31)).save(path)
-            (folder / f"{name}.txt").write_text(scene.caption() + "\n")
-            caps.write(json.dumps({"image": path.name, "captions": scene.captions()}) + "\n")
+            (folder / f"{name}.txt").write_text(scene.caption(languages[0]) + "\n",
+                                                encoding="utf-8")
+            texts = [c for lang in languages for c in scene.captions(lang)]
+            caps.write(json.dumps({"image": path.name, "captions": texts},
+                                  ensure_ascii=False) + "\n")
             sc.write(json.dumps({"image": path.name, **scene.to_dict()}) + "\n")
             out.append((path, scene))
     return out
