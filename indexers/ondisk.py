@@ -685,6 +685,17 @@ def process_runner(workers: int) -> Runner:
     return run
 
 
+def ray_runner(**options: Any) -> Runner:
+    """Run shard tasks as Ray tasks (``ray.remote(**options)``, e.g. ``num_cpus=1``) on the
+    connected cluster; every node must see the build's ``workdir`` and source file."""
+    def run(fn: Callable[[dict[str, Any]], None], tasks: list[dict[str, Any]]) -> None:
+        import ray
+
+        remote = ray.remote(**options)(fn) if options else ray.remote(fn)
+        ray.get([remote.remote(t) for t in tasks])
+    return run
+
+
 def build_ondisk(source: str | os.PathLike[str], ids: Any = None, *, nlist: int,
                  codec: str = "pq", metric: str = "ip", train_size: int | None = None,
                  shard_size: int = 1_000_000, workers: int | None = None,
