@@ -77,11 +77,11 @@ def _setup_logging(verbose: int) -> None:
               envvar=ENV_COLLECTION, show_envvar=True,
               help="Collection folder. Default: the 'default' collection under $RETRIEVAL_HOME "
                    "or the user data folder.")
-@click.option("--catalog", "catalog_url", envvar="RETRIEVAL_DATABASE_URL", show_envvar=True,
-              metavar="URL",
+@click.option("--catalog", "catalog_url", metavar="URL",
               help="Keep a new collection's catalog on a database server "
                    "(postgresql://user@host/db) instead of SQLite in its folder; a folder on "
-                   "another host joins the same collection with the same URL.")
+                   "another host joins the same collection with the same URL. Default for new "
+                   "collections: $RETRIEVAL_DATABASE_URL.")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.version_option(package_name="retrieval")
 @click.pass_context
