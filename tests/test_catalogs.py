@@ -213,6 +213,9 @@ def test_joining_an_empty_catalog_or_a_wrong_one(tmp_path: Path, encoder: Any,
         pass
     with pytest.raises(Exception, match="keeps its catalog in"):
         Collection(tmp_path / "lite", catalog=url)
+    # the environment variable names the catalog of new collections only
+    assert '"image": 0' in run_cli("info", "--json", collection=tmp_path / "lite",
+                                   env={"RETRIEVAL_DATABASE_URL": url}).stdout
 
 
 def test_cli_with_a_postgresql_catalog(tmp_path: Path, tiny_spec: str, postgres: Any) -> None:
