@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import assert_one_error_line, make_images, run_cli
+from conftest import assert_one_error_line, json_lines, make_images, run_cli
 
 from retrieval import Collection
 from retrieval.ingest import IndexProgress
@@ -196,8 +196,12 @@ def test_an_interrupted_ray_run_resumes(tmp_path: Path, tiny_spec: str, ray_clus
             col.index([folder], ray=ray_cluster, batch_size=4, progress=interrupt)
         done = col.catalog.counts()["image"]
         assert 0 < done < 25
-        summary = col.index([folder], ray=ray_cluster, batch_size=4)
-        assert (summary.unchanged, summary.added, summary.failed) == (done, 25 - done, 1)
+        # The next run (the command this time) picks up where the first one stopped.
+        proc = run_cli("index", folder, "--ray", ray_cluster, "--batch-size", "4", "--json",
+                       collection=tmp_path / "ray")
+        summary = json_lines(proc.stdout)[-1]
+        assert (summary["unchanged"], summary["added"], summary["failed"]) == (
+            done, 25 - done, 1)
         with Collection(tmp_path / "local", model=tiny_spec) as local:
             local.index([folder], workers=0)
             _same_catalog(local, col)
@@ -210,3 +214,58 @@ def test_without_ray_the_option_names_the_extra(tmp_path: Path, tiny_spec: str,
     proc = run_cli("index", tmp_path / "pics", "--model", tiny_spec, "--ray",
                    collection=tmp_path / "col", check=False)
     assert_one_error_line(proc, "pip install", "retrieval[ray]")
+
+
+@pytest.mark.ray
+def test_files_the_cluster_returns_twice_or_never_come_once() -> None:
+    """A retried task's second copy is dropped; files the cluster gave up on (a decode task
+    that kept dying) go to the fallback, the local decode pool."""
+    import pickle
+
+    from retrieval.ingest.distributed import _received
+    from retrieval.ingest.workers import DecodeResult, DecodeTask
+
+    tasks = [DecodeTask(f"/x/{name}.jpg", 1, 1) for name in "abc"]
+    rows = [DecodeResult(tasks[0].path, 1, 1, "h"), DecodeResult(tasks[0].path, 1, 1, "h"),
+            DecodeResult(tasks[1].path, 1, 1, error="not a recognised image format")]
+
+    class Stream:
+        def iter_batches(self, **_: Any) -> Iterator[dict[str, Any]]:
+            for res in rows:
+                yield {"result": [pickle.dumps(res)], "vector": np.ones((1, 4), np.float32),
+                       "has_vector": np.array([res.error is None])}
+
+    asked: list[list[DecodeTask]] = []
+
+    def fallback(missing: list[DecodeTask]) -> Iterator[DecodeResult]:
+        asked.append(missing)
+        yield from (DecodeResult(t.path, t.size, t.mtime_ns, "h2") for t in missing)
+
+    out = list(_received(Stream(), tasks, 2, fallback))  # type: ignore[arg-type]
+    assert [r.path for r in out] == [t.path for t in tasks]
+    assert asked == [[tasks[2]]]
+    assert out[0].vector is not None and out[0].vector.flags.writeable
+    assert out[1].vector is None and out[1].error
+
+
+@pytest.mark.ray
+def test_decode_tasks_skip_pixels_of_known_content(tmp_path: Path, encoder: Any,
+                                                   ray_cluster: str) -> None:
+    """Content the catalog holds (a rename, a copy) is hashed on the cluster but neither
+    decoded nor embedded there; the driver reuses the stored vector."""
+    import pickle
+
+    import ray
+
+    from retrieval.ingest.distributed import _prefix_set, decode_rows, hash_prefixes
+    from retrieval.ingest.workers import DecodeTask
+    from retrieval.media import hash_file
+
+    paths = make_images(tmp_path, 2)
+    tasks = np.array([pickle.dumps(DecodeTask(str(p), 1, 1)) for p in paths], dtype=object)
+    for known in (hash_prefixes([hash_file(paths[0])]), hash_prefixes([])):
+        ref = ray.put(known)  # as the tasks get it
+        out = decode_rows({"task": tasks}, encoder.image_spec, 10**8, _prefix_set(ref))
+        assert [not has for has in out["has_pixels"]] == [len(known) == 1, False]
+        assert [pickle.loads(r).content_hash for r in out["result"]] == [
+            hash_file(p) for p in paths]

@@ -16,7 +16,10 @@ results changes. A Ray Data pipeline over the files to do:
 
 Ray retries a task or restarts an actor that dies; side effects happen on the driver only, and
 the driver ignores a file it already received, so a retried worker loses or duplicates nothing.
-Failures to decode a file come back as rows with a reason, as in a local run.
+Failures to decode a file come back as rows with a reason, as in a local run. A decode task
+that keeps dying (a file that crashes the decoder) is given up after a few tries, and the files
+the cluster did not return go through the local decode pool, which isolates such a file and
+reports it as failed.
 
 The files must be readable at the same paths on every node (one machine, or a shared file
 system), and each node needs the model where the driver has it (its weights or Hugging Face
@@ -29,7 +32,8 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
-from collections.abc import Generator, Iterable, Iterator, Sequence
+import warnings
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +52,7 @@ INSTALL_HINT = ("Ray is not installed; install the extra: pip install 'retrieval
 FORWARDED_ENV = ("RETRIEVAL_HOME", "RETRIEVAL_EXPORTS", "HF_HOME", "HF_HUB_OFFLINE",
                  "HF_HUB_CACHE", "XDG_CACHE_HOME")
 MAX_BLOCKS = 100_000
+DECODE_TRIES = 3  # retries of a decode task whose worker died (a lost node, a decoder crash)
 
 
 def require_ray() -> Any:
@@ -118,8 +123,15 @@ def _prefix_set(known: Any) -> np.ndarray:
 def decode_batch(batch: dict[str, np.ndarray], spec: ImageSpec, max_pixels: int,
                  known: Any) -> dict[str, np.ndarray]:
     """Decode task: a batch of pickled :class:`DecodeTask` rows in, rows of a pickled
-    :class:`DecodeResult` (without pixels) plus a pixel column out."""
-    prefixes = _prefix_set(known)
+    :class:`DecodeResult` (without pixels) plus a pixel column out. ``known`` is a reference
+    to :func:`hash_prefixes` of the content the catalog holds."""
+    _lower_priority()
+    return decode_rows(batch, spec, max_pixels, _prefix_set(known))
+
+
+def decode_rows(batch: dict[str, np.ndarray], spec: ImageSpec, max_pixels: int,
+                prefixes: np.ndarray) -> dict[str, np.ndarray]:
+    """What a decode task returns, in this process."""
 
     def is_known(h: str) -> bool:
         p = np.uint64(int(h[:16], 16))
@@ -127,7 +139,6 @@ def decode_batch(batch: dict[str, np.ndarray], spec: ImageSpec, max_pixels: int,
         return i < len(prefixes) and prefixes[i] == p
 
     init_worker(spec, max_pixels, None, known=is_known if len(prefixes) else None)
-    _lower_priority()
     results = [decode_file(pickle.loads(t)) for t in batch["task"]]
     h, w = spec.size
     pixels = np.zeros((len(results), h, w, 3), dtype=np.uint8)
@@ -221,21 +232,24 @@ def _quiet_console(ctx: Any) -> Iterator[None]:
                 if not isinstance(h, logging.FileHandler)]
     levels = [h.level for h in handlers]
     bars, ctx.enable_progress_bars = ctx.enable_progress_bars, False
+    errored, ctx.max_errored_blocks = ctx.max_errored_blocks, -1  # given up: decoded here
     for h in handlers:
         h.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        ctx.enable_progress_bars = bars
+        ctx.enable_progress_bars, ctx.max_errored_blocks = bars, errored
         for h, level in zip(handlers, levels, strict=True):
             h.setLevel(level)
 
 
 def ray_results(tasks: Sequence[DecodeTask], *, address: str, recipe: EncoderRecipe,
-                spec: ImageSpec, max_pixels: int, batch_size: int, known: np.ndarray
+                spec: ImageSpec, max_pixels: int, batch_size: int, known: np.ndarray,
+                fallback: Callable[[list[DecodeTask]], Generator[DecodeResult, None, None]]
                 ) -> Generator[DecodeResult, None, None]:
     """Decoded and embedded results of ``tasks`` from the cluster, in any order, each file
-    once (``vector`` set, or ``error``, or neither for content the catalog holds)."""
+    once (``vector`` set, or ``error``, or neither for content the catalog holds); files the
+    cluster gave up on come from ``fallback`` (the local decode pool: pixels)."""
     ray = require_ray()
     started = connect(address)
     try:
@@ -245,20 +259,25 @@ def ray_results(tasks: Sequence[DecodeTask], *, address: str, recipe: EncoderRec
         # A block is a commit batch: results stream back a block at a time, as it is embedded.
         ds = ray.data.from_items(items, override_num_blocks=min(
             MAX_BLOCKS, max(1, -(-len(items) // max(1, batch_size)))))
-        ds = ds.map_batches(decode_batch, batch_size=CHUNK, batch_format="numpy", fn_kwargs={
-            "spec": spec, "max_pixels": max_pixels, "known": ray.put(known)})
+        with warnings.catch_warnings():  # named parameters have no task retries yet
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ds = ds.map_batches(decode_batch, batch_size=CHUNK, batch_format="numpy",
+                                fn_kwargs={"spec": spec, "max_pixels": max_pixels,
+                                           "known": ray.put(known)},
+                                max_retries=DECODE_TRIES)
         ds = ds.map_batches(
             Embedder, fn_constructor_kwargs={"recipe": recipe}, batch_size=max(1, batch_size),
             batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=size),
             runtime_env={"env_vars": env}, **resources)
         with _quiet_console(ray.data.DataContext.get_current()):
-            yield from _received(ds, tasks, batch_size)
+            yield from _received(ds, tasks, batch_size, fallback)
     finally:
         if started:
             ray.shutdown()
 
 
-def _received(ds: Any, tasks: Sequence[DecodeTask], batch_size: int
+def _received(ds: Any, tasks: Sequence[DecodeTask], batch_size: int,
+              fallback: Callable[[list[DecodeTask]], Generator[DecodeResult, None, None]]
               ) -> Generator[DecodeResult, None, None]:
     import ray
 
@@ -280,10 +299,16 @@ def _received(ds: Any, tasks: Sequence[DecodeTask], batch_size: int
     finally:
         with contextlib.suppress(Exception):
             batches.close()  # stops the pipeline when the driver stops early
-    for task in tasks:  # never expected; reported rather than silently left out
-        if task.path in expected:
-            yield DecodeResult(task.path, task.size, task.mtime_ns,
-                               error="not returned by the Ray cluster; index again")
+    missing = [t for t in tasks if t.path in expected]
+    if missing:
+        import logging
+
+        logging.getLogger("retrieval").warning(
+            "the Ray cluster gave up on %d file(s) (see Ray Data's log); decoding them here",
+            len(missing))
+        results = fallback(missing)
+        with contextlib.closing(results):
+            yield from results
 
 
 def _first_line(exc: BaseException) -> str:

@@ -50,10 +50,6 @@ def index_images(catalog: Catalog, get_encoder: Callable[[], Encoder],
     """Bring the catalog in step with the image files under ``paths``."""
     progress = progress or no_progress
     roots = check_roots(paths)
-    if options.ray:
-        from .distributed import require_ray
-
-        require_ray()  # before any work: a run asked for Ray never falls back silently
     summary = IndexSummary()
     found = scan(roots, hidden=options.hidden,
                  on_progress=lambda n: progress(IndexProgress("scan", n)))
@@ -112,7 +108,8 @@ class _Batches:
                            recipe=EncoderRecipe.of(self.catalog, self.encoder),
                            spec=self.encoder.image_spec, max_pixels=self.options.max_pixels,
                            batch_size=self.options.batch_size,
-                           known=hash_prefixes(s.content_hash for s in self.known.values()))
+                           known=hash_prefixes(s.content_hash for s in self.known.values()),
+                           fallback=self.local_source)
 
     def run(self, todo: list[DecodeTask], results: Generator[DecodeResult, None, None],
             progress: ProgressCallback) -> None:

@@ -24,6 +24,10 @@ def index_run(catalog: Catalog, encoder: Callable[[], Encoder], roots: list[str]
     known = set(catalog.get_settings().get("roots") or [])
     if not known.issuperset(roots):
         catalog.set_settings(roots=sorted(known | set(roots)))
+    if options.ray:
+        from .distributed import require_ray
+
+        require_ray()  # before the model loads: a run asked for Ray never runs without it
     encoder()  # a model without an export gets one before the first file is decoded
     try:
         return index_images(catalog, encoder, roots, options, progress)
