@@ -44,3 +44,113 @@ def write_tiny_model(folder: Path, *, seed: int = 0, fmt: str = "bin",
                            "std": [0.26862954, 0.26130258, 0.27577711]},
     }))
     return folder
+
+
+# --- a tiny multilingual model: open_clip with a Hugging Face (XLM-RoBERTa) text tower ---------
+
+TINY_HF_CONTEXT = 24
+TINY_HF_SENTENCES = [
+    "a photo of a cat", "a dog on the grass", "two cats sleeping on a sofa", "a red bicycle",
+    "the eiffel tower at night", "une photo d'un chat", "ein Hund im Gras", "café naïve résumé",
+    "一只猫在沙发上睡觉", "一只狗在草地上", "街道上的一只船和自行车", "埃菲尔铁塔的夜景",
+    "日本の桜", "公園の犬", "한국어 텍스트", "자전거를 탄 사람",
+]
+TINY_HF_CONFIG: dict[str, Any] = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16,
+                   "patch_size": 16},
+    # hf_model_name / hf_tokenizer_name are filled in by write_tiny_hf_model
+    "text_cfg": {"hf_pooler_type": "mean_pooler", "hf_proj_type": "mlp",
+                 "context_length": TINY_HF_CONTEXT},
+}
+
+
+def write_tiny_hf_text(folder: Path) -> Path:
+    """A Hugging Face text tower's files as a Hub repository holds them: ``config.json`` (an
+    XLM-RoBERTa of width 32), ``tokenizer.json`` (a Unigram model trained here on a few
+    sentences in five languages, XLM-R's special tokens and ids) and ``tokenizer_config.json``
+    (written by hand: ``save_pretrained`` of transformers 5 names a class 4.x cannot load)."""
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
+
+    folder.mkdir(parents=True, exist_ok=True)
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # ids 0..4, as in XLM-R
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.train_from_iterator(TINY_HF_SENTENCES * 3, trainers.UnigramTrainer(
+        vocab_size=200, special_tokens=specials, unk_token="<unk>"))
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
+        special_tokens=[("<s>", 0), ("</s>", 2)])
+    tok.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 512,
+        "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>",
+        "cls_token": "<s>", "sep_token": "</s>", "mask_token": "<mask>"}))
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "xlm-roberta", "architectures": ["XLMRobertaModel"],
+        "vocab_size": tok.get_vocab_size(), "hidden_size": 32, "num_hidden_layers": 2,
+        "num_attention_heads": 2, "intermediate_size": 64,
+        # RoBERTa positions start after the pad id: room for the context plus two
+        "max_position_embeddings": TINY_HF_CONTEXT + 2, "type_vocab_size": 1,
+        "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2, "hidden_act": "gelu",
+        "layer_norm_eps": 1e-5}))
+    return folder
+
+
+def write_tiny_hf_model(folder: Path, *, seed: int = 0, text_tower: str | None = None) -> Path:
+    """Write an open_clip ``local-dir`` model whose text tower is a Hugging Face XLM-RoBERTa:
+    open_clip_config.json, open_clip_model.safetensors (the whole model, random weights) and
+    the tokenizer files, which open_clip reads from the model folder itself.
+
+    ``text_tower`` is the ``hf_model_name`` recorded in the config: by default the folder
+    itself (which then holds the tower's config.json too), or a Hub id to be found in the
+    Hugging Face cache, as in open_clip's own multilingual configs."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    folder = folder.resolve()
+    write_tiny_hf_text(folder)
+    cfg = json.loads(json.dumps(TINY_HF_CONFIG))
+    cfg["text_cfg"].update(hf_model_name=str(folder), hf_tokenizer_name=str(folder),
+                           hf_model_pretrained=False)
+    torch.manual_seed(seed)
+    model = open_clip.CustomTextCLIP(**cfg)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+              str(folder / "open_clip_model.safetensors"))
+    del cfg["text_cfg"]["hf_model_pretrained"]
+    if text_tower is not None:
+        cfg["text_cfg"].update(hf_model_name=text_tower, hf_tokenizer_name=text_tower)
+        (folder / "config.json").unlink()
+    (folder / "open_clip_config.json").write_text(json.dumps({
+        "model_cfg": cfg,
+        "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073],
+                           "std": [0.26862954, 0.26130258, 0.27577711]},
+    }))
+    return folder
+
+
+def write_hf_cache_repo(cache: Path, repo: str, files: dict[str, Path]) -> Path:
+    """Put files into a Hugging Face Hub cache folder (``HF_HUB_CACHE``) as one snapshot of
+    model repository ``repo``, the way ``hf_hub_download`` leaves them; returns the snapshot."""
+    import shutil
+
+    base = cache / ("models--" + repo.replace("/", "--"))
+    commit = "0" * 40
+    snapshot = base / "snapshots" / commit
+    snapshot.mkdir(parents=True, exist_ok=True)
+    for name, source in files.items():
+        shutil.copyfile(source, snapshot / name)
+    (base / "refs").mkdir(exist_ok=True)
+    (base / "refs" / "main").write_text(commit)
+    return snapshot

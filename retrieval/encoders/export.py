@@ -122,7 +122,8 @@ def _towers(model: Any, mean: tuple[float, ...], std: tuple[float, ...]) -> tupl
 
         def forward(self, tokens: torch.Tensor) -> torch.Tensor:
             m = self.model
-            if not trim:
+            if not trim or _hf_text_tower(m) is not None:
+                # a Hugging Face tower masks its padding itself: any length is exact
                 return F.normalize(m.encode_text(tokens).float(), dim=-1)
             # open_clip's CLIP.encode_text on a sequence cut after the end token: the
             # positional embedding and the causal mask are sliced to its length.
@@ -139,11 +140,23 @@ def _towers(model: Any, mean: tuple[float, ...], std: tuple[float, ...]) -> tupl
 
 
 def _trimmable(model: Any) -> bool:
-    """Standard CLIP text towers (causal mask, pooled at the end token, the largest id)."""
+    """Text towers whose output does not depend on the padding after the last text's end:
+    standard CLIP (causal mask, pooled at the end token, the largest id), and Hugging Face
+    towers that mask their padding and pool by mean or at the first token."""
     import open_clip
 
+    hf = _hf_text_tower(model)
+    if hf is not None:
+        return type(model) is open_clip.CustomTextCLIP and type(hf.pooler).__name__ in (
+            "MeanPooler", "ClsPooler")
     return (type(model) is open_clip.CLIP and getattr(model, "attn_mask", None) is not None
             and getattr(model, "text_pool_type", "argmax") == "argmax")
+
+
+def _hf_text_tower(model: Any) -> Any:
+    """The model's open_clip ``HFTextEncoder``, or None."""
+    text = getattr(model, "text", None)
+    return text if type(text).__name__ == "HFTextEncoder" else None
 
 
 @contextlib.contextmanager
@@ -353,7 +366,8 @@ def _write_towers(encoder: OpenClipEncoder, folder: Path) -> dict[str, Any]:
     if trim:
         text_axes[1] = torch.export.Dim("seq", min=2, max=ctx)
         example = example[:, :min(ctx, 8)].clone()
-        example[:, -1] = int(tokenizer.eot_id)  # type: ignore[union-attr]
+        if isinstance(tokenizer, ClipTokenizer):
+            example[:, -1] = int(tokenizer.eot_id)
     _export(text, example, "token_ids", text_axes, folder / "text.onnx")
     tokenizer.save(folder)
     parts: dict[str, Any] = {

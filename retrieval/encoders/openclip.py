@@ -199,11 +199,13 @@ def create_open_clip(spec: ModelSpec, device: str) -> LoadedModel:
     if name.startswith(LOCAL_DIR_PREFIX):
         folder = name[len(LOCAL_DIR_PREFIX):]
         _check_local_dir(folder)
+        _check_text_tower(spec, _text_cfg(name))
         sources = _local_dir_files(folder)
     elif name.startswith(HF_HUB_PREFIX):
-        pass
+        _check_text_tower(spec, _text_cfg(name))
     else:
         _check_builtin(spec)
+        _check_text_tower(spec, _text_cfg(name))
         if pretrained is not None:
             sources = [pretrained if os.path.isfile(pretrained) else _fetch_tag_weights(spec)]
     with _hub_mode() as online:
@@ -229,6 +231,17 @@ def _load_error(spec: ModelSpec, exc: Exception, online: bool) -> ModelError:
     text = " ".join(str(exc).split())
     if len(text) > 300:
         text = text[:300] + "..."
+    if (isinstance(exc, ImportError) and exc.name == "transformers") or (
+            "pip install transformers" in text):
+        return _needs_transformers(spec, "")
+    hf_name = _text_cfg(spec.open_clip_name()[0]).get("hf_model_name")
+    if hf_name and isinstance(exc, OSError):
+        # transformers could not find the text tower's config or tokenizer files (the open_clip
+        # config that names the tower was found: the tower is what is missing)
+        return WeightsUnavailableError(
+            f"the text tower of model {spec} ({hf_name}) is not in the local Hugging Face cache "
+            f"({_hf_cache_hint()}) and could not be downloaded{_offline_hint(online)}; run once "
+            f"with internet access: {text}")
     if spec.name.startswith(HF_HUB_PREFIX):
         return WeightsUnavailableError(
             f"{spec.name} is not in the local Hugging Face cache ({_hf_cache_hint()}) and could "
@@ -241,11 +254,62 @@ def _load_error(spec: ModelSpec, exc: Exception, online: bool) -> ModelError:
     return ModelError(f"cannot load model {spec}: {type(exc).__name__}: {text}")
 
 
+# Files of a Hugging Face text tower and its tokenizer that a local-dir folder may hold.
+HF_TEXT_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json",
+                 "special_tokens_map.json", "sentencepiece.bpe.model", "spiece.model",
+                 "vocab.txt")
+MULTILINGUAL_HINT = ("pip install 'retrieval[multilingual]' (pip install -e '.[multilingual]' "
+                     "in a checkout)")
+
+
+def _text_cfg(name: str) -> dict[str, Any]:
+    """The text tower config of an open_clip name, where it can be read without loading (a
+    built-in architecture, a local-dir folder, an hf-hub repository in the cache); else {}."""
+    import open_clip
+
+    doc: dict[str, Any] | None = None
+    try:
+        if name.startswith(LOCAL_DIR_PREFIX):
+            path = Path(name[len(LOCAL_DIR_PREFIX):]) / "open_clip_config.json"
+            doc = json.loads(path.read_text(encoding="utf-8")).get("model_cfg")
+        elif name.startswith(HF_HUB_PREFIX):
+            from huggingface_hub import try_to_load_from_cache
+
+            found = try_to_load_from_cache(name[len(HF_HUB_PREFIX):], "open_clip_config.json")
+            if isinstance(found, str):
+                doc = json.loads(Path(found).read_text(encoding="utf-8")).get("model_cfg")
+        else:
+            doc = open_clip.get_model_config(name.replace("/", "-"))
+    except (OSError, ValueError, AttributeError):
+        return {}
+    text_cfg = (doc or {}).get("text_cfg") if isinstance(doc, dict) else None
+    return text_cfg if isinstance(text_cfg, dict) else {}
+
+
+def _needs_transformers(spec: ModelSpec, hf_name: str) -> ModelError:
+    tower = f" ({hf_name})" if hf_name else ""
+    return ModelError(f"model {spec} has a Hugging Face text tower{tower}, which needs the "
+                      f"transformers package; install the extra: {MULTILINGUAL_HINT}")
+
+
+def _check_text_tower(spec: ModelSpec, text_cfg: dict[str, Any]) -> None:
+    """A model with a Hugging Face text tower needs transformers (checked before any download:
+    open_clip would fail only after fetching the weights)."""
+    hf_name = text_cfg.get("hf_model_name")
+    if not hf_name:
+        return
+    from open_clip import hf_model
+
+    if getattr(hf_model, "transformers", None) is None:  # open_clip's own test
+        raise _needs_transformers(spec, str(hf_name))
+
+
 def _local_dir_files(folder: str) -> list[str]:
     path = Path(folder)
     weights = sorted(str(p) for p in path.iterdir() if p.is_file() and p.suffix in
                      CHECKPOINT_SUFFIXES)
-    return [str(path / "open_clip_config.json"), *weights]
+    text = [str(path / f) for f in HF_TEXT_FILES if (path / f).is_file()]
+    return [str(path / "open_clip_config.json"), *weights, *text]
 
 
 def _hub_files(repo: str) -> list[str]:

@@ -5,7 +5,8 @@ tower. The weights are external data files that ONNX Runtime memory-maps, which 
 a session for ViT-B-32's text tower near 0.25 s on two cores, instead of about 1 s for a model
 whose weights are embedded in the graph and must be parsed and copied.
 
-Text towers whose attention is causal and that pool at the end token are exported with a
+Text towers whose attention is causal and that pool at the end token, and Hugging Face text
+towers that mask their padding and pool by mean or at the first token, are exported with a
 dynamic sequence length: positions after the end token cannot change the output, so token ids
 are cut after the longest text's end token instead of being padded to the context length (a
 short query costs a fraction of a full 77-token forward pass).
@@ -103,9 +104,11 @@ class OnnxEncoder:
                                                      self._text_cfg["tokenizer"])
         tokens = self._tokenizer(list(texts))
         if self._text_cfg.get("trim") and len(tokens):
-            # Padding is 0 and every text ends with the end token, so the number of non-zero
-            # ids is where each text ends; keep at least the two positions the export allows.
-            length = max(2, int(np.count_nonzero(tokens, axis=1).max()))
+            # Cut after the last id that is not padding (every text ends with its end token);
+            # keep at least the two positions the export allows.
+            pad = int(self._text_cfg["tokenizer"].get("pad_id", 0))
+            used = (tokens != pad).any(axis=0)
+            length = max(2, int(used.nonzero()[0].max()) + 1 if used.any() else 0)
             tokens = np.ascontiguousarray(tokens[:, :length])
         return tokens
 

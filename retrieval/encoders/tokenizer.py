@@ -213,8 +213,15 @@ class HFTokenizer:
     def __init__(self, path: Path, *, context_length: int, clean: str = "whitespace",
                  pad_id: int = 0, sep_id: int | None = None, strip_sep_token: bool = False
                  ) -> None:
-        from tokenizers import Tokenizer as RustTokenizer
+        try:
+            from tokenizers import Tokenizer as RustTokenizer
+        except ImportError:
+            from ..errors import ModelError
 
+            raise ModelError(
+                "this model's text tower uses a Hugging Face tokenizer, which needs the "
+                "tokenizers package; install the extra: pip install 'retrieval[multilingual]' "
+                "(pip install -e '.[multilingual]' in a checkout)") from None
         self.path = path
         self.context_length = int(context_length)
         self.clean_mode = clean
