@@ -9,6 +9,7 @@ things are shown.
 from __future__ import annotations
 
 import gc
+import sys
 
 from . import indexing, models, searching, serving
 from .group import cli
@@ -17,6 +18,7 @@ __all__ = ["cli", "indexing", "main", "models", "searching", "serving"]
 
 
 def main() -> None:
+    _tolerant_stdout()
     try:
         cli(prog_name="retrieval")
     finally:
@@ -24,3 +26,12 @@ def main() -> None:
         # after a search (SQLAlchemy's alone take 0.1 s); frozen objects are skipped, while
         # finalizers and exit hooks still run.
         gc.freeze()
+
+
+def _tolerant_stdout() -> None:
+    """On a stdout that cannot encode every character (an ASCII or Latin-1 terminal or pipe),
+    a Chinese caption is shown as escapes (\\u732b) instead of failing the command; JSON output
+    escapes such characters itself (see :func:`.output.json_text`)."""
+    encoding = (getattr(sys.stdout, "encoding", None) or "").lower().replace("-", "")
+    if encoding not in ("utf8", "utf_8") and hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")

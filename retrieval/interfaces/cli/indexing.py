@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
 from .group import cli, json_option, model_options, open_collection, progress_option
-from .output import print_summary, progress_bars
+from .output import json_text, print_summary, progress_bars
 
 
 @cli.command()
@@ -79,7 +78,7 @@ def remove(ctx: click.Context, paths: tuple[Path, ...], as_json: bool) -> None:
     """Remove images (and their captions) at these paths or under these folders from the
     collection. Files on disk are not touched."""
     n = open_collection(ctx).remove(paths)
-    click.echo(json.dumps({"removed": n}) if as_json else f"{n} removed")
+    click.echo(json_text({"removed": n}) if as_json else f"{n} removed")
 
 
 @cli.command()
@@ -111,6 +110,6 @@ def tag(ctx: click.Context, labels_file: Path, templates: tuple[str, ...], top: 
     with progress_bars(progress, unit="image") as bar:
         result = col.tag(labels, templates=templates or None, top=top, min_score=min_score,
                          progress=bar)
-    click.echo(json.dumps(result) if as_json else
+    click.echo(json_text(result) if as_json else
                f"{result['tagged']} images tagged, {result['unchanged']} unchanged, "
                f"{result['labels']} labels")

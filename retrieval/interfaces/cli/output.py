@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import json
 import os
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import click
 
 from ...pathnames import shown
+from .width import clip
 
 if TYPE_CHECKING:
     from ...ingest import IndexProgress, IndexSummary
@@ -74,7 +76,7 @@ def progress_bars(option: bool | None, unit: str = "file") -> Iterator[Progress]
 
 def print_summary(summary: IndexSummary, as_json: bool, what: str = "images") -> None:
     if as_json:
-        click.echo(json.dumps(summary.to_dict()))
+        echo_json(summary.to_dict())
         return
     click.echo(
         f"{summary.added} added, {summary.updated} updated, {summary.removed} removed, "
@@ -100,7 +102,7 @@ def print_hits(hits: list[Hit]) -> None:
         if h.kind == "text" and h.path:
             what += f"  (caption of {shown(h.path)})"
         line = f"{rank:>3}  {h.score:>6.3f}  {h.id:>{id_w}}  {h.kind:<5}  {what}"
-        click.echo(line if len(line) <= width else line[: width - 3] + "...")
+        click.echo(clip(line, width))  # by display width: CJK characters take two columns
 
 
 def human_bytes(n: float) -> str:
@@ -164,10 +166,30 @@ class TrainProgress:
             self.bar = None
 
 
+def json_text(value: Any, encoding: str | None = None) -> str:
+    """``value`` as one line of JSON with its characters as they are (CJK stays readable),
+    or as ``\\uXXXX`` escapes where ``encoding`` (default: stdout's) cannot write them."""
+    text = json.dumps(value, ensure_ascii=False)
+    if not text.isascii():
+        try:
+            name = codecs.lookup(encoding or getattr(sys.stdout, "encoding", None) or "utf-8")
+            # click writes UTF-8 to a stream that says ASCII (a misconfigured locale)
+            text.encode("utf-8" if name.name == "ascii" else name.name)
+        except (UnicodeEncodeError, LookupError):
+            return json.dumps(value)
+    return text
+
+
+def echo_json(value: Any) -> None:
+    """One JSON value on one line (see :func:`json_text`)."""
+    click.echo(json_text(value))
+
+
 def echo_json_lines(rows: Any) -> None:
-    """One JSON object per line (for programs), characters as they are."""
+    """One JSON object per line (for programs), characters as they are where stdout can
+    encode them."""
     for row in rows:
-        click.echo(json.dumps(row, ensure_ascii=False))
+        echo_json(row)
 
 
 def echo_path(path: str) -> None:

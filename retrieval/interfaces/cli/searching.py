@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ import click
 
 from ...pathnames import shown
 from .group import cli, json_option, model_options, open_collection
-from .output import echo_json_lines, echo_path, human_bytes, print_hits
+from .output import echo_json, echo_json_lines, echo_path, human_bytes, print_hits
 
 
 def _terms(kind: str, values: tuple[str, ...], sign: float = 1.0) -> list[Any]:
@@ -133,7 +132,7 @@ def info(ctx: click.Context, as_json: bool) -> None:
     """Show the collection's model, item counts, indexes and disk use."""
     data = open_collection(ctx).info()
     if as_json:
-        click.echo(json.dumps(data))
+        echo_json(data)
         return
     model = data["model"]
     name = model["name"] + (f" ({model['pretrained']})" if model["pretrained"] else "")

@@ -1,0 +1,47 @@
+"""Text as wide as a terminal shows it: Chinese, Japanese and Korean characters (East Asian
+wide and fullwidth) take two columns, combining marks and zero-width characters none.
+
+``str.ljust`` and slicing count characters, so a table holding CJK text runs past its columns
+and past the terminal's width; these count display columns instead (``unicodedata``'s East
+Asian width, as terminals do; emoji presentation sequences may still differ by terminal).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+ELLIPSIS = "..."
+
+
+def char_width(ch: str) -> int:
+    """Columns one character takes: 0, 1 or 2."""
+    if unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Me", "Cf"):
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
+def display_width(text: str) -> int:
+    """Columns ``text`` takes on a terminal."""
+    if text.isascii():
+        return len(text)
+    return sum(char_width(ch) for ch in text)
+
+
+def clip(text: str, width: int) -> str:
+    """``text`` cut to at most ``width`` columns, ending in "..." when cut."""
+    if display_width(text) <= width:
+        return text
+    room = max(0, width - len(ELLIPSIS))
+    used = 0
+    for i, ch in enumerate(text):
+        w = char_width(ch)
+        if used + w > room:
+            return text[:i] + ELLIPSIS
+        used += w
+    return text + ELLIPSIS  # not reached: the text was wider than width
+
+
+def pad(text: str, width: int, align: str = "<") -> str:
+    """``text`` padded with spaces to ``width`` columns (``<`` left, ``>`` right aligned)."""
+    fill = " " * max(0, width - display_width(text))
+    return text + fill if align == "<" else fill + text
