@@ -14,10 +14,12 @@ The rules, measured on two cores (``benchmarks/ann.py``; figures in the README):
    the best ``k * k_factor`` candidates re-scored exactly from a memory-mapped vector file.
 4. **IVF, 4-bit PQ fast-scan codes** (d/4 bytes per vector, SIMD scanning), also re-scored,
    when even 8-bit codes exceed the budget.
-5. **IVF on disk** (``indexers.ondisk``) when not even 4-bit codes fit: 8-bit PQ codes (d/8
-   bytes per vector) in FAISS on-disk inverted lists and exact vectors, both memory-mapped, so
-   they cost page cache rather than process memory; the budget covers the ids that every
-   query binary-searches (16 bytes per vector). ``nlist`` stays at
+5. **IVF on disk** (``indexers.ondisk``) when not even 4-bit codes fit: 8-bit scalar codes
+   (d bytes per vector) in FAISS on-disk inverted lists and exact vectors, both memory-mapped,
+   so they cost page cache rather than process memory; the budget covers the ids that every
+   query binary-searches (16 bytes per vector). 8-bit codes rather than PQ because they rank
+   nearly exactly: a query re-scores 10-20 candidates from a vector file larger than memory
+   where coarse PQ codes would need hundreds (``benchmarks/scale.py``). ``nlist`` stays at
    most 4096 (``ONDISK_MAX_NLIST``): k-means and assigning every vector cost n x nlist, which
    on a few cores is the build's dominant term, while the codes are small enough that
    scanning longer lists stays cheap (``benchmarks/scale.py``).
@@ -65,8 +67,8 @@ class IndexPlan:
         if self.kind not in ("ivf", "ivf-ondisk"):
             return 0
         want = TRAIN_PER_CELL * int(self.params["nlist"])
-        if self.kind == "ivf-ondisk":  # and 64 per centroid of each 8-bit PQ sub-quantizer
-            want = max(want, 64 * 256)
+        if self.params.get("codec") == "pq" and self.kind == "ivf-ondisk":
+            want = max(want, 64 * 256)  # 64 per centroid of each 8-bit PQ sub-quantizer
         return min(n, want)
 
 
@@ -110,8 +112,8 @@ def choose_index(n: int, dim: int, memory_budget: int = DEFAULT_MEMORY_BUDGET) -
     if n * bpv <= memory_budget:
         why = (f"{n} vectors do not fit {memory_budget / 2**20:.0f} MiB even as 4-bit codes; "
                f"codes and vectors stay on disk, memory-mapped")
-        return IndexPlan("ivf-ondisk", {"nlist": min(nlist, ONDISK_MAX_NLIST), "codec": "pq"},
-                         "ivf-ondisk-pq+refine", why, bpv)
+        return IndexPlan("ivf-ondisk", {"nlist": min(nlist, ONDISK_MAX_NLIST), "codec": "sq8"},
+                         "ivf-ondisk-sq8+refine", why, bpv)
     raise IndexerError(
         f"{n} vectors of {dim} dimensions need at least {n * bpv / 2**20:.0f} MiB even with "
         f"codes and vectors on disk; the memory budget is {memory_budget / 2**20:.0f} MiB")

@@ -18,9 +18,12 @@ Segments are never changed in place: ``add_with_ids`` on FAISS's on-disk lists c
 of a segment or segments pile up) re-merges into a new directory, written under a temporary
 name, synced and renamed; the manifest's rename is the commit point (``persistence``).
 
-Candidates come from the compressed codes (``pq``: 8-bit product quantisation with ``dim / 8``
-sub-quantizers; ``sq8``: one byte per dimension; ``flat``: float32), and the best
-``k * k_factor`` are re-scored exactly from the memory-mapped float32 vectors.
+Candidates come from the compressed codes (``sq8``, the default: one byte per dimension, close
+enough to exact that few candidates need re-scoring; ``pq``: 8-bit product quantisation with
+``dim / 8`` sub-quantizers, smaller but coarse; ``flat``: float32), and the best
+``k * k_factor`` are re-scored exactly from the memory-mapped float32 vectors. Their rows are
+scattered over a file larger than the page cache, so they are requested from the kernel all at
+once (``MADV_WILLNEED``) before they are read: one disk round trip rather than one per row.
 
 Large builds go through :func:`build_ondisk`: the coarse quantizer and codec are trained once
 on a sample, shards are encoded in parallel worker processes (one FAISS thread each, or any
@@ -31,6 +34,7 @@ on a sample, shards are encoded in parallel worker processes (one FAISS thread e
 from __future__ import annotations
 
 import contextlib
+import mmap
 import multiprocessing
 import os
 import shutil
@@ -53,8 +57,8 @@ from .exact_vectors import ExactVectors
 from .kinds import register
 from .persistence import SEGMENTS_SUFFIX
 
-CODECS = ("pq", "sq8", "flat")
-K_FACTORS = (1, 2, 4, 8, 16, 32)
+CODECS = ("sq8", "pq", "flat")
+K_FACTORS = (1, 2, 4, 8, 16, 32, 64)
 DELTA_BYTES = 256 * 1024**2  # raw vectors held in the delta before it is written out
 EXPORT_BYTES = 256 * 1024**2  # codes per shard file when a segment is re-merged
 MAX_SEGMENTS = 8  # more are merged at the next save
@@ -157,6 +161,24 @@ def _new_segment_dir(parent: Path) -> tuple[Path, Path]:
     return tmp, parent / name
 
 
+def _prefetch(array: np.ndarray, rows: np.ndarray) -> None:
+    """Ask the kernel to read these rows of a memory-mapped array now, all at once.
+
+    Re-scoring touches rows scattered over a file larger than the page cache; faulted in one
+    by one, each waits for its own disk read (about a millisecond here, worse under load).
+    MADV_WILLNEED queues them together, so they cost about one read's latency."""
+    mm = getattr(array, "_mmap", None)
+    if mm is None or len(rows) < 2 or not hasattr(mmap, "MADV_WILLNEED"):
+        return
+    row_bytes = int(array.strides[0])
+    offset = int(getattr(array, "offset", 0))
+    starts = offset + rows.astype(np.int64) * row_bytes
+    first = starts // mmap.PAGESIZE * mmap.PAGESIZE
+    with contextlib.suppress(OSError, ValueError):
+        for a, s in zip(first.tolist(), starts.tolist(), strict=True):
+            mm.madvise(mmap.MADV_WILLNEED, a, s + row_bytes - a)
+
+
 @dataclass
 class Segment:
     """One immutable directory of codes, ids and exact vectors, with its tombstones."""
@@ -220,6 +242,7 @@ class Segment:
             # Ascending rows read the memory-mapped file front to back.
             want = rows[present]
             order = np.argsort(want, kind="stable")
+            _prefetch(self.vectors, want[order])
             got = np.empty((len(want), out.shape[1]), np.float32)
             got[order] = self.vectors[want[order]]
             out[present] = got
@@ -270,7 +293,7 @@ class OnDiskIVFIndex(VectorIndex):
 
     kind = "ivf-ondisk"
 
-    def __init__(self, dim: int, metric: str = "ip", *, nlist: int = 1024, codec: str = "pq",
+    def __init__(self, dim: int, metric: str = "ip", *, nlist: int = 1024, codec: str = "sq8",
                  delta_max: int | None = None, _template: Any = None) -> None:
         super().__init__(dim, metric)
         self.nlist, self.codec = int(nlist), codec
@@ -281,7 +304,8 @@ class OnDiskIVFIndex(VectorIndex):
         self.segments: list[Segment] = []
         self.delta_max = int(delta_max or max(1024, DELTA_BYTES // (4 * dim)))
         self._workdir: Path | None = None
-        self.search_params = {"nprobe": max(1, self.nlist // 64), "k_factor": 8}
+        self.search_params = {"nprobe": max(1, self.nlist // 64),
+                              "k_factor": 2 if codec != "pq" else 16}
 
     # -- content -------------------------------------------------------------------------------
 
@@ -355,7 +379,7 @@ class OnDiskIVFIndex(VectorIndex):
     def _search(self, q: np.ndarray, k: int, allow: Any, params: dict[str, Any]
                 ) -> tuple[np.ndarray, np.ndarray]:
         nprobe = int(min(self.nlist, params.get("nprobe", 1)))
-        kk = k * max(1, int(params.get("k_factor", 8)))
+        kk = k * max(1, int(params.get("k_factor", 2)))
         # Blocks of queries bound the candidate vectors gathered at once (nq x kk x dim).
         step = max(1, (64 * 1024**2) // (4 * kk * self.dim))
         parts = [self._search_block(q[a:a + step], k, kk, nprobe, allow)
@@ -398,7 +422,7 @@ class OnDiskIVFIndex(VectorIndex):
         nprobes = [p for p in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512,
                                768, 1024) if p <= self.nlist]
         # Cost model: codes scanned plus candidates re-scored, a re-scored vector read from a
-        # memory-mapped file costing about as much as 100 scanned codes; cheapest first.
+        # file larger than memory costing about as much as 100 scanned codes; cheapest first.
         per_cell = max(1.0, self.ntotal / self.nlist)
         grid = [{"nprobe": p, "k_factor": f} for p in nprobes for f in K_FACTORS]
         return sorted(grid, key=lambda g: g["nprobe"] * per_cell + 100 * g["k_factor"])
@@ -505,7 +529,7 @@ class OnDiskIVFIndex(VectorIndex):
     def from_faiss(cls, index: Any, params: dict[str, Any], extra: dict[str, Path],
                    mmap: bool) -> OnDiskIVFIndex:
         obj = cls(int(params["dim"]), params.get("metric", "ip"), nlist=int(params["nlist"]),
-                  codec=params.get("codec", "pq"), delta_max=params.get("delta_max"),
+                  codec=params.get("codec", "sq8"), delta_max=params.get("delta_max"),
                   _template=_empty_like(index))
         if index.is_trained:
             obj._delta = index
@@ -654,19 +678,22 @@ def _encode_shard(task: dict[str, Any]) -> None:
     src = np.load(task["source"], mmap_mode="r")
     ids = np.load(task["ids"], mmap_mode="r")
     rank = np.load(task["rank"], mmap_mode="r") if task.get("rank") else None
-    out = np.load(task["vectors"], mmap_mode="r+")
+    out = np.load(task["vectors"], mmap_mode="r+") if task["vectors"] else None
     lo, hi, step = int(task["lo"]), int(task["hi"]), int(task.get("chunk", 65536))
     for a in range(lo, hi, step):
         b = min(hi, a + step)
         x = np.ascontiguousarray(src[a:b], dtype=np.float32)
         index.add_with_ids(x, np.ascontiguousarray(ids[a:b], dtype=np.int64))
+        if out is None:
+            continue
         if rank is None:
             out[a:b] = x
         else:
             r = np.asarray(rank[a:b])
             order = np.argsort(r)
             out[r[order]] = x[order]
-    out.flush()
+    if out is not None:
+        out.flush()
     faiss.write_index(index, task["shard"])
 
 
@@ -697,11 +724,11 @@ def ray_runner(**options: Any) -> Runner:
 
 
 def build_ondisk(source: str | os.PathLike[str], ids: Any = None, *, nlist: int,
-                 codec: str = "pq", metric: str = "ip", train_size: int | None = None,
+                 codec: str = "sq8", metric: str = "ip", train_size: int | None = None,
                  shard_size: int = 1_000_000, workers: int | None = None,
                  runner: Runner | None = None, workdir: str | os.PathLike[str] | None = None,
-                 on_event: Callable[[str, float], None] | None = None, seed: int = 0
-                 ) -> OnDiskIVFIndex:
+                 on_event: Callable[[str, float], None] | None = None, seed: int = 0,
+                 link_source: bool = False) -> OnDiskIVFIndex:
     """Build the on-disk tier from a float32 ``.npy`` file of (n, dim) vectors.
 
     ``ids`` (default 0..n-1) are the vectors' ids, in file order. The quantizer and codec are
@@ -711,7 +738,10 @@ def build_ondisk(source: str | os.PathLike[str], ids: Any = None, *, nlist: int,
     task reads and writes files under ``workdir``, which they must share); the shards are merged
     into one on-disk segment under ``workdir`` (default: a private temporary directory; save
     the index into a folder of the same file system to move it there without copying).
-    ``on_event(stage, seconds)`` reports each stage's time.
+    ``on_event(stage, seconds)`` reports each stage's time. ``link_source`` hard-links the
+    source file as the segment's exact vectors instead of copying them, when its rows are
+    already in ascending id order on the same file system (the index then shares the file:
+    never change it in place).
     """
     import time
 
@@ -730,7 +760,7 @@ def build_ondisk(source: str | os.PathLike[str], ids: Any = None, *, nlist: int,
     tmp, final = _new_segment_dir(parent)
 
     t = time.perf_counter()
-    n_train = min(n, train_size or max(64 * nlist, 64 * 256))
+    n_train = min(n, train_size or (max(64 * nlist, 64 * 256) if codec == "pq" else 64 * nlist))
     pick = np.sort(np.random.default_rng(seed).choice(n, n_train, replace=False))
     index.train(np.ascontiguousarray(src[pick]))
     report("train", time.perf_counter() - t)
@@ -749,13 +779,20 @@ def build_ondisk(source: str | os.PathLike[str], ids: Any = None, *, nlist: int,
             rank[order] = np.arange(n)
             np.save(scratch / "rank.npy", rank)
             rank_path = str(scratch / "rank.npy")
-        vec = np.lib.format.open_memmap(tmp / "vectors.npy", mode="w+", dtype=np.float32,
-                                        shape=(n, dim))
-        del vec
+        linked = False
+        if link_source and not rank_path:
+            with contextlib.suppress(OSError):
+                os.link(source, tmp / "vectors.npy")
+                linked = True
+        if not linked:
+            vec = np.lib.format.open_memmap(tmp / "vectors.npy", mode="w+", dtype=np.float32,
+                                            shape=(n, dim))
+            del vec
         faiss.write_index(index._template, str(scratch / "template.index"))
         tasks = [{"template": str(scratch / "template.index"), "source": str(Path(source)),
                   "ids": str(scratch / "ids.npy"), "rank": rank_path,
-                  "vectors": str(tmp / "vectors.npy"), "lo": lo, "hi": min(n, lo + shard_size),
+                  "vectors": "" if linked else str(tmp / "vectors.npy"),
+                  "lo": lo, "hi": min(n, lo + shard_size),
                   "shard": str(scratch / f"shard{i:05d}.index")}
                  for i, lo in enumerate(range(0, n, shard_size))]
         run = runner or process_runner(workers or max(1, os.cpu_count() or 1))

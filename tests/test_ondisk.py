@@ -188,7 +188,7 @@ def test_compaction_drops_tombstones_and_old_segments(data, tmp_path):
 
 def test_choice_picks_the_ondisk_tier_when_codes_do_not_fit():
     plan = choose_index(10_000_000, 512, memory_budget=1024**3)
-    assert plan.kind == "ivf-ondisk" and plan.params == {"nlist": 4096, "codec": "pq"}
+    assert plan.kind == "ivf-ondisk" and plan.params == {"nlist": 4096, "codec": "sq8"}
     assert plan.train_size(10_000_000) == 64 * 4096
     assert choose_index(10_000_000, 512, memory_budget=4 * 1024**3).kind == "ivf"
     with pytest.raises(IndexerError, match="on disk"):
@@ -269,3 +269,15 @@ def test_many_spills_fold_into_merged_segments(data, tmp_path, monkeypatch):
     assert len(index.segments) == 1 and not any(scratch.iterdir())
     loaded, _ = load_index(tmp_path / "g", "image")
     assert sorted(loaded.ids().tolist()) == sorted(ids.tolist())
+
+
+def test_build_can_link_the_source_as_exact_vectors(tmp_path):
+    """Rows already in id order on the same file system: the source file becomes the segment's
+    vector file without a copy."""
+    xb = clustered(2000, seed=13)
+    np.save(tmp_path / "xb.npy", xb)
+    index = build_ondisk(tmp_path / "xb.npy", nlist=16, runner=process_runner(1),
+                         workdir=tmp_path / "w", link_source=True)
+    vec = index.segments[0].path / "vectors.npy"
+    assert os.stat(vec).st_ino == os.stat(tmp_path / "xb.npy").st_ino
+    assert index.search(xb[:20], 1)[1][:, 0].tolist() == list(range(20))
