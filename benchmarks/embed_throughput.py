@@ -10,13 +10,19 @@ alternated round by round in the same process:
   - torch: the torch model passed in as the encoder,
   - default: the CPU path ``retrieval index`` takes (the model's ONNX export on ONNX Runtime,
     or torch, whichever the export measured faster on this machine),
-  - int8: ``--precision int8`` (the export's dynamically quantised variant).
+  - int8: ``--precision int8`` (the export's dynamically quantised variant),
+  - ray (with ``--ray``): the default path with decoding and embedding on Ray
+    (``retrieval index --ray``), also divided by the default row of the same round: the cost
+    of going through Ray on one machine. Without an address the script starts a local Ray
+    instance with every core once, before the rounds (a cluster that is already up).
 
 The model is ViT-B-32 with random weights saved to a checkpoint (speed does not depend on them);
 its one-time export happens before the rounds and is timed on its own.
 
     python benchmarks/embed_throughput.py              # ViT-B-32, 256 images, 3 rounds
     python benchmarks/embed_throughput.py --n 64 --rows torch,default --json out.json
+    python benchmarks/embed_throughput.py --ray                # default vs ray rows
+    python benchmarks/embed_throughput.py --ray 10.0.0.5:6379  # an existing cluster
 """
 
 from __future__ import annotations
@@ -64,6 +70,25 @@ def make_photos(folder: Path, n: int, seed: int = 0) -> int:
     return total
 
 
+def driver_commit_rate(catalog, dim: int, n: int, batch_size: int) -> float:
+    """Images/s the driver of a Ray run commits when vectors arrive ready-made: per batch, the
+    content-hash lookup for reuse and one catalog transaction (what caps adding nodes)."""
+    from retrieval.storage.records import IMAGE, ImageRecord
+
+    rng = np.random.default_rng(2)
+    vectors = rng.standard_normal((n, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    start = time.perf_counter()
+    for lo in range(0, n, batch_size):
+        records = [ImageRecord(path=f"/driver-only/{i:07d}.jpg", size=400_000,
+                               mtime_ns=i, content_hash=f"{rng.integers(2**63):064x}",
+                               vector=vectors[i], width=2048, height=1536)
+                   for i in range(lo, min(n, lo + batch_size))]
+        catalog.vectors_for_hashes((r.content_hash for r in records), IMAGE)
+        catalog.write_images(records)
+    return n / (time.perf_counter() - start)
+
+
 def bare_model_rate(encoder, batch_size: int, batches: int) -> float:
     h, w = encoder.image_spec.size
     rng = np.random.default_rng(1)
@@ -76,6 +101,26 @@ def bare_model_rate(encoder, batch_size: int, batches: int) -> float:
 
 
 ROWS = ("torch", "default", "int8")
+LOCAL_RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
+                 # an offline machine: no auth token, everything on 127.0.0.1
+                 "RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+def start_ray(address: str) -> None:
+    """Join the cluster at ``address``, or ("auto") start one on this machine, outside the
+    timed runs as a cluster that is already up would be."""
+    local = address == "auto" and not os.environ.get("RAY_ADDRESS")
+    for key, value in LOCAL_RAY_ENV.items():
+        if local or key == "RAY_USAGE_STATS_ENABLED":
+            os.environ.setdefault(key, value)
+    import ray
+
+    if local:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                 object_store_memory=512 * 2**20)
+    else:
+        ray.init(address=None if address == "auto" else address, log_to_driver=False)
+    print(f"ray {ray.__version__}: {ray.cluster_resources()}")
 
 
 def main() -> None:
@@ -85,10 +130,17 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--workers", type=int, default=None, help="decode processes (default auto)")
     ap.add_argument("--rounds", type=int, default=3, help="alternations of all rows")
-    ap.add_argument("--rows", default=",".join(ROWS), help="pipeline rows to run")
+    ap.add_argument("--rows", default=None,
+                    help=f"pipeline rows to run (default {','.join(ROWS)}; default,ray "
+                         "with --ray)")
+    ap.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
+                    help="add the ray row: a Ray cluster's address, or none to start one here")
     ap.add_argument("--json", dest="json_out", help="also write the results to this file")
     args = ap.parse_args()
-    rows = [r for r in args.rows.split(",") if r]
+    rows = [r for r in (args.rows or ("default,ray" if args.ray else ",".join(ROWS))
+                        ).split(",") if r]
+    if "ray" in rows:
+        start_ray(args.ray or "auto")
 
     import torch
 
@@ -132,7 +184,8 @@ def main() -> None:
                                   precision="int8" if row == "int8" else None))
                 start = time.perf_counter()
                 summary = col.index([tmp_path / "photos"], batch_size=args.batch_size,
-                                    workers=args.workers)
+                                    workers=args.workers,
+                                    ray=(args.ray or "auto") if row == "ray" else None)
                 elapsed = time.perf_counter() - start
                 col.close()
                 assert summary.embedded == args.n and summary.failed == 0, summary
@@ -145,7 +198,7 @@ def main() -> None:
                       f"images/s; ratio {ratios[row][-1]:.3f}")
         model_rate = statistics.median(model_rates)
         print(f"median torch model forward: {model_rate:.2f} images/s")
-        targets = {"torch": 0.9, "default": 1.1, "int8": 1.6}
+        targets = {"torch": 0.9, "default": 1.1, "int8": 1.6, "ray": 1.1}
         results = {"model": args.model, "n": args.n, "model_images_per_s": model_rate}
         for row in rows:
             ratio = statistics.median(ratios[row])
@@ -155,6 +208,20 @@ def main() -> None:
                   + ", ".join(f"{x:.3f}" for x in ratios[row]))
             results[row] = {"images_per_s": statistics.median(rates[row]), "ratio": ratio,
                             "round_ratios": ratios[row]}
+        if "ray" in rows and "default" in rows:
+            local = [r / d for r, d in zip(rates["ray"], rates["default"], strict=True)]
+            ratio = statistics.median(local)
+            print(f"ray vs local (default row, same round): median {ratio:.3f} "
+                  "(target >= 0.9); rounds " + ", ".join(f"{x:.3f}" for x in local))
+            results["ray_vs_local"] = {"ratio": ratio, "round_ratios": local}
+        if "ray" in rows:
+            with Collection(tmp_path / "ray-0") as col:
+                commit = driver_commit_rate(col.catalog, col.dim, 4096, args.batch_size)
+            per_node = statistics.median(rates["ray"])
+            print(f"driver alone (reuse lookup + commit of ready vectors): {commit:.0f} "
+                  f"images/s, {commit / per_node:.0f}x this machine's ray row: the projected "
+                  "ceiling on nodes like this one before the driver limits")
+            results["driver_commit_images_per_s"] = commit
         if args.json_out:
             Path(args.json_out).write_text(json.dumps(results, indent=1))
 
