@@ -4,9 +4,12 @@ collection of captioned synthetic images indexed with the shipped demo model.
 What a user does: type the full caption of one image and press Enter, look at the result
 cards, click "more like this", upload an image, page forward. Each step is checked both on the
 page (cards, names, captions, thumbnails, pager buttons) and against the JSON the page received.
-A full-page screenshot is left in ``artifacts/browser-search.png``.
+A full-page screenshot is left in ``artifacts/browser-search.png``. A second test types a
+Chinese caption and a Chinese word (hybrid search) on a collection captioned in Chinese, and
+checks that the characters are drawn (a font with CJK glyphs: ``artifacts/browser-search-zh.png``).
 
-Needs Chromium at /usr/bin/chromium; without it the test is skipped, unless
+Needs Chromium at /usr/bin/chromium (and for Chinese a CJK font, e.g. Debian's
+fonts-wqy-microhei); without them the tests are skipped, unless
 ``RETRIEVAL_REQUIRE_BROWSER=1`` (CI), where it fails. ``RETRIEVAL_BROWSER_MODEL`` runs it with
 another model than ``demo`` (for example a candidate demo model: ``local-dir:/path``).
 """
@@ -229,3 +232,128 @@ def test_search_page_in_chromium(server: tuple[ServerProcess, dict[str, str]],
     assert shot.exists() and shot.stat().st_size > 20_000, shot
     with Image.open(shot) as img:
         assert img.format == "PNG" and img.width == 1280 and img.height >= 900
+
+
+# --- Chinese: captions, a typed query, keyword and hybrid search ----------------------------------
+
+@pytest.fixture
+def zh_server(tmp_path: Path) -> Iterator[tuple[ServerProcess, dict[str, str], list[str]]]:
+    """A server on a collection of images with Chinese captions (their sidecar files) and
+    Chinese texts; yields it, {file name: caption} and the texts."""
+    from cjk_corpus import corpus
+
+    _require_browser()
+    _require_cjk_font()
+    folder = tmp_path / "scenes"
+    written = write_dataset(folder, ZH_IMAGES, seed=11, size=64, languages=("zh", "en"))
+    captions = {p.name: p.with_suffix(".txt").read_text(encoding="utf-8").strip()
+                for p, _ in written}
+    texts = [c.text for c in corpus(per_language=20) if c.lang == "zh"]
+    (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    col = tmp_path / "col"
+    run_cli("index", folder, "--model", MODEL, collection=col)
+    run_cli("add-texts", tmp_path / "texts.txt", collection=col)
+    srv = ServerProcess(col, tmp_path / "server.log")
+    try:
+        srv.wait_ready()
+        yield srv, captions, texts
+    finally:
+        srv.stop()
+    assert "Traceback" not in srv.output(), srv.output()
+
+
+ZH_IMAGES = 24
+# Distinct Chinese, Japanese and Korean characters: with a font they draw distinct shapes,
+# without one every character is the same empty box.
+CJK_SAMPLE = "自行车猫の자전"
+
+
+def _require_cjk_font() -> None:
+    import subprocess
+
+    found = subprocess.run(["fc-list", ":lang=zh"], capture_output=True, text=True).stdout
+    if not found.strip():
+        problem = ("no font with Chinese characters for Chromium (apt-get install "
+                   "fonts-wqy-microhei or fonts-noto-cjk)")
+        if os.environ.get("RETRIEVAL_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"{problem}, and RETRIEVAL_REQUIRE_BROWSER=1")
+        pytest.skip(problem)
+
+
+def _distinct_glyphs(page: Any, selector: str, chars: str) -> int:
+    """How many different shapes the characters take when drawn in ``selector``'s font."""
+    return int(page.evaluate("""([selector, chars]) => {
+        const style = getComputedStyle(document.querySelector(selector));
+        const canvas = document.createElement("canvas");
+        canvas.width = canvas.height = 48;
+        const g = canvas.getContext("2d");
+        g.font = `32px ${style.fontFamily}`;
+        const shapes = new Set([...chars].map(ch => {
+            g.clearRect(0, 0, 48, 48);
+            g.fillText(ch, 4, 38);
+            return Array.from(g.getImageData(0, 0, 48, 48).data).join(",");
+        }));
+        return shapes.size;
+    }""", [selector, chars]))
+
+
+def _text_cards(page: Any) -> list[dict[str, str]]:
+    return list(page.eval_on_selector_all(".hit", """cards => cards.map(c => ({
+        id: c.dataset.id, text: (c.querySelector('.text') || {}).textContent}))"""))
+
+
+def test_chinese_search_in_chromium(zh_server: tuple[ServerProcess, dict[str, str], list[str]]
+                                    ) -> None:
+    from playwright.sync_api import sync_playwright
+
+    srv, captions, texts = zh_server
+    assert all(any("\u4e00" <= ch <= "\u9fff" for ch in c) for c in captions.values())
+    counts: dict[str, int] = {}
+    for c in captions.values():
+        counts[c] = counts.get(c, 0) + 1
+    target = next(n for n, c in sorted(captions.items()) if counts[c] == 1)
+    word = "自行车"
+    with_word = [t for t in texts if word in t]
+    assert with_word and len(with_word) < len(texts)
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            problems: list[str] = []
+            page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+            page.goto(srv.url + "/", timeout=TIMEOUT_MS)
+            page.check("[name=hybrid]")
+
+            # 1. type an image's Chinese caption: the image comes first, every card shows
+            # its own caption in Chinese
+            page.fill("input[name=q]", captions[target])
+            found = _search_response(page, lambda: page.press("input[name=q]", "Enter"))
+            assert found["params"]["text"] == captions[target]
+            assert found["params"]["hybrid"] is True
+            names = [c["name"] for c in found["cards"]]
+            assert target in names[:3], (captions[target], names[:5])
+            for c in found["cards"]:
+                assert c["caption"] == captions[c["name"]]
+            # drawn as characters, not as empty boxes, in the font of the captions
+            assert _distinct_glyphs(page, ".hit .meta .caption", CJK_SAMPLE) == len(CJK_SAMPLE)
+
+            # 2. a Chinese word among the texts: keyword search finds it inside sentences
+            page.select_option("[name=target]", "text")
+            page.fill("input[name=q]", word)
+            with page.expect_response(lambda r: r.url.endswith("/search"),
+                                      timeout=TIMEOUT_MS) as info:
+                page.press("input[name=q]", "Enter")
+            hits = info.value.json()["hits"]
+            assert json.loads(info.value.request.post_data)["text"] == word
+            page.wait_for_function("n => document.querySelectorAll('.hit').length === n",
+                                   arg=len(hits), timeout=TIMEOUT_MS)
+            cards = _text_cards(page)
+            assert [c["text"] for c in cards] == [h["text"] for h in hits]
+            assert word in cards[0]["text"], [c["text"] for c in cards[:5]]
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "browser-search-zh.png"), full_page=True)
+            assert not problems, problems
+        finally:
+            browser.close()
+
