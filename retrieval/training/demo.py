@@ -6,8 +6,8 @@ The shipped model (``--model demo``) lives in ``retrieval/models/demo`` in open_
     python -m retrieval.training.demo --out retrieval/models/demo
 
 which generates captioned training images with :mod:`retrieval.training.synthetic` (captions in
-English and Chinese), trains with ``retrieval.train`` (fixed seed), and prints its quality in
-each language measured through the engine on freshly generated images it never saw (index +
+English and Chinese), trains with ``retrieval.train`` (fixed seeds: an English model from
+scratch, then English and Chinese from it), and prints its quality in each language measured through the engine on freshly generated images it never saw (index +
 search, the same path users take).
 """
 
@@ -153,12 +153,18 @@ def prepare_demo(images: Path, collection: Path, *, n: int = 300, seed: int = 7,
     return col, summary
 
 
-def build_demo_model(out: Path, *, images: int = 20000, epochs: int = 18, batch_size: int = 128,
-                     lr: float = 5e-4, seed: int = 0, work: Path | None = None,
-                     resume: bool = False,
+def build_demo_model(out: Path, *, images: int = 20000, epochs: int = 14,
+                     bilingual_epochs: int = 5, batch_size: int = 128, lr: float = 5e-4,
+                     bilingual_lr: float = 2e-4, seed: int = 0, work: Path | None = None,
+                     init: Path | None = None, resume: bool = False,
                      progress: Callable[[Any], None] | None = None) -> dict[str, Any]:
-    """Generate training data, train the demo model from scratch into ``out``, and return the
-    training history and timings. Only the model files are left in ``out``.
+    """Generate training data, train the demo model into ``out``, and return the training
+    history and timings. Only the model files are left in ``out``.
+
+    Two stages: an English model from scratch (``epochs``, text context 32: the model shipped
+    before Chinese), then ``bilingual_epochs`` on English and Chinese captions of the same
+    images, starting from it with the text context widened to 77 (the positions it learned
+    are kept). ``init`` starts at the second stage from a first-stage model folder.
 
     With ``resume``, an interrupted run in ``work`` continues from its last checkpoint (the
     training data already there is reused; the trainer refuses if it changed)."""
@@ -171,34 +177,76 @@ def build_demo_model(out: Path, *, images: int = 20000, epochs: int = 18, batch_
     data = work / "train-images"
     if not (resume and (data / "captions.jsonl").exists()):
         write_dataset(data, images, seed=seed, size=IMAGE_SIZE, languages=LANGUAGES)
-    arch = work / "demo-clip.json"
-    arch.write_text(json.dumps(DEMO_ARCH))
     generated = time.perf_counter() - t0
+    history: list[Any] = []
+    t1 = time.perf_counter()
+    if init is None:
+        arch = work / "demo-clip-en.json"
+        arch.write_text(json.dumps(english_arch()))
+        init = work / "stage-en"
+        cfg = TrainConfig(
+            data=str(data / "captions-en.jsonl"), out=str(init), model=str(arch),
+            pretrained=None, from_scratch=True, epochs=epochs, batch_size=batch_size, lr=lr,
+            weight_decay=0.1, seed=seed, val_fraction=0.05, half_weights=True)
+        history += train(cfg, resume=resume, progress=progress).epochs
+    start = work / "stage-bilingual-start"
+    widen_context(Path(init), start, DEMO_ARCH["text_cfg"]["context_length"])
     staging = work / "model"
     cfg = TrainConfig(
-        data=str(data / "captions.jsonl"), out=str(staging), model=str(arch), pretrained=None,
-        from_scratch=True, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=0.1,
-        seed=seed, val_fraction=0.05, half_weights=True)
-    t1 = time.perf_counter()
-    result = train(cfg, resume=resume, progress=progress)
+        data=str(data / "captions.jsonl"), out=str(staging), model=f"local-dir:{start}",
+        pretrained=None, epochs=bilingual_epochs, batch_size=batch_size, lr=bilingual_lr,
+        weight_decay=0.1, seed=seed + 1, val_fraction=0.05, half_weights=True)
+    result = train(cfg, resume=resume and (staging / "checkpoints").exists(), progress=progress)
+    history += result.epochs
     trained = time.perf_counter() - t1
     out.mkdir(parents=True, exist_ok=True)
     for name in ("open_clip_config.json", "open_clip_model.safetensors"):
         shutil.copy(staging / name, out / name)
-    return {"history": result.epochs, "generate_s": round(generated, 1),
+    return {"history": history, "generate_s": round(generated, 1),
             "train_s": round(trained, 1), "train_images": result.train_images,
             "val_images": result.val_images}
+
+
+def english_arch() -> dict[str, Any]:
+    """The first stage's architecture: the demo model with an English-sized text context."""
+    arch = json.loads(json.dumps(DEMO_ARCH))
+    arch["text_cfg"]["context_length"] = 32
+    return arch
+
+
+def widen_context(src: Path, dst: Path, context_length: int) -> None:
+    """Copy the ``local-dir`` model in ``src`` to ``dst`` with a text tower that reads
+    ``context_length`` tokens: learned positions are kept, new ones start as the last one."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    doc = json.loads((src / "open_clip_config.json").read_text())
+    old = int(doc["model_cfg"]["text_cfg"]["context_length"])
+    doc["model_cfg"]["text_cfg"]["context_length"] = context_length
+    state = load_file(str(src / "open_clip_model.safetensors"))
+    pos = state["positional_embedding"].float()
+    if context_length > old:
+        pos = torch.cat([pos, pos[-1:].repeat(context_length - old, 1)])
+    state = {k: v.float() for k, v in state.items()}
+    state["positional_embedding"] = pos[:context_length].contiguous()
+    dst.mkdir(parents=True, exist_ok=True)
+    (dst / "open_clip_config.json").write_text(json.dumps(doc, indent=2))
+    save_file(state, str(dst / "open_clip_model.safetensors"))
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Train the demo model and check its quality.")
     ap.add_argument("--out", type=Path, default=DEMO_MODEL_DIR)
     ap.add_argument("--images", type=int, default=20000)
-    ap.add_argument("--epochs", type=int, default=18)
+    ap.add_argument("--epochs", type=int, default=14, help="English stage, from scratch")
+    ap.add_argument("--bilingual-epochs", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--bilingual-lr", type=float, default=2e-4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: temp)")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="skip the English stage: start the bilingual one from this model folder")
     ap.add_argument("--resume", action="store_true",
                     help="continue an interrupted run from its last checkpoint in --work")
     ap.add_argument("--eval-only", action="store_true", help="only measure the model in --out")
@@ -211,10 +259,12 @@ def main(argv: list[str] | None = None) -> None:
 
     if not args.eval_only:
         info = build_demo_model(args.out, images=args.images, epochs=args.epochs,
-                                batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                                work=args.work, resume=args.resume, progress=show)
+                                bilingual_epochs=args.bilingual_epochs,
+                                batch_size=args.batch_size, lr=args.lr,
+                                bilingual_lr=args.bilingual_lr, seed=args.seed, work=args.work,
+                                init=args.init, resume=args.resume, progress=show)
         print(f"generated {args.images} images in {info['generate_s']}s, trained "
-              f"{args.epochs} epochs in {info['train_s']}s")
+              f"{len(info['history'])} epochs in {info['train_s']}s")
     size = sum(p.stat().st_size for p in args.out.iterdir())
     print(f"model files in {args.out}: {size / 1e6:.1f} MB")
     reports = evaluate_quality(f"local-dir:{args.out}", languages=LANGUAGES)

@@ -16,6 +16,7 @@ quality tests and benchmarks, on folders it writes with :func:`write_dataset`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -221,15 +222,21 @@ def write_dataset(folder: str | Path, n: int, *, seed: int = 0, size: int = 64,
     ``folder``.
 
     Also writes ``captions.jsonl`` (image, several captions per image in every language, for
-    training) and ``scenes.jsonl`` (the structured attributes, for evaluation). Returns
+    training; with several languages also ``captions-{lang}.jsonl``, one language each) and
+    ``scenes.jsonl`` (the structured attributes, for evaluation). Returns
     (path, scene) pairs. The images depend on ``seed`` only, not on the languages.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     out: list[tuple[Path, Scene]] = []
+    by_language = ({lang: open(folder / f"captions-{lang}.jsonl", "w", encoding="utf-8")  # noqa: SIM115
+                    for lang in languages} if len(languages) > 1 else {})
     with open(folder / "captions.jsonl", "w", encoding="utf-8") as caps, \
-            open(folder / "scenes.jsonl", "w", encoding="utf-8") as sc:
+            open(folder / "scenes.jsonl", "w", encoding="utf-8") as sc, \
+            contextlib.ExitStack() as files:
+        for f in by_language.values():
+            files.callback(f.close)
         for i in range(n):
             scene = random_scene(rng, max_things)
             name = f"scene_{seed}_{i:05d}"
@@ -240,6 +247,9 @@ def write_dataset(folder: str | Path, n: int, *, seed: int = 0, size: int = 64,
             texts = [c for lang in languages for c in scene.captions(lang)]
             caps.write(json.dumps({"image": path.name, "captions": texts},
                                   ensure_ascii=False) + "\n")
+            for lang, out_file in by_language.items():
+                out_file.write(json.dumps({"image": path.name, "captions": scene.captions(lang)},
+                                          ensure_ascii=False) + "\n")
             sc.write(json.dumps({"image": path.name, **scene.to_dict()}) + "\n")
             out.append((path, scene))
     return out
