@@ -157,26 +157,27 @@ def _by_value() -> None:
 def test_an_actor_killed_mid_run_loses_and_duplicates_nothing(
         tmp_path: Path, tiny_spec: str, ray_cluster: str) -> None:
     _by_value()
-    folder = _photos(tmp_path / "pics", 30)
+    folder = _photos(tmp_path / "pics", 20)
     pids = tmp_path / "pids"
     pids.mkdir()
     killed: list[int] = []
 
     def kill_once(event: IndexProgress) -> None:
         if event.phase == "embed" and event.done and not killed:
+            assert event.total is not None and event.done < event.total / 2  # mid-run
             actors = [int(p.name) for p in pids.iterdir() if int(p.name) != os.getpid()]
             assert len(actors) == 1, actors
             os.kill(actors[0], signal.SIGKILL)
             killed.append(actors[0])
 
-    slow = SlowEncoder(tiny_spec, pids, delay=0.3)
+    slow = SlowEncoder(tiny_spec, pids, delay=0.25)
     with Collection(tmp_path / "ray", encoder=slow) as col:  # type: ignore[arg-type]
         summary = col.index([folder], ray=ray_cluster, batch_size=2, progress=kill_once)
         assert killed
         restarted = {int(p.name) for p in pids.iterdir()} - {os.getpid(), *killed}
         assert restarted, "Ray restarted the actor in a new process"
-        assert (summary.added, summary.failed, summary.embedded) == (31, 1, 30)
-        assert col.catalog.counts() == {"image": 31, "text": 1}
+        assert (summary.added, summary.failed, summary.embedded) == (21, 1, 20)
+        assert col.catalog.counts() == {"image": 21, "text": 1}
         with Collection(tmp_path / "local", encoder=slow.inner) as local:
             local.index([folder], workers=0)
             _same_catalog(local, col)
@@ -269,3 +270,13 @@ def test_decode_tasks_skip_pixels_of_known_content(tmp_path: Path, encoder: Any,
         assert [not has for has in out["has_pixels"]] == [len(known) == 1, False]
         assert [pickle.loads(r).content_hash for r in out["result"]] == [
             hash_file(p) for p in paths]
+
+
+@pytest.mark.ray
+def test_an_address_without_a_cluster_fails_at_once(tmp_path: Path, tiny_spec: str) -> None:
+    make_images(tmp_path / "pics", 2)
+    start = time.monotonic()
+    proc = run_cli("index", tmp_path / "pics", "--model", tiny_spec, "--ray=127.0.0.1:9",
+                   collection=tmp_path / "col", check=False, process=True)
+    assert_one_error_line(proc, "cannot reach the Ray cluster at 127.0.0.1:9")
+    assert time.monotonic() - start < 60

@@ -52,6 +52,7 @@ INSTALL_HINT = ("Ray is not installed; install the extra: pip install 'retrieval
 FORWARDED_ENV = ("RETRIEVAL_HOME", "RETRIEVAL_EXPORTS", "HF_HOME", "HF_HUB_OFFLINE",
                  "HF_HUB_CACHE", "XDG_CACHE_HOME")
 MAX_BLOCKS = 100_000
+CONNECT_TIMEOUT_S = 10
 DECODE_TRIES = 3  # retries of a decode task whose worker died (a lost node, a decoder crash)
 
 
@@ -63,6 +64,13 @@ def require_ray() -> Any:
     except ImportError:
         raise InputError(INSTALL_HINT) from None
     return ray
+
+
+def check_ray(address: str) -> None:
+    """Before a run starts: Ray is installed, and an address to join answers."""
+    ray = require_ray()
+    if address != "auto" and not ray.is_initialized():
+        _check_reachable(address)
 
 
 @dataclass(frozen=True)
@@ -200,6 +208,8 @@ def connect(address: str) -> bool:
         return False
     import logging
 
+    if address != "auto":
+        _check_reachable(address)
     try:
         ray.init(address=None if address == "auto" else address, log_to_driver=False,
                  logging_level=logging.WARNING, configure_logging=False)
@@ -207,6 +217,21 @@ def connect(address: str) -> bool:
         where = "" if address == "auto" else f" at {address}"
         raise IndexingError(f"cannot connect to the Ray cluster{where}: {exc}") from None
     return True
+
+
+def _check_reachable(address: str) -> None:
+    """A cluster address that does not answer fails at once (``ray.init`` would retry for
+    minutes)."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return  # ray://, or a form Ray resolves itself
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise IndexingError(f"cannot reach the Ray cluster at {address} "
+                            f"({exc.strerror or exc})") from None
 
 
 def _pool(ray: Any) -> tuple[int, dict[str, Any]]:

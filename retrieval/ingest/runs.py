@@ -25,9 +25,9 @@ def index_run(catalog: Catalog, encoder: Callable[[], Encoder], roots: list[str]
     if not known.issuperset(roots):
         catalog.set_settings(roots=sorted(known | set(roots)))
     if options.ray:
-        from .distributed import require_ray
+        from .distributed import check_ray
 
-        require_ray()  # before the model loads: a run asked for Ray never runs without it
+        check_ray(options.ray)  # before the model loads: a run asked for Ray needs Ray
     encoder()  # a model without an export gets one before the first file is decoded
     try:
         return index_images(catalog, encoder, roots, options, progress)
