@@ -58,7 +58,9 @@ from .kinds import register
 from .persistence import SEGMENTS_SUFFIX
 
 CODECS = ("sq8", "pq", "flat")
-K_FACTORS = (1, 2, 4, 8, 16, 32, 64)
+# Candidates per result re-scored exactly: 8-bit and float codes rank nearly exactly, so a few
+# suffice; PQ codes are coarse and need many.
+K_FACTORS = {"sq8": (1, 2, 4, 8), "flat": (1, 2), "pq": (4, 8, 16, 32, 64)}
 DELTA_BYTES = 256 * 1024**2  # raw vectors held in the delta before it is written out
 EXPORT_BYTES = 256 * 1024**2  # codes per shard file when a segment is re-merged
 MAX_SEGMENTS = 8  # more are merged at the next save
@@ -422,10 +424,10 @@ class OnDiskIVFIndex(VectorIndex):
         nprobes = [p for p in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512,
                                768, 1024) if p <= self.nlist]
         # Cost model: codes scanned plus candidates re-scored, a re-scored vector read from a
-        # file larger than memory costing about as much as 100 scanned codes; cheapest first.
+        # file larger than memory costing about as much as 200 scanned codes; cheapest first.
         per_cell = max(1.0, self.ntotal / self.nlist)
-        grid = [{"nprobe": p, "k_factor": f} for p in nprobes for f in K_FACTORS]
-        return sorted(grid, key=lambda g: g["nprobe"] * per_cell + 100 * g["k_factor"])
+        grid = [{"nprobe": p, "k_factor": f} for p in nprobes for f in K_FACTORS[self.codec]]
+        return sorted(grid, key=lambda g: g["nprobe"] * per_cell + 200 * g["k_factor"])
 
     # -- segments ------------------------------------------------------------------------------
 
