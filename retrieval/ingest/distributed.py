@@ -296,6 +296,12 @@ def ray_results(tasks: Sequence[DecodeTask], *, address: str, recipe: EncoderRec
             runtime_env={"env_vars": env}, **resources)
         with _quiet_console(ray.data.DataContext.get_current()):
             yield from _received(ds, tasks, batch_size, fallback)
+    except (TypeError, pickle.PicklingError) as exc:
+        if recipe.encoder is None:
+            raise
+        why = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+        raise IndexingError(f"the encoder given to this collection cannot travel to Ray "
+                            f"workers ({why}); open the collection by model name") from None
     finally:
         if started:
             ray.shutdown()
