@@ -258,8 +258,8 @@ def _quiet_console(ctx: Any) -> Iterator[None]:
     levels = [h.level for h in handlers]
     bars, ctx.enable_progress_bars = ctx.enable_progress_bars, False
     errored, ctx.max_errored_blocks = ctx.max_errored_blocks, -1  # given up: decoded here
-    for h in handlers:
-        h.setLevel(logging.ERROR)
+    for h in handlers:  # errors too: the run raises them, in one line
+        h.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
@@ -346,5 +346,5 @@ def _first_line(exc: BaseException) -> str:
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     for ln in reversed(lines):  # the cause is usually last: "ModelMismatchError: ..."
         if "Error:" in ln:
-            return ln
+            return ln.removeprefix("retrieval.errors.")
     return lines[0] if lines else type(exc).__name__
