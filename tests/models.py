@@ -154,3 +154,64 @@ def write_hf_cache_repo(cache: Path, repo: str, files: dict[str, Path]) -> Path:
     (base / "refs").mkdir(exist_ok=True)
     (base / "refs" / "main").write_text(commit)
     return snapshot
+
+
+def write_tiny_nllb_model(folder: Path, *, seed: int = 0) -> Path:
+    """Like :func:`write_tiny_hf_model` with an NLLB (M2M-100 encoder) text tower, as
+    open_clip's ``nllb-clip-*`` models: a linear projection of the first position, which holds
+    the language code (``eng_Latn``, ``zho_Hans``, ...); NLLB's 202 codes are tokens."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
+    from transformers.models.nllb.tokenization_nllb import FAIRSEQ_LANGUAGE_CODES
+
+    folder = folder.resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    codes = list(FAIRSEQ_LANGUAGE_CODES)
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.train_from_iterator(TINY_HF_SENTENCES * 3, trainers.UnigramTrainer(
+        vocab_size=400, special_tokens=["<s>", "<pad>", "</s>", "<unk>", *codes, "<mask>"],
+        unk_token="<unk>"))
+    tok.post_processor = processors.TemplateProcessing(
+        single="eng_Latn $A </s>", pair="eng_Latn $A $B </s>",
+        special_tokens=[("eng_Latn", tok.token_to_id("eng_Latn")), ("</s>", 2)])
+    tok.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "NllbTokenizer", "src_lang": "eng_Latn", "legacy_behaviour": False,
+        "model_max_length": 512, "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+        "pad_token": "<pad>", "cls_token": "<s>", "sep_token": "</s>", "mask_token": "<mask>",
+        "additional_special_tokens": codes}))
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "m2m_100", "architectures": ["M2M100ForConditionalGeneration"],
+        "vocab_size": tok.get_vocab_size(), "d_model": 32, "encoder_layers": 2,
+        "decoder_layers": 1, "encoder_attention_heads": 2, "decoder_attention_heads": 2,
+        "encoder_ffn_dim": 64, "decoder_ffn_dim": 64, "max_position_embeddings": 64,
+        "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2, "decoder_start_token_id": 2,
+        "scale_embedding": True, "activation_function": "relu", "dropout": 0.0}))
+    cfg = json.loads(json.dumps(TINY_HF_CONFIG))
+    cfg["text_cfg"] = {"hf_model_name": str(folder), "hf_tokenizer_name": str(folder),
+                       "hf_proj_type": "linear", "hf_pooler_type": "cls_pooler",
+                       "context_length": TINY_HF_CONTEXT}
+    torch.manual_seed(seed)
+    model = open_clip.CustomTextCLIP(**{**cfg, "text_cfg": {**cfg["text_cfg"],
+                                                            "hf_model_pretrained": False}})
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+              str(folder / "open_clip_model.safetensors"))
+    (folder / "open_clip_config.json").write_text(json.dumps({
+        "model_cfg": cfg,
+        "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073],
+                           "std": [0.26862954, 0.26130258, 0.27577711]},
+    }))
+    return folder

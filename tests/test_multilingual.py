@@ -22,7 +22,12 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import assert_one_error_line, json_lines, make_images, run_cli
-from models import TINY_HF_CONFIG, write_hf_cache_repo, write_tiny_hf_model
+from models import (
+    TINY_HF_CONFIG,
+    write_hf_cache_repo,
+    write_tiny_hf_model,
+    write_tiny_nllb_model,
+)
 
 from retrieval import Collection, ModelSpec, load_encoder
 
@@ -112,6 +117,39 @@ def test_local_dir_model_indexes_searches_and_exports(tmp_path: Path, hf_model: 
     pixels = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
     np.testing.assert_allclose(onnx.embed_images(pixels), torch_encoder.embed_images(pixels),
                                atol=MAX_ABS_DIFF)
+
+
+def test_nllb_texts_carry_the_language_of_their_script(tmp_path: Path) -> None:
+    """NLLB reads a language code before the text: each text gets its script's code, the same
+    in torch and in the ONNX export's tokenizer (the parity check compares the ids)."""
+    _require_multilingual()
+    from retrieval.encoders.export import MAX_ABS_DIFF, export_model
+    from retrieval.encoders.openclip import LanguageTokenizer
+    from retrieval.encoders.runtime import OnnxEncoder
+
+    spec = f"local-dir:{write_tiny_nllb_model(tmp_path / 'nllb')}"
+    torch_encoder = load_encoder(ModelSpec.parse(spec), "cpu")
+    tokenizer = torch_encoder.loaded.tokenizer
+    assert isinstance(tokenizer, LanguageTokenizer)
+    hf = tokenizer.tokenizer.tokenizer
+    texts = ["a cat", "一只猫在沙发上睡觉", "日本の桜", "자전거를 탄 사람", "кошка", "",
+             "猫 and cat"]
+    first = hf.convert_ids_to_tokens(tokenizer(texts)[:, 0].tolist())
+    assert first == ["eng_Latn", "zho_Hans", "jpn_Jpan", "kor_Hang", "rus_Cyrl", "eng_Latn",
+                     "zho_Hans"]
+    assert hf.src_lang == "eng_Latn"  # left as it was
+    export = export_model(torch_encoder)
+    assert export.ok, export.reason
+    assert export.manifest["text"]["trim"] is True  # the first position is read: cut is exact
+    onnx = OnnxEncoder(export)
+    assert np.array_equal(onnx.tokenize(texts), tokenizer(texts).numpy()[:, :onnx.tokenize(
+        texts).shape[1]])
+    np.testing.assert_allclose(onnx.embed_texts(texts), torch_encoder.embed_texts(texts),
+                               atol=MAX_ABS_DIFF)
+    col = Collection(tmp_path / "c", model=spec)
+    col.add_texts(texts[:5])
+    assert col.search("一只猫在沙发上睡觉", target="texts", k=1)[0].text == "一只猫在沙发上睡觉"
+    col.close()
 
 
 SEARCH_PROBE = """

@@ -48,9 +48,9 @@ from .export_store import (
     file_state,
     image_spec_dict,
 )
-from .openclip import OpenClipEncoder
+from .openclip import LanguageTokenizer, OpenClipEncoder
 from .runtime import OnnxEncoder
-from .tokenizer import ClipTokenizer, HFTokenizer
+from .tokenizer import SCRIPT_LANGUAGES, ClipTokenizer, HFTokenizer
 
 log = logging.getLogger("retrieval")
 
@@ -201,6 +201,13 @@ def _tokenizer_for_export(tokenizer: Any) -> ClipTokenizer | HFTokenizer:
         specials = [tokenizer.decoder[i] for i in tokenizer.all_special_ids]
         return ClipTokenizer(merges, context_length=tokenizer.context_length, clean=clean,
                              special_tokens=specials)
+    languages: dict[str, int] | None = None
+    default_language = None
+    if isinstance(tokenizer, LanguageTokenizer):  # NLLB: a language code per text
+        tokenizer, default_language = tokenizer.tokenizer, tokenizer.default_language
+        codes = {default_language, *(code for _, code in SCRIPT_LANGUAGES)}
+        languages = {code: int(tokenizer.tokenizer.convert_tokens_to_ids(code))
+                     for code in sorted(codes)}
     if type(tokenizer).__name__ == "HFTokenizer":
         if getattr(tokenizer, "tokenizer_mode", ""):
             raise ExportFailed(f"its tokenizer mode {tokenizer.tokenizer_mode!r} is not supported")
@@ -214,7 +221,8 @@ def _tokenizer_for_export(tokenizer: Any) -> ClipTokenizer | HFTokenizer:
             return HFTokenizer(Path(tmp) / "tokenizer.json",
                                context_length=tokenizer.context_length, clean=clean,
                                pad_id=hf.pad_token_id or 0, sep_id=hf.sep_token_id,
-                               strip_sep_token=tokenizer.strip_sep_token)
+                               strip_sep_token=tokenizer.strip_sep_token,
+                               languages=languages, default_language=default_language)
     raise ExportFailed(f"its tokenizer ({type(tokenizer).__name__}) cannot be reproduced "
                        "without torch")
 

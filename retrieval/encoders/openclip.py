@@ -217,7 +217,7 @@ def create_open_clip(spec: ModelSpec, device: str) -> LoadedModel:
                 require_pretrained=pretrained is not None or name.startswith(
                     (LOCAL_DIR_PREFIX, HF_HUB_PREFIX)),
             )
-            tokenizer = open_clip.get_tokenizer(name)
+            tokenizer = with_languages(open_clip.get_tokenizer(name))
         except ModelError:
             raise
         except Exception as exc:
@@ -225,6 +225,56 @@ def create_open_clip(spec: ModelSpec, device: str) -> LoadedModel:
     if name.startswith(HF_HUB_PREFIX):
         sources = _hub_files(name[len(HF_HUB_PREFIX):])
     return LoadedModel(model, tokenizer, name, _model_config(name, model), sources)
+
+
+class LanguageTokenizer:
+    """open_clip's tokenizer of an NLLB text tower, each text tagged with the language code of
+    the script it is written in (:func:`.tokenizer.text_language`) instead of always the
+    tokenizer's default (``eng_Latn``): NLLB-CLIP reads the text tower's output at that code.
+
+    Sets ``src_lang`` per group of texts, which works with transformers 4 and 5 (open_clip's
+    ``set_language`` has no effect with transformers 5)."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        import threading
+
+        self.tokenizer = tokenizer
+        self.default_language = str(tokenizer.tokenizer.src_lang)
+        self.context_length = tokenizer.context_length
+        self._lock = threading.Lock()
+
+    def __call__(self, texts: str | Sequence[str], context_length: int | None = None) -> Any:
+        import torch
+
+        from .tokenizer import text_language
+
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        groups: dict[str, list[int]] = {}
+        for i, text in enumerate(texts):
+            groups.setdefault(text_language(text, self.default_language), []).append(i)
+        hf = self.tokenizer.tokenizer
+        out = None
+        with self._lock:
+            try:
+                for code, rows in groups.items():
+                    hf.src_lang = code
+                    ids = self.tokenizer([texts[i] for i in rows], context_length)
+                    if out is None:
+                        out = torch.empty((len(texts), ids.shape[1]), dtype=ids.dtype)
+                    out[rows] = ids
+            finally:
+                hf.src_lang = self.default_language
+        return out if out is not None else self.tokenizer(texts, context_length)
+
+
+def with_languages(tokenizer: Any) -> Any:
+    """An NLLB tokenizer (prefix language codes) as a :class:`LanguageTokenizer`; any other
+    tokenizer as it is."""
+    hf = getattr(tokenizer, "tokenizer", None)
+    if (type(tokenizer).__name__ == "HFTokenizer" and type(hf).__name__.startswith("Nllb")
+            and getattr(hf, "src_lang", None) and not getattr(hf, "legacy_behaviour", True)):
+        return LanguageTokenizer(tokenizer)
+    return tokenizer
 
 
 def _load_error(spec: ModelSpec, exc: Exception, online: bool) -> ModelError:

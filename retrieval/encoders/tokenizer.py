@@ -203,6 +203,32 @@ def read_merges(path: Path) -> list[str]:
     return [line for line in text.split("\n")[1:] if " " in line]
 
 
+# --- the language of a text, for NLLB text towers -------------------------------------------------
+
+# NLLB's text tower reads a language code before the text (NLLB-CLIP pools at that position), so
+# a text is tagged with the code of the script it is written in: kana before Han, so Japanese
+# with kanji is Japanese; texts in other scripts (Latin included) get the tokenizer's default.
+SCRIPT_LANGUAGES = (
+    ("[\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9f]", "jpn_Jpan"),
+    ("[\uac00-\ud7af\u1100-\u11ff\u3130-\u318f]", "kor_Hang"),
+    ("[\u4e00-\u9fff\u3400-\u4dbf\uf900-\ufaff\U00020000-\U0002ffff]", "zho_Hans"),
+    ("[\u0400-\u04ff]", "rus_Cyrl"),
+    ("[\u0600-\u06ff]", "arb_Arab"),
+    ("[\u0370-\u03ff]", "ell_Grek"),
+    ("[\u0590-\u05ff]", "heb_Hebr"),
+    ("[\u0e00-\u0e7f]", "tha_Thai"),
+    ("[\u0900-\u097f]", "hin_Deva"),
+)
+_SCRIPTS = [(re.compile(pattern), code) for pattern, code in SCRIPT_LANGUAGES]
+
+
+def text_language(text: str, default: str) -> str:
+    """The NLLB language code of a text, chosen by the script it is written in."""
+    if text.isascii():
+        return default
+    return next((code for pattern, code in _SCRIPTS if pattern.search(text)), default)
+
+
 # --- Hugging Face tokenizers --------------------------------------------------------------------
 
 class HFTokenizer:
@@ -211,7 +237,8 @@ class HFTokenizer:
     replaced by 0 (``strip_sep_token``), as open_clip's ``HFTokenizer`` does."""
 
     def __init__(self, path: Path, *, context_length: int, clean: str = "whitespace",
-                 pad_id: int = 0, sep_id: int | None = None, strip_sep_token: bool = False
+                 pad_id: int = 0, sep_id: int | None = None, strip_sep_token: bool = False,
+                 languages: dict[str, int] | None = None, default_language: str | None = None
                  ) -> None:
         try:
             from tokenizers import Tokenizer as RustTokenizer
@@ -227,6 +254,9 @@ class HFTokenizer:
         self.clean_mode = clean
         self._clean = clean_function(clean)
         self.pad_id, self.sep_id, self.strip_sep_token = pad_id, sep_id, strip_sep_token
+        # NLLB: the file's template starts every text with the default language's code; it is
+        # replaced by the code of the text's script (see text_language)
+        self.languages, self.default_language = languages, default_language
         self._tok = RustTokenizer.from_file(str(path))
         self._tok.no_padding()
         self._tok.no_truncation()
@@ -236,7 +266,9 @@ class HFTokenizer:
         return cls(folder / config.get("file", HF_TOKENIZER_FILE),
                    context_length=config["context_length"], clean=config["clean"],
                    pad_id=config.get("pad_id", 0), sep_id=config.get("sep_id"),
-                   strip_sep_token=config.get("strip_sep_token", False))
+                   strip_sep_token=config.get("strip_sep_token", False),
+                   languages=config.get("languages"),
+                   default_language=config.get("default_language"))
 
     def __call__(self, texts: Sequence[str], context_length: int | None = None) -> np.ndarray:
         length = context_length or self.context_length
@@ -248,6 +280,12 @@ class HFTokenizer:
         out = np.full((len(texts), length), self.pad_id, dtype=np.int64)
         for row, enc in enumerate(encoded):
             out[row, :len(enc.ids)] = enc.ids[:length]
+        if self.languages and self.default_language:
+            default = self.languages[self.default_language]
+            for row, text in enumerate(texts):
+                code = text_language(text, self.default_language)
+                if out[row, 0] == default and code in self.languages:
+                    out[row, 0] = self.languages[code]
         if self.strip_sep_token and self.sep_id is not None:
             out[out == self.sep_id] = 0
         return out
@@ -255,7 +293,8 @@ class HFTokenizer:
     def describe(self) -> dict[str, Any]:
         return {"kind": "hf", "context_length": self.context_length, "clean": self.clean_mode,
                 "file": HF_TOKENIZER_FILE, "pad_id": self.pad_id, "sep_id": self.sep_id,
-                "strip_sep_token": self.strip_sep_token}
+                "strip_sep_token": self.strip_sep_token, "languages": self.languages,
+                "default_language": self.default_language}
 
     def save(self, folder: Path) -> None:
         self._tok.save(str(folder / HF_TOKENIZER_FILE))
