@@ -17,7 +17,7 @@ from .binding import ModelBinding
 from .config import default_collection_path
 from .encoders import Encoder, ModelSpec
 from .search import Hit, Hybrid, Query, Term, build_query
-from .storage.folder import CATALOG_FILE, INDEX_DIR, open_catalog
+from .storage.folder import INDEX_DIR, has_catalog, open_catalog
 from .storage.lock import WriteLock
 
 if TYPE_CHECKING:
@@ -38,23 +38,23 @@ class Collection:
     creates it. ``encoder`` passes a ready encoder instead of a model name. ``precision="int8"``
     makes a new collection embed with the int8 variant of the model's ONNX export (faster CPU
     indexing, cosine about 0.999 to fp32). ``one_shot=True`` suits a process that runs one
-    search and exits: the model starts faster and embeds a little slower. Searches may come
-    from many threads at once."""
+    search and exits. ``catalog="postgresql://..."`` keeps a new collection's catalog on a
+    database server (hosts share it). Searches may come from many threads at once."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *,
                  model: str | ModelSpec | None = None, pretrained: str | None = None,
                  device: str | None = "auto", encoder: Encoder | None = None,
-                 precision: str | None = None, one_shot: bool = False) -> None:
+                 precision: str | None = None, one_shot: bool = False,
+                 catalog: str | None = None) -> None:
         from .binding import with_weights
 
         self.path = Path(path or default_collection_path()).expanduser().absolute()
         requested = encoder.spec if encoder is not None else (
             ModelSpec.parse(model, pretrained) if isinstance(model, str) else model)
-        if requested is not None and encoder is None and not (
-                self.path / CATALOG_FILE).exists():
+        if requested is not None and encoder is None and not has_catalog(self.path):
             requested = with_weights(requested, None)  # refused before anything is created
         self.lock = WriteLock(self.path)
-        self.catalog = open_catalog(self.path, requested is not None, self.lock)
+        self.catalog = open_catalog(self.path, requested is not None, self.lock, catalog)
         self._catalog_id = self.catalog.ensure_catalog_id()
         self.model = ModelBinding(self.catalog, self.path, requested, self.lock, device=device,
                                   encoder=encoder, one_shot=one_shot)
@@ -132,7 +132,7 @@ class Collection:
     def sync(self, progress: ProgressCallback | None = None) -> None:
         """Bring the vector indexes in step with the catalog now, as an index run does at its
         end (for catalogs written by other means, such as another host sharing them)."""
-        with self.lock.hold():
+        with self.lock.hold(local=True):
             self._sync(progress)
 
     def _sync(self, progress: ProgressCallback | None = None) -> None:
@@ -195,8 +195,7 @@ class Collection:
         return open_item_file(self.catalog, self.roots(), item_id)
 
     def caption(self, image: str | os.PathLike[str] | bytes | int, k: int = 5) -> list[Hit]:
-        """The stored texts and captions that best describe an image (captioning by
-        retrieval): an image file or its bytes, or a stored image's id."""
+        """Stored texts and captions that best describe an image (its file, bytes or id)."""
         source = {"like": image} if isinstance(image, int) else {"image": image}
         return self.search(target="text", k=k, **source)
 
@@ -234,6 +233,7 @@ class Collection:
 
     def close(self) -> None:
         self.model.close()
+        self.lock.close()
         self.catalog.close()
 
     def __enter__(self) -> Collection:
