@@ -48,7 +48,7 @@ def server_url(folder: Path, url: str | None) -> str | None:
         return None
     stored = folder / CATALOG_URL_FILE
     if stored.exists():
-        from .catalog import normalize_url, shown_url
+        from .engines import normalize_url, shown_url
 
         found = stored.read_text(encoding="utf-8").strip()
         if url and normalize_url(url) != found:

@@ -7,8 +7,9 @@ The shipped model (``--model demo``) lives in ``retrieval/models/demo`` in open_
 
 which generates captioned training images with :mod:`retrieval.training.synthetic` (captions in
 English and Chinese), trains with ``retrieval.train`` (fixed seeds: an English model from
-scratch, then English and Chinese from it), and prints its quality in each language measured through the engine on freshly generated images it never saw (index +
-search, the same path users take).
+scratch, then English and Chinese from it), and prints its quality in each language, measured
+through the engine on freshly generated images it never saw (index + search, the same path
+users take).
 """
 
 from __future__ import annotations
@@ -253,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     def show(p: Any) -> None:
-        if p.phase == "eval":
+        if p.phase == "eval" and p.loss is not None:  # epoch 0: before training
             metrics = " ".join(f"{k} {v:.3f}" for k, v in (p.metrics or {}).items())
             print(f"epoch {p.epoch}/{p.epochs} loss {p.loss:.4f} {metrics}", flush=True)
 
