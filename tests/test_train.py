@@ -34,7 +34,7 @@ def tiny_json(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _cfg(data: Path, out: Path, arch: Path, **kw) -> TrainConfig:
     base = dict(data=str(data), out=str(out), model=str(arch), pretrained=None,
                 from_scratch=True, epochs=3, batch_size=16, lr=2e-3, seed=0, val_fraction=0.25,
-                workers=0)
+                workers=0, early_stop=False)
     base.update(kw)
     return TrainConfig(**base)
 

@@ -29,12 +29,15 @@ from .data import decode_cache, fingerprint, read_pairs, split
 from .model import (
     build_model,
     evaluate,
+    halve_weights,
     image_spec,
     lr_at,
     param_groups,
     save_weights,
     write_config,
 )
+from .objectives import Objective, caption_vocabulary
+from .tuning import MIN_GAIN, RANGE_STEPS, best_epoch, range_test, recall_score, should_stop
 
 
 @dataclass
@@ -50,7 +53,7 @@ class TrainConfig:
     lock_text: bool = False
     epochs: int = 5
     batch_size: int = 64
-    lr: float | None = None  # default: 5e-4 from scratch, 1e-5 when fine-tuning
+    lr: float | None = None  # default: a learning-rate range test (training.tuning)
     weight_decay: float = 0.1
     warmup_steps: int | None = None  # default: 5% of all steps
     seed: int = 0
@@ -60,16 +63,17 @@ class TrainConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     keep_checkpoints: int = 1
     half_weights: bool = False  # write the final weights as float16 (half the size)
+    # "data": CoCa's caption softmax over the training captions' tokens only (from scratch;
+    # see retrieval.training.objectives)
+    caption_vocab: str | None = None
+    early_stop: bool = True  # stop when held-out recall stops improving
 
-    def learning_rate(self) -> float:
-        if self.lr is not None:
-            return self.lr
-        return 5e-4 if self.from_scratch else 1e-5
 
 
 @dataclass(frozen=True)
 class TrainProgress:
-    """A progress report: phase is decode, train or eval."""
+    """A progress report: phase is decode, lr (the range test, ``lr`` chosen at its end),
+    train or eval (``metrics``; epoch 0 is the model before training)."""
 
     phase: str
     epoch: int
@@ -91,6 +95,29 @@ class TrainResult:
     skipped: list[FileError] = field(default_factory=list)
     train_images: int = 0
     val_images: int = 0
+    lr: float | None = None  # the peak learning rate used (chosen by the range test if not given)
+    baseline: dict[str, float] = field(default_factory=dict)  # held-out recall before training
+    best_epoch: int | None = None  # the epoch whose weights the model folder holds
+    stopped_early: bool = False
+
+    @property
+    def before(self) -> float | None:
+        """Held-out recall (mean of recall@1/5/10 both ways) before training."""
+        return recall_score(self.baseline)
+
+    @property
+    def after(self) -> float | None:
+        """Held-out recall of the weights written (the best epoch)."""
+        best = next((e for e in self.epochs if e["epoch"] == self.best_epoch), None)
+        return recall_score(best)
+
+    @property
+    def improved(self) -> bool | None:
+        """Whether training beat the starting model on held-out recall (None: no held-out
+        set)."""
+        if self.before is None or self.after is None:
+            return None
+        return self.after >= self.before + MIN_GAIN
 
 
 def train(cfg: TrainConfig, *, resume: bool = False,
@@ -98,8 +125,11 @@ def train(cfg: TrainConfig, *, resume: bool = False,
     """Run (or resume) training; returns where the model is and what it measured."""
     run = _Run(cfg, resume, progress or (lambda _p: None))
     for epoch in range(run.start_epoch, cfg.epochs):
+        if cfg.early_stop and should_stop(run.result.epochs):
+            run.result.stopped_early = True
+            break
         run.epoch(epoch)
-    (run.out / "metrics.json").write_text(json.dumps(run.result.epochs, indent=1))
+    run.finish()
     return run.result
 
 
@@ -133,6 +163,11 @@ class _Run:
         self.start_epoch = self.step = 0
         if resume and ckpt is not None:
             self._resume(ckpt)
+        else:
+            self.result.baseline = self._evaluate()
+            self.report(TrainProgress("eval", 0, cfg.epochs, metrics=self.result.baseline))
+            self.lr = cfg.lr if cfg.lr is not None else self._find_lr()
+        self.result.lr = self.lr
 
     def _prepare_data_and_model(self) -> None:
         cfg = self.cfg
@@ -160,7 +195,6 @@ class _Run:
                                   val_images=len(self.val_rows))
 
     def _prepare_optimiser(self) -> None:
-        import open_clip
         import torch
 
         cfg, model = self.cfg, self.model
@@ -170,10 +204,17 @@ class _Run:
             model.lock_image_tower(unlocked_groups=0)
         if cfg.lock_text:
             model.lock_text_tower(unlocked_layers=0)
-        self.loss_fn = open_clip.SigLipLoss() if getattr(model, "logit_bias", None) \
-            is not None else open_clip.ClipLoss()
+        vocab = None
+        if cfg.caption_vocab == "data":
+            if not cfg.from_scratch:
+                raise TrainingError("a caption vocabulary from the data is for training from "
+                                    "scratch only")
+            vocab = caption_vocabulary(self.tokenizer, [c for r in self.train_rows + self.val_rows
+                                                        for c in self.captions(r)])
+        self.objective = Objective(model, vocab)
+        self.lr = cfg.lr or 0.0
         self.optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay),
-                                           lr=cfg.learning_rate(), betas=(0.9, 0.98), eps=1e-6)
+                                           lr=self.lr, betas=(0.9, 0.98), eps=1e-6)
         self.batch = min(cfg.batch_size, len(self.train_rows))
         self.steps_per_epoch = len(self.train_rows) // self.batch
         self.total = self.steps_per_epoch * cfg.epochs
@@ -195,6 +236,7 @@ class _Run:
         self.optimizer.load_state_dict(state["optimizer"])
         self.start_epoch, self.step = state["epoch"], state["step"]
         self.result.epochs = state["history"]
+        self.lr, self.result.baseline = state["lr"], state["baseline"]
         torch.set_rng_state(state["torch_rng"])
 
     def epoch(self, epoch: int) -> None:
@@ -215,27 +257,48 @@ class _Run:
         self._save(epoch + 1)
 
     def _step(self, epoch: int, b: int, order: np.ndarray, rng: np.random.Generator) -> float:
+        lr = lr_at(self.step, self.total, self.warmup, self.lr)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        loss = self._update(order, b, rng)
+        self.step += 1
+        self.report(TrainProgress("train", epoch + 1, self.cfg.epochs, b + 1,
+                                  self.steps_per_epoch, loss, lr))
+        return loss
+
+    def _update(self, order: np.ndarray, b: int, rng: np.random.Generator) -> float:
+        """One optimiser step on batch ``b`` of ``order`` (a caption drawn per image)."""
         import torch
 
         from ..encoders.openclip import pixels_to_tensor
 
         rows = np.sort(order[b * self.batch:(b + 1) * self.batch])
         caps = [self.captions(r)[int(rng.integers(len(self.captions(r))))] for r in rows]
-        lr = lr_at(self.step, self.total, self.warmup, self.cfg.learning_rate())
-        for g in self.optimizer.param_groups:
-            g["lr"] = lr
         images = pixels_to_tensor(np.asarray(self.pixels[rows]), self.spec, self.device)
-        out = self.model(images, self.tokenizer(caps).to(self.device))
-        loss = self.loss_fn(*out) if isinstance(out, tuple) else self.loss_fn(**out)
+        loss = self.objective(images, self.tokenizer(caps).to(self.device), caps)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        self.objective.pin()
         with torch.no_grad():
             self.model.logit_scale.clamp_(0, math.log(100))
-        self.step += 1
-        self.report(TrainProgress("train", epoch + 1, self.cfg.epochs, b + 1,
-                                  self.steps_per_epoch, float(loss.item()), lr))
         return float(loss.item())
+
+    def _find_lr(self) -> float:
+        """The range test (:func:`.tuning.range_test`) on batches of a shuffle of its own."""
+        rng = np.random.default_rng([self.cfg.seed, 1 << 20])
+        order = np.asarray(self.train_rows)[rng.permutation(len(self.train_rows))]
+        steps = self.steps_per_epoch
+
+        def step(i: int) -> float:
+            loss = self._update(order, i % steps, rng)
+            self.report(TrainProgress("lr", 0, self.cfg.epochs, i + 1, RANGE_STEPS, loss,
+                                      self.optimizer.param_groups[0]["lr"]))
+            return loss
+
+        lr, _ = range_test(self.model, self.optimizer, step)
+        self.report(TrainProgress("lr", 0, self.cfg.epochs, RANGE_STEPS, RANGE_STEPS, lr=lr))
+        return lr
 
     def captions(self, row: int) -> list[str]:
         return self.pairs[self.kept[row]]
@@ -247,21 +310,38 @@ class _Run:
                         [self.captions(r) for r in self.val_rows], self.spec, self.device)
 
     def _save(self, epoch: int) -> None:
-        """The model folder is usable after every epoch; the checkpoint makes it resumable."""
+        """The model folder is usable after every epoch and holds the best epoch so far (by
+        held-out recall); the checkpoint (the latest epoch) makes the run resumable."""
         import torch
 
         cfg = self.cfg
-        write_config(self.out, self.model_cfg, self.preprocess_cfg)
-        save_weights(self.model, self.out, cfg.half_weights and epoch == cfg.epochs)
+        self.objective.pin()
+        if best_epoch(self.result.epochs) in (None, epoch):
+            write_config(self.out, self.model_cfg, self.preprocess_cfg)
+            save_weights(self.model, self.out, False)
         folder = self.out / "checkpoints"
         folder.mkdir(parents=True, exist_ok=True)
         with atomic_path(folder / f"epoch_{epoch}.pt") as tmp:
             torch.save({"model": self.model.state_dict(),
                         "optimizer": self.optimizer.state_dict(), "epoch": epoch,
                         "step": self.step, "config": asdict(cfg), "data_key": self.data_key,
-                        "history": self.result.epochs, "torch_rng": torch.get_rng_state()}, tmp)
+                        "history": self.result.epochs, "torch_rng": torch.get_rng_state(),
+                        "lr": self.lr, "baseline": self.result.baseline}, tmp)
         for old in _checkpoints(self.out)[:-max(1, cfg.keep_checkpoints)]:
             old.unlink()
+
+
+    def finish(self) -> None:
+        """Record what the run did; float16 weights when asked for (of the best epoch)."""
+        result = self.result
+        result.best_epoch = best_epoch(result.epochs) or (result.epochs[-1]["epoch"]
+                                                          if result.epochs else None)
+        if self.cfg.half_weights:
+            halve_weights(self.out)
+        (self.out / "metrics.json").write_text(json.dumps(
+            {"epochs": result.epochs, "before": result.baseline, "lr": result.lr,
+             "best_epoch": result.best_epoch, "stopped_early": result.stopped_early},
+            indent=1))
 
 
 def _checkpoints(out: Path) -> list[Path]:

@@ -35,6 +35,7 @@ def build_model(cfg: TrainConfig, device: str) -> tuple[Any, Any, dict[str, Any]
 
     from ..encoders import LOCAL_DIR_PREFIX, check_architecture
     from ..encoders.openclip import create_open_clip
+    from .objectives import init_coca, is_coca
 
     if not cfg.from_scratch:
         spec = ModelSpec.parse(cfg.model, cfg.pretrained)
@@ -72,6 +73,8 @@ def build_model(cfg: TrainConfig, device: str) -> tuple[Any, Any, dict[str, Any]
     finally:
         quiet.setLevel(level)
     tokenizer = open_clip.get_tokenizer(f"{LOCAL_DIR_PREFIX}{out}")
+    if is_coca(model):
+        init_coca(model)
     return model, tokenizer, model_cfg
 
 
@@ -158,3 +161,15 @@ def save_weights(model: Any, out: Path, half: bool) -> None:
     for stale in ("open_clip_pytorch_model.bin",):
         with contextlib.suppress(FileNotFoundError):
             (out / stale).unlink()
+
+
+def halve_weights(out: Path) -> None:
+    """Rewrite the model folder's weights as float16 (half the size)."""
+    from safetensors.torch import load_file, save_file
+
+    path = out / "open_clip_model.safetensors"
+    if not path.exists():
+        return
+    state = {k: v.half() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp))

@@ -32,7 +32,10 @@ if TYPE_CHECKING:
 @click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=2), default=64, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Peak learning rate (default 5e-4 from scratch, 1e-5 fine-tuning).")
+              help="Peak learning rate. Default: chosen for the model by a short learning-rate "
+                   "range test on the first batches.")
+@click.option("--no-early-stop", is_flag=True,
+              help="Train all --epochs even when held-out recall stops improving.")
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=0.1, show_default=True)
 @click.option("--warmup-steps", type=click.IntRange(min=0), default=None,
               help="Linear warm-up steps (default 5% of all steps).")
@@ -50,7 +53,7 @@ def train(data: Path, out: Path, model: str | None, pretrained: str | None, from
           lock_image: bool, lock_text: bool, epochs: int, batch_size: int, lr: float | None,
           weight_decay: float, warmup_steps: int | None, val_fraction: float, seed: int,
           workers: int | None, device: str, half_weights: bool, resume: bool, as_json: bool,
-          progress: bool | None) -> None:
+          progress: bool | None, no_early_stop: bool) -> None:
     """Train or fine-tune a model on captioned images in DATA: a folder of images with
     sidecar captions (x.jpg + x.txt, one caption per line), or a CSV/JSONL file of image
     paths and captions. The result loads with --model local-dir:OUT."""
@@ -66,7 +69,7 @@ def train(data: Path, out: Path, model: str | None, pretrained: str | None, from
         from_scratch=from_scratch, lock_image=lock_image, lock_text=lock_text, epochs=epochs,
         batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
         seed=seed, val_fraction=val_fraction, workers=workers, device=device,
-        half_weights=half_weights)
+        half_weights=half_weights, early_stop=not no_early_stop)
     bar = TrainProgress(sys.stderr.isatty() if progress is None else progress, as_json)
     try:
         result = run_train(cfg, resume=resume, progress=bar)
@@ -79,9 +82,22 @@ def train(data: Path, out: Path, model: str | None, pretrained: str | None, from
     if as_json:
         click.echo(json.dumps({"model": result.model, "train_images": result.train_images,
                                "val_images": result.val_images, "epochs": result.epochs,
+                               "lr": result.lr, "before": result.baseline,
+                               "best_epoch": result.best_epoch,
+                               "stopped_early": result.stopped_early,
+                               "improved": result.improved,
                                "skipped": [e.__dict__ for e in result.skipped]}))
-    else:
-        click.echo(f"model written to {result.out}; use it with --model {result.model}")
+        return
+    click.echo(f"model written to {result.out}; use it with --model {result.model}")
+    if result.before is not None and result.after is not None:
+        stop = ", stopped early" if result.stopped_early else ""
+        click.echo(f"held-out recall (mean of recall@1/5/10, both ways): {result.before:.3f} "
+                   f"before training, {result.after:.3f} after (epoch {result.best_epoch}"
+                   f"{stop}; learning rate {result.lr:.2e})")
+    if result.improved is False:
+        click.echo("Warning: training did not improve held-out recall; the model written is "
+                   "no better than the one it started from (try more data, more --epochs or "
+                   "another --lr)", err=True)
 
 
 @cli.command()

@@ -145,13 +145,20 @@ class TrainProgress:
             if not self.quiet_lines:
                 metrics = "  ".join(f"{k} {v:.3f}" for k, v in (p.metrics or {}).items())
                 loss = f"loss {p.loss:.4f}  " if p.loss is not None else ""
-                click.echo(f"epoch {p.epoch}/{p.epochs}  {loss}{metrics}", err=True)
+                what = f"epoch {p.epoch}/{p.epochs}" if p.epoch else "before training"
+                click.echo(f"{what}  {loss}{metrics}", err=True)
+            return
+        if p.phase == "lr" and p.loss is None:
+            self.close()
+            if not self.quiet_lines:
+                click.echo(f"learning rate {p.lr:.2e} (range test)", err=True)
             return
         if not self.bars:
             return
         from tqdm import tqdm
 
-        desc = "decoding" if p.phase == "decode" else f"epoch {p.epoch}/{p.epochs}"
+        desc = {"decode": "decoding", "lr": "finding lr"}.get(p.phase,
+                                                              f"epoch {p.epoch}/{p.epochs}")
         if self.bar is None or self.bar.desc != desc:
             self.close()
             self.bar = tqdm(total=p.steps, desc=desc, unit="img" if p.phase == "decode" else
