@@ -124,7 +124,7 @@ def test_nllb_texts_carry_the_language_of_their_script(tmp_path: Path) -> None:
     in torch and in the ONNX export's tokenizer (the parity check compares the ids)."""
     _require_multilingual()
     from retrieval.encoders.export import MAX_ABS_DIFF, export_model
-    from retrieval.encoders.openclip import LanguageTokenizer
+    from retrieval.encoders.hf_text import LanguageTokenizer
     from retrieval.encoders.runtime import OnnxEncoder
 
     spec = f"local-dir:{write_tiny_nllb_model(tmp_path / 'nllb')}"

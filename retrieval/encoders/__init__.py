@@ -3,6 +3,8 @@
 * :mod:`.spec`: how a model is named (:class:`ModelSpec`) and what an encoder does
   (:class:`Encoder`);
 * :mod:`.openclip`: loading open_clip models with torch (training, CUDA, exporting);
+* :mod:`.hf_text`: Hugging Face text towers (multilingual models): the extra they need, NLLB's
+  language codes;
 * :mod:`.export`: exporting both towers to ONNX once per model identity, parity-checked;
 * :mod:`.store`: where exports live and how a model spec finds its export without torch;
 * :mod:`.runtime`: embedding with an export on ONNX Runtime, never importing torch;

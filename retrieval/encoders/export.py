@@ -48,7 +48,8 @@ from .export_store import (
     file_state,
     image_spec_dict,
 )
-from .openclip import LanguageTokenizer, OpenClipEncoder
+from .hf_text import LanguageTokenizer
+from .openclip import OpenClipEncoder
 from .runtime import OnnxEncoder
 from .tokenizer import SCRIPT_LANGUAGES, ClipTokenizer, HFTokenizer
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import InputError, ModelError, ModelNotFoundError, WeightsUnavailableError
 from ..media import ImageSpec
+from .hf_text import HF_TEXT_FILES, check_text_tower, needs_transformers, text_cfg, with_languages
 from .spec import (
     BUILTIN_MODELS,
     CHECKPOINT_SUFFIXES,
@@ -199,13 +200,13 @@ def create_open_clip(spec: ModelSpec, device: str) -> LoadedModel:
     if name.startswith(LOCAL_DIR_PREFIX):
         folder = name[len(LOCAL_DIR_PREFIX):]
         _check_local_dir(folder)
-        _check_text_tower(spec, _text_cfg(name))
+        check_text_tower(spec, text_cfg(name))
         sources = _local_dir_files(folder)
     elif name.startswith(HF_HUB_PREFIX):
-        _check_text_tower(spec, _text_cfg(name))
+        check_text_tower(spec, text_cfg(name))
     else:
         _check_builtin(spec)
-        _check_text_tower(spec, _text_cfg(name))
+        check_text_tower(spec, text_cfg(name))
         if pretrained is not None:
             sources = [pretrained if os.path.isfile(pretrained) else _fetch_tag_weights(spec)]
     with _hub_mode() as online:
@@ -227,64 +228,14 @@ def create_open_clip(spec: ModelSpec, device: str) -> LoadedModel:
     return LoadedModel(model, tokenizer, name, _model_config(name, model), sources)
 
 
-class LanguageTokenizer:
-    """open_clip's tokenizer of an NLLB text tower, each text tagged with the language code of
-    the script it is written in (:func:`.tokenizer.text_language`) instead of always the
-    tokenizer's default (``eng_Latn``): NLLB-CLIP reads the text tower's output at that code.
-
-    Sets ``src_lang`` per group of texts, which works with transformers 4 and 5 (open_clip's
-    ``set_language`` has no effect with transformers 5)."""
-
-    def __init__(self, tokenizer: Any) -> None:
-        import threading
-
-        self.tokenizer = tokenizer
-        self.default_language = str(tokenizer.tokenizer.src_lang)
-        self.context_length = tokenizer.context_length
-        self._lock = threading.Lock()
-
-    def __call__(self, texts: str | Sequence[str], context_length: int | None = None) -> Any:
-        import torch
-
-        from .tokenizer import text_language
-
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        groups: dict[str, list[int]] = {}
-        for i, text in enumerate(texts):
-            groups.setdefault(text_language(text, self.default_language), []).append(i)
-        hf = self.tokenizer.tokenizer
-        out = None
-        with self._lock:
-            try:
-                for code, rows in groups.items():
-                    hf.src_lang = code
-                    ids = self.tokenizer([texts[i] for i in rows], context_length)
-                    if out is None:
-                        out = torch.empty((len(texts), ids.shape[1]), dtype=ids.dtype)
-                    out[rows] = ids
-            finally:
-                hf.src_lang = self.default_language
-        return out if out is not None else self.tokenizer(texts, context_length)
-
-
-def with_languages(tokenizer: Any) -> Any:
-    """An NLLB tokenizer (prefix language codes) as a :class:`LanguageTokenizer`; any other
-    tokenizer as it is."""
-    hf = getattr(tokenizer, "tokenizer", None)
-    if (type(tokenizer).__name__ == "HFTokenizer" and type(hf).__name__.startswith("Nllb")
-            and getattr(hf, "src_lang", None) and not getattr(hf, "legacy_behaviour", True)):
-        return LanguageTokenizer(tokenizer)
-    return tokenizer
-
-
 def _load_error(spec: ModelSpec, exc: Exception, online: bool) -> ModelError:
     text = " ".join(str(exc).split())
     if len(text) > 300:
         text = text[:300] + "..."
     if (isinstance(exc, ImportError) and exc.name == "transformers") or (
             "pip install transformers" in text):
-        return _needs_transformers(spec, "")
-    hf_name = _text_cfg(spec.open_clip_name()[0]).get("hf_model_name")
+        return needs_transformers(spec, "")
+    hf_name = text_cfg(spec.open_clip_name()[0]).get("hf_model_name")
     if hf_name and isinstance(exc, OSError):
         # transformers could not find the text tower's config or tokenizer files (the open_clip
         # config that names the tower was found: the tower is what is missing)
@@ -302,56 +253,6 @@ def _load_error(spec: ModelSpec, exc: Exception, online: bool) -> ModelError:
     ):
         return ModelError(f"the checkpoint does not fit model {spec}: {text}")
     return ModelError(f"cannot load model {spec}: {type(exc).__name__}: {text}")
-
-
-# Files of a Hugging Face text tower and its tokenizer that a local-dir folder may hold.
-HF_TEXT_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json",
-                 "special_tokens_map.json", "sentencepiece.bpe.model", "spiece.model",
-                 "vocab.txt")
-MULTILINGUAL_HINT = ("pip install 'retrieval[multilingual]' (pip install -e '.[multilingual]' "
-                     "in a checkout)")
-
-
-def _text_cfg(name: str) -> dict[str, Any]:
-    """The text tower config of an open_clip name, where it can be read without loading (a
-    built-in architecture, a local-dir folder, an hf-hub repository in the cache); else {}."""
-    import open_clip
-
-    doc: dict[str, Any] | None = None
-    try:
-        if name.startswith(LOCAL_DIR_PREFIX):
-            path = Path(name[len(LOCAL_DIR_PREFIX):]) / "open_clip_config.json"
-            doc = json.loads(path.read_text(encoding="utf-8")).get("model_cfg")
-        elif name.startswith(HF_HUB_PREFIX):
-            from huggingface_hub import try_to_load_from_cache
-
-            found = try_to_load_from_cache(name[len(HF_HUB_PREFIX):], "open_clip_config.json")
-            if isinstance(found, str):
-                doc = json.loads(Path(found).read_text(encoding="utf-8")).get("model_cfg")
-        else:
-            doc = open_clip.get_model_config(name.replace("/", "-"))
-    except (OSError, ValueError, AttributeError):
-        return {}
-    text_cfg = (doc or {}).get("text_cfg") if isinstance(doc, dict) else None
-    return text_cfg if isinstance(text_cfg, dict) else {}
-
-
-def _needs_transformers(spec: ModelSpec, hf_name: str) -> ModelError:
-    tower = f" ({hf_name})" if hf_name else ""
-    return ModelError(f"model {spec} has a Hugging Face text tower{tower}, which needs the "
-                      f"transformers package; install the extra: {MULTILINGUAL_HINT}")
-
-
-def _check_text_tower(spec: ModelSpec, text_cfg: dict[str, Any]) -> None:
-    """A model with a Hugging Face text tower needs transformers (checked before any download:
-    open_clip would fail only after fetching the weights)."""
-    hf_name = text_cfg.get("hf_model_name")
-    if not hf_name:
-        return
-    from open_clip import hf_model
-
-    if getattr(hf_model, "transformers", None) is None:  # open_clip's own test
-        raise _needs_transformers(spec, str(hf_name))
 
 
 def _local_dir_files(folder: str) -> list[str]:
