@@ -11,7 +11,8 @@ A filter is ``FIELD OP VALUE``. Fields:
 ``orientation``    ``landscape``, ``portrait`` or ``square``
 ``camera``         camera make and model (``~`` glob, ``=`` case-insensitive)
 ``tag``            a tag from ``retrieval tag`` (``=`` only)
-``caption``        ``true`` when the image has a caption (``=`` only)
+``caption``        ``true`` when the image has a caption, sidecar or generated (``=``);
+                   ``~`` globs the caption text, case-insensitive (``caption ~ *beach*``)
 ``meta.KEY``       a metadata field of JSONL texts (a bare ``KEY`` works when it exists)
 =================  ====================================================================
 
@@ -228,15 +229,20 @@ def _tag(f: Filter, _kind: str) -> Any:
 
 
 def _caption(f: Filter, _kind: str) -> Any:
-    from sqlalchemy import exists, not_
+    """Sidecar and generated captions alike: ``~`` globs their text (case-insensitive)."""
+    from sqlalchemy import exists, func, not_
 
+    from ..storage.dialects import Glob
     from ..storage.schema import items
 
+    cap = items.alias("caption")
+    of_image = (cap.c.parent_id == items.c.id) & cap.c.source.in_(("caption", "generated"))
+    if f.op == "~":
+        return exists().where(of_image, Glob(func.lower(cap.c.text), f.value.lower()))
     truth = f.value.lower() in ("true", "yes", "1")
     if f.value.lower() not in ("true", "yes", "1", "false", "no", "0") or f.op not in ("=", "!="):
-        raise QueryError(f"filter '{f}': caption = true or false")
-    cap = items.alias("caption")
-    has = exists().where(cap.c.parent_id == items.c.id, cap.c.source == "caption")
+        raise QueryError(f"filter '{f}': caption = true or false, or caption ~ a glob")
+    has = exists().where(of_image)
     return has if (f.op == "=") == truth else not_(has)
 
 

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 class Hit:
     """One search result: the item's id, its score (None for a plain look-up), ``kind``
     (``image`` or ``text``), the image's path (a caption's image path for captions), the text
-    (an image's caption for images), and metadata."""
+    (an image's sidecar caption for images), and metadata (an image's generated caption is
+    ``metadata["generated_caption"]``)."""
 
     id: int
     score: float | None
@@ -40,7 +41,11 @@ def iso(value: dt.datetime | None) -> str | None:
 def hydrate(catalog: Catalog, pairs: Sequence[tuple[int, float | None]]) -> list[Hit]:
     """Hits for (id, score) pairs, in order, read in one catalog transaction; items deleted
     by a writer since the index was read are left out."""
+    from ..enrich.captions import generated_captions
+
     found = catalog.hydrate(i for i, _ in pairs)
+    generated = generated_captions(catalog, [i for i, it in found.items.items()
+                                             if it.kind == "image"])
     hits = []
     for item_id, score in pairs:
         item = found.items.get(item_id)
@@ -49,6 +54,8 @@ def hydrate(catalog: Catalog, pairs: Sequence[tuple[int, float | None]]) -> list
         hit = _hit(item, score, found.parents, found.captions)
         if item_id in found.tags:
             hit.metadata["tags"] = {t: s for t, s in found.tags[item_id]}
+        if item_id in generated:
+            hit.metadata["generated_caption"] = generated[item_id]
         hits.append(hit)
     return hits
 

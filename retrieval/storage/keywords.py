@@ -182,8 +182,11 @@ def _rows(conn: Any, ids: Sequence[int]) -> list[tuple[int, str, str, str]]:
     """(id, name, body, tags) of these items as the index should hold them."""
     found = conn.execute(select(items.c.id, items.c.kind, items.c.path, items.c.text,
                                 items.c.external_id).where(items.c.id.in_(ids))).all()
-    captions = dict(conn.execute(select(items.c.parent_id, items.c.text).where(
-        items.c.source == "caption", items.c.parent_id.in_(ids))).all())
+    captions: dict[int, str] = {}  # sidecar first, then generated
+    for parent, caption in conn.execute(select(items.c.parent_id, items.c.text).where(
+            items.c.source.in_(("caption", "generated")), items.c.parent_id.in_(ids))
+            .order_by(items.c.source)):
+        captions[parent] = f"{captions[parent]} {caption}" if parent in captions else caption
     labels: dict[int, list[str]] = {}
     for item_id, tag in conn.execute(select(tags.c.item_id, tags.c.tag)
                                      .where(tags.c.item_id.in_(ids))):

@@ -45,13 +45,21 @@ def _3_path_escape(conn: Any) -> None:
                  {"mark": "\uffff", "twice": "\uffff\uffff"})
 
 
+def _4_generated_captions(conn: Any) -> None:
+    """Generated captions (``source = 'generated'``): at most one per image."""
+    for index in items.indexes:
+        if index.name == "ux_items_generated_parent":
+            index.create(conn, checkfirst=True)
+
+
 def _5_cjk_keywords(conn: Any) -> None:
     """The keyword index spells CJK text as characters and pairs: rebuilt from the catalog."""
     keywords.create(conn)
 
 
 MIGRATIONS: dict[int, Callable[[Any], None]] = {1: _1_core, 2: _2_tags_aux_keywords,
-                                                3: _3_path_escape, 5: _5_cjk_keywords}
+                                                3: _3_path_escape, 4: _4_generated_captions,
+                                                5: _5_cjk_keywords}
 SCHEMA_VERSION = max(MIGRATIONS)
 
 

@@ -2,7 +2,8 @@
 
 * ``items``        one row per image file or text; ids are stable int64 keys, never reused
                    (AUTOINCREMENT), shared with the vector indexes. A sidecar caption is a text
-                   item whose ``parent_id`` is its image;
+                   item whose ``parent_id`` is its image, as is a generated caption
+                   (``source = 'generated'``, :mod:`retrieval.enrich.captions`);
 * ``vectors``      the item's embedding as little-endian float32 bytes;
 * ``changes``      an append-only change log: every write to a vector appends (seq, item,
                    modality) in the same transaction, so an index that reflects ``seq = s``
@@ -87,7 +88,7 @@ items = Table(
     "items", metadata,
     Column("id", ItemId, primary_key=True),
     Column("kind", String(8), nullable=False),
-    Column("source", String(16)),  # file | caption | texts
+    Column("source", String(16)),  # file | caption | texts | generated
     Column("path", FilePath),
     Column("parent_id", ForeignKey("items.id", ondelete="CASCADE"), index=True),
     Column("text", Text),
@@ -108,6 +109,9 @@ items = Table(
     Index("ux_items_caption_parent", "parent_id", unique=True,
           sqlite_where=sql_text("source = 'caption'"),
           postgresql_where=sql_text("source = 'caption'")),
+    Index("ux_items_generated_parent", "parent_id", unique=True,
+          sqlite_where=sql_text("source = 'generated'"),
+          postgresql_where=sql_text("source = 'generated'")),
     Index("ux_items_text_external_id", "external_id", unique=True,
           sqlite_where=sql_text("kind = 'text' AND external_id IS NOT NULL"),
           postgresql_where=sql_text("kind = 'text' AND external_id IS NOT NULL")),

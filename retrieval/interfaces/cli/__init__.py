@@ -1,9 +1,9 @@
 """The ``retrieval`` command: a thin click layer over :class:`retrieval.Collection`.
 
 One module per group of commands: :mod:`.indexing` (index, add-texts, remove, tag),
-:mod:`.searching` (search, caption, duplicates, info), :mod:`.models` (train, demo, model
-export/list), :mod:`.serving` (serve); :mod:`.group` holds what they share, :mod:`.output` how
-things are shown.
+:mod:`.searching` (search, caption, duplicates, info), :mod:`.describing` (describe: generated
+captions), :mod:`.models` (train, demo, model export/list), :mod:`.serving` (serve);
+:mod:`.group` holds what they share, :mod:`.output` how things are shown.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from __future__ import annotations
 import gc
 import sys
 
-from . import indexing, models, searching, serving
+from . import describing, indexing, models, searching, serving
 from .group import cli
 
-__all__ = ["cli", "indexing", "main", "models", "searching", "serving"]
+__all__ = ["cli", "describing", "indexing", "main", "models", "searching", "serving"]
 
 
 def main() -> None:

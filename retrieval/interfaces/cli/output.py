@@ -26,7 +26,7 @@ class Progress:
 
     LABELS: ClassVar[dict[str, str]] = {
         "scan": "scanning", "embed": "embedding", "captions": "captions", "remove": "removing",
-        "tag": "tagging"}
+        "tag": "tagging", "generate": "captioning"}
     MESSAGES = frozenset({"index", "model"})  # phases that report lines, not counts
 
     def __init__(self, enabled: bool, unit: str = "file") -> None:
@@ -100,7 +100,10 @@ def print_hits(hits: list[Hit]) -> None:
     for rank, h in enumerate(hits, 1):
         what = shown(h.path) if h.kind == "image" else repr(h.text)
         if h.kind == "text" and h.path:
-            what += f"  (caption of {shown(h.path)})"
+            made = "generated caption" if h.metadata.get("source") == "generated" else "caption"
+            what += f"  ({made} of {shown(h.path)})"
+        elif h.metadata.get("generated_caption"):
+            what += f"  {h.metadata['generated_caption']!r}"
         line = f"{rank:>3}  {h.score:>6.3f}  {h.id:>{id_w}}  {h.kind:<5}  {what}"
         click.echo(clip(line, width))  # by display width: CJK characters take two columns
 

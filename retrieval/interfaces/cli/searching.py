@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from ...pathnames import shown
+from .describing import generation_options, take_generation
 from .group import cli, json_option, model_options, open_collection
 from .output import echo_json, echo_json_lines, echo_path, human_bytes, print_hits
 
@@ -91,20 +92,47 @@ def search(ctx: click.Context, texts: tuple[str, ...], images: tuple[str, ...],
 @cli.command()
 @click.argument("image", type=click.Path(path_type=Path))
 @click.option("-k", "--top", "k", type=int, default=5, show_default=True)
+@click.option("--generate", is_flag=True,
+              help="Write a new caption with a CoCa model (--captioner) instead.")
+@generation_options
 @json_option("One JSON object per text.")
 @model_options
 @click.pass_context
-def caption(ctx: click.Context, image: Path, k: int, as_json: bool, model: str | None,
-            pretrained: str | None, device: str) -> None:
+def caption(ctx: click.Context, image: Path, k: int, generate: bool, as_json: bool,
+            model: str | None, pretrained: str | None, device: str, **kwargs: Any) -> None:
     """Describe IMAGE with the stored texts and captions that match it best (captioning by
-    retrieval; add a caption corpus with add-texts). IMAGE may also be a stored item id."""
-    col = open_collection(ctx, model, pretrained, device, one_shot=True)
+    retrieval; add a caption corpus with add-texts), or with --generate write a caption for it
+    with a CoCa model. IMAGE may also be a stored item id."""
     target: Path | int = int(str(image)) if str(image).isdigit() and not image.exists() else image
+    if generate:
+        _generate(ctx, target, device, as_json, kwargs)
+        return
+    col = open_collection(ctx, model, pretrained, device, one_shot=True)
     hits = col.caption(target, k=k)
     if as_json:
         echo_json_lines(h.to_dict() for h in hits)
     else:
         print_hits(hits)
+
+
+def _generate(ctx: click.Context, target: Path | int, device: str, as_json: bool,
+              kwargs: dict[str, Any]) -> None:
+    from ...enrich.captions import caption_images
+
+    captioner, tag, options = take_generation(kwargs)
+    col = None
+    if not captioner or isinstance(target, int):
+        col = open_collection(ctx, one_shot=True)  # its default captioner, or the item's file
+    path = col.get(target).path if col is not None and isinstance(target, int) else str(target)
+    if path is None:
+        raise click.ClickException(f"item {target} is a text, not an image")
+    (text,), spec = caption_images([path], captioner, pretrained=tag, options=options,
+                                   collection_spec=col.spec if col else None, device=device)
+    if as_json:
+        echo_json({"path": shown(path), "caption": text, "captioner": str(spec),
+                   "options": options.key()})
+    else:
+        click.echo(text)
 
 
 @cli.command()

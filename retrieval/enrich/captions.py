@@ -1,0 +1,258 @@
+"""Generated captions: a CoCa model writes a caption for every image of a collection.
+
+A generated caption is a text item with ``source = "generated"`` whose parent is its image (at
+most one per image), stored beside the sidecar caption (``source = "caption"``) and user texts,
+never over them. It has a text vector like any text, so ``target=text`` searches find it, and
+its words are in the keyword index. Its metadata records what it was made from: the image's
+content hash and the captioner key (model identity + generation options); a run generates
+captions only for images without one, or whose content or captioner changed since.
+
+Runs are incremental and resumable: each batch (decode, generate, embed, write) is committed
+in one transaction, so an interrupted run loses at most the batch in flight and the next run
+continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sqlalchemy import select
+
+from ..encoders.spec import BUILTIN_MODELS, LOCAL_DIR_PREFIX, ModelSpec
+from ..errors import InputError
+from ..ingest.report import FileError, IndexProgress, no_progress
+from ..pathnames import shown
+from ..storage.records import TextRecord
+from ..storage.schema import IMAGE, TEXT, items
+from ..storage.writes import chunks, ids_by, log_changes, refresh_keywords, upsert
+
+if TYPE_CHECKING:
+    from ..collection import Collection
+    from ..encoders import Encoder
+    from ..encoders.captioner import Captioner
+    from ..encoders.generation import GenerationOptions
+    from ..storage import Catalog
+
+GENERATED = "generated"
+DEMO_CAPTIONER = "demo-captioner"
+
+
+@dataclass(frozen=True)
+class CaptionProgress(IndexProgress):
+    """A caption run's progress (phase ``generate``): images done of total, and the rate."""
+
+    rate: float | None = None  # images per second so far
+
+
+@dataclass
+class CaptionSummary:
+    """What a caption run did: captions generated, images already up to date, failures."""
+
+    captioner: str
+    generated: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    errors: list[FileError] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for e in out["errors"]:
+            e["path"] = shown(e["path"])
+        return out
+
+
+def default_captioner(spec: ModelSpec | None) -> ModelSpec | None:
+    """The captioner a collection uses when none is named: its own model when that is a CoCa,
+    the demo captioner for the demo model, else none."""
+    if spec is None:
+        return ModelSpec(DEMO_CAPTIONER)
+    if spec.name in ("demo", DEMO_CAPTIONER):
+        return ModelSpec(DEMO_CAPTIONER)
+    if spec.name.lower().startswith("coca") or _local_coca(spec):
+        return spec
+    return None
+
+
+def _local_coca(spec: ModelSpec) -> bool:
+    import json
+    from pathlib import Path
+
+    if not spec.name.startswith(LOCAL_DIR_PREFIX):
+        return False
+    config = Path(spec.name[len(LOCAL_DIR_PREFIX):]) / "open_clip_config.json"
+    try:
+        return "multimodal_cfg" in json.loads(config.read_text()).get("model_cfg", {})
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def captioner_spec(collection_spec: ModelSpec | None, captioner: str | ModelSpec | None,
+                   pretrained: str | None = None) -> ModelSpec:
+    """The captioner asked for, or the collection's default one; a clear error when none."""
+    if isinstance(captioner, ModelSpec):
+        return captioner
+    if captioner:
+        return ModelSpec.parse(captioner, pretrained)
+    found = default_captioner(collection_spec)
+    if found is None:
+        raise InputError(
+            f"the collection's model {collection_spec} cannot write captions; name a CoCa "
+            "captioner, e.g. --captioner coca_ViT-B-32 --captioner-pretrained "
+            f"mscoco_finetuned_laion2b_s13b_b90k, or --captioner {DEMO_CAPTIONER} "
+            f"(built in: {', '.join(sorted(BUILTIN_MODELS))})")
+    return found
+
+
+def generate_captions(col: Collection, captioner: str | ModelSpec | None = None, *,
+             pretrained: str | None = None, options: GenerationOptions | None = None,
+             batch_size: int = 16, force: bool = False, device: str | None = "auto",
+             progress: Callable[[IndexProgress], None] | None = None) -> CaptionSummary:
+    """Generate captions for the images of ``col`` that lack a current one (every image with
+    ``force``); returns what was done. The vector indexes are brought up to date after."""
+    from ..encoders.captioner import load_captioner
+    from ..encoders.generation import GenerationOptions
+
+    spec = captioner_spec(col.spec, captioner, pretrained)
+    opts = options or GenerationOptions()
+    with col.lock.hold():
+        loaded = load_captioner(spec, device=device)
+        summary = caption_run(col.catalog, loaded, lambda: col.model.indexing_encoder(progress),
+                               opts, batch_size=batch_size, force=force, progress=progress)
+    col.sync(progress)
+    return summary
+
+
+def caption_run(catalog: Catalog, captioner: Captioner, encoder: Callable[[], Encoder],
+                 options: GenerationOptions, *, batch_size: int = 16, force: bool = False,
+                 progress: Callable[[IndexProgress], None] | None = None) -> CaptionSummary:
+    """The work of :func:`generate_captions` on a catalog, with a loaded captioner."""
+    from ..media import load_image
+
+    report = progress or no_progress
+    key = captioner.key(options)
+    summary = CaptionSummary(str(captioner.spec))
+    images = _images(catalog)
+    current = _generated(catalog, [i for i, _, _ in images])
+    todo = [(i, p, h) for i, p, h in images
+            if force or current.get(i) != (h, key)]
+    summary.unchanged = len(images) - len(todo)
+    report(CaptionProgress("generate", 0, len(todo)))
+    t0 = time.perf_counter()
+    for start in range(0, len(todo), max(1, batch_size)):
+        batch, pixels = [], []
+        for item_id, path, content in todo[start:start + batch_size]:
+            try:
+                pixels.append(load_image(path, captioner.image_spec)[0])
+                batch.append((item_id, content))
+            except Exception as exc:  # unreadable or gone since indexing: skip it, say why
+                summary.failed += 1
+                summary.errors.append(FileError(path, _reason(exc)))
+        if batch:
+            texts = captioner.generate(np.stack(pixels), options)
+            vectors = encoder().embed_texts(texts)
+            catalog._write(write_generated, _records(batch, texts, vectors, key,
+                                                     str(captioner.spec), options))
+            summary.generated += len(batch)
+        done = min(start + batch_size, len(todo))
+        rate = done / max(1e-9, time.perf_counter() - t0)
+        report(CaptionProgress("generate", done, len(todo), summary.generated, summary.failed,
+                               rate=round(rate, 2)))
+    summary.seconds = round(time.perf_counter() - t0, 2)
+    return summary
+
+
+def _reason(exc: Exception) -> str:
+    from ..media import ImageDecodeError
+
+    return exc.reason if isinstance(exc, ImageDecodeError) else f"{type(exc).__name__}: {exc}"
+
+
+def _images(catalog: Catalog) -> list[tuple[int, str, str | None]]:
+    """(id, path, content hash) of every image, in id order."""
+    rows = catalog._read(select(items.c.id, items.c.path, items.c.content_hash)
+                         .where(items.c.kind == IMAGE).order_by(items.c.id))
+    return [(r.id, r.path, r.content_hash) for r in rows]
+
+
+def _generated(catalog: Catalog, image_ids: Sequence[int]
+               ) -> dict[int, tuple[str | None, str | None]]:
+    """Image id -> (image hash, captioner key) its generated caption was made from."""
+    out: dict[int, tuple[str | None, str | None]] = {}
+    for part in chunks(list(image_ids)):
+        for r in catalog._read(select(items.c.parent_id, items.c.metadata).where(
+                items.c.source == GENERATED, items.c.parent_id.in_(part))):
+            meta = r.metadata or {}
+            out[r.parent_id] = (meta.get("image_hash"), meta.get("captioner_key"))
+    return out
+
+
+def _records(batch: Sequence[tuple[int, str | None]], texts: Sequence[str],
+             vectors: np.ndarray, key: str, captioner: str, options: GenerationOptions
+             ) -> list[TextRecord]:
+    from ..media import hash_text
+
+    return [TextRecord(text=text, vector=vec, content_hash=hash_text(text), source=GENERATED,
+                       parent_id=image_id,
+                       metadata={"captioner": captioner, "captioner_key": key,
+                                 "image_hash": content, "options": options.key()})
+            for (image_id, content), text, vec in zip(batch, texts, vectors, strict=True)]
+
+
+def write_generated(conn: Any, records: Sequence[TextRecord]) -> list[int]:
+    """Insert or replace generated captions, one per image (keyed by the image); one
+    transaction with their vectors, change log and keyword rows (the text's and its image's).
+    An image deleted since the batch was read is left out."""
+    from ..storage.schema import utcnow
+
+    alive = set(ids_by(conn, items.c.id, [r.parent_id for r in records], items.c.kind == IMAGE))
+    records = [r for r in records if r.parent_id in alive]
+    now = utcnow()
+    rows = [dict(kind=TEXT, text=r.text, content_hash=r.content_hash, source=GENERATED,
+                 metadata=r.metadata, parent_id=r.parent_id, updated_at=now) for r in records]
+    existing = ids_by(conn, items.c.parent_id, [r.parent_id for r in records],
+                      items.c.source == GENERATED)
+    ids = upsert(conn, rows, [existing.get(r.parent_id) for r in records],
+                 [r.vector for r in records], now)
+    log_changes(conn, ((i, TEXT) for i in ids))
+    refresh_keywords(conn, ids + [r.parent_id for r in records if r.parent_id is not None])
+    return ids
+
+
+def generated_captions(catalog: Catalog, image_ids: Iterable[int]) -> dict[int, str]:
+    """Image id -> its generated caption, for the images that have one."""
+    out: dict[int, str] = {}
+    for part in chunks(list(image_ids)):
+        out.update({r.parent_id: r.text for r in catalog._read(
+            select(items.c.parent_id, items.c.text).where(
+                items.c.source == GENERATED, items.c.parent_id.in_(part)))})
+    return out
+
+
+def caption_images(images: Sequence[str | bytes], captioner: str | ModelSpec | None = None, *,
+                   pretrained: str | None = None, options: GenerationOptions | None = None,
+                   collection_spec: ModelSpec | None = None, device: str | None = "auto",
+                   max_pixels: int | None = None) -> tuple[list[str], ModelSpec]:
+    """Generated captions for images (files or their bytes), and the captioner that wrote
+    them (``captioner``, else the default one of a collection bound to ``collection_spec``)."""
+    import io
+
+    from ..encoders.captioner import load_captioner
+    from ..media import DEFAULT_MAX_PIXELS, ImageDecodeError, load_image
+
+    spec = captioner_spec(collection_spec, captioner, pretrained)
+    loaded = load_captioner(spec, device=device)
+    pixels = []
+    for image in images:
+        source: Any = io.BytesIO(image) if isinstance(image, bytes) else image
+        try:
+            pixels.append(load_image(source, loaded.image_spec,
+                                     max_pixels or DEFAULT_MAX_PIXELS)[0])
+        except ImageDecodeError as exc:
+            where = shown(image) if isinstance(image, str) else "image"
+            raise InputError(f"{where}: {exc.reason}") from None
+    return loaded.generate(np.stack(pixels), options) if pixels else [], spec

@@ -1,0 +1,196 @@
+"""Generated captions: the CoCa captioner (loading, generation options), ``caption --generate``,
+and ``describe`` over a collection (incremental, resumable, beside sidecar captions, found by
+text, keyword and ``caption ~`` searches, shown by the HTTP API).
+
+The captioner is a tiny CoCa with random weights written in open_clip's ``local-dir`` layout,
+so its captions are strings of random words; the tests use the words it actually wrote."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from coca import write_tiny_coca
+from conftest import make_images, run_cli
+
+from retrieval import Collection
+from retrieval.encoders.captioner import load_captioner
+from retrieval.encoders.generation import GenerationOptions
+from retrieval.enrich.captions import GENERATED, generate_captions
+from retrieval.errors import InputError, ModelError
+
+
+@pytest.fixture(scope="module")
+def coca(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"local-dir:{write_tiny_coca(tmp_path_factory.mktemp('coca') / 'tiny-coca')}"
+
+
+@pytest.fixture(scope="module")
+def other_coca(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"local-dir:{write_tiny_coca(tmp_path_factory.mktemp('coca2') / 'c', seed=1)}"
+
+
+@pytest.fixture(scope="module")
+def captioner(coca: str):
+    return load_captioner(coca, device="cpu")
+
+
+def _pixels(n: int, size: int = 32) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def test_generation_types_and_options(captioner):
+    px = _pixels(3)
+    greedy = captioner.generate(px, GenerationOptions("top_k", seq_len=12, top_k=1))
+    assert len(greedy) == 3 and all(isinstance(t, str) and t for t in greedy)
+    # one beam is greedy decoding; more beams find captions at least as likely
+    assert captioner.generate(px, GenerationOptions("beam_search", seq_len=12,
+                                                    num_beams=1)) == greedy
+    beams = captioner.generate(px, GenerationOptions(seq_len=12, num_beams=3))
+    assert len(beams) == 3
+    sampled = GenerationOptions("top_p", seq_len=12, top_p=0.9, seed=5)
+    assert captioner.generate(px, sampled) == captioner.generate(px, sampled)  # seeded
+    # seq_len above the context length is clamped; bad values are one-line errors
+    long = GenerationOptions("top_k", seq_len=500, min_seq_len=3)
+    assert captioner.generate(px[:1], long)
+    with pytest.raises(InputError, match="generation type"):
+        captioner.generate(px, GenerationOptions("nucleus"))
+    with pytest.raises(InputError, match="min_seq_len"):
+        captioner.generate(px, GenerationOptions(seq_len=5, min_seq_len=5))
+    assert captioner.key(GenerationOptions()) != captioner.key(GenerationOptions(num_beams=2))
+    # options a generation type ignores do not change what it writes
+    assert captioner.key(GenerationOptions()) == captioner.key(GenerationOptions(top_p=0.5))
+
+
+def test_a_model_without_decoder_is_refused(tiny_spec):
+    with pytest.raises(ModelError, match="no text decoder"):
+        load_captioner(tiny_spec, device="cpu")
+
+
+def test_caption_generate_cli(tmp_path, coca):
+    (image,) = make_images(tmp_path / "img", 1)
+    out = run_cli("caption", image, "--generate", "--captioner", coca, "--seq-len", "10",
+                  "--num-beams", "2")
+    assert out.stdout.strip()
+    js = json.loads(run_cli("caption", image, "--generate", "--captioner", coca, "--seq-len",
+                            "10", "--generation-type", "top_p", "--top-p", "0.9",
+                            "--json").stdout)
+    assert js["captioner"] == coca and js["options"]["generation_type"] == "top_p"
+    assert js["caption"]
+    # no collection and no captioner named: a clear line, not a traceback
+    bad = run_cli("caption", image, "--generate", check=False)
+    assert bad.returncode == 1 and "no collection" in bad.stderr
+    # a real CoCa whose weights are not cached: one line saying so (tests run offline)
+    gone = run_cli("caption", image, "--generate", "--captioner", "coca_ViT-B-32",
+                   "--captioner-pretrained", "mscoco_finetuned_laion2b_s13b_b90k", check=False)
+    assert gone.returncode == 1 and "not in the local cache" in gone.stderr
+    assert len(gone.stderr.strip().splitlines()) == 1
+
+
+@pytest.fixture()
+def collection(tmp_path, tiny_spec):
+    folder = tmp_path / "photos"
+    make_images(folder, 7)
+    (folder / "img001.txt").write_text("a sidecar caption about a lighthouse\n")
+    col = Collection(tmp_path / "col", model=tiny_spec)
+    col.index([folder], workers=0)
+    yield col, folder
+    col.close()
+
+
+def _generated(col: Collection) -> dict[str, tuple[int, str]]:
+    """image path -> (caption item id, text) of the generated captions."""
+    hits = col.search(target="text", vector=[0.0] * (col.dim - 1) + [1.0], k=100)
+    return {h.path: (h.id, h.text) for h in hits if h.metadata.get("source") == GENERATED}
+
+
+def test_describe_is_incremental_and_resumable(collection, coca, other_coca):
+    col, folder = collection
+    opts = GenerationOptions("top_k", seq_len=8, min_seq_len=3)
+    seen: list = []
+
+    def stop_after_first_batch(p) -> None:
+        seen.append(p)
+        if p.phase == "generate" and p.done >= 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        generate_captions(col, coca, options=opts, batch_size=3, device="cpu",
+                 progress=stop_after_first_batch)
+    assert seen[0].total == 7 and len(_generated(col)) == 3  # the first batch is committed
+    rest = generate_captions(col, coca, options=opts, batch_size=3, device="cpu",
+                             progress=seen.append)
+    assert (rest.generated, rest.unchanged, rest.failed) == (4, 3, 0)
+    last = [p for p in seen if p.phase == "generate"][-1]
+    assert last.rate is not None and last.done == last.total == 4
+    first = _generated(col)
+    assert len(first) == 7
+    again = generate_captions(col, coca, options=opts, device="cpu")
+    assert (again.generated, again.unchanged) == (0, 7) and _generated(col) == first
+    # the sidecar caption is still there, unchanged, beside the generated one
+    image = col.search(image=folder / "img001.jpg", k=1)[0]
+    assert image.text == "a sidecar caption about a lighthouse"
+    assert image.metadata["generated_caption"] == first[str(folder / "img001.jpg")][1]
+    # a changed image is captioned again, alone
+    make_images(folder, 1, start=40)[0].replace(folder / "img002.jpg")
+    col.index([folder], workers=0)
+    changed = generate_captions(col, coca, options=opts, device="cpu")
+    assert (changed.generated, changed.unchanged) == (1, 6)
+    # another captioner (or other options) writes every caption again, over its own only
+    assert generate_captions(col, other_coca, options=opts, device="cpu").generated == 7
+    assert generate_captions(col, other_coca, options=GenerationOptions("top_k", seq_len=9),
+                    device="cpu").generated == 7
+    assert len(_generated(col)) == 7
+    assert col.search(image=folder / "img001.jpg", k=1)[0].text.startswith("a sidecar")
+
+
+def test_generated_captions_are_searchable(collection, coca, tmp_path):
+    col, folder = collection
+    generate_captions(col, coca, options=GenerationOptions("top_k", seq_len=8, min_seq_len=3),
+             device="cpu")
+    path = str(folder / "img004.jpg")
+    item_id, text = _generated(col)[path]
+    # by vector, as a text
+    hit = col.search(text, target="text", k=1)[0]
+    assert (hit.id, hit.path, hit.metadata["source"]) == (item_id, path, GENERATED)
+    # by keyword: its image, through the image's keyword row
+    word = max(text.split(), key=len)
+    hits = col.search(word, hybrid=True, keyword_weight=1.0, k=7)
+    assert path in [h.path for h in hits[:3]]
+    # by filter: caption ~ glob (case-insensitive), sidecar and generated alike
+    found = col.search("x", filters=[f"caption ~ *{word.upper()}*"], k=10)
+    assert path in {h.path for h in found}
+    assert all(word in (h.metadata.get("generated_caption") or "") or word in (h.text or "")
+               for h in found)
+    lighthouse = col.search("x", filters=["caption ~ *LIGHTHOUSE*"], k=10)
+    assert [h.path for h in lighthouse] == [str(folder / "img001.jpg")]
+    assert len(col.search("x", filters=["caption = true"], k=10)) == 7
+    # the CLI shows them, and the HTTP API returns them with each hit
+    out = run_cli("search", "--where", f"caption ~ *{word}*", "x", "--json",
+                  collection=col.path)
+    assert text in [json.loads(line)["metadata"].get("generated_caption")
+                    for line in out.stdout.splitlines()]
+    from fastapi.testclient import TestClient
+
+    from retrieval.interfaces.server import create_app
+
+    with TestClient(create_app(col)) as client:
+        body = client.post("/search", json={"text": "x", "k": 7}).json()
+        shown = {h["path"]: h["metadata"].get("generated_caption") for h in body["hits"]}
+        assert shown[path] == text
+        texts = client.post("/search", json={"text": text, "target": "text", "k": 1}).json()
+        assert texts["hits"][0]["metadata"]["source"] == GENERATED
+
+
+def test_describe_cli_and_default_captioner(collection, coca):
+    col, _ = collection
+    bad = run_cli("describe", collection=col.path, check=False)
+    assert bad.returncode == 1 and "--captioner" in bad.stderr  # the tiny model is no CoCa
+    out = run_cli("describe", "--captioner", coca, "--seq-len", "8", "--generation-type",
+                  "top_k", "--json", collection=col.path)
+    summary = json.loads(out.stdout)
+    assert (summary["generated"], summary["failed"]) == (7, 0)
+    plain = run_cli("describe", "--captioner", coca, "--seq-len", "8", "--generation-type",
+                    "top_k", collection=col.path)
+    assert "0 captions generated" in plain.stdout and "7 up to date" in plain.stdout
