@@ -8,7 +8,6 @@ committed what it finished.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections.abc import Callable
@@ -20,6 +19,7 @@ import click
 from ...config import ENV_COLLECTION
 from ...errors import IndexingError, RetrievalError, is_disk_full
 from ...pathnames import shown
+from .output import echo_json
 
 if TYPE_CHECKING:
     from ...collection import Collection
@@ -33,7 +33,7 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except IndexingError as exc:
             if exc.summary is not None and ctx.meta.get("json"):
-                click.echo(json.dumps(exc.summary.to_dict()))  # type: ignore[attr-defined]
+                echo_json(exc.summary.to_dict())  # type: ignore[attr-defined]
             raise click.ClickException(shown(str(exc))) from None
         except RetrievalError as exc:
             raise click.ClickException(shown(str(exc))) from None
