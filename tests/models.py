@@ -112,9 +112,10 @@ def write_tiny_hf_model(folder: Path, *, seed: int = 0, text_tower: str | None =
     open_clip_config.json, open_clip_model.safetensors (the whole model, random weights) and
     the tokenizer files, which open_clip reads from the model folder itself.
 
-    ``text_tower`` is the ``hf_model_name`` recorded in the config: by default the folder
-    itself (which then holds the tower's config.json too), or a Hub id to be found in the
-    Hugging Face cache, as in open_clip's own multilingual configs."""
+    ``text_tower`` is the ``hf_model_name`` recorded in the config: by default the folder's
+    absolute path (the folder then holds the tower's config.json too), ``"."`` (the same,
+    relative to the folder), or a Hub id to be found in the Hugging Face cache, as in
+    open_clip's own multilingual configs."""
     import open_clip
     import torch
     from safetensors.torch import save_file
@@ -131,7 +132,8 @@ def write_tiny_hf_model(folder: Path, *, seed: int = 0, text_tower: str | None =
     del cfg["text_cfg"]["hf_model_pretrained"]
     if text_tower is not None:
         cfg["text_cfg"].update(hf_model_name=text_tower, hf_tokenizer_name=text_tower)
-        (folder / "config.json").unlink()
+        if text_tower != ".":
+            (folder / "config.json").unlink()
     (folder / "open_clip_config.json").write_text(json.dumps({
         "model_cfg": cfg,
         "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073],

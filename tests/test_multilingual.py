@@ -119,6 +119,27 @@ def test_local_dir_model_indexes_searches_and_exports(tmp_path: Path, hf_model: 
                                atol=MAX_ABS_DIFF)
 
 
+def test_a_folder_naming_its_tower_relative_to_itself_can_move(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``"hf_model_name": "."``: the tower is found in the model's folder wherever it is, and
+    the model's identity holds no path."""
+    _require_multilingual()
+    from retrieval.encoders.export import encoder_identity
+
+    moved = write_tiny_hf_model(tmp_path / "first", text_tower=".").rename(tmp_path / "moved")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # open_clip alone would look for "." here
+    encoder = load_encoder(ModelSpec.parse(f"local-dir:{moved}"), "cpu")
+    again = write_tiny_hf_model(tmp_path / "again", text_tower=".")
+    assert encoder_identity(encoder) == encoder_identity(
+        load_encoder(ModelSpec.parse(f"local-dir:{again}"), "cpu"))
+    hits = Collection(tmp_path / "c2", model=f"local-dir:{moved}")
+    hits.add_texts(TEXTS)
+    assert hits.search("日本の桜", target="texts", k=1)[0].text == "日本の桜"
+    hits.close()
+
+
 def test_nllb_texts_carry_the_language_of_their_script(tmp_path: Path) -> None:
     """NLLB reads a language code before the text: each text gets its script's code, the same
     in torch and in the ONNX export's tokenizer (the parity check compares the ids)."""

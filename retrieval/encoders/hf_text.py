@@ -47,6 +47,21 @@ def text_cfg(name: str) -> dict[str, Any]:
     return cfg if isinstance(cfg, dict) else {}
 
 
+def local_text_tower(folder: str, cfg: dict[str, Any]) -> dict[str, Any]:
+    """open_clip keyword arguments that find a local-dir model's text tower in its own folder.
+
+    open_clip resolves a relative ``hf_model_name`` against the working directory; a folder
+    whose config names its tower relative to itself (``"."``, or a subfolder holding the
+    tower's config.json) can then be moved, and its identity does not hold a path. The whole
+    model's weights are in the folder, so the tower is built from its config alone."""
+    name = cfg.get("hf_model_name")
+    if not name or Path(name).is_absolute() or not (Path(folder) / name / "config.json"
+                                                    ).is_file():
+        return {}
+    return {"text_cfg": {**cfg, "hf_model_name": str((Path(folder) / name).resolve()),
+                         "hf_model_pretrained": False}}
+
+
 def needs_transformers(spec: ModelSpec, hf_name: str) -> ModelError:
     tower = f" ({hf_name})" if hf_name else ""
     return ModelError(f"model {spec} has a Hugging Face text tower{tower}, which needs the "

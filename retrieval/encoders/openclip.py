@@ -22,7 +22,14 @@ import numpy as np
 
 from ..errors import InputError, ModelError, ModelNotFoundError, WeightsUnavailableError
 from ..media import ImageSpec
-from .hf_text import HF_TEXT_FILES, check_text_tower, needs_transformers, text_cfg, with_languages
+from .hf_text import (
+    HF_TEXT_FILES,
+    check_text_tower,
+    local_text_tower,
+    needs_transformers,
+    text_cfg,
+    with_languages,
+)
 from .spec import (
     BUILTIN_MODELS,
     CHECKPOINT_SUFFIXES,
@@ -197,10 +204,12 @@ def create_open_clip(spec: ModelSpec, device: str) -> LoadedModel:
 
     name, pretrained = spec.open_clip_name()
     sources: list[str] = []
+    overrides: dict[str, Any] = {}
     if name.startswith(LOCAL_DIR_PREFIX):
         folder = name[len(LOCAL_DIR_PREFIX):]
         _check_local_dir(folder)
         check_text_tower(spec, text_cfg(name))
+        overrides = local_text_tower(folder, text_cfg(name))
         sources = _local_dir_files(folder)
     elif name.startswith(HF_HUB_PREFIX):
         check_text_tower(spec, text_cfg(name))
@@ -217,6 +226,7 @@ def create_open_clip(spec: ModelSpec, device: str) -> LoadedModel:
                 device=device,
                 require_pretrained=pretrained is not None or name.startswith(
                     (LOCAL_DIR_PREFIX, HF_HUB_PREFIX)),
+                **overrides,
             )
             tokenizer = with_languages(open_clip.get_tokenizer(name))
         except ModelError:
