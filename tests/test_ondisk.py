@@ -254,7 +254,7 @@ def test_no_output_on_stdout(data, tmp_path, capfd):
 def test_many_spills_fold_into_merged_segments(data, tmp_path, monkeypatch):
     """A large build through ``add`` (as a collection's rebuild does) keeps few parts: spilled
     segments are merged every MAX_SEGMENTS spills, and the merged-away ones are deleted."""
-    monkeypatch.setattr(indexers.ondisk, "MAX_SEGMENTS", 3)
+    monkeypatch.setattr(indexers.ondisk.tier, "MAX_SEGMENTS", 3)
     _, ids, xb = data
     index = OnDiskIVFIndex(D, nlist=32, codec="sq8", delta_max=500)
     index.train(xb[:2000])
