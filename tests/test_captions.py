@@ -194,3 +194,47 @@ def test_describe_cli_and_default_captioner(collection, coca):
     plain = run_cli("describe", "--captioner", coca, "--seq-len", "8", "--generation-type",
                     "top_k", collection=col.path)
     assert "0 captions generated" in plain.stdout and "7 up to date" in plain.stdout
+
+
+def test_a_coca_is_also_an_embedding_model(tmp_path, coca, captioner):
+    """Its contrastive towers embed (exported to ONNX, parity-checked: searches never load
+    torch), and the same model is the collection's default captioner."""
+    from retrieval.encoders.runtime import OnnxEncoder
+
+    folder = tmp_path / "photos"
+    make_images(folder, 4)
+    col = Collection(tmp_path / "col", model=coca)
+    col.index([folder], workers=0)
+    assert isinstance(col.encoder, OnnxEncoder)
+    texts = ["a red circle", "two dogs on a beach at sunset"]
+    np.testing.assert_allclose(col.encoder.embed_texts(texts),
+                               _torch_texts(captioner, texts), atol=1e-5)
+    path = str(folder / "img002.jpg")
+    assert col.search(image=path, k=1)[0].path == path
+    summary = generate_captions(col, options=GenerationOptions("top_k", seq_len=8),
+                                device="cpu")
+    assert summary.captioner == coca and summary.generated == 4
+    col.close()
+
+
+def _torch_texts(captioner, texts: list[str]) -> np.ndarray:
+    import torch
+
+    with torch.inference_mode():
+        out = captioner.model.encode_text(captioner.tokenizer(texts), normalize=True)
+    return out.float().numpy()
+
+
+def test_shipped_demo_captioner_on_fresh_images(tmp_path):
+    """The shipped CoCa writes well-formed shape captions offline; colour, size and position are
+    right, shape is its weak point (README, "The demo captioner")."""
+    from retrieval.training.demo_captioner import evaluate_captions
+    from retrieval.training.synthetic import SHAPES
+
+    report = evaluate_captions("demo-captioner", n=40, seed=777, work=tmp_path,
+                               options=GenerationOptions("top_k"))
+    assert report.one_object_colour >= 0.9
+    assert report.one_object_correct >= 0.3  # chance is 0.2 (five shapes)
+    for _, text in report.examples:
+        words = text.split()
+        assert words[0] == "a" and set(words) & set(SHAPES), text

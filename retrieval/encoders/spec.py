@@ -7,7 +7,8 @@ A model is named the way open_clip names it (see :class:`ModelSpec`):
 * a built-in architecture plus a local checkpoint file: ``ViT-B-32`` + ``/path/model.bin``;
 * ``hf-hub:org/repo`` (an open_clip repository on the Hugging Face Hub, or in its cache);
 * ``local-dir:/path`` (a folder with ``open_clip_config.json`` and a weights file);
-* ``demo``, the small model that ships inside this package.
+* ``demo``, the small model that ships inside this package, and ``demo-captioner``, a small
+  CoCa (captions and embeddings) that ships beside it.
 
 Nothing here imports torch.
 """
@@ -29,9 +30,10 @@ HF_HUB_PREFIX = "hf-hub:"
 LOCAL_DIR_PREFIX = "local-dir:"
 CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
 DEMO_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "demo"
+DEMO_CAPTIONER_DIR = DEMO_MODEL_DIR.parent / "demo-captioner"
 
 # Models that ship with this project: name -> local-dir folder.
-BUILTIN_MODELS: dict[str, Path] = {"demo": DEMO_MODEL_DIR}
+BUILTIN_MODELS: dict[str, Path] = {"demo": DEMO_MODEL_DIR, "demo-captioner": DEMO_CAPTIONER_DIR}
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from ...pathnames import shown
+from .describing import show_demo_captions
 from .group import cli, json_option, open_collection, progress_option
 from .output import TrainProgress, describe_export, progress_bars
 
@@ -137,10 +138,13 @@ def demo(ctx: click.Context, n: int, folder: Path | None, progress: bool | None)
     show(f"Image search: {sample.name} ({caption})", col.search(image=sample, k=5))
     show(f"Image to text: best descriptions of {sample.name}",
          col.search(image=sample, target="text", k=3))
+    show_demo_captions(sorted(folder.glob("*.png"))[:3])
     click.echo("Try next:")
     prefix = f"retrieval --collection {col_path}"
     click.echo(f'  {prefix} search "a large orange star"')
     click.echo(f"  {prefix} search --image {sample} --target text")
+    click.echo(f"  {prefix} describe                # a caption for every image")
+    click.echo(f"  retrieval caption {sample} --generate --captioner demo-captioner")
     click.echo("  retrieval index ~/Pictures        # your photos, with the default model "
                "ViT-B-32 (downloaded once)")
     click.echo("  retrieval --help")
