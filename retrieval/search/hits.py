@@ -41,11 +41,8 @@ def iso(value: dt.datetime | None) -> str | None:
 def hydrate(catalog: Catalog, pairs: Sequence[tuple[int, float | None]]) -> list[Hit]:
     """Hits for (id, score) pairs, in order, read in one catalog transaction; items deleted
     by a writer since the index was read are left out."""
-    from ..enrich.captions import generated_captions
-
     found = catalog.hydrate(i for i, _ in pairs)
-    generated = generated_captions(catalog, [i for i, it in found.items.items()
-                                             if it.kind == "image"])
+    generated = found.generated
     hits = []
     for item_id, score in pairs:
         item = found.items.get(item_id)

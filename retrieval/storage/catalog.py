@@ -210,14 +210,17 @@ class Catalog:
             return _items(conn, ids)
 
     def hydrate(self, ids: Iterable[int]) -> Hydrated:
-        """Everything a list of hits shows, read in one transaction: the items, their parents
-        (images of captions), the captions of images, and tags."""
+        """Everything a list of hits shows, read in one transaction: the items with their tags
+        and their images' captions (one statement: a database server is a round trip away),
+        then the parents of captions (images) when there are any."""
         with self.engine.connect() as conn:
-            found = _items(conn, ids)
-            parents = _items(conn, (it.parent_id for it in found.values()
-                                    if it.parent_id is not None))
-            captions = _captions(conn, (i for i, it in found.items() if it.kind == IMAGE))
-            return Hydrated(found, parents, captions, _tags(conn, found))
+            found = _hydrate_items(conn, ids)
+            parents = _items(conn, {it.parent_id for it in found.items.values()
+                                    if it.parent_id is not None} - set(found.items))
+            parents.update({i: found.items[i] for it in found.items.values()
+                            if (i := it.parent_id) is not None and i in found.items})
+            found.parents = parents
+            return found
 
     def vectors(self, ids: Sequence[int], dim: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids that have a vector, their vectors) for the given ids, in the given order."""
@@ -382,12 +385,32 @@ def _items(conn: Any, ids: Iterable[int]) -> dict[int, Item]:
     return out
 
 
-def _captions(conn: Any, image_ids: Iterable[int]) -> dict[int, str]:
-    out: dict[int, str] = {}
-    for part in chunks(list(image_ids)):
-        q = select(items.c.parent_id, items.c.text).where(
-            items.c.source == "caption", items.c.parent_id.in_(part))
-        out.update({r.parent_id: r.text for r in conn.execute(q)})
+CAPTION_SOURCES = {"caption": "captions", "generated": "generated"}
+
+
+def _hydrate_items(conn: Any, ids: Iterable[int]) -> Hydrated:
+    """Items, their tags (best first) and, for images, their sidecar and generated captions,
+    from one statement per chunk of ids."""
+    out = Hydrated({}, {}, {}, {}, {})
+    cap = items.alias("cap")
+    for part in chunks(list(ids)):
+        q = (select(items, tags.c.tag, tags.c.score, cap.c.source.label("cap_source"),
+                    cap.c.text.label("cap_text"))
+             .outerjoin(tags, tags.c.item_id == items.c.id)
+             .outerjoin(cap, (cap.c.parent_id == items.c.id) & (items.c.kind == IMAGE)
+                        & cap.c.source.in_(list(CAPTION_SOURCES)))
+             .where(items.c.id.in_(part)).order_by(items.c.id, tags.c.score.desc()))
+        seen_tags: set[tuple[int, str]] = set()
+        for row in conn.execute(q):
+            m = row._mapping
+            item_id = m[items.c.id]
+            if item_id not in out.items:
+                out.items[item_id] = Item(**{c.name: m[c] for c in items.c})
+            if m[tags.c.tag] is not None and (item_id, m[tags.c.tag]) not in seen_tags:
+                seen_tags.add((item_id, m[tags.c.tag]))
+                out.tags.setdefault(item_id, []).append((m[tags.c.tag], m[tags.c.score]))
+            if m["cap_source"] is not None:
+                getattr(out, CAPTION_SOURCES[m["cap_source"]])[item_id] = m["cap_text"]
     return out
 
 

@@ -82,12 +82,14 @@ class FileState:
 
 @dataclass
 class Hydrated:
-    """What :meth:`Catalog.hydrate` read: items, parents, captions by image, tags by item."""
+    """What :meth:`Catalog.hydrate` read: items, parents, captions (sidecar) and generated
+    captions by image, tags by item."""
 
     items: dict[int, Item]
     parents: dict[int, Item]
     captions: dict[int, str]
     tags: dict[int, list[tuple[str, float | None]]]
+    generated: dict[int, str] = field(default_factory=dict)
 
 
 def encode_vector(v: np.ndarray) -> bytes:
