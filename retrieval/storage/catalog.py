@@ -54,6 +54,11 @@ class Catalog:
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         event.listen(self.engine, "handle_error", self._on_error)
+        # Reads on a server run without a transaction around them: BEGIN and ROLLBACK would be
+        # two more round trips per read (each read is one statement, or tolerates a change
+        # between its statements). Writes always run in one transaction (``engine.begin()``).
+        self._reads = (self.engine if self.engine.dialect.name == "sqlite" else
+                       self.engine.execution_options(isolation_level="AUTOCOMMIT"))
         try:
             self._migrate(self.where)
         except (DatabaseError, OperationalError) as exc:
@@ -99,11 +104,11 @@ class Catalog:
         self.engine.dispose()
 
     def _read(self, query: Any) -> Any:
-        with self.engine.connect() as conn:
+        with self._reads.connect() as conn:
             return conn.execute(query).all()
 
     def _scalar(self, query: Any) -> Any:
-        with self.engine.connect() as conn:
+        with self._reads.connect() as conn:
             return conn.execute(query).scalar()
 
     def _write(self, fn: Any, *args: Any) -> Any:
@@ -142,7 +147,7 @@ class Catalog:
 
     def changed_since(self, seq: int, modality: str) -> tuple[int, list[int]]:
         """(latest seq, distinct item ids of ``modality`` changed after ``seq``)."""
-        with self.engine.connect() as conn:
+        with self._reads.connect() as conn:
             latest = int(conn.execute(select(func.max(changes.c.seq))).scalar() or 0)
             ids = conn.execute(select(changes.c.item_id).where(
                 changes.c.seq > seq, changes.c.seq <= latest, changes.c.modality == modality
@@ -166,7 +171,7 @@ class Catalog:
     def file_states(self, roots: Sequence[str]) -> dict[str, FileState]:
         """Images whose path is one of ``roots`` or lies under one of them."""
         out: dict[str, FileState] = {}
-        with self.engine.connect() as conn:
+        with self._reads.connect() as conn:
             for root in roots:
                 prefix = root.rstrip(os.sep) + os.sep
                 # Range on the path index: every string that starts with prefix sorts between
@@ -183,7 +188,7 @@ class Catalog:
     def caption_states(self, image_ids: Iterable[int]) -> dict[int, tuple[FileState, str | None]]:
         """Captions of the given images: parent id -> (state, caption file path)."""
         out: dict[int, tuple[FileState, str | None]] = {}
-        with self.engine.connect() as conn:
+        with self._reads.connect() as conn:
             for part in chunks(list(image_ids)):
                 q = select(items.c.id, items.c.parent_id, items.c.path, items.c.size,
                            items.c.mtime_ns, items.c.content_hash).where(
@@ -196,7 +201,7 @@ class Catalog:
     def vectors_for_hashes(self, hashes: Iterable[str], kind: str) -> dict[str, np.ndarray]:
         """Stored vectors of items with these contents (one per hash), to reuse."""
         out: dict[str, np.ndarray] = {}
-        with self.engine.connect() as conn:
+        with self._reads.connect() as conn:
             for part in chunks(list(set(hashes))):
                 q = (select(items.c.content_hash, vectors.c.data)
                      .join(vectors, vectors.c.item_id == items.c.id)
@@ -206,14 +211,14 @@ class Catalog:
         return out
 
     def get_items(self, ids: Iterable[int]) -> dict[int, Item]:
-        with self.engine.connect() as conn:
+        with self._reads.connect() as conn:
             return _items(conn, ids)
 
     def hydrate(self, ids: Iterable[int]) -> Hydrated:
         """Everything a list of hits shows, read in one transaction: the items with their tags
         and their images' captions (one statement: a database server is a round trip away),
         then the parents of captions (images) when there are any."""
-        with self.engine.connect() as conn:
+        with self._reads.connect() as conn:
             found = _hydrate_items(conn, ids)
             parents = _items(conn, {it.parent_id for it in found.items.values()
                                     if it.parent_id is not None} - set(found.items))
@@ -225,7 +230,7 @@ class Catalog:
     def vectors(self, ids: Sequence[int], dim: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids that have a vector, their vectors) for the given ids, in the given order."""
         found: dict[int, bytes] = {}
-        with self.engine.connect() as conn:
+        with self._reads.connect() as conn:
             for part in chunks(list(ids)):
                 q = select(vectors.c.item_id, vectors.c.data).where(vectors.c.item_id.in_(part))
                 found.update({r.item_id: r.data for r in conn.execute(q)})
@@ -273,7 +278,7 @@ class Catalog:
     def text_ids_by_hash(self, hashes: Iterable[str]) -> dict[str, int]:
         """Standalone texts without an external id, keyed by content hash."""
         out: dict[str, int] = {}
-        with self.engine.connect() as conn:
+        with self._reads.connect() as conn:
             for part in chunks(list(hashes)):
                 q = select(items.c.content_hash, items.c.id).where(
                     items.c.kind == TEXT, items.c.source == "texts",
@@ -283,7 +288,7 @@ class Catalog:
 
     def text_states_by_external_id(self, ext_ids: Iterable[str]) -> dict[str, FileState]:
         out: dict[str, FileState] = {}
-        with self.engine.connect() as conn:
+        with self._reads.connect() as conn:
             for part in chunks(list(ext_ids)):
                 q = select(items.c.external_id, items.c.id, items.c.content_hash).where(
                     items.c.kind == TEXT, items.c.external_id.in_(part))
@@ -306,13 +311,13 @@ class Catalog:
     def keyword_search(self, query: str, kind: str, limit: int) -> list[tuple[int, float]]:
         """(id, score) of items of ``kind`` whose name, text, caption or tags match ``query``,
         best first."""
-        with self.engine.connect() as conn:
+        with self._reads.connect() as conn:
             if not keywords.available(conn):
                 raise CatalogError("keyword search needs a SQLite or PostgreSQL catalog")
             return keywords.search(conn, query, kind, limit)
 
     def tags_of(self, ids: Iterable[int]) -> dict[int, list[tuple[str, float | None]]]:
-        with self.engine.connect() as conn:
+        with self._reads.connect() as conn:
             return _tags(conn, ids)
 
     def untagged(self, signature: str) -> np.ndarray:
@@ -326,7 +331,7 @@ class Catalog:
     def aux_vectors(self, model: str, ids: Sequence[int]) -> dict[int, np.ndarray]:
         """Cached second-model vectors of items whose content did not change since."""
         out: dict[int, np.ndarray] = {}
-        with self.engine.connect() as conn:
+        with self._reads.connect() as conn:
             for part in chunks(list(ids)):
                 q = (select(aux_vectors.c.item_id, aux_vectors.c.data)
                      .join(items, items.c.id == aux_vectors.c.item_id)
@@ -386,13 +391,14 @@ def _items(conn: Any, ids: Iterable[int]) -> dict[int, Item]:
 
 
 CAPTION_SOURCES = {"caption": "captions", "generated": "generated"}
+_CAPTION_ITEMS = items.alias("cap")
 
 
 def _hydrate_items(conn: Any, ids: Iterable[int]) -> Hydrated:
     """Items, their tags (best first) and, for images, their sidecar and generated captions,
     from one statement per chunk of ids."""
     out = Hydrated({}, {}, {}, {}, {})
-    cap = items.alias("cap")
+    cap = _CAPTION_ITEMS
     for part in chunks(list(ids)):
         q = (select(items, tags.c.tag, tags.c.score, cap.c.source.label("cap_source"),
                     cap.c.text.label("cap_text"))
