@@ -15,7 +15,7 @@ continues where it stopped.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -221,16 +221,6 @@ def write_generated(conn: Any, records: Sequence[TextRecord]) -> list[int]:
     log_changes(conn, ((i, TEXT) for i in ids))
     refresh_keywords(conn, ids + [r.parent_id for r in records if r.parent_id is not None])
     return ids
-
-
-def generated_captions(catalog: Catalog, image_ids: Iterable[int]) -> dict[int, str]:
-    """Image id -> its generated caption, for the images that have one."""
-    out: dict[int, str] = {}
-    for part in chunks(list(image_ids)):
-        out.update({r.parent_id: r.text for r in catalog._read(
-            select(items.c.parent_id, items.c.text).where(
-                items.c.source == GENERATED, items.c.parent_id.in_(part)))})
-    return out
 
 
 def caption_images(images: Sequence[str | bytes], captioner: str | ModelSpec | None = None, *,
