@@ -321,3 +321,27 @@ def test_cjk_keywords_find_words_inside_sentences(tmp_path: Path, encoder: Any,
         col.tag(["빨간 자전거", "blue sky"], top=2, min_score=-1)
         assert set(i for i, _ in kw("자전거", "image", 5)) == set(images.values())
         assert kw("电车", "image", 5) == []
+
+
+def test_a_migration_missing_below_the_newest_is_applied(tmp_path: Path) -> None:
+    """A catalog that recorded a newer migration before an older-numbered one existed (made
+    between two releases) still gets the older one on its next open."""
+    from sqlalchemy import delete, inspect
+
+    from retrieval.storage.catalog import Catalog
+    from retrieval.storage.migrations import SCHEMA_VERSION
+    from retrieval.storage.schema import schema_version
+
+    path = tmp_path / "catalog.sqlite"
+    Catalog(path, create=True).close()
+    cat = Catalog(path)
+    with cat.engine.begin() as conn:
+        conn.execute(delete(schema_version).where(schema_version.c.version == 4))
+        conn.exec_driver_sql("DROP INDEX ux_items_generated_parent")
+    cat.close()
+    cat = Catalog(path)
+    with cat.engine.connect() as conn:
+        names = {ix["name"] for ix in inspect(conn).get_indexes("items")}
+    assert "ux_items_generated_parent" in names
+    assert cat.schema_version == SCHEMA_VERSION
+    cat.close()

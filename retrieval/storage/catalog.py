@@ -19,7 +19,7 @@ from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 from ..errors import CatalogError, disk_full, first_line, is_disk_full
 from . import keywords, writes
 from .engines import engine_for, normalize_url, shown_url
-from .migrations import SCHEMA_VERSION, current_version, migrate
+from .migrations import SCHEMA_VERSION, current_version, migrate, pending
 from .records import FileState, Hydrated, ImageRecord, Item, TextRecord, decode_vectors
 from .schema import (
     IMAGE,
@@ -89,7 +89,7 @@ class Catalog:
         """Apply missing migrations, one process at a time: two processes opening a new
         catalog at once must not both create its tables."""
         with self.engine.connect() as conn:
-            if current_version(conn) == SCHEMA_VERSION:
+            if current_version(conn) <= SCHEMA_VERSION and not pending(conn):
                 return
         with self.engine.connect() as conn:
             if self.engine.dialect.name == "sqlite":

@@ -69,6 +69,15 @@ def current_version(conn: Any) -> int:
     return int(conn.execute(select(func.max(schema_version.c.version))).scalar() or 0)
 
 
+def pending(conn: Any) -> list[int]:
+    """Migrations not recorded as applied, in order (a catalog made while a lower-numbered
+    migration did not exist yet still gets it)."""
+    if not inspect(conn).has_table("schema_version"):
+        return sorted(MIGRATIONS)
+    done = set(conn.execute(select(schema_version.c.version)).scalars())
+    return sorted(v for v in MIGRATIONS if v not in done)
+
+
 def migrate(conn: Any, where: str) -> None:
     """Bring the schema of the catalog behind ``conn`` to :data:`SCHEMA_VERSION`."""
     current = current_version(conn)
@@ -76,6 +85,6 @@ def migrate(conn: Any, where: str) -> None:
         raise CatalogError(
             f"catalog {where} has schema version {current}, newer than this version of "
             f"retrieval understands ({SCHEMA_VERSION}); upgrade retrieval")
-    for version in sorted(v for v in MIGRATIONS if v > current):
+    for version in pending(conn):
         MIGRATIONS[version](conn)
         conn.execute(schema_version.insert().values(version=version, applied_at=utcnow()))

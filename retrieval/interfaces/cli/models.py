@@ -142,6 +142,7 @@ def demo(ctx: click.Context, n: int, folder: Path | None, progress: bool | None)
     click.echo("Try next:")
     prefix = f"retrieval --collection {col_path}"
     click.echo(f'  {prefix} search "a large orange star"')
+    click.echo(f'  {prefix} search "左下角有一个橙色的星形"      # Chinese works too')
     click.echo(f"  {prefix} search --image {sample} --target text")
     click.echo(f"  {prefix} describe                # a caption for every image")
     click.echo(f"  retrieval caption {sample} --generate --captioner demo-captioner")
