@@ -188,7 +188,7 @@ def build_demo_model(out: Path, *, images: int = 20000, epochs: int = 14,
         cfg = TrainConfig(
             data=str(data / "captions-en.jsonl"), out=str(init), model=str(arch),
             pretrained=None, from_scratch=True, epochs=epochs, batch_size=batch_size, lr=lr,
-            weight_decay=0.1, seed=seed, val_fraction=0.05, half_weights=True)
+            weight_decay=0.1, seed=seed, val_fraction=0.05, half_weights=True, early_stop=False)
         history += train(cfg, resume=resume, progress=progress).epochs
     start = work / "stage-bilingual-start"
     widen_context(Path(init), start, DEMO_ARCH["text_cfg"]["context_length"])
@@ -196,7 +196,8 @@ def build_demo_model(out: Path, *, images: int = 20000, epochs: int = 14,
     cfg = TrainConfig(
         data=str(data / "captions.jsonl"), out=str(staging), model=f"local-dir:{start}",
         pretrained=None, epochs=bilingual_epochs, batch_size=batch_size, lr=bilingual_lr,
-        weight_decay=0.1, seed=seed + 1, val_fraction=0.05, half_weights=True)
+        weight_decay=0.1, seed=seed + 1, val_fraction=0.05, half_weights=True,
+        early_stop=False)
     result = train(cfg, resume=resume and (staging / "checkpoints").exists(), progress=progress)
     history += result.epochs
     trained = time.perf_counter() - t1
