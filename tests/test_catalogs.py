@@ -156,7 +156,11 @@ def test_keyword_queries_are_quoted() -> None:
 # -- PostgreSQL only: a catalog shared by several hosts ------------------------------------
 
 
-def test_two_hosts_share_one_collection(tmp_path: Path, encoder: Any, postgres: Any) -> None:
+def test_two_hosts_share_one_collection(tmp_path: Path, encoder: Any, postgres: Any,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from retrieval.storage import vector_indexes
+
+    monkeypatch.setattr(vector_indexes, "SHARED_REFRESH_S", 0.0)  # every search checks
     url = postgres.create_database()
     pics = tmp_path / "pics"
     make_images(pics, 5)
@@ -196,6 +200,26 @@ def test_two_hosts_share_one_collection(tmp_path: Path, encoder: Any, postgres: 
             assert a.search("x", target="text", k=5)[0].text == "now it may"
         finally:
             b.close()
+
+
+def test_another_hosts_writes_show_within_the_refresh_interval(
+        tmp_path: Path, encoder: Any, postgres: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a shared catalog a search checks the change log at most every SHARED_REFRESH_S:
+    another process's write shows once that time has passed; this process's own at once."""
+    import time
+
+    from retrieval.storage import vector_indexes
+
+    monkeypatch.setattr(vector_indexes, "SHARED_REFRESH_S", 2.0)
+    url = postgres.create_database()
+    with _open(tmp_path / "a", encoder, url) as a, _open(tmp_path / "b", encoder, url) as b:
+        a.add_texts(["first"])
+        assert [h.text for h in b.search("x", target="text")] == ["first"]
+        a.add_texts(["second"])
+        assert len(a.search("x", target="text")) == 2  # its own write: at once
+        assert len(b.search("x", target="text")) == 1  # checked less than 2 s ago
+        time.sleep(2.1)
+        assert len(b.search("x", target="text")) == 2
 
 
 def test_joining_an_empty_catalog_or_a_wrong_one(tmp_path: Path, encoder: Any,
