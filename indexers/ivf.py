@@ -20,6 +20,19 @@ from .kinds import register
 
 CODECS = ("flat", "sq8", "pq")
 K_FACTORS = (1, 2, 4, 8, 16, 32)
+NPROBES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+
+
+def nprobe_grid(nlist: int) -> list[int]:
+    """The nprobe values recall tuning tries for an IVF index of ``nlist`` cells."""
+    return [p for p in NPROBES if p <= nlist]
+
+
+def widen_nprobe(params: dict[str, Any], selectivity: float, nlist: int) -> dict[str, Any]:
+    """``params`` with nprobe raised for a filter that keeps ``selectivity`` of the vectors,
+    so about as many allowed vectors are scanned as without it."""
+    nprobe = int(params.get("nprobe", 1))
+    return {**params, "nprobe": int(min(nlist, np.ceil(nprobe / max(selectivity, 1e-6))))}
 
 
 @register
@@ -130,13 +143,10 @@ class IVFIndex(VectorIndex):
         return present, out
 
     def widen(self, params: dict[str, Any], selectivity: float) -> dict[str, Any]:
-        nprobe = int(params.get("nprobe", 1))
-        return {**params, "nprobe": int(min(self.nlist, np.ceil(nprobe / max(selectivity,
-                                                                               1e-6))))}
+        return widen_nprobe(params, selectivity, self.nlist)
 
     def tuning_grid(self) -> list[dict[str, Any]]:
-        nprobes = [p for p in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512,
-                               768, 1024) if p <= self.nlist]
+        nprobes = nprobe_grid(self.nlist)
         if self._store is None:
             return [{"nprobe": p} for p in nprobes]
         # Cost model: cells scanned (codes) plus candidates re-scored (full vectors, ~4x a

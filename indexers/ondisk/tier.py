@@ -14,6 +14,7 @@ import numpy as np
 
 from ..base import VectorIndex, as_ids, as_pairs, as_vectors, id_selector
 from ..exact_vectors import ExactVectors
+from ..ivf import nprobe_grid, widen_nprobe
 from ..kinds import register
 from ..persistence import SEGMENTS_SUFFIX
 from .segments import (
@@ -192,13 +193,10 @@ class OnDiskIVFIndex(VectorIndex):
         return scores, ids
 
     def widen(self, params: dict[str, Any], selectivity: float) -> dict[str, Any]:
-        nprobe = int(params.get("nprobe", 1))
-        return {**params, "nprobe": int(min(self.nlist, np.ceil(nprobe / max(selectivity,
-                                                                               1e-6))))}
+        return widen_nprobe(params, selectivity, self.nlist)
 
     def tuning_grid(self) -> list[dict[str, Any]]:
-        nprobes = [p for p in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512,
-                               768, 1024) if p <= self.nlist]
+        nprobes = nprobe_grid(self.nlist)
         # Cost model: codes scanned plus candidates re-scored, a re-scored vector read from a
         # file larger than memory costing about as much as 200 scanned codes; cheapest first.
         per_cell = max(1.0, self.ntotal / self.nlist)
