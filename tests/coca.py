@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from models import save_weights, write_config
+
 TINY_COCA_CONFIG: dict[str, Any] = {
     "embed_dim": 32,
     "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "head_width": 16,
@@ -24,7 +26,6 @@ def write_tiny_coca(folder: Path, *, seed: int = 0) -> Path:
     """Write a tiny CoCa (contrastive towers + caption decoder) in the ``local-dir`` layout."""
     import open_clip
     import torch
-    from safetensors.torch import save_file
 
     cfg = json.loads(json.dumps(TINY_COCA_CONFIG))
     folder.mkdir(parents=True, exist_ok=True)
@@ -32,11 +33,6 @@ def write_tiny_coca(folder: Path, *, seed: int = 0) -> Path:
     model = open_clip.CoCa(**{k: v for k, v in cfg.items() if k != "custom_text"})
     projection = model.text_decoder.text_projection  # left uninitialised by open_clip
     torch.nn.init.normal_(projection, std=projection.shape[0] ** -0.5)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
-              str(folder / "open_clip_model.safetensors"))
-    (folder / "open_clip_config.json").write_text(json.dumps({
-        "model_cfg": cfg,
-        "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073],
-                           "std": [0.26862954, 0.26130258, 0.27577711]},
-    }))
+    save_weights(folder, model)
+    write_config(folder, cfg)
     return folder

@@ -20,6 +20,23 @@ TINY_CONFIG: dict[str, Any] = {
 }
 
 
+def save_weights(folder: Path, model: Any) -> None:
+    """A model's weights as ``open_clip_model.safetensors`` (the local-dir layout)."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+              str(folder / "open_clip_model.safetensors"))
+
+
+def write_config(folder: Path, cfg: dict[str, Any]) -> None:
+    """``open_clip_config.json`` with OpenAI's preprocessing, beside the weights."""
+    (folder / "open_clip_config.json").write_text(json.dumps({
+        "model_cfg": cfg,
+        "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073],
+                           "std": [0.26862954, 0.26130258, 0.27577711]},
+    }))
+
+
 def write_tiny_model(folder: Path, *, seed: int = 0, fmt: str = "bin",
                      config: dict[str, Any] | None = None) -> Path:
     """Write an open_clip ``local-dir`` model (open_clip_config.json + weights) to ``folder``."""
@@ -30,19 +47,11 @@ def write_tiny_model(folder: Path, *, seed: int = 0, fmt: str = "bin",
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     model = open_clip.CLIP(**cfg)
-    state = model.state_dict()
     if fmt == "safetensors":
-        from safetensors.torch import save_file
-
-        save_file({k: v.contiguous() for k, v in state.items()},
-                  str(folder / "open_clip_model.safetensors"))
+        save_weights(folder, model)
     else:
-        torch.save(state, folder / "open_clip_pytorch_model.bin")
-    (folder / "open_clip_config.json").write_text(json.dumps({
-        "model_cfg": cfg,
-        "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073],
-                           "std": [0.26862954, 0.26130258, 0.27577711]},
-    }))
+        torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
+    write_config(folder, cfg)
     return folder
 
 
@@ -118,7 +127,6 @@ def write_tiny_hf_model(folder: Path, *, seed: int = 0, text_tower: str | None =
     open_clip's own multilingual configs."""
     import open_clip
     import torch
-    from safetensors.torch import save_file
 
     folder = folder.resolve()
     write_tiny_hf_text(folder)
@@ -127,18 +135,13 @@ def write_tiny_hf_model(folder: Path, *, seed: int = 0, text_tower: str | None =
                            hf_model_pretrained=False)
     torch.manual_seed(seed)
     model = open_clip.CustomTextCLIP(**cfg)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
-              str(folder / "open_clip_model.safetensors"))
+    save_weights(folder, model)
     del cfg["text_cfg"]["hf_model_pretrained"]
     if text_tower is not None:
         cfg["text_cfg"].update(hf_model_name=text_tower, hf_tokenizer_name=text_tower)
         if text_tower != ".":
             (folder / "config.json").unlink()
-    (folder / "open_clip_config.json").write_text(json.dumps({
-        "model_cfg": cfg,
-        "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073],
-                           "std": [0.26862954, 0.26130258, 0.27577711]},
-    }))
+    write_config(folder, cfg)
     return folder
 
 
@@ -164,7 +167,6 @@ def write_tiny_nllb_model(folder: Path, *, seed: int = 0) -> Path:
     the language code (``eng_Latn``, ``zho_Hans``, ...); NLLB's 202 codes are tokens."""
     import open_clip
     import torch
-    from safetensors.torch import save_file
     from tokenizers import (
         Tokenizer,
         decoders,
@@ -209,11 +211,6 @@ def write_tiny_nllb_model(folder: Path, *, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     model = open_clip.CustomTextCLIP(**{**cfg, "text_cfg": {**cfg["text_cfg"],
                                                             "hf_model_pretrained": False}})
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
-              str(folder / "open_clip_model.safetensors"))
-    (folder / "open_clip_config.json").write_text(json.dumps({
-        "model_cfg": cfg,
-        "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073],
-                           "std": [0.26862954, 0.26130258, 0.27577711]},
-    }))
+    save_weights(folder, model)
+    write_config(folder, cfg)
     return folder
