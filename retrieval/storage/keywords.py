@@ -88,9 +88,8 @@ def words(text: str) -> list[str]:
     """The words of ``text`` as the index keeps them: lower case, without accents, split on
     anything that is not a letter or a digit; a run of CJK characters becomes its characters
     and their overlapping pairs (see :func:`cjk_grams`)."""
-    folded = unicodedata.normalize("NFKD", text.casefold())
-    found = _WORD.findall("".join(c for c in folded if not unicodedata.combining(c)))
-    return [g for w in found for g in (cjk_grams_of(w) if _CJK_RUN.search(w) else [w])]
+    return [g for w in _query_tokens(text)
+            for g in (cjk_grams_of(w) if _CJK_RUN.search(w) else [w])]
 
 
 def cjk_grams(run: str) -> list[str]:
@@ -166,6 +165,7 @@ def pg_query(text: str) -> str:
 
 
 def _query_tokens(text: str) -> list[str]:
+    """Lower case, without accents, split on anything that is not a letter or a digit."""
     folded = unicodedata.normalize("NFKD", text.casefold())
     return _WORD.findall("".join(c for c in folded if not unicodedata.combining(c)))
 
