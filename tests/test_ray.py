@@ -284,8 +284,7 @@ def test_decode_tasks_skip_pixels_of_known_content(tmp_path: Path, encoder: Any,
 def test_an_address_without_a_cluster_fails_at_once(tmp_path: Path, tiny_spec: str,
                                                     ray_cluster: str) -> None:
     make_images(tmp_path / "pics", 2)
-    start = time.monotonic()
+    # Ray's own connect retries for minutes; a hang here ends the test with TimeoutExpired.
     proc = run_cli("index", tmp_path / "pics", "--model", tiny_spec, "--ray=127.0.0.1:9",
-                   collection=tmp_path / "col", check=False, process=True)
+                   collection=tmp_path / "col", check=False, process=True, timeout=60)
     assert_one_error_line(proc, "cannot reach the Ray cluster at 127.0.0.1:9")
-    assert time.monotonic() - start < 60
