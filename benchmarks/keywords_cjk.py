@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from cjk_corpus import LANGS, Caption, corpus, queries
+from postgres import benchmark_catalog
 
 K = 5
 
@@ -69,43 +70,30 @@ def main() -> None:
         ("unicode61 (FTS5 default, before)", precision(fts5(captions, "unicode61"), captions)),
         ("trigram (FTS5)", precision(fts5(captions, "trigram"), captions)),
     ]
-    server = None
-    catalogs: dict[str, str | None] = {"SQLite": None}
-    if args.catalog == "auto":
-        from postgres import PostgresServer, find_bin
+    with benchmark_catalog(args.catalog) as pg, tempfile.TemporaryDirectory() as tmp:
+        catalogs: dict[str, str | None] = {"SQLite": None}
+        if pg:
+            catalogs["PostgreSQL"] = pg
+        for name, url in catalogs.items():
+            col = Collection(Path(tmp) / name, model=args.model, catalog=url)
+            col.add_texts([{"text": c.text, "id": str(i)} for i, c in enumerate(captions)])
 
-        bindir = find_bin()
-        if bindir is None:
-            raise SystemExit("--catalog auto needs PostgreSQL's server binaries")
-        server = PostgresServer(bindir).start()
-        catalogs["PostgreSQL"] = server.create_database()
-    elif args.catalog:
-        catalogs["PostgreSQL"] = args.catalog
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            for name, url in catalogs.items():
-                col = Collection(Path(tmp) / name, model=args.model, catalog=url)
-                col.add_texts([{"text": c.text, "id": str(i)} for i, c in enumerate(captions)])
+            def keyword(text: str, col: Collection = col) -> list[str]:
+                return [col.get(i).text or ""
+                        for i, _ in col.catalog.keyword_search(text, "text", K)]
 
-                def keyword(text: str, col: Collection = col) -> list[str]:
-                    return [col.get(i).text or ""
-                            for i, _ in col.catalog.keyword_search(text, "text", K)]
+            def hybrid(text: str, col: Collection = col) -> list[str]:
+                return [h.text or "" for h in col.search(text, target="text", k=K,
+                                                          hybrid=True)]
 
-                def hybrid(text: str, col: Collection = col) -> list[str]:
-                    return [h.text or "" for h in col.search(text, target="text", k=K,
-                                                              hybrid=True)]
+            def vector(text: str, col: Collection = col) -> list[str]:
+                return [h.text or "" for h in col.search(text, target="text", k=K)]
 
-                def vector(text: str, col: Collection = col) -> list[str]:
-                    return [h.text or "" for h in col.search(text, target="text", k=K)]
-
-                rows.append((f"bigrams, keyword only ({name})", precision(keyword, captions)))
-                rows.append((f"bigrams, hybrid ({name}, {args.model})",
-                             precision(hybrid, captions)))
-                rows.append((f"vectors only ({name}, {args.model})", precision(vector, captions)))
-                col.close()
-    finally:
-        if server is not None:
-            server.stop()
+            rows.append((f"bigrams, keyword only ({name})", precision(keyword, captions)))
+            rows.append((f"bigrams, hybrid ({name}, {args.model})",
+                         precision(hybrid, captions)))
+            rows.append((f"vectors only ({name}, {args.model})", precision(vector, captions)))
+            col.close()
     print(f"{len(captions)} captions ({len(captions) // len(LANGS)} per language), "
           f"{len(queries())} one-word queries; precision@{K} per query language\n")
     print(f"| index | {' | '.join(LANGS)} |")

@@ -25,6 +25,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from postgres import benchmark_catalog
+
 K = 10
 R = 50
 
@@ -42,30 +46,17 @@ def main() -> None:
     from retrieval.training.demo import IMAGE_SIZE
     from retrieval.training.synthetic import read_scenes, write_dataset
 
-    server = None
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         half = args.n // 2
         write_dataset(root / "a", half, seed=args.seed, size=IMAGE_SIZE)
         write_dataset(root / "b", args.n - half, seed=args.seed + 1, size=IMAGE_SIZE)
         scenes = {**read_scenes(root / "a"), **read_scenes(root / "b")}
-        catalogs: dict[str, str | None] = {"sqlite": None}
-        if args.catalog == "auto":
-            sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-            from postgres import PostgresServer, find_bin
-
-            bindir = find_bin()
-            if bindir is None:
-                raise SystemExit("--catalog auto needs PostgreSQL's server binaries")
-            server = PostgresServer(bindir).start()
-            catalogs["postgresql"] = server.create_database()
-        elif args.catalog:
-            catalogs["postgresql"] = args.catalog
-        try:
+        with benchmark_catalog(args.catalog) as url:
+            catalogs: dict[str, str | None] = {"sqlite": None}
+            if url:
+                catalogs["postgresql"] = url
             results = run_modes(root, catalogs, args.model, scenes)
-        finally:
-            if server is not None:
-                server.stop()
     print(f"model {args.model}: {args.n} fresh images, {len(COMBOS)} colour-shape queries")
     for name, rows in results.items():
         print(f"\ncatalog: {name}")

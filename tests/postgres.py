@@ -4,6 +4,7 @@ the tests run as root (the server refuses root)."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -11,6 +12,7 @@ import socket
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Iterator
 
 
 def find_bin() -> str | None:
@@ -81,3 +83,20 @@ class PostgresServer:
             self._run(f"{self.bindir}/pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop")
         finally:
             shutil.rmtree(self.base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def benchmark_catalog(arg: str | None) -> Iterator[str | None]:
+    """For a benchmark's ``--catalog``: None (SQLite only), a PostgreSQL URL as given, or
+    ``auto``: a database on a throwaway local server, stopped at the end."""
+    if arg != "auto":
+        yield arg or None
+        return
+    bindir = find_bin()
+    if bindir is None:
+        raise SystemExit("--catalog auto needs PostgreSQL's server binaries")
+    server = PostgresServer(bindir).start()
+    try:
+        yield server.create_database()
+    finally:
+        server.stop()
