@@ -1,8 +1,7 @@
 """The ``Collection`` facade: the one object the CLI, the HTTP app and Python callers use.
 
-It delegates to :mod:`retrieval.storage` (folder, catalog, vector indexes), the model binding,
-:mod:`retrieval.ingest`, :mod:`retrieval.search` and :mod:`retrieval.enrich`. Searching never
-blocks on a writer: the catalog is read in WAL mode and index files are replaced atomically."""
+It delegates to :mod:`retrieval.storage`, the model binding, :mod:`retrieval.ingest`,
+:mod:`retrieval.search` and :mod:`retrieval.enrich`; searches never block on a writer."""
 
 from __future__ import annotations
 
@@ -130,8 +129,8 @@ class Collection:
         return removed
 
     def sync(self, progress: ProgressCallback | None = None) -> None:
-        """Bring the vector indexes in step with the catalog now, as an index run does at its
-        end (for catalogs written by other means, such as another host sharing them)."""
+        """Bring the vector indexes in step with the catalog now (for catalogs written by
+        other means, such as another host sharing them)."""
         with self.lock.hold(local=True):
             self._sync(progress)
 
@@ -198,6 +197,14 @@ class Collection:
         """Stored texts and captions that best describe an image (its file, bytes or id)."""
         source = {"like": image} if isinstance(image, int) else {"image": image}
         return self.search(target="text", k=k, **source)
+
+    def describe(self, captioner: str | ModelSpec | None = None, **options: Any) -> Any:
+        """Generate a caption for every image lacking a current one (a CoCa model: by default
+        the collection's own if it is one); options as
+        :func:`~retrieval.enrich.captions.generate_captions`. Returns a ``CaptionSummary``."""
+        from .enrich.captions import generate_captions
+
+        return generate_captions(self, captioner, **options)
 
     def tag(self, labels: Sequence[str], *, templates: Sequence[str] | None = None, top: int = 3,
             min_score: float = 0.1, progress: ProgressCallback | None = None) -> dict[str, int]:

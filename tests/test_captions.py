@@ -119,14 +119,13 @@ def test_describe_is_incremental_and_resumable(collection, coca, other_coca):
         generate_captions(col, coca, options=opts, batch_size=3, device="cpu",
                  progress=stop_after_first_batch)
     assert seen[0].total == 7 and len(_generated(col)) == 3  # the first batch is committed
-    rest = generate_captions(col, coca, options=opts, batch_size=3, device="cpu",
-                             progress=seen.append)
+    rest = col.describe(coca, options=opts, batch_size=3, device="cpu", progress=seen.append)
     assert (rest.generated, rest.unchanged, rest.failed) == (4, 3, 0)
     last = [p for p in seen if p.phase == "generate"][-1]
     assert last.rate is not None and last.done == last.total == 4
     first = _generated(col)
     assert len(first) == 7
-    again = generate_captions(col, coca, options=opts, device="cpu")
+    again = col.describe(coca, options=opts, device="cpu")
     assert (again.generated, again.unchanged) == (0, 7) and _generated(col) == first
     # the sidecar caption is still there, unchanged, beside the generated one
     image = col.search(image=folder / "img001.jpg", k=1)[0]
