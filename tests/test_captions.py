@@ -225,15 +225,16 @@ def _torch_texts(captioner, texts: list[str]) -> np.ndarray:
 
 
 def test_shipped_demo_captioner_on_fresh_images(tmp_path):
-    """The shipped CoCa writes well-formed shape captions offline; colour, size and position are
-    right, shape is its weak point (README, "The demo captioner")."""
+    """The shipped CoCa names the objects of images it never saw, offline (README, "The demo
+    captioner": 0.98 of one-object and two-object images on 400; these 40 are all right)."""
     from retrieval.training.demo_captioner import evaluate_captions
     from retrieval.training.synthetic import SHAPES
 
     report = evaluate_captions("demo-captioner", n=40, seed=777, work=tmp_path,
                                options=GenerationOptions("top_k"))
     assert report.one_object_colour >= 0.9
-    assert report.one_object_correct >= 0.3  # chance is 0.2 (five shapes)
+    assert report.one_object_correct >= 0.8  # chance is 1/30 (six colours, five shapes)
+    assert report.two_object_correct >= 0.7
     for _, text in report.examples:
         words = text.split()
         assert words[0] == "a" and set(words) & set(SHAPES), text
