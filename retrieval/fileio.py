@@ -1,4 +1,5 @@
-"""Writing files so that a crash leaves either the old content or the new, never a mix.
+"""Writing files so that a crash leaves either the old content or the new, never a mix; and
+scratch folders.
 
 (The ``indexers`` package has its own copy of this idea: it never imports ``retrieval``.)
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,3 +35,14 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> None:
     """Replace ``path`` with ``data`` atomically (see :func:`atomic_path`)."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+
+
+@contextlib.contextmanager
+def scratch_folder(folder: str | os.PathLike[str] | None) -> Iterator[Path]:
+    """``folder`` when given (left in place, as a caller may want to resume or look in it),
+    else a temporary folder removed when the block ends."""
+    if folder is not None:
+        yield Path(folder)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        yield Path(tmp)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..encoders.spec import DEMO_MODEL_DIR
+from ..fileio import scratch_folder
 from .synthetic import COLOURS, LANGUAGES, SHAPES, ZH, read_scenes, write_dataset
 
 IMAGE_SIZE = 64
@@ -87,11 +88,7 @@ def evaluate_quality(model: str = "demo", *, n: int = 600, seed: int = EVAL_SEED
     each language (queries and the captions image-to-text chooses from)."""
     from ..collection import Collection
 
-    tmp = None
-    if work is None:
-        tmp = tempfile.TemporaryDirectory()
-        work = Path(tmp.name)
-    try:
+    with scratch_folder(work) as work:
         images = work / "eval-images"
         write_dataset(images, n, seed=seed, size=IMAGE_SIZE)
         scenes = read_scenes(images)
@@ -104,9 +101,6 @@ def evaluate_quality(model: str = "demo", *, n: int = 600, seed: int = EVAL_SEED
             reports[lang] = _measure(col, scenes, lang, captions, n, k)
         col.close()
         return reports
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
 
 
 def _measure(col: Any, scenes: dict[str, Any], lang: str, captions: dict[str, tuple[str, str]],

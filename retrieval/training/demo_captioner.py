@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..encoders.spec import DEMO_CAPTIONER_DIR
+from ..fileio import scratch_folder
 from .synthetic import COLOURS, SHAPES, read_scenes, write_dataset
 
 IMAGE_SIZE = 64
@@ -89,11 +89,7 @@ def build_demo_captioner(out: Path, *, images: int = 20000, epochs: int = 30,
     training history and timings. Only the model files are left in ``out``."""
     from .loop import TrainConfig, train
 
-    tmp = None
-    if work is None:
-        tmp = tempfile.TemporaryDirectory()
-        work = Path(tmp.name)
-    try:
+    with scratch_folder(work) as work:
         t0 = time.perf_counter()
         data = write_caption_data(work / "data", images, seed)
         arch = work / "demo-coca.json"
@@ -115,9 +111,6 @@ def build_demo_captioner(out: Path, *, images: int = 20000, epochs: int = 30,
         return {"history": result.epochs, "generate_s": round(generated, 1),
                 "train_s": round(trained, 1), "train_images": result.train_images,
                 "val_images": result.val_images}
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
 
 
 def compact(folder: Path, data: Path) -> int:
@@ -157,11 +150,7 @@ def evaluate_captions(model: str = "demo-captioner", *, n: int = 400, seed: int 
     from ..encoders.generation import GenerationOptions
     from ..media import load_image
 
-    tmp = None
-    if work is None:
-        tmp = tempfile.TemporaryDirectory()
-        work = Path(tmp.name)
-    try:
+    with scratch_folder(work) as work:
         folder = work / "caption-eval"
         write_dataset(folder, n, seed=seed, size=IMAGE_SIZE)
         scenes = read_scenes(folder)
@@ -175,9 +164,6 @@ def evaluate_captions(model: str = "demo-captioner", *, n: int = 400, seed: int 
             texts += captioner.generate(pixels, options or GenerationOptions())
         per_image = (time.perf_counter() - t0) / max(1, len(paths))
         return _report(paths, texts, scenes, per_image)
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
 
 
 def _report(paths: list[str], texts: list[str], scenes: dict[str, Any],
