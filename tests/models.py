@@ -74,29 +74,31 @@ TINY_HF_CONFIG: dict[str, Any] = {
 }
 
 
-def write_tiny_hf_text(folder: Path) -> Path:
-    """A Hugging Face text tower's files as a Hub repository holds them: ``config.json`` (an
-    XLM-RoBERTa of width 32), ``tokenizer.json`` (a Unigram model trained here on a few
-    sentences in five languages, XLM-R's special tokens and ids) and ``tokenizer_config.json``
-    (written by hand: ``save_pretrained`` of transformers 5 names a class 4.x cannot load)."""
-    from tokenizers import (
-        Tokenizer,
-        decoders,
-        models,
-        normalizers,
-        pre_tokenizers,
-        processors,
-        trainers,
-    )
+def _unigram_tokenizer(vocab_size: int, specials: list[str]) -> Any:
+    """A SentencePiece-style Unigram tokenizer (NFKC, metaspace) trained on
+    ``TINY_HF_SENTENCES``, the special tokens first, with ids in the order given; the caller
+    adds the post-processor its model family uses."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-    folder.mkdir(parents=True, exist_ok=True)
-    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # ids 0..4, as in XLM-R
     tok = Tokenizer(models.Unigram())
     tok.normalizer = normalizers.NFKC()
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
     tok.train_from_iterator(TINY_HF_SENTENCES * 3, trainers.UnigramTrainer(
-        vocab_size=200, special_tokens=specials, unk_token="<unk>"))
+        vocab_size=vocab_size, special_tokens=specials, unk_token="<unk>"))
+    return tok
+
+
+def write_tiny_hf_text(folder: Path) -> Path:
+    """A Hugging Face text tower's files as a Hub repository holds them: ``config.json`` (an
+    XLM-RoBERTa of width 32), ``tokenizer.json`` (a Unigram model trained here on a few
+    sentences in five languages, XLM-R's special tokens and ids) and ``tokenizer_config.json``
+    (written by hand: ``save_pretrained`` of transformers 5 names a class 4.x cannot load)."""
+    from tokenizers import processors
+
+    folder.mkdir(parents=True, exist_ok=True)
+    # ids 0..4, as in XLM-R
+    tok = _unigram_tokenizer(200, ["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
         special_tokens=[("<s>", 0), ("</s>", 2)])
@@ -167,27 +169,13 @@ def write_tiny_nllb_model(folder: Path, *, seed: int = 0) -> Path:
     the language code (``eng_Latn``, ``zho_Hans``, ...); NLLB's 202 codes are tokens."""
     import open_clip
     import torch
-    from tokenizers import (
-        Tokenizer,
-        decoders,
-        models,
-        normalizers,
-        pre_tokenizers,
-        processors,
-        trainers,
-    )
+    from tokenizers import processors
     from transformers.models.nllb.tokenization_nllb import FAIRSEQ_LANGUAGE_CODES
 
     folder = folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     codes = list(FAIRSEQ_LANGUAGE_CODES)
-    tok = Tokenizer(models.Unigram())
-    tok.normalizer = normalizers.NFKC()
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
-    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
-    tok.train_from_iterator(TINY_HF_SENTENCES * 3, trainers.UnigramTrainer(
-        vocab_size=400, special_tokens=["<s>", "<pad>", "</s>", "<unk>", *codes, "<mask>"],
-        unk_token="<unk>"))
+    tok = _unigram_tokenizer(400, ["<s>", "<pad>", "</s>", "<unk>", *codes, "<mask>"])
     tok.post_processor = processors.TemplateProcessing(
         single="eng_Latn $A </s>", pair="eng_Latn $A $B </s>",
         special_tokens=[("eng_Latn", tok.token_to_id("eng_Latn")), ("</s>", 2)])
