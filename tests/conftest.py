@@ -114,6 +114,30 @@ def run_cli(*args: Any, collection: Path | None = None, check: bool = True,
     return proc
 
 
+IMPORTS_PROBE = """
+import json, sys
+from retrieval.interfaces.cli import main
+sys.argv = ["retrieval", *sys.argv[1:]]
+try:
+    main()
+except SystemExit as exc:
+    assert not exc.code, exc.code
+print("MODULES", json.dumps(sorted(m for m in sys.modules if "." not in m)))
+"""
+
+
+def cli_imports(*args: Any, watch: set[str]) -> tuple[list[str], list[str]]:
+    """Run ``retrieval ARGS`` in a fresh Python process (exit code 0 asserted): which top-level
+    modules of ``watch`` it imported, sorted, and its other output lines."""
+    out = subprocess.run([sys.executable, "-c", IMPORTS_PROBE, *map(str, args)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    probe = next(ln for ln in lines if ln.startswith("MODULES "))
+    imported = [m for m in json.loads(probe.removeprefix("MODULES ")) if m in watch]
+    return imported, [ln for ln in lines if ln != probe]
+
+
 def _run_in_process(argv: list[str], env: dict[str, str] | None
                     ) -> subprocess.CompletedProcess[str]:
     import traceback

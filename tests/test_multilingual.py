@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import assert_one_error_line, json_lines, make_images, run_cli
+from conftest import assert_one_error_line, cli_imports, json_lines, make_images, run_cli
 from models import (
     TINY_HF_CONFIG,
     write_hf_cache_repo,
@@ -173,30 +173,14 @@ def test_nllb_texts_carry_the_language_of_their_script(tmp_path: Path) -> None:
     col.close()
 
 
-SEARCH_PROBE = """
-import sys
-from retrieval.interfaces.cli import main
-sys.argv = ["retrieval", *sys.argv[1:]]
-try:
-    main()
-except SystemExit as exc:
-    assert not exc.code, exc.code
-print("MODULES", sorted(m for m in sys.modules if "." not in m and m in
-                        {"torch", "open_clip", "transformers", "tokenizers", "onnxruntime"}))
-"""
-
-
 def test_search_after_export_imports_neither_torch_nor_transformers(tmp_path: Path,
                                                                     hf_model: Path) -> None:
     col = tmp_path / "c"
     run_cli("add-texts", "--model", f"local-dir:{hf_model}", _lines(tmp_path, TEXTS),
             collection=col)
-    out = subprocess.run([sys.executable, "-c", SEARCH_PROBE, "--collection", str(col),
-                          "search", "自行车", "--target", "texts", "--hybrid", "--json"],
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    lines = out.stdout.splitlines()
-    modules = eval(next(ln for ln in lines if ln.startswith("MODULES")).removeprefix("MODULES "))
+    modules, lines = cli_imports(
+        "--collection", col, "search", "自行车", "--target", "texts", "--hybrid", "--json",
+        watch={"torch", "open_clip", "transformers", "tokenizers", "onnxruntime"})
     assert modules == ["onnxruntime", "tokenizers"]
     hits = [json.loads(ln) for ln in lines if ln.startswith("{")]
     assert hits[0]["text"] == "街道上的一只船和自行车"  # the only text with that word (keyword)

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import make_images
+from conftest import cli_imports, make_images
 from models import TINY_CONFIG, write_tiny_model
 
 from retrieval import Collection, ModelMismatchError, ModelSpec, load_encoder
@@ -193,26 +191,11 @@ def test_int8_collection(tmp_path, tiny_spec):
     assert result.exit_code == 1 and "holds fp32 vectors" in result.output
 
 
-SEARCH_PROBE = """
-import sys
-from retrieval.interfaces.cli import main
-sys.argv = ["retrieval", *sys.argv[1:]]
-try:
-    main()
-except SystemExit as exc:
-    assert not exc.code, exc.code
-heavy = {"torch", "torchvision", "timm", "open_clip"}
-print("MODULES", sorted(m for m in sys.modules if m.split(".")[0] in
-                        heavy | {"onnxruntime", "faiss", "sqlalchemy"} and "." not in m))
-"""
+WATCHED = {"torch", "torchvision", "timm", "open_clip", "onnxruntime", "faiss", "sqlalchemy"}
 
 
 def _modules(col: Path, *args: str) -> list[str]:
-    out = subprocess.run([sys.executable, "-c", SEARCH_PROBE, "--collection", str(col), *args],
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    line = next(ln for ln in out.stdout.splitlines() if ln.startswith("MODULES"))
-    return eval(line.removeprefix("MODULES "))
+    return cli_imports("--collection", col, *args, watch=WATCHED)[0]
 
 
 def test_search_never_imports_torch(tmp_path, tiny_spec):
