@@ -16,8 +16,10 @@ another model than ``demo`` (for example a candidate demo model: ``local-dir:/pa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -139,17 +141,17 @@ def _thumbnails_loaded(page: Any) -> None:
         timeout=TIMEOUT_MS)
 
 
-def test_search_page_in_chromium(server: tuple[ServerProcess, dict[str, str]],
-                                 tmp_path: Path) -> None:
-    from playwright.sync_api import sync_playwright
+def _unique(captions: dict[str, str]) -> list[str]:
+    """The images (sorted) whose caption no other image shares."""
+    counts = Counter(captions.values())
+    return [n for n, c in sorted(captions.items()) if counts[c] == 1]
 
-    srv, captions = server
-    # an image whose full caption no other image shares, preferably one with two objects
-    counts: dict[str, int] = {}
-    for c in captions.values():
-        counts[c] = counts.get(c, 0) + 1
-    unique = [n for n, c in sorted(captions.items()) if counts[c] == 1]
-    target = next((n for n in unique if " and " in captions[n]), unique[0])
+
+@contextlib.contextmanager
+def _chromium_page(url: str) -> Iterator[tuple[Any, list[str]]]:
+    """A headless Chromium page opened at ``url``, and the list its page errors and console
+    errors (the favicon's aside) are written to."""
+    from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -160,73 +162,84 @@ def test_search_page_in_chromium(server: tuple[ServerProcess, dict[str, str]],
             page.on("console", lambda msg: problems.append(f"console: {msg.text}")
                     if msg.type == "error" and "favicon" not in (msg.location or {}).get(
                         "url", "") else None)
-            page.goto(srv.url + "/", timeout=TIMEOUT_MS)
-            assert page.title() == "retrieval"
-            assert page.locator(".hit").count() == 0
-            assert page.is_hidden("#next") and page.is_hidden("#prev")
-
-            # 1. type an exact caption and press Enter
-            page.fill("input[name=q]", captions[target])
-            text = _search_response(page, lambda: page.press("input[name=q]", "Enter"))
-            assert text["params"]["text"] == captions[target]
-            assert text["params"]["k"] == PER_PAGE and text["params"]["offset"] == 0
-            assert len(text["cards"]) == PER_PAGE
-            names = [c["name"] for c in text["cards"]]
-            assert target in names[:3], (captions[target], [
-                (c["name"], c["caption"]) for c in text["cards"][:5]])
-            card = text["cards"][names.index(target)]
-            assert card["caption"] == captions[target]
-            for c in text["cards"]:
-                assert c["caption"] == captions[c["name"]]  # every card shows its own caption
-            _thumbnails_loaded(page)
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "browser-search.png"), full_page=True)
-
-            # 2. "more like this" on the first card puts that image first
-            first = text["cards"][0]
-            like = _search_response(page, lambda: page.locator(".hit .more").first.click())
-            assert like["params"]["like"] == int(first["id"])
-            assert like["cards"][0]["id"] == first["id"]
-            assert like["cards"][0]["name"] == first["name"]
-            assert float(like["cards"][0]["score"]) == pytest.approx(1.0, abs=2e-3)
-
-            # 3. upload an image: its own card comes first
-            upload_name = sorted(captions)[17]
-            path = tmp_path / "scenes" / upload_name
-            up = _search_response(page, lambda: page.set_input_files("input[name=file]",
-                                                                      str(path)))
-            assert up["params"]["kind"] == "upload"
-            assert up["cards"][0]["name"] == upload_name
-            assert up["cards"][0]["caption"] == captions[upload_name]
-            assert float(up["cards"][0]["score"]) == pytest.approx(1.0, abs=2e-3)
-            _thumbnails_loaded(page)
-
-            # 4. paging: a full page shows Next; Next moves the offset to the next page
-            assert len(up["cards"]) == PER_PAGE
-            assert page.is_visible("#next") and page.is_hidden("#prev")
-            page1 = [c["id"] for c in up["cards"]]
-            nxt = _search_response(page, lambda: page.click("#next"))
-            assert nxt["params"]["kind"] == "upload"
-            page2 = [c["id"] for c in nxt["cards"]]
-            assert page2[0] != page1[0]
-            assert not set(page1) & set(page2)
-            assert len(page2) == PER_PAGE
-            assert page.is_visible("#prev")
-            last = _search_response(page, lambda: page.click("#next"))
-            page3 = [c["id"] for c in last["cards"]]
-            assert len(page3) == N_IMAGES - 2 * PER_PAGE  # the short last page
-            assert page.is_hidden("#next") and page.is_visible("#prev")
-            assert len(set(page1) | set(page2) | set(page3)) == N_IMAGES
-            # the pages are the API's pages at offsets 0, 24 and 48 for the same upload
-            for offset, shown in ((0, page1), (PER_PAGE, page2), (2 * PER_PAGE, page3)):
-                assert _api_upload_page(srv, path, offset) == [int(i) for i in shown], offset
-            back = _search_response(page, lambda: page.click("#prev"))
-            assert [c["id"] for c in back["cards"]] == page2
-            _thumbnails_loaded(page)
-
-            assert not problems, problems
+            page.goto(url, timeout=TIMEOUT_MS)
+            yield page, problems
         finally:
             browser.close()
+
+
+def test_search_page_in_chromium(server: tuple[ServerProcess, dict[str, str]],
+                                 tmp_path: Path) -> None:
+    srv, captions = server
+    # an image whose full caption no other image shares, preferably one with two objects
+    unique = _unique(captions)
+    target = next((n for n in unique if " and " in captions[n]), unique[0])
+
+    with _chromium_page(srv.url + "/") as (page, problems):
+        assert page.title() == "retrieval"
+        assert page.locator(".hit").count() == 0
+        assert page.is_hidden("#next") and page.is_hidden("#prev")
+
+        # 1. type an exact caption and press Enter
+        page.fill("input[name=q]", captions[target])
+        text = _search_response(page, lambda: page.press("input[name=q]", "Enter"))
+        assert text["params"]["text"] == captions[target]
+        assert text["params"]["k"] == PER_PAGE and text["params"]["offset"] == 0
+        assert len(text["cards"]) == PER_PAGE
+        names = [c["name"] for c in text["cards"]]
+        assert target in names[:3], (captions[target], [
+            (c["name"], c["caption"]) for c in text["cards"][:5]])
+        card = text["cards"][names.index(target)]
+        assert card["caption"] == captions[target]
+        for c in text["cards"]:
+            assert c["caption"] == captions[c["name"]]  # every card shows its own caption
+        _thumbnails_loaded(page)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "browser-search.png"), full_page=True)
+
+        # 2. "more like this" on the first card puts that image first
+        first = text["cards"][0]
+        like = _search_response(page, lambda: page.locator(".hit .more").first.click())
+        assert like["params"]["like"] == int(first["id"])
+        assert like["cards"][0]["id"] == first["id"]
+        assert like["cards"][0]["name"] == first["name"]
+        assert float(like["cards"][0]["score"]) == pytest.approx(1.0, abs=2e-3)
+
+        # 3. upload an image: its own card comes first
+        upload_name = sorted(captions)[17]
+        path = tmp_path / "scenes" / upload_name
+        up = _search_response(page, lambda: page.set_input_files("input[name=file]",
+                                                                  str(path)))
+        assert up["params"]["kind"] == "upload"
+        assert up["cards"][0]["name"] == upload_name
+        assert up["cards"][0]["caption"] == captions[upload_name]
+        assert float(up["cards"][0]["score"]) == pytest.approx(1.0, abs=2e-3)
+        _thumbnails_loaded(page)
+
+        # 4. paging: a full page shows Next; Next moves the offset to the next page
+        assert len(up["cards"]) == PER_PAGE
+        assert page.is_visible("#next") and page.is_hidden("#prev")
+        page1 = [c["id"] for c in up["cards"]]
+        nxt = _search_response(page, lambda: page.click("#next"))
+        assert nxt["params"]["kind"] == "upload"
+        page2 = [c["id"] for c in nxt["cards"]]
+        assert page2[0] != page1[0]
+        assert not set(page1) & set(page2)
+        assert len(page2) == PER_PAGE
+        assert page.is_visible("#prev")
+        last = _search_response(page, lambda: page.click("#next"))
+        page3 = [c["id"] for c in last["cards"]]
+        assert len(page3) == N_IMAGES - 2 * PER_PAGE  # the short last page
+        assert page.is_hidden("#next") and page.is_visible("#prev")
+        assert len(set(page1) | set(page2) | set(page3)) == N_IMAGES
+        # the pages are the API's pages at offsets 0, 24 and 48 for the same upload
+        for offset, shown in ((0, page1), (PER_PAGE, page2), (2 * PER_PAGE, page3)):
+            assert _api_upload_page(srv, path, offset) == [int(i) for i in shown], offset
+        back = _search_response(page, lambda: page.click("#prev"))
+        assert [c["id"] for c in back["cards"]] == page2
+        _thumbnails_loaded(page)
+
+        assert not problems, problems
 
     shot = ARTIFACTS / "browser-search.png"
     assert shot.exists() and shot.stat().st_size > 20_000, shot
@@ -304,56 +317,43 @@ def _text_cards(page: Any) -> list[dict[str, str]]:
 
 def test_chinese_search_in_chromium(zh_server: tuple[ServerProcess, dict[str, str], list[str]]
                                     ) -> None:
-    from playwright.sync_api import sync_playwright
-
     srv, captions, texts = zh_server
     assert all(any("\u4e00" <= ch <= "\u9fff" for ch in c) for c in captions.values())
-    counts: dict[str, int] = {}
-    for c in captions.values():
-        counts[c] = counts.get(c, 0) + 1
-    target = next(n for n, c in sorted(captions.items()) if counts[c] == 1)
+    target = _unique(captions)[0]
     word = "自行车"
     with_word = [t for t in texts if word in t]
     assert with_word and len(with_word) < len(texts)
 
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            problems: list[str] = []
-            page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-            page.goto(srv.url + "/", timeout=TIMEOUT_MS)
-            page.check("[name=hybrid]")
+    with _chromium_page(srv.url + "/") as (page, problems):
+        page.check("[name=hybrid]")
 
-            # 1. type an image's Chinese caption: the image comes first, every card shows
-            # its own caption in Chinese
-            page.fill("input[name=q]", captions[target])
-            found = _search_response(page, lambda: page.press("input[name=q]", "Enter"))
-            assert found["params"]["text"] == captions[target]
-            assert found["params"]["hybrid"] is True
-            names = [c["name"] for c in found["cards"]]
-            assert target in names[:3], (captions[target], names[:5])
-            for c in found["cards"]:
-                assert c["caption"] == captions[c["name"]]
-            # drawn as characters, not as empty boxes, in the font of the captions
-            assert _distinct_glyphs(page, ".hit .meta .caption", CJK_SAMPLE) == len(CJK_SAMPLE)
+        # 1. type an image's Chinese caption: the image comes first, every card shows
+        # its own caption in Chinese
+        page.fill("input[name=q]", captions[target])
+        found = _search_response(page, lambda: page.press("input[name=q]", "Enter"))
+        assert found["params"]["text"] == captions[target]
+        assert found["params"]["hybrid"] is True
+        names = [c["name"] for c in found["cards"]]
+        assert target in names[:3], (captions[target], names[:5])
+        for c in found["cards"]:
+            assert c["caption"] == captions[c["name"]]
+        # drawn as characters, not as empty boxes, in the font of the captions
+        assert _distinct_glyphs(page, ".hit .meta .caption", CJK_SAMPLE) == len(CJK_SAMPLE)
 
-            # 2. a Chinese word among the texts: keyword search finds it inside sentences
-            page.select_option("[name=target]", "text")
-            page.fill("input[name=q]", word)
-            with page.expect_response(lambda r: r.url.endswith("/search"),
-                                      timeout=TIMEOUT_MS) as info:
-                page.press("input[name=q]", "Enter")
-            hits = info.value.json()["hits"]
-            assert json.loads(info.value.request.post_data)["text"] == word
-            page.wait_for_function("n => document.querySelectorAll('.hit').length === n",
-                                   arg=len(hits), timeout=TIMEOUT_MS)
-            cards = _text_cards(page)
-            assert [c["text"] for c in cards] == [h["text"] for h in hits]
-            assert word in cards[0]["text"], [c["text"] for c in cards[:5]]
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "browser-search-zh.png"), full_page=True)
-            assert not problems, problems
-        finally:
-            browser.close()
+        # 2. a Chinese word among the texts: keyword search finds it inside sentences
+        page.select_option("[name=target]", "text")
+        page.fill("input[name=q]", word)
+        with page.expect_response(lambda r: r.url.endswith("/search"),
+                                  timeout=TIMEOUT_MS) as info:
+            page.press("input[name=q]", "Enter")
+        hits = info.value.json()["hits"]
+        assert json.loads(info.value.request.post_data)["text"] == word
+        page.wait_for_function("n => document.querySelectorAll('.hit').length === n",
+                               arg=len(hits), timeout=TIMEOUT_MS)
+        cards = _text_cards(page)
+        assert [c["text"] for c in cards] == [h["text"] for h in hits]
+        assert word in cards[0]["text"], [c["text"] for c in cards[:5]]
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "browser-search-zh.png"), full_page=True)
+        assert not problems, problems
 
