@@ -22,6 +22,9 @@ something to do. The CLI prints that line and exits non-zero; the HTTP layer map
     ├── QueryError            a search that cannot be run as given
     │   ├── ItemNotFoundError        no item with that id
     │   └── FileOutsideError         an item's file resolves outside the indexed folders
+    ├── SearchInterrupted     a search stopped before its end (retrieval.search.budget)
+    │   ├── SearchTimeout            it ran past its deadline
+    │   └── SearchCancelled          its caller cancelled it (a client that went away)
     └── ServiceError          the HTTP service answered with an error (retrieval.Client)
 """
 
@@ -107,6 +110,18 @@ class ItemNotFoundError(QueryError):
 
 class FileOutsideError(QueryError):
     """An item's file resolves outside the folders the collection indexed."""
+
+
+class SearchInterrupted(RetrievalError):
+    """A search stopped before its end; nothing was returned."""
+
+
+class SearchTimeout(SearchInterrupted):
+    """A search ran past its deadline (the service answers 503: busy, try again)."""
+
+
+class SearchCancelled(SearchInterrupted):
+    """A search was cancelled by its caller (for the service: the client went away)."""
 
 
 class ServiceError(RetrievalError):
