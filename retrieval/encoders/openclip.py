@@ -226,6 +226,7 @@ def create_open_clip(spec: ModelSpec, device: str) -> LoadedModel:
                 device=device,
                 require_pretrained=pretrained is not None or name.startswith(
                     (LOCAL_DIR_PREFIX, HF_HUB_PREFIX)),
+                weights_only=True,  # a checkpoint never runs code (open_clip's default today)
                 **overrides,
             )
             tokenizer = with_languages(open_clip.get_tokenizer(name))
@@ -239,6 +240,13 @@ def create_open_clip(spec: ModelSpec, device: str) -> LoadedModel:
 
 
 def _load_error(spec: ModelSpec, exc: Exception, online: bool) -> ModelError:
+    import pickle
+
+    if isinstance(exc, pickle.UnpicklingError):  # torch.load(weights_only=True) refused it
+        return ModelError(
+            f"refused to load the weights of model {spec}: the file holds Python objects other "
+            "than tensors, which loading could run as code; use a .safetensors file or a "
+            "checkpoint of plain tensors")
     text = " ".join(str(exc).split())
     if len(text) > 300:
         text = text[:300] + "..."

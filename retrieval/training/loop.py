@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 
 from ..encoders import DEFAULT_MODEL
-from ..errors import TrainingError
-from ..fileio import atomic_path
+from ..errors import TrainingError, first_line
 from ..ingest.report import FileError
 from ..media import DEFAULT_MAX_PIXELS
+from .checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
 from .data import decode_cache, fingerprint, read_pairs, split
 from .model import (
     build_model,
@@ -222,9 +222,7 @@ class _Run:
             else max(1, self.total // 20)
 
     def _resume(self, path: Path) -> None:
-        import torch
-
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        state = load_checkpoint(path, self.device)
         saved = state["config"]
         for k in ("model", "pretrained", "from_scratch", "batch_size", "epochs", "seed"):
             if saved.get(k) != getattr(self.cfg, k):
@@ -232,12 +230,16 @@ class _Run:
                                     f"checkpoint, {getattr(self.cfg, k)!r} now")
         if state["data_key"] != self.data_key:
             raise TrainingError("cannot resume: the training data changed since the checkpoint")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise TrainingError(f"cannot resume from {path}: it does not fit this model "
+                                f"({first_line(exc)})") from None
         self.start_epoch, self.step = state["epoch"], state["step"]
         self.result.epochs = state["history"]
         self.lr, self.result.baseline = state["lr"], state["baseline"]
-        torch.set_rng_state(state["torch_rng"])
+        restore_rng(state.get("rng") or {"torch": state["torch_rng"]})
 
     def epoch(self, epoch: int) -> None:
         cfg = self.cfg
@@ -312,8 +314,6 @@ class _Run:
     def _save(self, epoch: int) -> None:
         """The model folder is usable after every epoch and holds the best epoch so far (by
         held-out recall); the checkpoint (the latest epoch) makes the run resumable."""
-        import torch
-
         cfg = self.cfg
         self.objective.pin()
         if best_epoch(self.result.epochs) in (None, epoch):
@@ -321,12 +321,11 @@ class _Run:
             save_weights(self.model, self.out, False)
         folder = self.out / "checkpoints"
         folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(folder / f"epoch_{epoch}.pt") as tmp:
-            torch.save({"model": self.model.state_dict(),
-                        "optimizer": self.optimizer.state_dict(), "epoch": epoch,
-                        "step": self.step, "config": asdict(cfg), "data_key": self.data_key,
-                        "history": self.result.epochs, "torch_rng": torch.get_rng_state(),
-                        "lr": self.lr, "baseline": self.result.baseline}, tmp)
+        save_checkpoint(folder / f"epoch_{epoch}.pt", {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "epoch": epoch, "step": self.step, "config": asdict(cfg),
+            "data_key": self.data_key, "history": self.result.epochs, "rng": rng_state(),
+            "lr": self.lr, "baseline": self.result.baseline})
         for old in _checkpoints(self.out)[:-max(1, cfg.keep_checkpoints)]:
             old.unlink()
 

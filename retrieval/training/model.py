@@ -69,7 +69,8 @@ def build_model(cfg: TrainConfig, device: str) -> tuple[Any, Any, dict[str, Any]
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # open_clip warns that no weights were found: expected here
     try:
-        model = open_clip.create_model(f"{LOCAL_DIR_PREFIX}{out}", device=device)
+        model = open_clip.create_model(f"{LOCAL_DIR_PREFIX}{out}", device=device,
+                                       weights_only=True)
     finally:
         quiet.setLevel(level)
     tokenizer = open_clip.get_tokenizer(f"{LOCAL_DIR_PREFIX}{out}")
