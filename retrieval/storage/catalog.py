@@ -18,7 +18,7 @@ from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 
 from ..errors import CatalogError, disk_full, first_line, is_disk_full
 from . import keywords, writes
-from .engines import engine_for, normalize_url, shown_url
+from .engines import engine_for, normalize_url, scrub, server_error, shown_url
 from .migrations import SCHEMA_VERSION, current_version, migrate, pending
 from .records import FileState, Hydrated, ImageRecord, Item, TextRecord, decode_vectors
 from .schema import (
@@ -63,8 +63,8 @@ class Catalog:
             self._migrate(self.where)
         except (DatabaseError, OperationalError) as exc:
             self.engine.dispose()
-            raise CatalogError(
-                f"cannot open catalog {self.where}: {first_line(exc.orig or exc)}") from None
+            raise CatalogError(f"cannot open catalog {self.where}: "
+                               f"{scrub(first_line(exc.orig or exc), url)}") from None
         except CatalogError:
             self.engine.dispose()
             raise
@@ -82,8 +82,7 @@ class Catalog:
             raise disk_full("the catalog", where)
         if self.shared and (context.is_disconnect or isinstance(
                 context.sqlalchemy_exception, OperationalError)):
-            raise CatalogError(f"catalog database {self.where}: "
-                               f"{first_line(context.original_exception)}")
+            raise server_error(self.where, context.original_exception, self.url)
 
     def _migrate(self, where: str) -> None:
         """Apply missing migrations, one process at a time: two processes opening a new

@@ -1,15 +1,28 @@
 """Engines for catalog URLs: a SQLite file, or a database server (PostgreSQL through psycopg 3)
-whose pooled connections are checked after they sat idle; URLs as messages show them."""
+whose pooled connections are checked after they sat idle; URLs as messages show them.
+
+A URL's secrets (the password in its user info, and the value of every query parameter whose
+name says it is one: ``password``, ``sslpassword``, ``passfile``, ``sslkey``...) never appear
+in a message, and the passwords are not written to the collection's ``catalog.url``: libpq
+finds them in ``$PGPASSWORD`` or ``~/.pgpass`` (``$PGPASSFILE``), or the URL is given again.
+"""
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import URL, Engine, create_engine, event, make_url
 from sqlalchemy.exc import ArgumentError, DisconnectionError
 
 from ..errors import CatalogError, first_line
+
+MASK = "***"
+SECRET_WORDS = ("pass", "secret", "token", "key")  # in a query parameter's name
+PASSWORD_HINT = ("; give the password in $PGPASSWORD or ~/.pgpass ($PGPASSFILE), or give the "
+                 "whole URL again in $RETRIEVAL_DATABASE_URL or --catalog (the collection's "
+                 "catalog.url keeps no password)")
 
 
 def normalize_url(url: str) -> str:
@@ -20,21 +33,102 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def shown_url(url: str) -> str:
-    """A database URL as messages show it: without the password."""
+def _secret(name: str) -> bool:
+    return any(word in name.lower() for word in SECRET_WORDS)
+
+
+def parse_url(url: str) -> URL:
+    """The URL parsed; a malformed one is one line that shows none of its secrets."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return url
+        return make_url(url)
+    except (ArgumentError, ValueError, TypeError) as exc:
+        reason = ("its port is not a number" if isinstance(exc, ValueError) and "int()" in
+                  str(exc) else "expected postgresql://user@host:port/database")
+        raise CatalogError(f"catalog URL {shown_url(url)}: not a valid database URL "
+                           f"({reason})") from None
+
+
+def shown_url(url: str) -> str:
+    """A database URL as messages show it: every secret masked (also in a malformed URL)."""
+    if url.split("?")[0].count("@") > 1:  # an unquoted @ in the password: parsers disagree
+        return _masked_text(url)
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError, TypeError):
+        return _masked_text(url)
+    query = {k: (MASK if _secret(k) else v) for k, v in parsed.query.items()}
+    return parsed.set(query=query).render_as_string(hide_password=True).replace(
+        "%2A%2A%2A", MASK)
+
+
+_USERINFO_PASSWORD = re.compile(r"(://[^:/?#@]*:)(.*)@")
+_SECRET_PARAM = re.compile(r"([?&;][^=&#]*(?:" + "|".join(SECRET_WORDS) + r")[^=&#]*=)[^&#]*",
+                           re.IGNORECASE)
+
+
+def _masked_text(url: str) -> str:
+    """Secrets masked in a URL SQLAlchemy cannot parse (masking too much rather than too
+    little: everything between ``user:`` and the last ``@``)."""
+    return _SECRET_PARAM.sub(r"\1" + MASK, _USERINFO_PASSWORD.sub(r"\1" + MASK + "@", url))
+
+
+def _secrets(url: str) -> list[str]:
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError, TypeError):
+        return []
+    values = [parsed.password or ""] + [
+        v for k, vs in parsed.query.items() if _secret(k)
+        for v in ((vs,) if isinstance(vs, str) else vs)]
+    return [str(v) for v in values if len(str(v)) >= 3]
+
+
+def scrub(text: str, url: str) -> str:
+    """A driver's message with the URL's secrets masked, should it quote one."""
+    for value in _secrets(url):
+        text = text.replace(value, MASK)
+    return text
+
+
+def _stored_form(url: str) -> URL:
+    p = parse_url(normalize_url(url))
+    return URL.create(p.drivername, p.username, None, p.host, p.port, p.database,
+                      {k: v for k, v in p.query.items() if "password" not in k.lower()})
+
+
+def without_password(url: str) -> str:
+    """The URL as the collection's folder keeps it: no password, in the user info or as a
+    ``password``/``sslpassword`` parameter (libpq finds it in the environment or .pgpass)."""
+    return _stored_form(url).render_as_string(hide_password=False)
+
+
+def has_password(url: str) -> bool:
+    parsed = parse_url(url)
+    return bool(parsed.password) or any("password" in k.lower() for k in parsed.query)
+
+
+def same_catalog(a: str, b: str) -> bool:
+    """True when both URLs name the same database as the same user (passwords aside)."""
+    return _stored_form(a) == _stored_form(b)
+
+
+def server_error(where: str, exc: BaseException | str, url: str) -> CatalogError:
+    """A database server's refusal as one line naming it, never quoting a secret; a missing
+    or wrong password says where to give one."""
+    text = scrub(first_line(exc), url)
+    hint = PASSWORD_HINT if ("no password supplied" in text or
+                             "password authentication failed" in text) else ""
+    return CatalogError(f"catalog database {where}: {text}{hint}")
 
 
 def engine_for(url: str, where: str) -> Engine:
     """An engine for ``url``; a URL that names a database this package has no driver for says
     which package to install."""
+    parsed = parse_url(url)
     try:
         if url.startswith("sqlite"):
-            return create_engine(url)
-        engine = create_engine(url)
+            return create_engine(parsed)
+        engine = create_engine(parsed)
         _ping_when_idle(engine)
         return engine
     except ModuleNotFoundError as exc:
@@ -42,9 +136,10 @@ def engine_for(url: str, where: str) -> Engine:
         raise CatalogError(f"catalog {where}: the database driver {exc.name!r} is not "
                            f"installed{hint}") from None
     except ArgumentError as exc:
-        raise CatalogError(f"catalog {where}: not a database URL ({exc})") from None
+        raise CatalogError(f"catalog {where}: not a database URL "
+                           f"({scrub(first_line(exc), url)})") from None
     except Exception as exc:  # NoSuchModuleError: an unknown database name
-        raise CatalogError(f"catalog {where}: {first_line(exc)}") from None
+        raise CatalogError(f"catalog {where}: {scrub(first_line(exc), url)}") from None
 
 
 IDLE_PING_S = 5.0

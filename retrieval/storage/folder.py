@@ -14,11 +14,12 @@ catalog.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CollectionError, CollectionNotFoundError
+from ..errors import CatalogError, CollectionError, CollectionNotFoundError
 from .records import MODALITIES
 
 if TYPE_CHECKING:
@@ -48,17 +49,25 @@ def server_url(folder: Path, url: str | None) -> str | None:
         return None
     stored = folder / CATALOG_URL_FILE
     if stored.exists():
-        from .engines import normalize_url, shown_url
+        from .engines import has_password, normalize_url, same_catalog, shown_url
 
         found = stored.read_text(encoding="utf-8").strip()
-        if url and normalize_url(url) != found:
+        if url and not same_catalog(url, found):
             raise CollectionError(f"collection {folder} uses the catalog {shown_url(found)}, "
                                   f"not {shown_url(url)}")
+        # The folder keeps no password: one given again (--catalog, the environment) is used.
+        for given in (url, os.environ.get(DATABASE_URL_ENV)):
+            with contextlib.suppress(CatalogError):  # a malformed variable names no catalog
+                if given and has_password(given) and same_catalog(given, found):
+                    return normalize_url(given)
         return found
     url = url or os.environ.get(DATABASE_URL_ENV) or None
     if url is not None and url.startswith("sqlite"):
-        raise CollectionError(f"catalog URL {url}: a SQLite catalog lives in the collection's "
-                              "folder; give a database server's URL (postgresql://...)")
+        from .engines import shown_url
+
+        raise CollectionError(f"catalog URL {shown_url(url)}: a SQLite catalog lives in the "
+                              "collection's folder; give a database server's URL "
+                              "(postgresql://...)")
     return url
 
 
@@ -111,8 +120,12 @@ def open_catalog(folder: Path, create: bool, lock: WriteLock, url: str | None = 
 
 
 def _write_url(folder: Path, url: str) -> None:
-    """Keep the catalog's URL in the folder, readable by its owner only (it may hold a
-    password), written whole or not at all."""
+    """Keep the catalog's URL in the folder without its password (libpq finds that in
+    $PGPASSWORD or ~/.pgpass, or the URL is given again), readable by its owner only, written
+    whole or not at all."""
+    from .engines import without_password
+
+    url = without_password(url)
     if folder.exists() and not folder.is_dir():
         raise CollectionError(f"{folder} exists and is not a folder")
     folder.mkdir(parents=True, exist_ok=True)

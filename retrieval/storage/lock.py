@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import CatalogError, CollectionLockedError, first_line
+from ..errors import CollectionLockedError
 
 LOCK_FILE = "lock"
 
@@ -146,8 +146,9 @@ class DatabaseLock:
                                     {"k": self.KEY}).scalar())
             conn.commit()
         except OperationalError as exc:
-            raise CatalogError(f"catalog database {self.where}: {first_line(exc.orig or exc)}"
-                               ) from None
+            from .engines import server_error
+
+            raise server_error(self.where, exc.orig or exc, self.url) from None
         if not got:
             conn.close()
             return False
