@@ -5,13 +5,14 @@ symbolic link swapped for one leading out of the collection's folders, or the fi
 a hard link to any other file of the same file system. So the file is opened first, and the
 open file itself is checked: a regular file under an indexed folder (on Linux, the path the
 kernel reports for the open descriptor), of the size and modification time the catalog
-recorded, that still reads as an image. What is served is that open file, never the name again.
+recorded, that still reads as an image. What is served is that open file, never the name again,
+and its media type is the one of the format its content decoded as (a PNG named ``page.html``,
+or an image-named link to it, is ``image/png``): a name never decides how a browser reads bytes.
 """
 
 from __future__ import annotations
 
 import contextlib
-import mimetypes
 import os
 import stat
 from collections.abc import Iterator, Sequence
@@ -26,6 +27,18 @@ if TYPE_CHECKING:
     from ..storage import Catalog
 
 CHUNK = 256 * 1024
+OCTET_STREAM = "application/octet-stream"
+# Pillow's format name -> the media type browsers show as an image (and never run). A format
+# not here (DIB has no type of its own) is served as a download.
+IMAGE_MEDIA_TYPES = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png",
+                     "GIF": "image/gif", "WEBP": "image/webp", "BMP": "image/bmp",
+                     "TIFF": "image/tiff", "HEIF": "image/heif"}
+
+
+def media_type_for(image_format: str | None) -> str:
+    """The media type to serve a file decoded as Pillow's ``image_format`` with:
+    ``application/octet-stream`` unless it is an image type."""
+    return IMAGE_MEDIA_TYPES.get(image_format or "", OCTET_STREAM)
 
 
 @dataclass
@@ -36,7 +49,7 @@ class ItemFile:
     path: str  # the real path (symbolic links resolved)
     size: int
     mtime_ns: int
-    media_type: str
+    media_type: str  # from the decoded content; see :func:`media_type_for`
 
     def chunks(self) -> Iterator[bytes]:
         """The file's bytes in pieces; closes the file at the end."""
@@ -90,7 +103,8 @@ def open_item_file(catalog: Catalog, roots: Sequence[str], item_id: int) -> Item
                                    "(size or modification time); index its folder again")
         try:
             # The header only, through a second descriptor: Pillow closes what it read.
-            open_image(os.fdopen(os.dup(f.fileno()), "rb")).close()
+            with open_image(os.fdopen(os.dup(f.fileno()), "rb")) as img:
+                media_type = media_type_for(img.format)
         except ImageDecodeError as exc:
             raise FileChangedError(f"item {item_id}'s file is no longer a readable image "
                                    f"({exc.reason})") from None
@@ -98,7 +112,6 @@ def open_item_file(catalog: Catalog, roots: Sequence[str], item_id: int) -> Item
     except BaseException:
         f.close()
         raise
-    media_type = mimetypes.guess_type(real)[0] or "application/octet-stream"
     return ItemFile(f, real, st.st_size, st.st_mtime_ns, media_type)
 
 
