@@ -7,6 +7,9 @@ page (cards, names, captions, thumbnails, pager buttons) and against the JSON th
 A full-page screenshot is left in ``artifacts/browser-search.png``. A second test types a
 Chinese caption and a Chinese word (hybrid search) on a collection captioned in Chinese, and
 checks that the characters are drawn (a font with CJK glyphs: ``artifacts/browser-search-zh.png``).
+A third signs in to a server with a token: the page keeps no token where a script can read it
+(an HttpOnly cookie set by ``POST /session``), its policy refuses inline script, and signing out
+locks it again.
 
 Needs Chromium at /usr/bin/chromium (and for Chinese a CJK font, e.g. Debian's
 fonts-wqy-microhei); without them the tests are skipped, unless
@@ -148,9 +151,10 @@ def _unique(captions: dict[str, str]) -> list[str]:
 
 
 @contextlib.contextmanager
-def _chromium_page(url: str) -> Iterator[tuple[Any, list[str]]]:
+def _chromium_page(url: str, expected: tuple[str, ...] = ()
+                   ) -> Iterator[tuple[Any, list[str]]]:
     """A headless Chromium page opened at ``url``, and the list its page errors and console
-    errors (the favicon's aside) are written to."""
+    errors (the favicon's, and those containing one of ``expected``, aside) are written to."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
@@ -161,7 +165,7 @@ def _chromium_page(url: str) -> Iterator[tuple[Any, list[str]]]:
             page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
             page.on("console", lambda msg: problems.append(f"console: {msg.text}")
                     if msg.type == "error" and "favicon" not in (msg.location or {}).get(
-                        "url", "") else None)
+                        "url", "") and not any(e in msg.text for e in expected) else None)
             page.goto(url, timeout=TIMEOUT_MS)
             yield page, problems
         finally:
@@ -357,3 +361,78 @@ def test_chinese_search_in_chromium(zh_server: tuple[ServerProcess, dict[str, st
         page.screenshot(path=str(ARTIFACTS / "browser-search-zh.png"), full_page=True)
         assert not problems, problems
 
+
+# --- a server with a token: signing in -----------------------------------------------------------
+
+TOKEN = "browser-s3cret"
+TOKEN_IMAGES = 12
+
+
+@pytest.fixture
+def token_server(tmp_path: Path) -> Iterator[tuple[ServerProcess, dict[str, str]]]:
+    """A server with a token (bound to 127.0.0.1, so it checks Host too) on a small
+    demo-model collection; yields it and {file name: caption}."""
+    _require_browser()
+    folder = tmp_path / "scenes"
+    written = write_dataset(folder, TOKEN_IMAGES, seed=7, size=64)
+    captions = {p.name: p.with_suffix(".txt").read_text().strip() for p, _ in written}
+    col = tmp_path / "col"
+    run_cli("index", folder, "--model", MODEL, collection=col)
+    srv = ServerProcess(col, tmp_path / "server.log", env={"RETRIEVAL_TOKEN": TOKEN})
+    try:
+        srv.wait_ready()
+        yield srv, captions
+    finally:
+        srv.stop()
+    assert "Traceback" not in srv.output(), srv.output()
+
+
+INLINE_SCRIPT = """() => {
+    const s = document.createElement("script");
+    s.textContent = "window.__inline = 1";
+    document.body.appendChild(s);
+    return window.__inline === undefined;
+}"""
+
+
+def test_token_sign_in_in_chromium(token_server: tuple[ServerProcess, dict[str, str]]) -> None:
+    srv, captions = token_server
+    target = _unique(captions)[0]
+    # Chromium logs every 401 answer, and the inline script refused below, as console errors
+    expected = ("401", "Content Security Policy")
+    with _chromium_page(srv.url + "/", expected) as (page, problems):
+        page.wait_for_selector("#login", state="visible", timeout=TIMEOUT_MS)
+        assert page.is_hidden("#logout")
+        # a search before signing in: refused, and the page says why
+        page.fill("input[name=q]", captions[target])
+        page.press("input[name=q]", "Enter")
+        page.wait_for_function("() => document.querySelector('#status').textContent"
+                               ".includes('access token')", timeout=TIMEOUT_MS)
+        # a wrong token: still signed out, nothing kept
+        page.fill("#login [name=token]", "wrong")
+        page.press("#login [name=token]", "Enter")
+        page.wait_for_function("() => document.querySelector('#status').textContent"
+                               ".includes('wrong token')", timeout=TIMEOUT_MS)
+        assert page.is_visible("#login") and page.context.cookies() == []
+        # the right token: the search typed before runs, thumbnails load with the cookie
+        page.fill("#login [name=token]", TOKEN)
+        found = _search_response(page, lambda: page.press("#login [name=token]", "Enter"))
+        assert target in [c["name"] for c in found["cards"]][:3]
+        _thumbnails_loaded(page)
+        assert page.is_hidden("#login") and page.is_visible("#logout")
+        assert page.input_value("#login [name=token]") == ""
+        # the token is nowhere a script can read it: an HttpOnly, SameSite=Strict cookie
+        cookies = page.context.cookies()
+        assert [(c["name"], c["httpOnly"], c["sameSite"]) for c in cookies] == [
+            ("retrieval-session", True, "Strict")], cookies
+        assert TOKEN not in cookies[0]["value"]
+        assert page.evaluate("() => document.cookie") == ""
+        assert page.evaluate("() => localStorage.length + sessionStorage.length") == 0
+        assert TOKEN not in page.content()
+        # the page's policy refuses a script injected inline
+        assert page.evaluate(INLINE_SCRIPT) is True
+        # signing out: the cookie is gone and the server asks again
+        page.click("#logout")
+        page.wait_for_selector("#login", state="visible", timeout=TIMEOUT_MS)
+        assert page.context.cookies() == []
+        assert not problems, problems

@@ -43,7 +43,7 @@ from retrieval.interfaces.server import create_app
 HIT_KEYS = {"id", "score", "kind", "path", "text", "metadata"}
 IMAGE_META_KEYS = {"width", "height", "taken_at", "camera_make", "camera_model", "size", "mtime"}
 API_PATHS = {"/health", "/info", "/search", "/search/upload", "/items/{item_id}",
-             "/items/{item_id}/image", "/items/{item_id}/thumbnail"}
+             "/items/{item_id}/image", "/items/{item_id}/thumbnail", "/session"}
 RARE_CAPTION = "holiday snapshot zq7731 by the sea"
 TOKEN = "s3cret"
 
@@ -75,6 +75,15 @@ def _rgba_png(path: Path) -> Path:
     return path
 
 
+def _swap_for_link(path: Path, target: Path) -> None:
+    """Replace a file or folder with a symbolic link to ``target``."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+    os.symlink(target, path)
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, encoder: Any) -> Iterator[Served]:
     base = tmp_path_factory.mktemp("server")
@@ -92,8 +101,10 @@ def served(tmp_path_factory: pytest.TempPathFactory, encoder: Any) -> Iterator[S
     outside = base / "outside"
     make_image(outside / "secret.jpg", seed=99)
     make_image(outside / "dir" / "hidden.jpg", seed=98)
-    os.symlink(outside / "secret.jpg", root / "link.jpg")
-    os.symlink(outside / "dir", root / "linkdir")
+    # Indexed as a file and a folder inside, swapped for links leading outside afterwards
+    # (indexing refuses such links; serving must refuse them too).
+    make_image(root / "link.jpg", seed=97)
+    make_image(root / "linkdir" / "hidden.jpg", seed=96)
     captions = {"img000.jpg": RARE_CAPTION, "img003.jpg": "a caption of the third picture"}
     for name, caption in captions.items():
         (root / name).with_suffix(".txt").write_text(caption + "\n")
@@ -101,6 +112,8 @@ def served(tmp_path_factory: pytest.TempPathFactory, encoder: Any) -> Iterator[S
     col = Collection(base / "col", encoder=encoder)
     summary = col.index([root], workers=0)
     assert (summary.added, summary.failed) == (23, 0), summary
+    _swap_for_link(root / "link.jpg", outside / "secret.jpg")
+    _swap_for_link(root / "linkdir", outside / "dir")
     records = [{"text": "a small wooden chair", "id": "sku-42", "brand": "acme", "price": 5},
                {"text": "catalogue entry brass lamp", "id": "prod-lamp", "brand": "zeta",
                 "price": 30},
@@ -230,7 +243,8 @@ def test_openapi_lists_every_endpoint(served: Served) -> None:
     assert r.status_code == 200
     schema = r.json()
     assert set(schema["paths"]) >= API_PATHS, sorted(schema["paths"])
-    assert "/" not in schema["paths"]
+    assert not {"/", "/app.js", "/app.css"} & set(schema["paths"])
+    assert set(schema["paths"]["/session"]) == {"get", "post", "delete"}
     assert set(schema["paths"]["/search"]) == {"post"}
     assert set(schema["paths"]["/search/upload"]) == {"post"}
     for p in API_PATHS - {"/search", "/search/upload"}:
@@ -941,7 +955,7 @@ def _no_leak(r: httpx.Response, *secrets: bytes) -> None:
         assert s not in r.content
 
 
-def test_symlink_to_an_outside_file_is_indexed_but_not_served(served: Served) -> None:
+def test_a_link_leading_outside_is_not_served(served: Served) -> None:
     secret = (served.outside / "secret.jpg").read_bytes()
     for name in ("link.jpg", "linkdir/hidden.jpg"):
         i = served.ids[name]
@@ -1121,10 +1135,11 @@ def test_real_server_process(encoder: Any, tmp_path: Path) -> None:
     make_image(root / "wide.jpg", seed=60, size=(600, 300))
     (root / "img002.txt").write_text("a caption with the word quokka\n")
     make_image(tmp_path / "outside" / "secret.jpg", seed=99)
-    os.symlink(tmp_path / "outside" / "secret.jpg", root / "link.jpg")
+    make_image(root / "link.jpg", seed=97)
     col_path = tmp_path / "col"
     with Collection(col_path, encoder=encoder) as col:
         assert col.index([root], workers=0).added == 8
+        _swap_for_link(root / "link.jpg", tmp_path / "outside" / "secret.jpg")
         names = _ids_by_name(col, root)
         expected = [h.id for h in col.search("a red circle", k=4)]
 
@@ -1133,9 +1148,14 @@ def test_real_server_process(encoder: Any, tmp_path: Path) -> None:
         server.wait_ready()
         # a body declared larger than the limit is refused before it is read, token or not
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
-            conn.sendall(b"POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: "
+            conn.sendall(b"POST /search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
                          b"application/json\r\nContent-Length: 104857600\r\n\r\n{")
             assert conn.recv(4096).startswith(b"HTTP/1.1 413")
+        # bound to 127.0.0.1: another Host name (a DNS rebinding page) gets a 400, token or not
+        rebound = httpx.get(f"{server.url}/health", headers={
+            "Host": f"evil.example:{server.port}", "Authorization": f"Bearer {TOKEN}"})
+        assert rebound.status_code == 400 and "Host" in rebound.json()["detail"]
+        assert rebound.headers["x-content-type-options"] == "nosniff"
         # without (or with a wrong) token: 401 everywhere but the page
         assert httpx.get(f"{server.url}/health").status_code == 401
         assert httpx.post(f"{server.url}/search", json={"text": "a"}).status_code == 401
@@ -1199,7 +1219,8 @@ def test_server_command_help() -> None:
     out = subprocess.run([retrieval_exe(), "serve", "--help"], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0
-    for option in ("--host", "--port", "--token", "RETRIEVAL_TOKEN", "--max-upload"):
+    for option in ("--host", "--port", "--token", "RETRIEVAL_TOKEN", "--max-upload",
+                   "--allowed-hosts"):
         assert option in out.stdout, option
 
 

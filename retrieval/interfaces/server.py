@@ -7,11 +7,14 @@ waits for the searches in flight and they for it. Searches never block on an ind
 to the same collection: the catalog is read in WAL mode and indexes catch up from the change
 log in memory.
 
-Security: the server binds to 127.0.0.1 unless told otherwise; an optional bearer token
-protects every endpoint; files are served only by item id, and only while the item's file lies
-under a folder the collection indexed and is still the file that was indexed
-(:mod:`retrieval.search.files`); uploads are bounded in bytes and pixels; every bad request gets
-a 4xx with a one-line message.
+Security: the server binds to 127.0.0.1 unless told otherwise, and can refuse a ``Host`` it
+does not answer to (DNS rebinding); an optional bearer token protects every endpoint but the
+page, which signs in with an HttpOnly cookie (:mod:`.http_guards`); files are served only by
+item id, only while the item's file lies under a folder the collection indexed and is still the
+file that was indexed, and only as the image type their content decodes as
+(:mod:`retrieval.search.files`), in a sandbox; every response says ``nosniff``; the page runs
+no inline script; uploads are bounded in bytes and pixels; every bad request gets a 4xx with a
+one-line message.
 """
 
 from __future__ import annotations
@@ -21,10 +24,9 @@ import base64
 import binascii
 import contextlib
 import hashlib
-import hmac
 import io
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO, Literal
@@ -32,8 +34,8 @@ from typing import Annotated, Any, BinaryIO, Literal
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi import Path as FPath
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..collection import Collection, Hit
 from ..errors import (
@@ -48,11 +50,22 @@ from ..errors import (
 from ..fileio import atomic_path
 from ..pathnames import shown
 from ..search.builder import MAX_ITEM_ID, MAX_K, MAX_OFFSET, MAX_TERMS, MAX_TEXT, build_query
+from ..search.files import OCTET_STREAM
+from .http_guards import (
+    DEFAULT_CSP,
+    FILE_CSP,
+    SECURITY_HEADERS,
+    BearerAuth,
+    BodyLimit,
+    HostCheck,
+    SecurityHeaders,
+    size_text,
+)
+from .page import PUBLIC_PATHS, page_routes
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 50_000_000
 THUMB_SIZES = (128, 256, 512)
-WEB_PAGE = Path(__file__).parent / "web" / "index.html"
 
 
 ItemId = Annotated[int, FPath(ge=0, le=MAX_ITEM_ID, description="an item id")]
@@ -116,7 +129,7 @@ class ErrorOut(BaseModel):
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorOut, "description": what} for status, what in (
-        (400, "a search the engine cannot run as given"),
+        (400, "a search the engine cannot run as given, or a Host the server does not answer"),
         (401, "missing or wrong bearer token (when the service has one)"),
         (403, "the item's file is outside the indexed folders"),
         (404, "no such item, or its file is gone"),
@@ -188,11 +201,14 @@ class _Service:
 def create_app(collection: Collection, *, token: str | None = None,
                max_upload_bytes: int = MAX_UPLOAD_BYTES,
                max_pixels: int = MAX_UPLOAD_PIXELS, search_threads: int | None = None,
-               max_body_bytes: int | None = None) -> FastAPI:
+               max_body_bytes: int | None = None,
+               allowed_hosts: Sequence[str] | None = None) -> FastAPI:
     """The ASGI app serving ``collection``; ``token`` enables bearer authentication.
 
     ``search_threads`` searches run at once (default: one per core); ``max_body_bytes`` bounds
-    every request body (default: room for the largest upload, base64-encoded in JSON)."""
+    every request body (default: room for the largest upload, base64-encoded in JSON);
+    ``allowed_hosts`` are the ``Host`` names answered, any port (default: any Host;
+    ``retrieval serve`` passes the loopback names when bound to a loopback address)."""
     from ..encoders.runtime import cpu_threads
 
     service = _Service(collection, max_upload_bytes, max_pixels,
@@ -201,13 +217,19 @@ def create_app(collection: Collection, *, token: str | None = None,
     app = FastAPI(title="retrieval", version=_version(), lifespan=service.lifespan,
                   summary="Search images by text, by image, and texts by image.",
                   responses=ERRORS)
+    # The last added runs first: headers on everything, then Host, body size, token.
     if token is not None:
-        app.add_middleware(BearerAuth, token=token)
-    app.add_middleware(BodyLimit, max_bytes=body_limit)  # outermost: before the token check
+        app.add_middleware(BearerAuth, token=token, public=PUBLIC_PATHS)
+    app.add_middleware(BodyLimit, max_bytes=body_limit)
+    if allowed_hosts is not None:
+        app.add_middleware(HostCheck, allowed=allowed_hosts)
+    app.add_middleware(SecurityHeaders)
     app.add_exception_handler(RetrievalError, _library_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _internal)
     _search_routes(app, service)
     _item_routes(app, service)
+    page_routes(app, token)
     return app
 
 
@@ -230,6 +252,12 @@ def _invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:
     msg = first.get("msg", "invalid request")
     return JSONResponse({"detail": f"{where}: {msg}" if where else msg,
                          "errors": _safe_errors(exc)}, status_code=422)
+
+
+def _internal(_req: Request, _exc: Exception) -> JSONResponse:
+    # Starlette answers an unexpected exception outside every middleware: the headers here.
+    return JSONResponse({"detail": "internal server error"}, 500, headers={
+        **SECURITY_HEADERS, "Content-Security-Policy": DEFAULT_CSP})
 
 
 def _search_routes(app: FastAPI, service: _Service) -> None:
@@ -260,9 +288,12 @@ def _search_routes(app: FastAPI, service: _Service) -> None:
         rerank: Annotated[str | None, Form(max_length=500)] = None,
     ) -> Response:
         """Search with an uploaded image file (multipart form), optionally plus text."""
+        try:  # the form's fields checked as a JSON body's are: a 422 naming the field
+            body = SearchIn(text=text or None, k=k, offset=offset, target=target,
+                            filters=[f for f in (filters or []) if f], rerank=rerank or None)
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors()) from None
         data = await image.read(service.max_upload_bytes + 1)
-        body = SearchIn(text=text or None, k=k, offset=offset, target=target,
-                        filters=[f for f in (filters or []) if f], rerank=rerank or None)
         return _json(await service.on_engine(service.search, body, data))
 
 
@@ -278,8 +309,10 @@ def _item_routes(app: FastAPI, service: _Service) -> None:
         """The original image file: only while it lies under an indexed folder and is the
         file that was indexed (409 when it changed since; index again)."""
         found = service.collection.image_file(item_id)
-        return StreamingResponse(found.chunks(), media_type=found.media_type,
-                                 headers={"Content-Length": str(found.size)})
+        headers = {"Content-Length": str(found.size), "Content-Security-Policy": FILE_CSP}
+        if found.media_type == OCTET_STREAM:  # decoded, but not as a type browsers show
+            headers["Content-Disposition"] = f'attachment; filename="item-{item_id}"'
+        return StreamingResponse(found.chunks(), media_type=found.media_type, headers=headers)
 
     @app.get("/items/{item_id}/thumbnail", tags=["items"],
              responses={200: {"content": {"image/jpeg": {}}}})
@@ -287,75 +320,8 @@ def _item_routes(app: FastAPI, service: _Service) -> None:
                   ) -> Response:
         """A JPEG thumbnail (EXIF orientation applied), made once and cached."""
         return FileResponse(service.thumbnail(item_id, size), media_type="image/jpeg",
-                            headers={"Cache-Control": "private, max-age=3600"})
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def page() -> HTMLResponse:
-        # The page itself is public (it holds no data); it asks for the token if one is set.
-        return HTMLResponse(WEB_PAGE.read_text(encoding="utf-8"))
-
-
-class BearerAuth:
-    """ASGI middleware: every HTTP request but the page at ``/`` needs the bearer token.
-
-    Checked before any routing or body parsing; plain ASGI rather than Starlette's
-    ``BaseHTTPMiddleware``, which costs a task and a stream per request."""
-
-    def __init__(self, app: Any, token: str) -> None:
-        self.app = app
-        self.expected = f"Bearer {token}".encode()
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"] != "/":
-            given = dict(scope["headers"]).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.expected):
-                response = JSONResponse({"detail": "missing or wrong bearer token"}, 401,
-                                        headers={"WWW-Authenticate": "Bearer"})
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
-class BodyLimit:
-    """ASGI middleware: a request body over ``max_bytes`` gets a 413 before it is read whole
-    (by its Content-Length when given, else by counting as it streams in)."""
-
-    def __init__(self, app: Any, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        length = dict(scope["headers"]).get(b"content-length", b"")
-        if length.isdigit() and int(length) > self.max_bytes:
-            await self._refuse(scope, receive, send)
-            return
-        seen = 0
-        refused = False
-
-        async def counted() -> Any:
-            nonlocal seen, refused
-            if refused:
-                return {"type": "http.disconnect"}
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:  # answer now; the app sees the client leave
-                refused = True
-                await self._refuse(scope, receive, send)
-                return {"type": "http.disconnect"}
-            return message
-
-        async def quiet(message: Any) -> None:
-            if not refused:  # after a 413 the app's own answer goes nowhere
-                await send(message)
-
-        await self.app(scope, counted, quiet)
-
-    async def _refuse(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        detail = f"the request body is larger than the limit of {_size(self.max_bytes)}"
-        await JSONResponse({"detail": detail}, 413, headers={"Connection": "close"})(
-            scope, receive, send)
+                            headers={"Cache-Control": "private, max-age=3600",
+                                     "Content-Security-Policy": FILE_CSP})
 
 
 def _json(out: BaseModel) -> Response:
@@ -392,7 +358,7 @@ def _upload(data: bytes, max_bytes: int, max_pixels: int) -> bytes:
     from ..media import ImageDecodeError, open_image
 
     if len(data) > max_bytes:
-        raise QueryError(f"uploaded image is larger than the limit of {_size(max_bytes)}")
+        raise QueryError(f"uploaded image is larger than the limit of {size_text(max_bytes)}")
     if not data:
         raise QueryError("uploaded image is empty")
     try:
@@ -400,13 +366,6 @@ def _upload(data: bytes, max_bytes: int, max_pixels: int) -> bytes:
     except ImageDecodeError as exc:
         raise QueryError(f"uploaded image: {exc.reason}") from None
     return data
-
-
-def _size(n: int) -> str:
-    for unit, scale in (("MB", 1024**2), ("KB", 1024)):
-        if n >= scale:
-            return f"{n / scale:.3g} {unit}"
-    return f"{n} bytes"
 
 
 def _make_thumbnail(src: BinaryIO, dest: Path, size: int) -> None:

@@ -1,0 +1,178 @@
+"use strict";
+// The page's script, served from the server (its policy allows no inline script). On a server
+// with a token the page signs in once through POST /session: the answer is an HttpOnly cookie
+// that the browser sends with the page's requests. The token itself is never kept.
+const $ = (s) => document.querySelector(s);
+let last = null;  // {kind: "json"|"upload", body, file}
+let offset = 0;
+
+async function call(url, options) {
+  const res = await fetch(url, Object.assign({credentials: "same-origin"}, options));
+  if (res.status === 401) {
+    showSession({token_required: true, signed_in: false});
+    throw new Error("This server needs an access token: enter it above.");
+  }
+  if (!res.ok) {
+    let msg = res.statusText;
+    try { msg = (await res.json()).detail || msg; } catch (e) {}
+    throw new Error(msg);
+  }
+  return res;
+}
+
+function showSession(s) {
+  $("#login").hidden = !s.token_required || s.signed_in;
+  $("#logout").hidden = !s.token_required || !s.signed_in;
+  if (!$("#login").hidden) $("#login [name=token]").focus();
+}
+
+async function checkSession() {
+  try {
+    const res = await fetch("/session", {credentials: "same-origin"});
+    if (res.ok) showSession(await res.json());
+  } catch (e) {}
+}
+
+function showError(message) {
+  $("#status").className = "error";
+  $("#status").textContent = message;
+}
+
+async function signIn(ev) {
+  ev.preventDefault();
+  const field = $("#login [name=token]");
+  const token = field.value;
+  field.value = "";
+  const res = await fetch("/session", {method: "POST", credentials: "same-origin",
+                                       headers: {"Content-Type": "application/json"},
+                                       body: JSON.stringify({token})});
+  if (!res.ok) {
+    let msg = res.statusText;
+    try { msg = (await res.json()).detail || msg; } catch (e) {}
+    showError(`Not signed in: ${msg}`);
+    return;
+  }
+  showSession({token_required: true, signed_in: true});
+  $("#status").className = "";
+  $("#status").textContent = "signed in";
+  if (last) run(last, offset);
+}
+
+async function signOut() {
+  await fetch("/session", {method: "DELETE", credentials: "same-origin"});
+  $("#grid").textContent = "";
+  $("#status").className = "";
+  $("#status").textContent = "signed out";
+  checkSession();
+}
+
+function filters() {
+  const f = [];
+  const v = (n) => $(`#filters [name=${n}]`).value.trim();
+  if (v("path")) f.push(`path ~ ${v("path").includes("*") ? v("path") : "*" + v("path") + "*"}`);
+  if (v("after")) f.push(`date >= ${v("after")}`);
+  if (v("before")) f.push(`date < ${v("before")}`);
+  for (const w of v("where").split(";")) if (w.trim()) f.push(w.trim());
+  return f;
+}
+
+function perPage() { return parseInt($("#filters [name=k]").value, 10); }
+
+async function thumb(img, id) {
+  try {
+    const res = await call(`/items/${id}/thumbnail?size=256`);
+    img.src = URL.createObjectURL(await res.blob());
+  } catch (e) { img.alt = "no preview"; }
+}
+
+function show(hits, took) {
+  const grid = $("#grid");
+  grid.textContent = "";
+  for (const h of hits) {
+    const card = document.createElement("div");
+    card.className = "hit";
+    card.dataset.id = h.id;
+    if (h.kind === "image") {
+      const img = document.createElement("img");
+      img.alt = h.text || h.path || "";
+      thumb(img, h.id);
+      card.appendChild(img);
+    } else {
+      const t = document.createElement("div");
+      t.className = "text";
+      t.textContent = h.text;
+      card.appendChild(t);
+    }
+    const meta = document.createElement("div");
+    meta.className = "meta";
+    const name = h.path ? h.path.split("/").pop() : "";
+    meta.innerHTML = `<span class="score">${h.score === null ? "" : h.score.toFixed(3)}</span> ` +
+      `<span class="name"></span><div class="caption"></div><div class="generated"></div>`;
+    meta.querySelector(".name").textContent = name;
+    meta.querySelector(".caption").textContent = h.kind === "image" && h.text ? h.text : "";
+    const generated = (h.metadata || {}).generated_caption;
+    meta.querySelector(".generated").textContent = generated ? `generated: ${generated}` :
+      (h.metadata || {}).source === "generated" ? "(generated caption)" : "";
+    card.appendChild(meta);
+    const more = document.createElement("button");
+    more.className = "more";
+    more.textContent = "more like this";
+    more.onclick = () => run({kind: "json", body: {like: h.id, target: "image"}}, 0);
+    card.appendChild(more);
+    grid.appendChild(card);
+  }
+  $("#status").className = "";
+  $("#status").textContent = hits.length ? `${hits.length} results in ${took} ms` : "no results";
+  $("#prev").hidden = offset === 0;
+  $("#next").hidden = hits.length < perPage();
+}
+
+async function run(query, newOffset) {
+  last = query;
+  offset = newOffset;
+  $("#status").textContent = "searching...";
+  try {
+    let res;
+    if (query.kind === "upload") {
+      const form = new FormData();
+      form.append("image", query.file);
+      form.append("k", perPage());
+      form.append("offset", offset);
+      form.append("target", $("[name=target]").value);
+      for (const f of filters()) form.append("filters", f);
+      res = await call("/search/upload", {method: "POST", body: form});
+    } else {
+      const body = Object.assign({k: perPage(), offset, target: $("[name=target]").value,
+                                  filters: filters(), hybrid: $("[name=hybrid]").checked},
+                                 query.body);
+      res = await call("/search", {method: "POST", body: JSON.stringify(body),
+                                   headers: {"Content-Type": "application/json"}});
+    }
+    const data = await res.json();
+    show(data.hits, data.took_ms);
+  } catch (e) {
+    showError(e.message);
+  }
+}
+
+$("#search").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const q = $("[name=q]").value.trim();
+  if (q) run({kind: "json", body: {text: q}}, 0);
+});
+$("[name=file]").addEventListener("change", (ev) => {
+  if (ev.target.files.length) run({kind: "upload", file: ev.target.files[0]}, 0);
+});
+const drop = $("#drop");
+drop.addEventListener("dragover", (ev) => { ev.preventDefault(); drop.classList.add("over"); });
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (ev) => {
+  ev.preventDefault();
+  drop.classList.remove("over");
+  if (ev.dataTransfer.files.length) run({kind: "upload", file: ev.dataTransfer.files[0]}, 0);
+});
+$("#next").onclick = () => last && run(last, offset + perPage());
+$("#prev").onclick = () => last && run(last, Math.max(0, offset - perPage()));
+$("#login").addEventListener("submit", signIn);
+$("#logout").addEventListener("click", signOut);
+checkSession();
