@@ -21,6 +21,7 @@ from .storage.lock import WriteLock
 
 if TYPE_CHECKING:
     from .ingest import IndexSummary, ProgressCallback, TextInput
+    from .search.budget import CancelFlag
     from .search.files import ItemFile
     from .search.filters import Filter
     from .search.rerank import Stage
@@ -158,6 +159,7 @@ class Collection:
                vector: Sequence[float] | None = None, terms: Sequence[Term] = (), k: int = 10,
                offset: int = 0, target: str = "image", filters: Sequence[Filter | str] = (),
                hybrid: bool | Hybrid = False, rerank: str | Sequence[Stage] | None = None,
+               deadline: float | None = None, cancel: CancelFlag | None = None,
                **more: Any) -> list[Hit]:
         """Search by any mix of text, image, stored item (``like``) and raw vector.
 
@@ -166,20 +168,30 @@ class Collection:
         :class:`~retrieval.search.filters.Filter`); ``path``, ``after``, ``before`` and
         ``tags`` keywords add the usual ones. ``hybrid`` fuses keyword matches (file names,
         captions, texts, tags) with the vector ranking; ``rerank`` is a pipeline such as
-        ``"exact,mmr:0.7,dedup:0.95"``. See :func:`~retrieval.search.builder.build_query`."""
+        ``"exact,mmr:0.7,dedup:0.95"``. ``deadline`` and ``cancel`` bound the search's time
+        (see :meth:`run`). See :func:`~retrieval.search.builder.build_query`."""
         return self.run(build_query(text, image=image, like=like, vector=vector, terms=terms,
                                     k=k, offset=offset, target=target, filters=filters,
-                                    hybrid=hybrid, rerank=rerank, **more))
+                                    hybrid=hybrid, rerank=rerank, **more),
+                        deadline=deadline, cancel=cancel)
 
-    def run(self, query: Query) -> list[Hit]:
-        """Run a :class:`Query`: embed, filter, search, fuse, re-rank, page, hydrate."""
+    def run(self, query: Query, *, deadline: float | None = None,
+            cancel: CancelFlag | None = None) -> list[Hit]:
+        """Run a :class:`Query`: embed, filter, search, fuse, re-rank, page, hydrate.
+
+        ``deadline`` is a :func:`time.monotonic` instant: past it the search stops with
+        :class:`~retrieval.errors.SearchTimeout`. ``cancel`` (a :class:`threading.Event`)
+        stops it with :class:`~retrieval.errors.SearchCancelled` once set, from any thread.
+        Both are checked between the search's phases and inside re-ranking loops."""
+        from .search.budget import Budget
+
         with self._lazy:
             if self._searcher is None:
                 from .search.searcher import Searcher
 
                 self._searcher = Searcher.over(self.catalog, self.model,
                                                lambda m: self._vector_indexes().searching(m))
-        return self._searcher.run(query)
+        return self._searcher.run(query, Budget(deadline, cancel))
 
     def get(self, item_id: int) -> Hit:
         """One item by id, as a hit without a score."""

@@ -755,6 +755,39 @@ def test_parse_pipeline_unknown_message() -> None:
         parse_pipeline("mmr:abc")
 
 
+def test_rerank_bounds_in_builder() -> None:
+    from retrieval.search.builder import MAX_FILTERS, MAX_RERANK_DEPTH, MAX_STAGES, build_query
+    from retrieval.search.rerank import MAX_TOP_N
+
+    full = build_query("x", k=MAX_RERANK_DEPTH, rerank="exact,mmr:0.7,dedup:0.95,model:demo:5")
+    assert [s.kind for s in full.rerank] == ["exact", "mmr", "dedup", "model"]
+    assert len(full.rerank) == MAX_STAGES
+    with pytest.raises(QueryError, match=f"^at most {MAX_STAGES} rerank stages, got 5$"):
+        build_query("x", rerank="exact,mmr,dedup,model:demo,mmr:0.1")
+    with pytest.raises(QueryError, match=r"^rerank stage 'dedup' is given twice"):
+        build_query("x", rerank="dedup:0.9,dedup:0.8")
+    with pytest.raises(QueryError, match=rf"offset \+ k is at most {MAX_RERANK_DEPTH}"):
+        build_query("x", k=MAX_RERANK_DEPTH - 9, offset=10, rerank="exact")
+    for top in (0, MAX_TOP_N + 1):
+        with pytest.raises(QueryError, match="top N is between 1 and"):
+            parse_pipeline(f"model:demo:{top}")
+    build_query("x", filters=["width > 1"] * MAX_FILTERS)
+    with pytest.raises(QueryError, match=f"^at most {MAX_FILTERS} filters, got"):
+        build_query("x", filters=["width > 1"] * MAX_FILTERS, tags=["a"])
+
+
+@pytest.mark.parametrize(("k", "offset", "extra", "pool"), [
+    (10, 0, {}, 10), (10, 5, {"hybrid": True}, 60), (10, 0, {"rerank": "mmr"}, 50),
+    (400, 100, {"rerank": "mmr"}, 2000), (2000, 0, {"rerank": "exact"}, 2000),
+    (10_000, 10_000, {"hybrid": True}, 20_000), (10_000, 0, {}, 10_000),
+])
+def test_candidate_pool(k: int, offset: int, extra: dict[str, Any], pool: int) -> None:
+    from retrieval.search.builder import build_query
+    from retrieval.search.searcher import candidate_pool
+
+    assert candidate_pool(build_query("x", k=k, offset=offset, **extra)) == pool
+
+
 # --- re-ranking on the collection -------------------------------------------------------------
 
 def _img(data: Data, name: str) -> Img:

@@ -20,7 +20,7 @@ from ..errors import ItemNotFoundError, QueryError
 from ..pathnames import clean_text
 from .filters import Filter, parse_date, parse_where, path_filter
 from .query import TARGETS, TERM_KINDS, Hybrid, Query, Term
-from .rerank import parse_pipeline
+from .rerank import MAX_CANDIDATES, parse_pipeline
 
 if TYPE_CHECKING:
     from .rerank import Stage
@@ -30,6 +30,11 @@ MAX_OFFSET = 10_000
 MAX_TEXT = 2_000  # characters in a text term
 MAX_TERMS = 32
 MAX_ITEM_ID = 2**63 - 1  # item ids are 64-bit integers
+MAX_FILTERS = 100  # conditions, --path/--after/--before/--tag included
+# Re-ranking: each kind of stage (exact, mmr, dedup, model) at most once, so at most four
+# stages; they re-rank at most MAX_CANDIDATES candidates, so offset + k is at most that.
+MAX_STAGES = 4
+MAX_RERANK_DEPTH = MAX_CANDIDATES
 _TARGET_NAMES = {"image": "image", "images": "image", "text": "text", "texts": "text"}
 
 
@@ -83,6 +88,24 @@ def validate(query: Query) -> None:
     if not _is_int(query.offset) or not 0 <= query.offset <= MAX_OFFSET:
         raise QueryError(f"offset must be an integer between 0 and {MAX_OFFSET}, "
                          f"got {query.offset!r}")
+    if len(query.filters) > MAX_FILTERS:
+        raise QueryError(f"at most {MAX_FILTERS} filters, got {len(query.filters)}")
+    if query.rerank:
+        _check_rerank(query)
+
+
+def _check_rerank(query: Query) -> None:
+    """Bounded re-ranking: a few stages, each kind once, over a bounded depth."""
+    if len(query.rerank) > MAX_STAGES:
+        raise QueryError(f"at most {MAX_STAGES} rerank stages, got {len(query.rerank)}")
+    kinds = [stage.kind or type(stage).__name__ for stage in query.rerank]
+    again = next((kind for i, kind in enumerate(kinds) if kind in kinds[:i]), None)
+    if again is not None:
+        raise QueryError(f"rerank stage {again!r} is given twice; each kind of stage "
+                         "(exact, mmr, dedup, model) runs at most once")
+    if query.offset + query.k > MAX_RERANK_DEPTH:
+        raise QueryError(f"with rerank, offset + k is at most {MAX_RERANK_DEPTH}, "
+                         f"got {query.offset + query.k}")
 
 
 def as_term(raw: Term | Mapping[str, Any]) -> Term:

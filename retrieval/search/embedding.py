@@ -68,14 +68,18 @@ class QueryEmbedder:
         self.catalog, self.encoder, self.dim = catalog, encoder, dim
         self.text_cache, self.max_pixels = text_cache, max_pixels
 
-    def vector(self, terms: Sequence[Term]) -> np.ndarray:
-        """The terms embedded, weighted and combined into one normalised vector."""
+    def vector(self, terms: Sequence[Term], check: Callable[[], None] = lambda: None
+               ) -> np.ndarray:
+        """The terms embedded, weighted and combined into one normalised vector. ``check``
+        runs before each call into the encoder (a search's budget raises there)."""
         vectors: list[np.ndarray | None] = [None] * len(terms)
         texts = [(i, str(t.value)) for i, t in enumerate(terms) if t.kind == "text"]
         if texts:
+            check()
             for (i, _), v in zip(texts, self.texts([s for _, s in texts]), strict=True):
                 vectors[i] = v
         for i, t in enumerate(terms):
+            check()
             if t.kind == "image":
                 vectors[i] = embed_image(self.encoder(), t.value, self.max_pixels)
             elif t.kind == "like":

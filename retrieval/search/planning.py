@@ -8,6 +8,7 @@ are found. Hybrid search fuses the vector ranking with the keyword ranking by re
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -20,13 +21,15 @@ if TYPE_CHECKING:
 SELECTIVE = 0.25  # filters keeping at most this share search inside the index (id selector)
 
 
-def filtered_search(index: VectorIndex, q: np.ndarray, k: int, allow: np.ndarray | None
+def filtered_search(index: VectorIndex, q: np.ndarray, k: int, allow: np.ndarray | None,
+                    check: Callable[[], None] = lambda: None
                     ) -> tuple[list[tuple[int, float]], str]:
     """The best k (id, score) among ``allow`` (all ids when None), and the plan used.
 
     A selective filter runs inside the index (FAISS id selector; exact on short allow-lists).
     A broad one searches unfiltered with a pool sized by its selectivity, and tops up
-    (doubling the pool) until k matches are found or the index is exhausted."""
+    (doubling the pool) until k matches are found or the index is exhausted; ``check`` runs
+    before each top-up (a search's budget raises there)."""
     n = index.ntotal
     if allow is None:
         scores, ids = index.search(q, k)
@@ -44,6 +47,7 @@ def filtered_search(index: VectorIndex, q: np.ndarray, k: int, allow: np.ndarray
         if keep.sum() >= k or fetch >= n:
             return _pairs(scores[0][keep], ids[0][keep])[:k], "overfetch"
         fetch = min(n, fetch * 2)
+        check()
 
 
 def _pairs(scores: np.ndarray, ids: np.ndarray) -> list[tuple[int, float]]:

@@ -9,6 +9,13 @@
 ``parse_pipeline("exact,mmr:0.7,dedup:0.95")`` builds the chain. Every stage takes the
 candidates best first and returns them best first; none drops below ``k`` results while enough
 candidates exist (the query layer fetches a larger pool when a pipeline is given).
+
+Costs are bounded: the searcher hands stages at most ``MAX_CANDIDATES`` candidates (C) and the
+query builder allows each kind of stage once. With d the vectors' width, ``exact`` is one
+product (C·d), ``mmr`` keeps each candidate's largest similarity to the picks so far and updates
+it with one vector product per pick (k·C·d, memory C·d), ``dedup`` one product per kept
+candidate (kept·C·d), and ``model`` embeds at most ``top_n`` items. Every stage checks the
+search's :class:`~.budget.Budget` between blocks of work and inside its loop.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import numpy as np
 
 from ..encoders.spec import ModelSpec
 from ..errors import QueryError
+from .budget import UNLIMITED, Budget
 
 if TYPE_CHECKING:
     from .query import Query, Term
@@ -49,22 +57,37 @@ class SecondModel(Protocol):
         ...
 
 
+MAX_CANDIDATES = 2_000  # the most candidates a stage is given (the searcher's pool)
+MAX_TOP_N = MAX_CANDIDATES  # the most items the model stage re-embeds
+BLOCK = 256  # candidates whose stored vectors are read (and the budget checked) at a time
+
+
 @dataclass
 class RerankContext:
     """What stages may use: the query, its vector, the final k, the stored vectors of
-    candidates, and second models by spec."""
+    candidates, second models by spec, and the search's budget (check it in loops)."""
 
     query: Query
     vector: np.ndarray
     k: int
     vectors: Callable[[list[int]], np.ndarray]
     second_model: Callable[[ModelSpec], SecondModel]
+    budget: Budget = UNLIMITED
+
+    def stored(self, cands: Sequence[Candidate]) -> np.ndarray:
+        """The candidates' stored vectors, read a block at a time between budget checks."""
+        parts = []
+        for start in range(0, len(cands), BLOCK):
+            self.budget.check()
+            parts.append(self.vectors([c.id for c in cands[start:start + BLOCK]]))
+        return np.concatenate(parts) if parts else np.zeros((0, len(self.vector)), np.float32)
 
 
 class Stage(ABC):
-    """One re-ranking step."""
+    """One re-ranking step. ``kind`` names the stage's type (a query has each kind once)."""
 
     name: str = ""
+    kind: str = ""
 
     @abstractmethod
     def apply(self, ctx: RerankContext, cands: list[Candidate]) -> list[Candidate]:
@@ -77,12 +100,12 @@ class Stage(ABC):
 class Exact(Stage):
     """Re-score with the catalog's float32 vectors (an approximate index's scores are not)."""
 
-    name = "exact"
+    name = kind = "exact"
 
     def apply(self, ctx: RerankContext, cands: list[Candidate]) -> list[Candidate]:
         if not cands:
             return cands
-        scores = ctx.vectors([c.id for c in cands]) @ ctx.vector
+        scores = ctx.stored(cands) @ ctx.vector
         for c, s in zip(cands, scores, strict=True):
             c.score = float(s)
             c.scores["exact"] = float(s)
@@ -91,7 +114,12 @@ class Exact(Stage):
 
 class MMR(Stage):
     """Maximal marginal relevance: each pick maximises
-    ``lam * sim(query, d) - (1 - lam) * max(sim(d, picked))``."""
+    ``lam * sim(query, d) - (1 - lam) * max(sim(d, picked))``.
+
+    Each candidate's largest similarity to the picks is kept and updated with one vector
+    product per pick: k picks over C candidates cost k·C·d, never a C x C matrix."""
+
+    kind = "mmr"
 
     def __init__(self, lam: float = 0.7) -> None:
         if not 0 <= lam <= 1:
@@ -102,20 +130,23 @@ class MMR(Stage):
     def apply(self, ctx: RerankContext, cands: list[Candidate]) -> list[Candidate]:
         if len(cands) < 2:
             return cands
-        vecs = ctx.vectors([c.id for c in cands])
+        vecs = ctx.stored(cands)
         rel = vecs @ ctx.vector
-        sims = vecs @ vecs.T
+        gain = self.lam * rel  # before the first pick nothing is penalised
+        taken = np.zeros(len(cands), dtype=bool)
+        max_sim: np.ndarray | None = None  # each candidate's largest similarity to the picks
         picked: list[int] = []
-        left = list(range(len(cands)))
-        max_sim = np.full(len(cands), -np.inf)
-        while left and len(picked) < ctx.k:
-            penalty = np.where(np.isfinite(max_sim[left]), max_sim[left], 0.0)
-            gain = self.lam * rel[left] - (1 - self.lam) * penalty
-            best = left[int(np.argmax(gain))]
+        for _ in range(min(ctx.k, len(cands))):
+            ctx.budget.check()
+            if max_sim is not None:
+                gain = self.lam * rel - (1 - self.lam) * max_sim
+            gain[taken] = -np.inf
+            best = int(np.argmax(gain))  # ties: the earlier candidate, as before
             picked.append(best)
-            left.remove(best)
-            max_sim = np.maximum(max_sim, sims[best])
-        order = picked + left  # the rest keep their previous order
+            taken[best] = True
+            sims = vecs @ vecs[best]
+            max_sim = sims if max_sim is None else np.maximum(max_sim, sims, out=max_sim)
+        order = picked + np.flatnonzero(~taken).tolist()  # the rest keep their order
         out = [cands[i] for i in order]
         for c, i in zip(out, order, strict=True):
             c.scores["mmr_relevance"] = float(rel[i])
@@ -123,7 +154,13 @@ class MMR(Stage):
 
 
 class Dedup(Stage):
-    """Keep the best of each group of near-duplicates (cosine >= threshold)."""
+    """Keep the best of each group of near-duplicates (cosine >= threshold).
+
+    A candidate joins the kept candidate it is most similar to, when that similarity reaches the
+    threshold; each candidate's best kept match is updated with one vector product per kept
+    candidate (kept·C·d)."""
+
+    kind = "dedup"
 
     def __init__(self, threshold: float = 0.95) -> None:
         if not -1 <= threshold <= 1:
@@ -134,28 +171,39 @@ class Dedup(Stage):
     def apply(self, ctx: RerankContext, cands: list[Candidate]) -> list[Candidate]:
         if len(cands) < 2:
             return cands
-        vecs = ctx.vectors([c.id for c in cands])
+        vecs = ctx.stored(cands)
+        best_sim = np.full(len(cands), -np.inf, dtype=np.float32)  # to the kept ones so far
+        best_of = np.zeros(len(cands), dtype=np.int64)
         kept: list[int] = []
         for i, c in enumerate(cands):
-            if kept:
-                sims = vecs[kept] @ vecs[i]
-                j = int(np.argmax(sims))
-                if sims[j] >= self.threshold:
-                    cands[kept[j]].duplicates.append(c.id)
-                    continue
+            if best_sim[i] >= self.threshold:
+                cands[int(best_of[i])].duplicates.append(c.id)
+                continue
+            ctx.budget.check()
             kept.append(i)
+            sims = vecs[i + 1:] @ vecs[i]
+            closer = sims > best_sim[i + 1:]  # strictly: ties stay with the earlier kept one
+            best_sim[i + 1:][closer] = sims[closer]
+            best_of[i + 1:][closer] = i
         return [cands[i] for i in kept]
 
 
 class ModelRerank(Stage):
     """Re-score the top N with a second (usually stronger) open_clip model. Its embeddings of
-    items are cached in the catalog, keyed by the model and the item's content."""
+    items are cached in the catalog, keyed by the model and the item's content. The top N are
+    embedded a batch at a time, with a budget check between batches."""
+
+    kind = "model"
+    batch = 64  # items embedded between budget checks (the default top N is one batch)
 
     def __init__(self, spec: str, top_n: int = 50) -> None:
         name, _, pretrained = spec.partition("@")
         self.spec = ModelSpec.parse(name, pretrained or None)
         if self.spec.random_weights:
             raise QueryError(f"model re-ranking needs weights: use model:{name}@TAG")
+        if not 1 <= top_n <= MAX_TOP_N:
+            raise QueryError(f"model re-ranking's top N is between 1 and {MAX_TOP_N}, "
+                             f"got {top_n}")
         self.top_n = top_n
         self.name = f"model:{spec}"
 
@@ -165,7 +213,10 @@ class ModelRerank(Stage):
         model = ctx.second_model(self.spec)
         qv = model.embed_query(ctx.query.terms)
         head, tail = cands[: self.top_n], cands[self.top_n:]
-        vectors = model.item_vectors([c.id for c in head])
+        vectors: dict[int, np.ndarray] = {}
+        for start in range(0, len(head), self.batch):
+            ctx.budget.check()
+            vectors.update(model.item_vectors([c.id for c in head[start:start + self.batch]]))
         for c in head:
             v = vectors.get(c.id)
             c.score = float(v @ qv) if v is not None else -np.inf

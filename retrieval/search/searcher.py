@@ -1,5 +1,6 @@
 """Running a query: embed its terms, filter, search the vector index, fuse keyword matches,
-re-rank, page, and read the hits from the catalog."""
+re-rank, page, and read the hits from the catalog; the search's budget (deadline, cancel flag)
+is checked between these phases and inside the re-ranking stages."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ import numpy as np
 
 from ..encoders.spec import ModelSpec
 from ..errors import QueryError
+from .budget import UNLIMITED, Budget
 from .builder import validate
 from .embedding import QueryEmbedder
 from .filters import compile_filters
 from .hits import Hit, hydrate
 from .planning import filtered_search, fuse
 from .query import Query
-from .rerank import Candidate, RerankContext, SecondModel
+from .rerank import MAX_CANDIDATES, Candidate, RerankContext, SecondModel
 
 if TYPE_CHECKING:
     from ..binding import ModelBinding
@@ -43,17 +45,22 @@ class Searcher:
                                  model.text_cache)
         return cls(catalog, index, embedder, model.second_model)
 
-    def run(self, query: Query) -> list[Hit]:
+    def run(self, query: Query, budget: Budget = UNLIMITED) -> list[Hit]:
+        """The query's hits; raises SearchTimeout / SearchCancelled when ``budget`` says so."""
+        budget.check()
         validate(query)
-        q = self.embedder.vector(query.terms)
+        q = self.embedder.vector(query.terms, budget.check)
         need = query.offset + query.k
-        pool = max(need * 4, need + 40) if (query.rerank or query.hybrid) else need
+        pool = candidate_pool(query)
         allow = None
         if query.filters:
             conditions = compile_filters(query.filters, self.catalog, query.target)
             allow = self.catalog.ids_where(query.target, conditions)
+            budget.check()
         with self.index(query.target) as index:
-            pairs, _plan = filtered_search(index, q, pool, allow)  # type: ignore[arg-type]
+            pairs, _plan = filtered_search(index, q, pool, allow,  # type: ignore[arg-type]
+                                           budget.check)
+        budget.check()
         cands = [Candidate(i, s, scores={"vector": s}) for i, s in pairs]
         if query.hybrid is not None:
             words = query.keyword_text()
@@ -61,12 +68,15 @@ class Searcher:
             if allow is not None:
                 allowed = set(allow.tolist())
                 keyword = [(i, s) for i, s in keyword if i in allowed]
+            budget.check()
             cands = [Candidate(i, f, scores=parts)
                      for i, f, parts in fuse(pairs, keyword, query.hybrid)[:pool]]
         if query.rerank:
-            ctx = RerankContext(query, q, need, self._stored, self.second_model)
+            ctx = RerankContext(query, q, need, self._stored, self.second_model, budget)
             for stage in query.rerank:
-                cands = stage.apply(ctx, cands)
+                budget.check()
+                cands = stage.apply(ctx, cands[:MAX_CANDIDATES])
+        budget.check()
         return self._page(query, cands[query.offset:need])
 
     def _stored(self, ids: list[int]) -> np.ndarray:
@@ -86,3 +96,13 @@ class Searcher:
             if query.hybrid is not None or query.rerank:
                 h.metadata["scores"] = c.scores
         return hits
+
+
+def candidate_pool(query: Query) -> int:
+    """How many candidates the vector (and keyword) searches fetch: the page's depth (offset +
+    k), and with fusion or re-ranking four times that, capped at MAX_CANDIDATES unless the page
+    itself is deeper (hybrid only: with re-ranking the builder keeps the depth within it)."""
+    need = query.offset + query.k
+    if not (query.rerank or query.hybrid):
+        return need
+    return max(need, min(max(need * 4, need + 40), MAX_CANDIDATES))
