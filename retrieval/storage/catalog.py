@@ -17,7 +17,7 @@ from sqlalchemy import Engine, delete, event, func, select, text
 from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 
 from ..errors import CatalogError, disk_full, first_line, is_disk_full
-from . import keywords, writes
+from . import keywords, sqlite_files, writes
 from .engines import engine_for, normalize_url, scrub, server_error, shown_url
 from .migrations import SCHEMA_VERSION, current_version, migrate, pending
 from .records import FileState, Hydrated, ImageRecord, Item, TextRecord, decode_vectors
@@ -42,10 +42,12 @@ class Catalog:
     def __init__(self, url_or_path: str | os.PathLike[str], *, create: bool = False) -> None:
         url = os.fspath(url_or_path)
         self.file: str | None = None
+        self._closed = False
         if "://" not in url:
             self.file = os.path.abspath(url)
             if not create and not os.path.exists(self.file):
                 raise CatalogError(f"catalog not found: {self.file}")
+            sqlite_files.check_files(self.file)  # before anything reads, or writes over, it
             os.makedirs(os.path.dirname(self.file), exist_ok=True)
             url = f"sqlite:///{self.file}"
         self.url = url = normalize_url(url)
@@ -80,6 +82,10 @@ class Catalog:
         if is_disk_full(context.original_exception):
             where = os.path.dirname(self.file) if self.file else "the catalog's database"
             raise disk_full("the catalog", where)
+        if self.file is not None and sqlite_files.is_damage(context.original_exception):
+            raise CatalogError(f"catalog damaged: {self.file}: "
+                               f"{first_line(context.original_exception)}; restore it from a "
+                               "backup")
         if self.shared and (context.is_disconnect or isinstance(
                 context.sqlalchemy_exception, OperationalError)):
             raise server_error(self.where, context.original_exception, self.url)
@@ -100,6 +106,11 @@ class Catalog:
             conn.commit()
 
     def close(self) -> None:
+        """Close its connections; a SQLite catalog is checkpointed first, so that its file
+        alone is then a whole copy of it."""
+        if self.file is not None and not self._closed:
+            sqlite_files.checkpoint(self.engine, self.file)
+        self._closed = True
         self.engine.dispose()
 
     def _read(self, query: Any) -> Any:

@@ -105,6 +105,7 @@ def open_catalog(folder: Path, create: bool, lock: WriteLock, url: str | None = 
         catalog.ensure_catalog_id()
         return catalog
     if (folder / CATALOG_FILE).exists():
+        _check_not_emptied(folder)
         return Catalog(folder / CATALOG_FILE)
     if not create:
         raise CollectionNotFoundError(
@@ -117,6 +118,17 @@ def open_catalog(folder: Path, create: bool, lock: WriteLock, url: str | None = 
         catalog = Catalog(folder / CATALOG_FILE, create=True)
         catalog.ensure_catalog_id()
         return catalog
+
+
+def _check_not_emptied(folder: Path) -> None:
+    """An empty catalog file is a collection whose first run ended before it wrote anything,
+    unless the folder holds indexes built from the catalog: then it was emptied."""
+    path = folder / CATALOG_FILE
+    wal = folder / f"{CATALOG_FILE}-wal"
+    if path.stat().st_size == 0 and not (wal.exists() and wal.stat().st_size) and any(
+            p.suffix == ".faiss" for p in (folder / INDEX_DIR).glob("*")):
+        raise CatalogError(f"catalog damaged: {path}: empty, yet {folder / INDEX_DIR} holds "
+                           "indexes built from it; restore it from a backup")
 
 
 def _write_url(folder: Path, url: str) -> None:

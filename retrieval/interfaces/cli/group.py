@@ -133,6 +133,8 @@ def open_collection(ctx: click.Context, model: str | None = None,
         raise CollectionNotFoundError(
             f"no collection at {path}; create it with `retrieval --collection {path} index "
             "FOLDER` or choose one with --collection / $RETRIEVAL_COLLECTION")
-    return Collection(path, model=DEFAULT_MODEL if model is None and not exists else model,
-                      pretrained=pretrained, device=device, precision=precision,
-                      one_shot=one_shot, catalog=url)
+    collection = Collection(path, model=DEFAULT_MODEL if model is None and not exists else
+                            model, pretrained=pretrained, device=device, precision=precision,
+                            one_shot=one_shot, catalog=url)
+    ctx.call_on_close(collection.close)  # a SQLite catalog is whole in its file after a command
+    return collection
