@@ -3,24 +3,34 @@
 Builds (or reuses, with ``--collection``) a collection of ~12,000 generated captions embedded by
 the demo model, then runs each request below in its own child process, in-process there: the
 child opens the collection, runs a cheap search to load the model and the index, then times the
-request and reads its peak RSS. Reported per request: wall time, its ratio to the plain k=10
-search of the same run, the child's peak RSS and how much the request added to it. A request
-the builder refuses is reported with its one-line message.
+request and reads its peak RSS. Reported per request: wall time, its ratio to a plain k=10
+search in the same run (median of 21), the child's peak RSS and how much the request added to
+it. A request the builder refuses is reported with its one-line message.
 
     python benchmarks/worst_request.py [--n 12000] [--collection DIR] [--only NAME ...]
     python benchmarks/worst_request.py --list       # the requests and their parameters
+    python benchmarks/worst_request.py --stages     # the stages alone, at d=512
 
-The "worst" requests combine everything allowed at once: the most re-ranking stages at the
+The "worst" request combines everything allowed at once: every kind of re-ranking stage (the
+model stage re-embedding its largest top N with the demo model as the second model) at the
 largest depth re-ranking allows, hybrid keyword fusion, the most query terms (texts never
-searched before, so the encoder runs), and many filters that keep every item.
+searched before, so the encoder runs), and many filters that keep every item. Requests the
+builder now refuses (62 stages, re-ranking at k=10000) are listed too: run with an older
+checkout on ``PYTHONPATH`` to measure them there.
+
+The demo model's vectors have 96 dimensions; ``--stages`` times the re-ranking stages alone on
+random unit vectors of 512 (ViT-B-32's width) at the largest candidate count and depth, beside
+MMR as it was first written (a C x C similarity matrix), in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 N_TEXTS = 12_000
+BASE = "plain k=10"
 
 
 def requests() -> dict[str, dict[str, Any]]:
@@ -37,13 +48,15 @@ def requests() -> dict[str, dict[str, Any]]:
 
     max_k = builder.MAX_K
     depth = getattr(builder, "MAX_RERANK_DEPTH", max_k)
-    stages = getattr(builder, "MAX_STAGES", 62)
+    max_stages = getattr(builder, "MAX_STAGES", 62)
     words = ("red", "green", "blue", "yellow", "purple", "orange", "circle", "square",
              "triangle", "star", "cross", "small", "large", "left", "right", "center")
-    terms = [{"kind": "text", "value": f"{words[i % 16]} {words[(i * 7) % 16]} shape {i}",
-              "weight": 1.0 + (i % 3)} for i in range(getattr(builder, "MAX_TERMS", 32))]
+    fresh = os.getpid()  # the text cache persists: new words in every process
+    terms = [{"kind": "text", "value": f"{words[i % 16]} {words[(i * 7) % 16]} {fresh} {i}",
+              "weight": 1.0 + (i % 3)} for i in range(builder.MAX_TERMS)]
     filters = ["meta.lang = en", "meta.n >= 0", "meta.n < 1000000"] * 10  # keep every text
     full = "exact,mmr:0.7,dedup:0.95"
+    every = ["exact", "mmr:0.7", "dedup:0.95", f"model:demo:{depth}"][:max_stages]
     return {
         "plain k=10": {"text": "a red circle", "k": 10},
         "plain k=max": {"text": "a red circle", "k": max_k},
@@ -57,9 +70,11 @@ def requests() -> dict[str, dict[str, Any]]:
         "exact,mmr:0.7 at max depth": {"text": "a red circle", "k": depth,
                                        "rerank": "exact,mmr:0.7"},
         f"{full} at max depth": {"text": "a red circle", "k": depth, "rerank": full},
-        "worst: all stages, max depth, hybrid, 32 new terms, 30 filters": {
+        "worst but the model stage": {
+            "terms": terms, "k": depth, "hybrid": True, "filters": filters, "rerank": full},
+        "worst: all 4 stages, max depth, hybrid, 32 new terms, 30 filters": {
             "terms": terms, "k": depth, "hybrid": True, "filters": filters,
-            "rerank": ",".join(["exact", "mmr:0.7", "dedup:0.95", "mmr:0.5"][:stages])},
+            "rerank": ",".join(every)},
     }
 
 
@@ -98,6 +113,13 @@ def child(folder: str, name: str) -> None:
             outcome = f"refused: {exc}"
         took = time.perf_counter() - t
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        if name == BASE:  # the ratios' baseline: the median of 21 runs
+            times = [took]
+            for _ in range(20):
+                t = time.perf_counter()
+                col.search(target="text", **kwargs)
+                times.append(time.perf_counter() - t)
+            took = statistics.median(times)
     print(json.dumps({"name": name, "s": took, "peak_mb": peak / 1024,
                       "added_mb": (peak - before) / 1024, "outcome": outcome}))
 
@@ -112,6 +134,56 @@ def measure(folder: Path, name: str, timeout: float) -> dict[str, Any]:
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
+def stages(c: int, k: int, d: int = 512, seed: int = 0) -> None:
+    """The stages alone on ``c`` random unit vectors of ``d``, ``k`` picks, and the first MMR."""
+    import numpy as np
+
+    from retrieval.search.query import Query, Term
+    from retrieval.search.rerank import MMR, Dedup, Exact, RerankContext
+
+    rng = np.random.default_rng(seed)
+    vecs = rng.normal(size=(c, d)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    q = vecs[0].copy()
+    ctx = RerankContext(Query([Term("vector", q)], k=k), q, k, lambda ids: vecs[ids],
+                        lambda _spec: None)  # type: ignore[arg-type, return-value]
+    print(f"stages alone: {c} candidates of {d} dimensions, k={k}")
+    base = None
+    for name, run in (("exact", lambda: Exact().apply(ctx, _cands(c))),
+                      ("mmr:0.7", lambda: MMR(0.7).apply(ctx, _cands(c))),
+                      ("dedup:0.95", lambda: Dedup(0.95).apply(ctx, _cands(c))),
+                      ("mmr:0.7 as first written (C x C)", lambda: _mmr_matrix(vecs, q, k))):
+        t = time.perf_counter()
+        run()
+        took = time.perf_counter() - t
+        base = base or took
+        print(f"  {name:<36} {took:8.3f} s  {took / base:7.1f}x exact")
+
+
+def _cands(c: int) -> list[Any]:
+    from retrieval.search.rerank import Candidate
+
+    return [Candidate(i, 0.0) for i in range(c)]
+
+
+def _mmr_matrix(vecs: Any, q: Any, k: int, lam: float = 0.7) -> list[int]:
+    """MMR as first written: the C x C similarity matrix, the remaining ones in a list."""
+    import numpy as np
+
+    rel = vecs @ q
+    sims = vecs @ vecs.T
+    picked: list[int] = []
+    left = list(range(len(vecs)))
+    max_sim = np.full(len(vecs), -np.inf)
+    while left and len(picked) < k:
+        penalty = np.where(np.isfinite(max_sim[left]), max_sim[left], 0.0)
+        best = left[int(np.argmax(lam * rel[left] - (1 - lam) * penalty))]
+        picked.append(best)
+        left.remove(best)
+        max_sim = np.maximum(max_sim, sims[best])
+    return picked + left
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=N_TEXTS)
@@ -119,10 +191,17 @@ def main() -> None:
     ap.add_argument("--only", action="append", help="a request's name (repeatable; default all)")
     ap.add_argument("--timeout", type=float, default=300, help="seconds per request")
     ap.add_argument("--list", action="store_true")
+    ap.add_argument("--stages", action="store_true", help="time the stages alone at d=512")
     ap.add_argument("--child", nargs=2, metavar=("FOLDER", "NAME"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child(*args.child)
+        return
+    if args.stages:
+        from retrieval.search.builder import MAX_RERANK_DEPTH
+        from retrieval.search.rerank import MAX_CANDIDATES
+
+        stages(MAX_CANDIDATES, MAX_RERANK_DEPTH)
         return
     if args.list:
         for name, kwargs in requests().items():
@@ -133,7 +212,7 @@ def main() -> None:
         if not (folder / "catalog.sqlite").exists():
             build(folder, args.n)
         names = args.only or list(requests())
-        base = measure(folder, "plain k=10", args.timeout)["s"]
+        base = measure(folder, BASE, args.timeout)["s"]
         print(f"{'request':<64} {'time':>9} {'ratio':>8} {'peak RSS':>9} {'added':>8}  outcome")
         for name in names:
             r = measure(folder, name, args.timeout)

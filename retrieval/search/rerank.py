@@ -144,7 +144,7 @@ class MMR(Stage):
             best = int(np.argmax(gain))  # ties: the earlier candidate, as before
             picked.append(best)
             taken[best] = True
-            sims = vecs @ vecs[best]
+            sims = _column(vecs, best)
             max_sim = sims if max_sim is None else np.maximum(max_sim, sims, out=max_sim)
         order = picked + np.flatnonzero(~taken).tolist()  # the rest keep their order
         out = [cands[i] for i in order]
@@ -181,11 +181,19 @@ class Dedup(Stage):
                 continue
             ctx.budget.check()
             kept.append(i)
-            sims = vecs[i + 1:] @ vecs[i]
+            sims = _column(vecs[i:], 0)[1:]
             closer = sims > best_sim[i + 1:]  # strictly: ties stay with the earlier kept one
             best_sim[i + 1:][closer] = sims[closer]
             best_of[i + 1:][closer] = i
         return [cands[i] for i in kept]
+
+
+def _column(vecs: np.ndarray, i: int) -> np.ndarray:
+    """``vecs @ vecs[i]`` on one core. Stages call it once per pick; OpenBLAS spreads each
+    matrix-vector product over all its threads, which on a busy machine cost 6-8 ms per call
+    for 2,000 x 512 where numpy's own loop (einsum) takes 0.2-0.4 ms (measured at load 9 on
+    two cores), and it keeps one search on one core."""
+    return np.einsum("ij,j->i", vecs, vecs[i])
 
 
 class ModelRerank(Stage):
