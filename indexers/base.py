@@ -11,6 +11,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .routing import Router
+
 METRICS = ("ip", "l2")
 # An allow-list this short (or under 1% of the index) is searched exactly: fetching and scoring
 # its vectors is cheaper than any index walk, and exact. Longer ones filter inside the search.
@@ -105,6 +107,9 @@ class VectorIndex(ABC):
         self.metric = metric
         self.search_params: dict[str, Any] = {}
         self.tuning: dict[str, Any] = {}
+        # Tells query kinds apart, so that each gets ``search_params["by_kind"][kind]``
+        # (set by :func:`indexers.tune` when it saw labelled kinds).
+        self.router: Router | None = None
         self.read_only = False  # True when loaded memory-mapped: search only
 
     def _check_writable(self) -> None:
@@ -153,12 +158,11 @@ class VectorIndex(ABC):
         """The k best (scores, ids) per query row, best first.
 
         ``allow`` restricts results to these ids (FAISS id selectors, inside the search);
-        ``params`` overrides the tuned search parameters for this call."""
+        ``params`` overrides the tuned search parameters for this call (and then every query
+        gets them: the router is not asked)."""
         q = as_vectors(queries, self.dim)
         if int(k) <= 0:
             raise ValueError("k must be positive")
-        p = dict(self.search_params)
-        p.update(params or {})
         if allow is not None:
             allow = np.unique(as_ids(allow))
         if not self.ntotal or (allow is not None and not len(allow)):
@@ -169,10 +173,33 @@ class VectorIndex(ABC):
             if allow is not None and len(allow) <= max(EXACT_ALLOW_MAX, self.ntotal // 100):
                 scores, ids = self._search_exact(q, int(k), allow)
             else:
-                if allow is not None:  # a selective filter needs a wider walk to find k
-                    p = self.widen(p, len(allow) / max(1, self.ntotal))
-                scores, ids = self._search(q, int(k), allow, p)
+                scores, ids = self._search_groups(q, int(k), allow, params)
         return pad(scores, ids, int(k), self.metric)
+
+    def _search_groups(self, q: np.ndarray, k: int, allow: Any, params: dict[str, Any] | None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """Search each kind of query (as the router tells them apart) with its settings."""
+        base = {key: v for key, v in self.search_params.items() if key != "by_kind"}
+        by_kind = self.search_params.get("by_kind") or {}
+        if params is not None or self.router is None or not by_kind:
+            groups: list[tuple[Any, dict[str, Any]]] = [(slice(None), {**base, **(params or {})})]
+        else:
+            kinds = self.router.kinds(q)
+            groups = [(kinds == kind if len(q) > 1 else slice(None),
+                       {**base, **by_kind.get(kind, {})}) for kind in set(kinds.tolist())]
+        parts = []
+        for rows, p in groups:
+            if allow is not None:  # a selective filter needs a wider walk to find k
+                p = self.widen(p, len(allow) / max(1, self.ntotal))
+            parts.append((rows, *self._search(q[rows], k, allow, p)))
+        if len(parts) == 1:
+            return parts[0][1], parts[0][2]
+        width = max(s.shape[1] for _, s, _ in parts)
+        scores = np.full((len(q), width), -np.inf if self.metric == "ip" else np.inf, np.float32)
+        ids = np.full((len(q), width), -1, np.int64)
+        for rows, s, i in parts:
+            scores[rows, :s.shape[1]], ids[rows, :i.shape[1]] = s, i
+        return scores, ids
 
     def _search_exact(self, q: np.ndarray, k: int, allow: np.ndarray
                       ) -> tuple[np.ndarray, np.ndarray]:
@@ -204,6 +231,15 @@ class VectorIndex(ABC):
     def tuning_grid(self) -> list[dict[str, Any]]:
         """Search settings to try when tuning, from cheapest to most expensive."""
         return [{}]
+
+    def drop_unused(self) -> None:  # noqa: B027 - most types have one part
+        """Free the parts that no tuned setting searches (after :func:`indexers.tune`)."""
+
+    def tuning_families(self) -> dict[str, list[dict[str, Any]]]:
+        """The tuning grids of each structure this index can search by (a graph, inverted
+        lists): tuning takes each one's cheapest setting that reaches the target and times
+        them against each other. One structure for most types."""
+        return {"": self.tuning_grid()}
 
     # -- persistence ---------------------------------------------------------------------------
 
@@ -240,7 +276,10 @@ class VectorIndex(ABC):
         """Memory held per vector in RAM (codes and ids, not memory-mapped extras)."""
 
     def describe(self) -> dict[str, Any]:
-        return {"type": self.kind, "ntotal": self.ntotal, "dim": self.dim, "metric": self.metric,
-                "bytes_per_vector": round(self.bytes_per_vector(), 1),
-                "params": {k: v for k, v in self.params().items() if k not in ("dim", "metric")},
-                "search_params": dict(self.search_params), **self.tuning}
+        out = {"type": self.kind, "ntotal": self.ntotal, "dim": self.dim, "metric": self.metric,
+               "bytes_per_vector": round(self.bytes_per_vector(), 1),
+               "params": {k: v for k, v in self.params().items() if k not in ("dim", "metric")},
+               "search_params": dict(self.search_params), **self.tuning}
+        if self.router is not None:
+            out["routing"] = self.router.describe()
+        return out

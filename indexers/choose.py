@@ -1,17 +1,21 @@
 """Which index to build for n vectors of a dimension under a memory budget, and why.
 
-The rules, measured on two cores (``benchmarks/ann.py``; figures in the README):
+The rules (measured on two cores: ``benchmarks/ann.py --regimes``; figures in the README):
 
 1. **Exact (flat)** while n x d <= 2e7 (40k vectors of 512 dimensions): a single query scans
    that in a few milliseconds, recall is 1 by construction, adds and removes are free.
-2. **IVF, float32 codes** beyond that while the vectors fit the budget. IVF rather than a graph
-   (HNSW) because (a) it holds recall on cross-modal queries that sit far from every stored
-   vector (a text query's best image has cosine 0.25-0.35), where graph walks wander: the
-   text-to-image track of big-ann-benchmarks exists for this; (b) it builds in a fraction of
-   HNSW's time; (c) it removes vectors in place. ``nlist`` is the power of two nearest 4 sqrt(n)
-   (FAISS's guideline is 4-16 sqrt(n)); ``nprobe`` is tuned per collection.
-3. **IVF, 8-bit scalar codes** (d bytes per vector) when float32 codes exceed the budget, with
-   the best ``k * k_factor`` candidates re-scored exactly from a memory-mapped vector file.
+2. **Graph on 8-bit codes, with inverted lists beside it** (``indexers.graph``) beyond that
+   while they fit the budget (about 1.3 kB per 512-d vector; the exact vectors used to
+   re-score are memory-mapped once saved). Size alone does not say which part serves a kind
+   of query best: on tight clusters text-like queries (across the modality gap) cost a graph
+   walk twenty times a list scan, on softer, overlapping data the graph wins both kinds by
+   several times. So the parts are measured on a sample of the collection's own vectors and
+   query kinds (``indexers.select``) and only the ones some kind needs are built: the graph
+   alone, the lists alone (an IVF index, rule 3) or both; tuning then gives each kind of query
+   its part and setting. A graph alone when the lists do not fit.
+3. **IVF, 8-bit scalar codes** (d bytes per vector) when the graph does not fit, with the best
+   ``k * k_factor`` candidates re-scored exactly from a memory-mapped vector file.
+   ``nlist`` is the power of two nearest 4 sqrt(n) (FAISS's guideline is 4-16 sqrt(n)).
 4. **IVF, 4-bit PQ fast-scan codes** (d/4 bytes per vector, SIMD scanning), also re-scored,
    when even 8-bit codes exceed the budget.
 5. **IVF on disk** (``indexers.ondisk``) when not even 4-bit codes fit: 8-bit scalar codes
@@ -24,7 +28,8 @@ The rules, measured on two cores (``benchmarks/ann.py``; figures in the README):
    on a few cores is the build's dominant term, while the codes are small enough that
    scanning longer lists stays cheap (``benchmarks/scale.py``).
 
-HNSW stays available on request (``kind='hnsw'``) for in-distribution workloads.
+IVF with float32 codes (``kind='ivf', codec='flat'``) and HNSW on float32 vectors
+(``kind='hnsw'``) stay available on request.
 """
 
 from __future__ import annotations
@@ -46,6 +51,11 @@ ONDISK_MAX_NLIST = 4096
 # re-score its candidates, counted as resident though memory-mapped (like the in-memory tiers,
 # the coarse quantizer is left out).
 ONDISK_BYTES_PER_VECTOR = 16.0
+# The graph: links per node (2m on the bottom layer) and the breadth of the build's search.
+# m=32 with efConstruction=80 builds faster than hnswlib's usual M=16/200 and reaches the
+# recall target with shorter walks (``benchmarks/ann.py``).
+GRAPH_M = 32
+GRAPH_EF_CONSTRUCTION = 80
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,8 @@ class IndexPlan:
     tier: str = "exact"
     reason: str = ""
     bytes_per_vector: float = 0.0
+    # What the choice measured (``indexers.select``): ms per query by query kind and part.
+    measured: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def describe(self) -> str:
         args = ", ".join(f"{k}={v}" for k, v in self.params.items())
@@ -64,12 +76,24 @@ class IndexPlan:
 
     def train_size(self, n: int) -> int:
         """How many of ``n`` vectors to train this index on (0 when it needs no training)."""
+        if self.kind == "graph":  # 8-bit ranges, and the lists' centroids when present
+            return min(n, max(TRAIN_PER_CELL * int(self.params.get("nlist", 0)), 65536))
         if self.kind not in ("ivf", "ivf-ondisk"):
             return 0
         want = TRAIN_PER_CELL * int(self.params["nlist"])
         if self.params.get("codec") == "pq" and self.kind == "ivf-ondisk":
             want = max(want, 64 * 256)  # 64 per centroid of each 8-bit PQ sub-quantizer
         return min(n, want)
+
+
+def graph_bytes_per_vector(dim: int, m: int = GRAPH_M, lists: bool = False) -> float:
+    """Memory per vector of the graph index held in RAM: 8-bit codes and links of the graph
+    (2m bottom-layer links, ~m/(m-1) upper ones, an offset and a level), the label's id and
+    tombstone bit, and the lists' codes and label when present. The exact vectors are
+    memory-mapped once saved and only re-scored rows are read, so they are not counted (as for
+    the IVF tiers' re-scoring)."""
+    graph = dim + 4 * 2 * m + 4 * m / max(1, m - 1) + 8 + 4
+    return graph + 8 + 0.125 + ((dim + 8.0) if lists else 0.0)
 
 
 def nlist_for(n: int) -> int:
@@ -99,8 +123,15 @@ def choose_index(n: int, dim: int, memory_budget: int = DEFAULT_MEMORY_BUDGET) -
         return IndexPlan("flat", {}, "exact", f"{n} x {dim} is small enough to scan exactly",
                          flat_bpv)
     nlist = nlist_for(n)
-    options = [("flat", 4.0 * dim + 24, "ivf-flat"), ("sq8", dim + 8.0, "ivf-sq8+refine"),
-               ("pq", dim / 4 + 8.0, "ivf-pq4fs+refine")]
+    for lists in (True, False):
+        bpv = graph_bytes_per_vector(dim, GRAPH_M, lists)
+        if n * bpv <= memory_budget:
+            params = {"m": GRAPH_M, "ef_construction": GRAPH_EF_CONSTRUCTION,
+                      "nlist": nlist if lists else 0, "codec": "sq8", "planned_n": n}
+            why = (f"{n} vectors; a graph{' and lists' if lists else ''} on 8-bit codes take "
+                   f"{n * bpv / 2**20:.0f} MiB of the {memory_budget / 2**20:.0f} MiB budget")
+            return IndexPlan("graph", params, "graph+lists" if lists else "graph", why, bpv)
+    options = [("sq8", dim + 8.0, "ivf-sq8+refine"), ("pq", dim / 4 + 8.0, "ivf-pq4fs+refine")]
     for codec, bpv, tier in options:
         if codec == "pq" and dim % 2:
             continue
@@ -125,9 +156,18 @@ def needs_rebuild(current: dict[str, Any], n: int, dim: int, memory_budget: int
     None while the current index still fits. ``current`` is the index's ``describe()``."""
     plan = choose_index(n, dim, memory_budget)
     params = current.get("params", {})
-    if plan.kind != current.get("type") or plan.params.get("codec") != params.get("codec"):
+    kind, codec = current.get("type"), params.get("codec")
+    if plan.kind == "graph":
+        # A measured choice stands (the lists alone are an 8-bit IVF) until the collection
+        # grows or shrinks 16-fold; then it is measured again.
+        if kind == "graph":
+            ratio = n / max(1, int(params.get("planned_n") or n))
+            return plan if ratio >= 16 or ratio <= 1 / 16 else None
+        if kind != "ivf" or codec != "sq8":
+            return plan
+    elif plan.kind != kind or plan.params.get("codec") != codec:
         return plan
-    if plan.kind in ("ivf", "ivf-ondisk"):
+    if plan.kind in ("ivf", "ivf-ondisk") or kind == "ivf":
         ratio = plan.params["nlist"] / max(1, int(params.get("nlist", 1)))
         if ratio >= 4 or ratio <= 0.25:  # the collection grew or shrank 16-fold
             return plan

@@ -20,7 +20,8 @@ from .kinds import register
 
 CODECS = ("flat", "sq8", "pq")
 K_FACTORS = (1, 2, 4, 8, 16, 32)
-NPROBES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+NPROBES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536,
+           2048, 3072, 4096)
 
 
 def nprobe_grid(nlist: int) -> list[int]:

@@ -24,6 +24,7 @@ import numpy as np
 from .base import VectorIndex
 from .errors import IndexFileError
 from .kinds import index_class
+from .routing import Router
 
 FORMAT_VERSION = 2
 SEGMENTS_SUFFIX = ".segments"  # <folder>/<name>.segments/<segment>/ (the on-disk tier)
@@ -86,6 +87,7 @@ def save_index(index: VectorIndex, folder: str | os.PathLike[str], name: str,
         "params": index.params(),
         "search_params": index.search_params,
         "tuning": index.tuning,
+        "router": index.router.to_dict() if index.router is not None else None,
         "files": files,
         "ntotal": index.ntotal,
         "meta": meta or {},
@@ -155,9 +157,9 @@ def load_index(folder: str | os.PathLike[str], name: str, *, mmap: bool | None =
         if mmap is None:
             mmap = total >= MMAP_MIN_BYTES
         # Inverted lists can be memory-mapped (read-only); other types are read into memory.
+        # Other types memory-map only their extra arrays (the graph's exact vectors).
         flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY \
             if mmap and manifest["kind"] == "ivf" else 0
-        mmap = bool(flags)
         raw = faiss.read_index(str(paths.pop("faiss")), flags)
         index = index_class(str(manifest["kind"])).from_faiss(
             raw, manifest["params"], paths, mmap)
@@ -170,4 +172,6 @@ def load_index(folder: str | os.PathLike[str], name: str, *, mmap: bool | None =
                              f"says {manifest.get('ntotal')}")
     index.search_params.update(manifest.get("search_params") or {})
     index.tuning = dict(manifest.get("tuning") or {})
+    if manifest.get("router"):
+        index.router = Router.from_dict(manifest["router"])
     return index, dict(manifest.get("meta") or {})

@@ -32,8 +32,10 @@ TIERS = [
     ("ivf", {"nlist": 64, "codec": "sq8"}),
     ("ivf", {"nlist": 64, "codec": "pq"}),
     ("hnsw", {"m": 16}),
+    ("graph", {"m": 16}),
+    ("graph", {"m": 16, "nlist": 64}),
 ]
-TIER_IDS = ["flat", "ivf-flat", "ivf-sq8", "ivf-pq", "hnsw"]
+TIER_IDS = ["flat", "ivf-flat", "ivf-sq8", "ivf-pq", "hnsw", "graph", "graph+lists"]
 
 
 @pytest.fixture(scope="module")
@@ -178,9 +180,11 @@ def test_hnsw_tombstones_then_compaction():
 def test_choice_follows_size_and_budget():
     assert choose_index(10_000, 512).kind == "flat"
     mid = choose_index(200_000, 512)
-    assert (mid.kind, mid.params["codec"], mid.params["nlist"]) == ("ivf", "flat", 2048)
-    assert choose_index(1_000_000, 512, memory_budget=3 * 1024**3).params["codec"] == "flat"
-    big = choose_index(1_000_000, 512, memory_budget=1536 * 1024**2)
+    assert (mid.kind, mid.tier, mid.params["nlist"]) == ("graph", "graph+lists", 2048)
+    assert 1200 < mid.bytes_per_vector < 1400
+    alone = choose_index(1_000_000, 512, memory_budget=1000 * 1024**2)
+    assert (alone.kind, alone.tier, alone.params["nlist"]) == ("graph", "graph", 0)
+    big = choose_index(1_000_000, 512, memory_budget=700 * 1024**2)
     assert big.params["codec"] == "sq8" and big.bytes_per_vector == 520
     tight = choose_index(1_000_000, 512, memory_budget=300 * 1024**2)
     assert tight.params["codec"] == "pq"
@@ -188,7 +192,7 @@ def test_choice_follows_size_and_budget():
         choose_index(1_000_000, 512, memory_budget=10 * 1024**2)
     flat = build_index(512).describe()
     assert needs_rebuild(flat, 10_000, 512, 4 * 1024**3) is None
-    assert needs_rebuild(flat, 200_000, 512, 4 * 1024**3).kind == "ivf"
+    assert needs_rebuild(flat, 200_000, 512, 4 * 1024**3).kind == "graph"
     assert indexers.parse_bytes("2G") == 2 * 1024**3 and indexers.parse_bytes("512M") == 2**29
 
 
@@ -215,18 +219,20 @@ def test_collection_switches_tier_as_it_grows(tmp_path, monkeypatch, caplog):
     with caplog.at_level(logging.INFO, logger="retrieval"):
         idx.sync(events.append)
     index = idx.get("image")
-    assert index.kind == "ivf" and index.ntotal == 4000
-    assert any("rebuilding it as ivf" in e for e in events), events
-    assert index.tuning["recall_at_10"] >= 0.95 and index.search_params["nprobe"] >= 1
+    assert index.kind == "graph" and index.ntotal == 4000
+    assert any("rebuilding it as graph" in e for e in events), events
+    assert index.tuning["recall_at_10"] >= 0.95 and index.search_params["k_factor"] >= 1
     # A new process loads the new tier with its tuned parameters.
     fresh = VectorIndexes(cat, tmp_path / "ix", D, cat.ensure_catalog_id(),
                            _lock(tmp_path / "reader", False))
     assert fresh.get("image").describe()["search_params"] == index.search_params
 
 
-def test_memory_mapped_index_catches_up(tmp_path, monkeypatch):
-    """A reader maps a large index read-only; when the catalog moved on it reloads and applies
-    the changes instead of failing."""
+@pytest.mark.parametrize("budget", [None, 200_000], ids=["graph", "ivf-sq8"])
+def test_memory_mapped_index_catches_up(tmp_path, monkeypatch, budget):
+    """A reader maps a large index (IVF lists read-only; the graph's exact vectors); when the
+    catalog moved on it applies the changes instead of failing (the IVF is reloaded into
+    memory, the graph takes them in place)."""
     from test_index_sync import _lock
 
     from retrieval.storage import Catalog, ImageRecord
@@ -235,13 +241,22 @@ def test_memory_mapped_index_catches_up(tmp_path, monkeypatch):
     monkeypatch.setattr(indexers.choose, "EXACT_MAX_WORK", 100 * D)
     monkeypatch.setattr(indexers.persistence, "MMAP_MIN_BYTES", 0)
     cat = Catalog(tmp_path / "c.sqlite", create=True)
+    if budget:
+        cat.set_settings(index_memory=budget)
     xb = clustered(3000, seed=10)
     cat.write_images([ImageRecord(f"/{i}.jpg", i, i, f"h{i}", xb[i]) for i in range(2500)])
     VectorIndexes(cat, tmp_path / "ix", D, cat.ensure_catalog_id(), _lock(tmp_path, True)).sync()
     reader = VectorIndexes(cat, tmp_path / "ix", D, cat.ensure_catalog_id(),
                            _lock(tmp_path / "reader", False))
-    assert reader.get("image").read_only and reader.get("image").ntotal == 2500
+    mapped = reader.get("image")
+    assert mapped.kind == ("ivf" if budget else "graph") and mapped.ntotal == 2500
+    if budget:
+        assert mapped.read_only
+    else:
+        assert isinstance(mapped.extra_arrays()["vectors"], np.memmap)
     cat.write_images([ImageRecord(f"/{i}.jpg", i, i, f"h{i}", xb[i]) for i in range(2500, 3000)])
     index = reader.get("image")
     assert index.ntotal == 3000 and not index.read_only
     assert set(index.ids().tolist()) == set(cat.vector_ids("image").tolist())
+    _, found = index.search(xb[2900:2910], 1)  # the new vectors are found (ids in write order)
+    assert found[:, 0].tolist() == sorted(cat.vector_ids("image").tolist())[2900:2910]

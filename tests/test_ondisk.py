@@ -180,7 +180,8 @@ def test_choice_picks_the_ondisk_tier_when_codes_do_not_fit():
     index = build_index(512, plan.kind, **plan.params)
     assert isinstance(index, OnDiskIVFIndex) and not index.is_trained
     assert needs_rebuild(index.describe(), 10_000_000, 512, 1024**3) is None
-    assert needs_rebuild(index.describe(), 10_000_000, 512, 8 * 1024**3).kind == "ivf"
+    assert needs_rebuild(index.describe(), 10_000_000, 512, 5 * 1024**3).kind == "ivf"
+    assert needs_rebuild(index.describe(), 10_000_000, 512, 8 * 1024**3).kind == "graph"
 
 
 def test_collection_with_a_tiny_budget_runs_on_disk(tmp_path, monkeypatch):

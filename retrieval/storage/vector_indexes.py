@@ -45,6 +45,7 @@ from indexers import (
     save_index,
     tune,
 )
+from indexers.select import MEASURE_FROM, SAMPLE, select_parts
 
 from ..errors import DiskFullError, InputError, VectorIndexError, disk_full, is_disk_full
 from .catalog import Catalog
@@ -226,6 +227,8 @@ class VectorIndexes:
         seq = self.catalog.max_seq()
         ids = self.catalog.vector_ids(modality)
         plan = plan or choose_index(len(ids), self.dim, self.memory_budget)
+        if plan.kind == "graph" and len(ids) > MEASURE_FROM:
+            plan = self._measured(modality, plan, ids)
         index = build_index(self.dim, plan.kind, **plan.params)
         if not index.is_trained:
             n_train = plan.train_size(len(ids))
@@ -273,11 +276,9 @@ class VectorIndexes:
                 state.saved_seq = -1
         self._save_if_changed(modality, state)
 
-    def _tune(self, modality: str, index: VectorIndex) -> None:
-        """Tune search parameters on own vectors and, where present, the other modality's."""
-        if index.kind == "flat" or not index.ntotal:
-            index.tuning = {"recall_at_10": 1.0, "tuned_at_ntotal": index.ntotal}
-            return
+    def _tuning_queries(self, modality: str) -> tuple[np.ndarray, list[str]]:
+        """A sample of the collection's own vectors and, where present, of the other
+        modality's: the two kinds of query the index serves."""
         rng = np.random.default_rng(1)
         queries, kinds = [], []
         for m in (modality, TEXT if modality == IMAGE else IMAGE):
@@ -286,10 +287,30 @@ class VectorIndexes:
                 pick = np.sort(rng.choice(ids, min(len(ids), TUNING_QUERIES), replace=False))
                 queries.append(self.catalog.vectors(pick.tolist(), self.dim)[1])
                 kinds += [m] * len(pick)
-        xq = np.concatenate(queries)
+        return np.concatenate(queries), kinds
+
+    def _measured(self, modality: str, plan: IndexPlan, ids: np.ndarray) -> IndexPlan:
+        """The graph plan with the parts that measurements on a sample of the collection's
+        own vectors and query kinds favour (``indexers.select``)."""
+        pick = np.sort(np.random.default_rng(2).choice(ids, min(len(ids), SAMPLE), False))
+        sample = self.catalog.vectors(pick.tolist(), self.dim)[1]
+        xq, kinds = self._tuning_queries(modality)
+        labels = np.asarray(kinds)
+        plan = select_parts(plan, sample, {k: xq[labels == k] for k in sorted(set(kinds))},
+                            len(ids), self.recall_target)
+        log.info("%s index: %s", modality, plan.reason)
+        return plan
+
+    def _tune(self, modality: str, index: VectorIndex) -> None:
+        """Tune search parameters on own vectors and, where present, the other modality's."""
+        if index.kind == "flat" or not index.ntotal:
+            index.tuning = {"recall_at_10": 1.0, "tuned_at_ntotal": index.ntotal}
+            return
+        xq, kinds = self._tuning_queries(modality)
         truth = self._exact_top(modality, xq, 10)
         # The target holds per query kind: cross-modal queries are the hard ones.
         tune(index, xq, truth, k=10, target=self.recall_target, groups=kinds)
+        index.drop_unused()  # a part no kind of query is served by (the graph's lists)
         index.tuning["tuned_at_ntotal"] = index.ntotal
         log.info("%s index tuned: %s", modality, index.tuning)
 

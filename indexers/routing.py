@@ -1,0 +1,73 @@
+"""Telling query kinds apart, so each kind gets the search settings tuned for it.
+
+A collection's image queries sit among its image vectors; its text queries sit across the
+modality gap, along one shared direction. Tuning sees labelled samples of both kinds; a
+:class:`Router` learns the direction between their means and where along it each kind lies.
+A query is then given its kind's settings (say a short graph walk for an image, a scan of a
+few inverted lists for a text) when its projection says clearly which kind it is, and the
+settings that reach the target for every kind when it falls where the samples overlapped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+POOLED = ""  # the kind name of queries the router cannot place: settings good for every kind
+
+
+@dataclass(frozen=True)
+class Router:
+    """Two query kinds along one direction: below ``low_below`` a query is ``low``, above
+    ``high_above`` it is ``high``, in between it gets the pooled settings."""
+
+    direction: np.ndarray
+    low: str
+    high: str
+    low_below: float
+    high_above: float
+
+    @classmethod
+    def fit(cls, queries: np.ndarray, labels: np.ndarray) -> Router | None:
+        """The router of two labelled kinds; None for one kind or more than two."""
+        kinds = sorted(set(labels.tolist()))
+        if len(kinds) != 2:
+            return None
+        a, b = (np.asarray(queries[labels == kind], np.float64) for kind in kinds)
+        w = b.mean(0) - a.mean(0)
+        if not np.linalg.norm(w):
+            return None
+        w /= np.linalg.norm(w)
+        sa, sb = a @ w, b @ w
+        if sa.max() < sb.min():  # apart: split halfway between them
+            mid = float((sa.max() + sb.min()) / 2)
+            return cls(w.astype(np.float32), kinds[0], kinds[1], mid, mid)
+        # Overlapping: only queries beyond every sample of the other kind are placed.
+        return cls(w.astype(np.float32), kinds[0], kinds[1], float(sb.min()), float(sa.max()))
+
+    def kinds(self, queries: np.ndarray) -> np.ndarray:
+        """The kind of each query row (POOLED where it cannot tell)."""
+        s = queries @ self.direction
+        out = np.full(len(queries), POOLED, dtype=object)
+        out[s < self.low_below] = self.low
+        out[s >= self.high_above] = self.high
+        return out
+
+    def share_placed(self, queries: np.ndarray) -> float:
+        return float(np.mean(self.kinds(queries) != POOLED)) if len(queries) else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"direction": [round(float(v), 7) for v in self.direction], "low": self.low,
+                "high": self.high, "low_below": self.low_below, "high_above": self.high_above}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Router:
+        return cls(np.asarray(d["direction"], np.float32), str(d["low"]), str(d["high"]),
+                   float(d["low_below"]), float(d["high_above"]))
+
+    def describe(self) -> str:
+        if self.low_below == self.high_above:
+            return f"{self.low} | {self.high}"
+        return f"{self.low} | pooled | {self.high}"

@@ -1,0 +1,160 @@
+"""The graph index (HNSW on 8-bit codes, lists beside it, exact re-scoring): labels and
+tombstones, per-kind tuning with a router, persistence of both, and the measured choice of
+parts. Recall, filters, persistence and live updates of every tier are in test_indexers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from vectors import clustered, far_queries
+
+import indexers.select
+from indexers import (
+    GraphIndex,
+    build_index,
+    choose_index,
+    exact_search,
+    load_index,
+    neighbour_recall,
+    save_index,
+    select_parts,
+    tune,
+)
+from indexers.labels import LabelMap, Rows
+from indexers.routing import POOLED, Router
+
+D = 32
+
+
+def _graph(xb: np.ndarray, ids: np.ndarray | None = None, **params: int) -> GraphIndex:
+    index = build_index(D, "graph", m=16, **params)
+    assert isinstance(index, GraphIndex)
+    index.train(xb)
+    index.add(np.arange(len(xb)) if ids is None else ids, xb)
+    return index
+
+
+def test_label_map_reuses_an_id_under_a_new_label():
+    labels = LabelMap()
+    assert labels.append(np.array([10, 20, 30])).tolist() == [0, 1, 2]
+    labels.kill(labels.lookup(np.array([20])))
+    assert labels.lookup(np.array([20, 30, 99])).tolist() == [-1, 2, -1]
+    assert labels.append(np.array([20])).tolist() == [3]
+    assert labels.lookup(np.array([20])).tolist() == [3]
+    assert labels.live == 3 and labels.tombstones == 1
+    assert sorted(labels.live_ids().tolist()) == [10, 20, 30]
+    many = labels.append(np.arange(1000, 200_000))  # past the re-sort threshold
+    assert labels.lookup(np.array([150_000, 10]))[0] == many[149_000]
+    assert labels.lookup(np.array([10])).tolist() == [0]
+
+
+def test_rows_grow_in_a_tail_and_fold():
+    rows = Rows(2)
+    for i in range(0, 100_000, 1000):
+        rows.append(np.full((1000, 2), i, np.float32))
+    got = rows.get(np.array([0, 999, 1000, 99_999]))
+    assert got[:, 0].tolist() == [0, 0, 1000, 99_000]
+    assert rows.array().shape == (100_000, 2) and len(rows) == 100_000
+
+
+def test_tombstones_then_compaction():
+    xb = clustered(500, seed=7)
+    index = _graph(xb, nlist=16)
+    index.remove(np.arange(50))
+    assert index.tombstones == 50 and index.ntotal == 450
+    for via in ({"via": "graph", "efSearch": 256}, {"via": "lists", "nprobe": 16}):
+        _, found = index.search(xb[:50], 10, params=via)
+        assert not set(found.reshape(-1).tolist()) & set(range(50)), via
+    index.remove(np.arange(50, 120))  # past 20% of the labels: every part rebuilt
+    assert index.tombstones == 0 and index.ntotal == 380
+    index.add([7], xb[7:8])  # a removed id comes back under a new label
+    for via in ({"via": "graph", "efSearch": 64}, {"via": "lists", "nprobe": 16}):
+        scores, found = index.search(xb[7:8], 1, params=via)
+        assert found[0, 0] == 7 and abs(scores[0, 0] - 1) < 1e-5  # exact, re-scored
+
+
+def _kinds_data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    xb = clustered(6000)
+    near = xb[:300] + 0.02 * np.random.default_rng(3).standard_normal((300, D)).astype("f4")
+    near /= np.linalg.norm(near, axis=1, keepdims=True)
+    return xb, near, far_queries(xb, 300)
+
+
+def test_each_kind_gets_its_own_settings_and_the_router_tells_them_apart(tmp_path):
+    xb, near, far = _kinds_data()
+    index = _graph(xb, nlist=64)
+    queries = np.vstack([near[:150], far[:150]])
+    kinds = ["image"] * 150 + ["text"] * 150
+    result = tune(index, queries, exact_search(xb, np.arange(len(xb)), queries, 10)[1],
+                  groups=kinds)
+    assert result["target_met"] and set(result["recall_at_10_by_kind"]) == {"image", "text"}
+    assert set(index.search_params["by_kind"]) == {"image", "text"}
+    assert index.router is not None and result["routed_share"] == 1.0
+    # Held-out queries of each kind are told apart and keep their recall.
+    assert set(index.router.kinds(near[150:]).tolist()) == {"image"}
+    assert set(index.router.kinds(far[150:]).tolist()) == {"text"}
+    mixed = np.vstack([near[150:], far[150:]])
+    truth = exact_search(xb, np.arange(len(xb)), mixed, 10)[1]
+    found = index.search(mixed, 10)[1]
+    assert neighbour_recall(found[:150], truth[:150]) >= 0.9
+    assert neighbour_recall(found[150:], truth[150:]) >= 0.9
+    # A batch of mixed kinds gets what each query gets alone.
+    alone = np.vstack([index.search(q[None], 10)[1] for q in mixed[::30]])
+    assert np.array_equal(alone, found[::30])
+    save_index(index, tmp_path, "v")
+    loaded, _ = load_index(tmp_path, "v")
+    assert loaded.search_params == index.search_params
+    assert loaded.router is not None and loaded.router.describe() == index.router.describe()
+    assert np.array_equal(loaded.search(mixed, 10)[1], found)
+    assert "routing" in loaded.describe()
+
+
+def test_router_pools_the_queries_it_cannot_place():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((200, 8)).astype(np.float32)
+    b = a + 0.3  # overlapping kinds
+    router = Router.fit(np.vstack([a, b]), np.array(["a"] * 200 + ["b"] * 200))
+    assert router is not None and router.low_below < router.high_above
+    got = router.kinds(np.vstack([a, b]))
+    assert POOLED in got.tolist() and {"a", "b"} <= set(got.tolist())
+    assert Router.from_dict(router.to_dict()).describe() == "a | pooled | b"
+    assert Router.fit(a, np.array(["a"] * 200)) is None
+
+
+def test_unused_lists_are_dropped_and_saved_without_them(tmp_path):
+    xb, near, _ = _kinds_data()
+    index = _graph(xb, nlist=64)
+    truth = exact_search(xb, np.arange(len(xb)), near, 10)[1]
+    tune(index, near, truth)
+    index.search_params = {**index.search_params, "via": "graph"}
+    index.drop_unused()
+    assert index.parts == ["graph"] and index.params()["nlist"] == 0
+    save_index(index, tmp_path, "v")
+    assert not list(tmp_path.glob("v.*.lists.npy"))
+    assert load_index(tmp_path, "v")[0].parts == ["graph"]
+
+
+def test_extrapolation_is_a_bounded_power_of_n():
+    assert indexers.select.extrapolate(1.0, 2.0, 10, 40, 160) == pytest.approx(4.0)
+    assert indexers.select.extrapolate(2.0, 1.0, 10, 40, 160) == 1.0  # never cheaper
+    assert indexers.select.extrapolate(1.0, 16.0, 10, 40, 80) == pytest.approx(32.0)  # <= n
+    assert math.isinf(indexers.select.extrapolate(math.inf, 1.0, 10, 40, 80))
+
+
+def test_selection_builds_the_parts_the_measurements_favour(monkeypatch):
+    monkeypatch.setattr(indexers.select, "SAMPLE", 4000)
+    monkeypatch.setattr(indexers.select, "TIMED", 20)
+    xb, near, far = _kinds_data()
+    plan = choose_index(1_000_000, D)
+    assert plan.kind == "graph" and plan.params["nlist"] > 0
+    chosen = select_parts(plan, xb, {"image": near, "text": far}, 1_000_000)
+    assert set(chosen.measured) == {"image", "text"}
+    winners = {min(parts, key=parts.__getitem__) for parts in chosen.measured.values()}
+    if winners == {"lists"}:
+        assert chosen.kind == "ivf" and chosen.params["codec"] == "sq8"
+    else:
+        assert chosen.kind == "graph"
+        assert (chosen.params["nlist"] > 0) == ("lists" in winners)
+    assert "extrapolated to 1000000" in chosen.reason
