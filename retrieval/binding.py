@@ -123,7 +123,8 @@ class ModelBinding:
                     self.spec, identity=self.identity, precision=self.precision,
                     device=self.device, one_shot=self.one_shot, threads=self.threads,
                     hint=f"Run `retrieval --collection {self.folder} model export` (or index "
-                         "again) once to make them fast.")
+                         "again) once to make them fast.",
+                    repair=f"retrieval --collection {self.folder} model export --force")
         return self._checked(self._encoder)
 
     @property
@@ -179,16 +180,19 @@ class ModelBinding:
         return export
 
     def text_cache(self) -> Any:
-        """The persistent cache of query-text vectors for this model (None before the
-        collection knows its model's identity). Once made, no catalog read per query."""
+        """The persistent cache of query-text vectors for this model and export (None before
+        the collection knows its model's identity). Once made, no catalog read per query."""
         if self._texts is not None:
             return self._texts
-        if self.injected or self.identity is None:
+        identity = self.identity
+        if self.injected or identity is None:
             return None
         if self._texts is None:
+            from .encoders.resolve import text_cache_key
             from .encoders.text_cache import TextCache
 
-            self._texts = TextCache(f"{self.identity}:{self.precision}")
+            self._texts = TextCache(text_cache_key(self.spec, identity, self.precision,
+                                                   self.device))
         return self._texts
 
     def second_model(self, spec: ModelSpec) -> SecondModelScorer:

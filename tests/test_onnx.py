@@ -3,6 +3,7 @@ search process that never imports torch."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -15,7 +16,8 @@ from models import TINY_CONFIG, write_tiny_model
 
 from retrieval import Collection, ModelMismatchError, ModelSpec, load_encoder
 from retrieval.encoders.export import MAX_ABS_DIFF, MIN_COSINE, export_model, model_identity
-from retrieval.encoders.export_store import ExportStore
+from retrieval.encoders.export_store import MANIFEST, ExportStore
+from retrieval.encoders.integrity import VERIFIED, check_export
 from retrieval.encoders.runtime import OnnxEncoder
 from retrieval.encoders.tokenizer import ClipTokenizer
 from retrieval.interfaces.cli import cli
@@ -51,6 +53,20 @@ def test_export_agrees_with_torch_on_real_inputs(tiny_export):
     # The export is self-contained: its tokenizer is ours, reading the files it wrote.
     tok = onnx.tokenize(["a red circle"])
     assert isinstance(onnx._tokenizer, ClipTokenizer) and tok.shape[1] == 5
+
+
+def test_manifest_records_every_file_with_its_size_and_checksum(tiny_export):
+    _, export = tiny_export
+    files = export.manifest["files"]
+    assert {"image.onnx", "image.onnx.data", "text.onnx", "text.onnx.data",
+            "bpe_merges.txt"} <= set(files)
+    assert set(files) == {p.name for p in export.folder.iterdir()} - {MANIFEST, VERIFIED}
+    for name, recorded in files.items():
+        data = (export.folder / name).read_bytes()
+        assert recorded == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    assert export.tower_names("text", "fp32") == ["text.onnx", "text.onnx.data",
+                                                  "bpe_merges.txt"]
+    check_export(export, full=True)
 
 
 def test_identity_is_the_weights_not_the_file_format(tmp_path, tiny_export):
@@ -178,6 +194,8 @@ def test_int8_collection(tmp_path, tiny_spec):
     export = ExportStore().by_identity(col.model_identity, "int8")
     agreement = export.manifest["variants"]["int8"]["agreement"]
     assert agreement["image"]["min_cos"] > 0.99
+    assert "image.int8.onnx" in export.manifest["files"]  # the variant's files are checked too
+    check_export(export, full=True)
     full = Collection(tmp_path / "f", model=tiny_spec)
     full.index([tmp_path / "imgs"], workers=0)
     ids = full.catalog.vector_ids("image").tolist()

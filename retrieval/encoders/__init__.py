@@ -6,7 +6,8 @@
 * :mod:`.hf_text`: Hugging Face text towers (multilingual models): the extra they need, NLLB's
   language codes;
 * :mod:`.export`: exporting both towers to ONNX once per model identity, parity-checked;
-* :mod:`.store`: where exports live and how a model spec finds its export without torch;
+* :mod:`.export_store`: where exports live and how a model spec finds its export without torch;
+* :mod:`.integrity`: the checksums of an export's files, checked cheaply on every load;
 * :mod:`.runtime`: embedding with an export on ONNX Runtime, never importing torch;
 * :mod:`.tokenizer`: open_clip's tokenizers without torch;
 * :mod:`.text_cache`: a small persistent cache of query-text embeddings.

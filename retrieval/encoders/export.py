@@ -12,6 +12,9 @@ included): cosine >= 0.9999 and max abs difference <= 1e-4 on normalised vectors
 equal to open_clip's own tokenizer. A model that fails stays on torch; the failure is recorded
 with its reason so it is not tried on every run.
 
+The manifest records the size and SHA-256 of every file (see :mod:`.integrity`); an export
+whose files no longer match them is made again instead of being reused.
+
 The optional int8 variant is ONNX Runtime's dynamic quantisation (int8 weights, activations
 quantised on the fly) of the image tower, and of the text tower when its vectors stay within
 cosine 0.995 of full precision on the probe texts.
@@ -49,6 +52,7 @@ from .export_store import (
     image_spec_dict,
 )
 from .hf_text import LanguageTokenizer
+from .integrity import check_export, intact, record_files
 from .openclip import OpenClipEncoder
 from .runtime import OnnxEncoder
 from .tokenizer import SCRIPT_LANGUAGES, ClipTokenizer, HFTokenizer
@@ -301,9 +305,11 @@ def _export_model(encoder: OpenClipEncoder, store: ExportStore, int8: bool, forc
     sources = [s for s in (file_state(p) for p in encoder.loaded.sources) if s is not None]
     with store.lock(identity):
         existing = store.record(identity)
-        # A failure is final for these library versions unless forced; an export stays valid.
-        if existing is not None and (existing.ok or (
-                not force and existing.manifest.get("versions") == _versions())):
+        # A failure is final for these library versions, an export while its files hash to
+        # their checksums; unless forced.
+        if existing is not None and not force and (intact(existing, full=True) if existing.ok
+                                                   else existing.manifest.get("versions")
+                                                   == _versions()):
             if existing.manifest.get("sources") != sources and sources:
                 existing.manifest["sources"] = sources  # same weights, files touched or moved
                 store.write_manifest(existing.folder, existing.manifest)
@@ -311,6 +317,7 @@ def _export_model(encoder: OpenClipEncoder, store: ExportStore, int8: bool, forc
                 say(f"quantising {encoder.spec} to int8")
                 existing = quantize_export(store, existing)
             return existing
+        int8 = int8 or (existing is not None and existing.ok and existing.has("int8"))
         say(f"exporting {encoder.spec} to ONNX (once per model)")
         final = store.folder_for(encoder.spec, identity)
         staging = Path(tempfile.mkdtemp(prefix=f".staging-{identity[:16]}-", dir=store.root))
@@ -321,6 +328,7 @@ def _export_model(encoder: OpenClipEncoder, store: ExportStore, int8: bool, forc
             "image_spec": image_spec_dict(encoder.image_spec)}
         try:
             manifest.update(_write_towers(encoder, staging))
+            manifest["files"] = record_files(staging)
             manifest["status"] = "ok"
         except ExportFailed as exc:
             manifest.update(status="failed", reason=str(exc).removeprefix("its "))
@@ -336,7 +344,7 @@ def _export_model(encoder: OpenClipEncoder, store: ExportStore, int8: bool, forc
                 p.unlink()
             log.warning("%s stays on torch: %s", encoder.spec, manifest["reason"])
         store.write_manifest(staging, manifest)
-        export = Export(store.commit(staging, final), manifest)
+        export = Export(store.commit(staging, final, replaces=existing), manifest)
         if export.ok and int8:
             say(f"quantising {encoder.spec} to int8")
             export = quantize_export(store, export)
@@ -385,7 +393,7 @@ def _write_towers(encoder: OpenClipEncoder, folder: Path) -> dict[str, Any]:
     onnx = OnnxEncoder(Export(folder, {"format": EXPORT_FORMAT, "status": "ok", "identity": "",
                                        "spec": encoder.spec.to_dict(), "dim": encoder.dim,
                                        "image_spec": image_spec_dict(encoder.image_spec),
-                                       **parts}))
+                                       **parts}), check="off")
     pixels = probe_pixels(encoder.image_spec)
     want_images = encoder.embed_images(pixels)
     got = _agreement(onnx.embed_images(pixels), want_images)
@@ -412,6 +420,7 @@ def quantize_export(store: ExportStore, export: Export) -> Export:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     folder = export.folder
+    check_export(export)  # quantising a damaged tower would only hide the damage
     for tower in ("image", "text"):
         with _quiet(), atomic_path(folder / f"{tower}.int8.onnx") as tmp:
             quantize_dynamic(folder / f"{tower}.onnx", tmp, weight_type=QuantType.QInt8,
@@ -420,8 +429,8 @@ def quantize_export(store: ExportStore, export: Export) -> Export:
     manifest = json.loads(json.dumps(export.manifest))
     variants = manifest["variants"]
     variants["int8"] = {"image": "image.int8.onnx", "text": "text.int8.onnx"}
-    full = OnnxEncoder(export, "fp32")
-    quant = OnnxEncoder(Export(folder, manifest), "int8")
+    full = OnnxEncoder(export, "fp32", check="off")  # checked above
+    quant = OnnxEncoder(Export(folder, manifest), "int8", check="off")  # written just now
     texts = [t for t in PROBE_TEXTS if t.strip()]
     text_agree = _agreement(quant.embed_texts(texts), full.embed_texts(texts))
     pixels = probe_pixels(export.image_spec)
@@ -430,6 +439,8 @@ def quantize_export(store: ExportStore, export: Export) -> Export:
         variants["int8"]["text"] = None  # the text tower stays at full precision
         (folder / "text.int8.onnx").unlink(missing_ok=True)
     variants["int8"]["agreement"] = {"image": image_agree, "text": text_agree}
+    manifest["files"] = {**export.files, **record_files(
+        folder, [f"{t}.int8.onnx" for t in ("image", "text") if variants["int8"][t]])}
     store.write_manifest(folder, manifest)
     return Export(folder, manifest)
 

@@ -6,7 +6,9 @@ model's config and weights, see :func:`retrieval.encoders.export.model_identity`
 
     ViT-B-32-3f2a9c0d1e2b4a5c/
         manifest.json        spec, identity, dimension, preprocessing, tokenizer, parity,
-                             the weight files it came from (path, size, mtime), variants
+                             the weight files it came from (path, size, mtime), variants,
+                             the size and SHA-256 of every file below (``files``)
+        verified.json        when each file last hashed to its checksum (see .integrity)
         image.onnx (+ .data) image tower: uint8 pixels (N, H, W, 3) -> normalised vectors
         text.onnx (+ .data)  text tower: int64 token ids (N, L) -> normalised vectors
         image.int8.onnx ...  the optional int8 variant
@@ -24,6 +26,7 @@ Nothing here imports torch or onnxruntime.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -114,6 +117,32 @@ class Export:
         variant = self.manifest["variants"][precision]
         return self.folder / (variant.get(tower) or self.manifest["variants"]["fp32"][tower])
 
+    @property
+    def files(self) -> dict[str, dict[str, Any]]:
+        """Size and SHA-256 of every file of the export, by name (empty for exports made before
+        checksums were recorded; see :mod:`.integrity`)."""
+        return dict(self.manifest.get("files") or {})
+
+    def tower_names(self, tower: str, precision: str) -> list[str]:
+        """The files loading ``tower`` at ``precision`` reads: its ONNX file, that file's
+        external data, and for the text tower the tokenizer's file."""
+        onnx = self.tower_file(tower, precision).name
+        names = [onnx, *(n for n in sorted(self.files) if n.startswith(onnx + "."))]
+        if tower == "text":
+            tok = self.manifest.get("text", {}).get("tokenizer", {})
+            names += [tok[k] for k in ("merges", "file") if tok.get(k)]
+        return names
+
+    def text_key(self, precision: str) -> str:
+        """What query-text vectors of this export depend on: the checksums of the text tower's
+        files and when the export was made, so a rebuilt export never meets vectors computed
+        before (by a damaged one, say)."""
+        files = self.files
+        parts = [str(self.manifest.get("created_at", "")), precision,
+                 *(f"{n}={files.get(n, {}).get('sha256', '?')}"
+                   for n in self.tower_names("text", precision))]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
     def cpu_image_runtime(self) -> str:
         """'onnx' or 'torch': whichever embedded images faster on this machine at export."""
         return str(self.manifest.get("speed", {}).get("image_runtime", "onnx"))
@@ -192,9 +221,16 @@ class ExportStore:
         """Replace a manifest atomically (the manifest is what makes an export visible)."""
         atomic_write(folder / MANIFEST, json.dumps(manifest, indent=1))
 
-    def commit(self, staging: Path, final: Path) -> Path:
+    def commit(self, staging: Path, final: Path, replaces: Export | None = None) -> Path:
         """Move a fully written export folder into place; if another process committed the same
-        identity meanwhile, keep theirs."""
+        identity meanwhile, keep theirs, unless this one ``replaces`` an export (made again
+        because it is damaged, or a failure tried again): that one is removed first."""
+        if replaces is not None:
+            for n, old in enumerate(dict.fromkeys((replaces.folder, final))):
+                retired = old.with_name(f".retired{n}-{staging.name}")
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(old, retired)  # processes that mapped its files keep them
+                shutil.rmtree(retired, ignore_errors=True)
         try:
             os.rename(staging, final)
         except OSError:

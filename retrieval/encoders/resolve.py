@@ -9,6 +9,10 @@
   (recorded in the export's manifest), exporting the model first when it has no export yet.
 * A model identity recorded by a collection is checked wherever the weights are read: weights
   that changed under a collection are refused instead of mixing incompatible vectors.
+* An export whose files are damaged (see :mod:`.integrity`) never embeds: a search goes on with
+  torch after one warning naming the file and the command that rebuilds the export; an index
+  run exports the model again first (its files are hashed in full, as the vectors it makes are
+  stored).
 """
 
 from __future__ import annotations
@@ -19,10 +23,13 @@ import sys
 from collections.abc import Callable
 
 from ..errors import InputError, ModelMismatchError
-from .export_store import PRECISIONS, ExportStore
+from .export_store import PRECISIONS, Export, ExportStore
+from .integrity import ExportDamaged, intact
 from .openclip import OpenClipEncoder, load_encoder
 from .runtime import OnnxEncoder
 from .spec import Encoder, ModelSpec
+
+REPAIR = "retrieval model export --force"
 
 log = logging.getLogger("retrieval")
 _warned: set[str] = set()
@@ -76,23 +83,58 @@ def check_identity(encoder: OpenClipEncoder, identity: str | None) -> str:
     return found
 
 
+def torch_instead(spec: ModelSpec, identity: str | None, repair: str = REPAIR
+                  ) -> Callable[[ExportDamaged], Encoder]:
+    """What a search does with a damaged export: one warning, then torch on the CPU."""
+    def load(damage: ExportDamaged) -> Encoder:
+        _warn_once(f"damaged:{damage.folder}", f"{damage}; searching with torch (slower) until "
+                                               f"`{repair}` rebuilds the export")
+        encoder = load_encoder(spec, "cpu")
+        if identity is not None:
+            check_identity(encoder, identity)
+        return encoder
+    return load
+
+
+def search_export(spec: ModelSpec, identity: str | None, precision: str,
+                  store: ExportStore) -> Export | None:
+    """The export a search on the CPU uses, if any."""
+    if identity is not None:
+        return store.by_identity(identity, precision) or store.by_identity(identity)
+    export = store.for_spec(spec)  # made before exports existed: the same files serve as well
+    return export if export is not None and export.ok else None
+
+
+def text_cache_key(spec: ModelSpec, identity: str, precision: str, device: str | None = "auto",
+                   store: ExportStore | None = None) -> str:
+    """The key of a collection's query-text vectors in the text cache: the identity, the
+    precision, and the export's text tower (its checksums and when it was made), so a rebuilt
+    export never meets vectors from before. A damaged export's searches fall back to torch,
+    whose vectors are right for the identity, so they are kept under the same key."""
+    key = f"{identity}:{precision}"
+    export = None
+    if device is None or not device.startswith("cuda"):
+        export = search_export(spec, identity, precision, store or ExportStore())
+    if export is None:
+        return f"{key}:torch"
+    return f"{key}:{export.text_key(precision if export.has(precision) else 'fp32')}"
+
+
 def for_search(spec: ModelSpec, *, identity: str | None, precision: str = "fp32",
                device: str | None = "auto", store: ExportStore | None = None,
                hint: str = "", warn: bool = True, one_shot: bool = False,
-               threads: int | None = None) -> Encoder:
+               threads: int | None = None, repair: str = REPAIR) -> Encoder:
     """The encoder for searches of a collection bound to ``spec`` (and ``identity``);
     ``one_shot`` trades per-query speed for a faster start (one search per process);
-    ``threads`` bounds the threads of one encoding (ONNX Runtime; default: every core)."""
+    ``threads`` bounds the threads of one encoding (ONNX Runtime; default: every core);
+    ``repair`` is the command a warning about a damaged export names."""
     store = store or ExportStore()
     if device is None or not device.startswith("cuda"):
-        if identity is not None:
-            export = store.by_identity(identity, precision) or store.by_identity(identity)
-        else:  # made before exports existed: an export of the same files serves as well
-            export = store.for_spec(spec)
-            export = export if export is not None and export.ok else None
+        export = search_export(spec, identity, precision, store)
         if export is not None:
             return OnnxEncoder(export, precision if export.has(precision) else "fp32",
-                               threads=threads, prepack=not one_shot)
+                               threads=threads, prepack=not one_shot,
+                               on_damage=torch_instead(spec, identity, repair))
         if warn:
             _warn_once(f"no-export:{spec}:{identity}", (
                 f"model {spec} has no ONNX export here, so searches load torch (several "
@@ -122,9 +164,12 @@ def for_indexing(spec: ModelSpec, *, identity: str | None, precision: str = "fp3
         export_model(encoder, store=store, on_event=on_event)  # for this model's searches
         return encoder, found
     export = store.for_spec(spec)
+    damaged = False
     if export is not None and export.ok:
         if identity is not None and export.identity != identity:
             raise _mismatch(spec, identity, export.identity)
+        damaged = not _intact(export, precision)
+    if export is not None and export.ok and not damaged:
         if precision != "fp32" and not export.has(precision):
             with store.lock(export.identity):
                 if on_event:
@@ -132,17 +177,43 @@ def for_indexing(spec: ModelSpec, *, identity: str | None, precision: str = "fp3
                 export = quantize_export(store, export)
         if export.cpu_image_runtime() == "torch" and precision == "fp32":
             return load_encoder(spec, "cpu"), export.identity
-        return OnnxEncoder(export, precision), export.identity
+        return _indexing_onnx(export, precision, store, on_event), export.identity
     encoder = load_encoder(spec, "cpu")
     found = check_identity(encoder, identity)
-    if export is None:
-        export = export_model(encoder, store=store, int8=precision == "int8", on_event=on_event)
+    if export is None or damaged:
+        export = export_model(encoder, store=store, int8=precision == "int8", force=damaged,
+                              on_event=on_event)
     if export.ok:
         if export.cpu_image_runtime() == "torch" and precision == "fp32":
             return encoder, found
-        return OnnxEncoder(export, precision), found
+        return _indexing_onnx(export, precision, store, on_event), found
     if precision != "fp32":
         raise InputError(f"{precision} precision needs an ONNX export, and model {spec} has "
                          f"none: {export.reason}")
     _warn_once(f"failed:{found}", f"model {spec} runs on torch: {export.reason}")
     return encoder, found
+
+
+def _intact(export: Export, precision: str) -> bool:
+    """Whether the towers an index run loads pass the cheap check (stat, else hash); a damaged
+    export is made again before the run starts."""
+    variant = precision if export.has(precision) else "fp32"
+    return intact(export, [n for tower in ("image", "text")
+                           for n in export.tower_names(tower, variant)])
+
+
+def _indexing_onnx(export: Export, precision: str, store: ExportStore,
+                   on_event: Callable[[str], None] | None) -> OnnxEncoder:
+    """An index run's ONNX encoder: each tower hashed in full when first loaded (its vectors
+    are stored); one damaged meanwhile makes the export again and embeds with the new one."""
+    def rebuilt(damage: ExportDamaged) -> Encoder:
+        from .export import export_model
+
+        log.warning("%s; exporting it again", damage)
+        encoder = load_encoder(export.spec, "cpu")
+        check_identity(encoder, export.identity)
+        new = export_model(encoder, store=store, int8=precision == "int8", force=True,
+                           on_event=on_event)
+        return OnnxEncoder(new, precision) if new.ok else encoder
+
+    return OnnxEncoder(export, precision, check="full", on_damage=rebuilt)

@@ -10,19 +10,25 @@ towers that mask their padding and pool by mean or at the first token, are expor
 dynamic sequence length: positions after the end token cannot change the output, so token ids
 are cut after the longest text's end token instead of being padded to the context length (a
 short query costs a fraction of a full 77-token forward pass).
+
+Before a tower's session is created, the files it reads are checked against the export's
+checksums (see :mod:`.integrity`); a file that fails, or that ONNX Runtime cannot load, is
+:class:`~.integrity.ExportDamaged`. An encoder given ``on_damage`` then embeds with the encoder
+that callback returns (torch) instead of failing.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
 from .export_store import Export
-from .spec import ModelSpec
+from .integrity import ExportDamaged, check_files
+from .spec import Encoder, ModelSpec
 from .tokenizer import load_tokenizer
 
 TEXT_BATCH = 64
@@ -53,11 +59,23 @@ def create_session(path: str, threads: int | None = None, prepack: bool = True) 
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return (text[:200] + "...") if len(text) > 200 else text or type(exc).__name__
+
+
 class OnnxEncoder:
-    """An exported model (one precision variant) on ONNX Runtime's CPU provider."""
+    """An exported model (one precision variant) on ONNX Runtime's CPU provider.
+
+    ``check``: how a tower's files are checked before its session is created (``stat``: hashed
+    when their stat changed since they were last verified; ``full``: always hashed; ``off``:
+    not at all, for an export being written). ``on_damage``: called once with the damage when
+    a tower is damaged; the encoder it returns embeds from then on (else the damage is
+    raised)."""
 
     def __init__(self, export: Export, precision: str = "fp32", threads: int | None = None,
-                 prepack: bool = True) -> None:
+                 prepack: bool = True, *, check: Literal["stat", "full", "off"] = "stat",
+                 on_damage: Callable[[ExportDamaged], Encoder] | None = None) -> None:
         if not export.has(precision):
             raise ValueError(f"export {export.folder} has no {precision} variant")
         self.export = export
@@ -72,37 +90,65 @@ class OnnxEncoder:
         self._text_cfg: dict[str, Any] = export.manifest["text"]
         self._sessions: dict[str, Any] = {}
         self._tokenizer: Any = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._check = check
+        self._on_damage = on_damage
+        self.fallback: Encoder | None = None  # what embeds instead of a damaged export
 
     def __repr__(self) -> str:
         return f"OnnxEncoder({str(self.spec)!r}, {self.precision}, {self.export.folder.name})"
 
     def _session(self, tower: str) -> Any:
+        """The tower's session; None when the export is damaged and ``fallback`` embeds."""
         session = self._sessions.get(tower)
-        if session is None:
+        if session is None and self.fallback is None:
             with self._lock:
                 session = self._sessions.get(tower)
-                if session is None:
-                    path = str(self.export.tower_file(tower, self.precision))
-                    session = self._sessions[tower] = create_session(
-                        path, self._threads, self._prepack)
+                if session is None and self.fallback is None:
+                    try:
+                        session = self._sessions[tower] = self._open(tower)
+                    except ExportDamaged as damage:
+                        if self._on_damage is None:
+                            raise
+                        self.fallback = self._on_damage(damage)
         return session
+
+    def _open(self, tower: str) -> Any:
+        """A session for ``tower`` once its files are checked (the tokenizer's too)."""
+        if self._check != "off":
+            check_files(self.export, self.export.tower_names(tower, self.precision),
+                        full=self._check == "full")
+        path = self.export.tower_file(tower, self.precision)
+        try:
+            session = create_session(str(path), self._threads, self._prepack)
+        except Exception as exc:  # onnxruntime's own errors: a protobuf, graph or data fault
+            raise ExportDamaged(self.export, path.name, "cannot be loaded by ONNX Runtime "
+                                f"({_first_line(exc)})") from None
+        if tower == "text":
+            self._load_tokenizer()
+        return session
+
+    def _load_tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            with self._lock:
+                if self._tokenizer is None:
+                    cfg = self._text_cfg["tokenizer"]
+                    try:
+                        self._tokenizer = load_tokenizer(self.export.folder, cfg)
+                    except Exception as exc:  # a gzip, UTF-8, JSON or tokenizers error
+                        name = cfg.get("merges") or cfg.get("file") or "tokenizer"
+                        raise ExportDamaged(self.export, name, "cannot be read as a tokenizer "
+                                            f"({_first_line(exc)})") from None
+        return self._tokenizer
 
     def load(self, *towers: str) -> None:
         """Create the sessions of these towers now (a server does, before its first request)."""
         for tower in towers or ("image", "text"):
             self._session(tower)
-            if tower == "text":
-                self.tokenize([""])
 
     def tokenize(self, texts: Sequence[str]) -> np.ndarray:
         """Token ids as the text tower takes them (cut after the last end token if it can)."""
-        if self._tokenizer is None:
-            with self._lock:
-                if self._tokenizer is None:
-                    self._tokenizer = load_tokenizer(self.export.folder,
-                                                     self._text_cfg["tokenizer"])
-        tokens = self._tokenizer(list(texts))
+        tokens = self._load_tokenizer()(list(texts))
         if self._text_cfg.get("trim") and len(tokens):
             # Cut after the last id that is not padding (every text ends with its end token);
             # keep at least the two positions the export allows.
@@ -116,6 +162,8 @@ class OnnxEncoder:
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         session = self._session("text")
+        if session is None:
+            return self.fallback.embed_texts(texts)  # type: ignore[union-attr]
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         # Similar lengths batched together waste less on padding.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
@@ -128,8 +176,10 @@ class OnnxEncoder:
     def embed_images(self, pixels: np.ndarray) -> np.ndarray:
         if len(pixels) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        x = np.ascontiguousarray(pixels, dtype=np.uint8)
         session = self._session("image")
+        if session is None:
+            return self.fallback.embed_images(pixels)  # type: ignore[union-attr]
+        x = np.ascontiguousarray(pixels, dtype=np.uint8)
         return _renormalize(session.run(None, {session.get_inputs()[0].name: x})[0])
 
 

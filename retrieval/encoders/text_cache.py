@@ -1,4 +1,10 @@
-"""A small persistent cache of query-text embeddings, keyed by model identity and text.
+"""A small persistent cache of query-text embeddings, keyed by model, export and text.
+
+The key names the model identity, the precision and the export whose text tower embedded the
+text (its checksums and when it was made, see :func:`.resolve.text_cache_key`): an export made
+again, after damage say, starts with no vectors, so vectors a damaged export computed are never
+served again. Vectors computed by torch when an export is damaged are right for the identity
+and are kept under the export's key.
 
 People repeat searches. A repeated query text is answered from this SQLite file without
 creating an inference session at all. It lives in ``cache/text-embeddings.sqlite`` under the
@@ -31,7 +37,7 @@ def cache_path() -> Path:
 
 
 class TextCache:
-    """Vectors of texts embedded by one model (``key``: its identity and precision)."""
+    """Vectors of texts embedded by one model (``key``: its identity, precision and export)."""
 
     def __init__(self, key: str, path: Path | None = None, max_entries: int = MAX_ENTRIES) -> None:
         self.key = key

@@ -158,7 +158,8 @@ def model() -> None:
 
 @model.command("export")
 @click.option("--int8", is_flag=True, help="Also make the int8 variant (dynamic quantisation).")
-@click.option("--force", is_flag=True, help="Try again a model whose export failed before.")
+@click.option("--force", is_flag=True, help="Export again even if an export exists (repairs a "
+              "damaged one) or failed before.")
 @json_option("Print the export's manifest as JSON.")
 @progress_option
 @click.pass_context
@@ -166,7 +167,8 @@ def model_export(ctx: click.Context, int8: bool, force: bool, as_json: bool,
                  progress: bool | None) -> None:
     """Export the collection's model to ONNX (both towers, parity-checked against torch), so
     that searches never load torch. Index runs do this by themselves; this is for collections
-    made before, or to add the int8 variant."""
+    made before, or to add the int8 variant. An existing export is checked file by file
+    against its checksums, and exported again if damaged."""
     col = open_collection(ctx)
     with progress_bars(progress) as bar:
         export = col.export_model(int8=int8, force=force, progress=bar)
