@@ -13,8 +13,9 @@ it. A request the builder refuses is reported with its one-line message.
 
 The "worst" request combines everything allowed at once: every kind of re-ranking stage (the
 model stage re-embedding its largest top N with the demo model as the second model) at the
-largest depth re-ranking allows, hybrid keyword fusion, the most query terms (texts never
-searched before, so the encoder runs), and many filters that keep every item. Requests the
+largest depth re-ranking allows, hybrid keyword fusion, the most query terms (the most image
+terms, each a 50-megapixel PNG, the service's upload limit; the rest texts never searched
+before, so the encoder runs), and many filters that keep every item. Requests the
 builder now refuses (62 stages, re-ranking at k=10000) are listed too: run with an older
 checkout on ``PYTHONPATH`` to measure them there.
 
@@ -42,8 +43,9 @@ N_TEXTS = 12_000
 BASE = "plain k=10"
 
 
-def requests() -> dict[str, dict[str, Any]]:
-    """Named requests, as keyword arguments of ``Collection.search`` (target texts)."""
+def requests(image: str = "50mp.png") -> dict[str, dict[str, Any]]:
+    """Named requests, as keyword arguments of ``Collection.search`` (target texts);
+    ``image`` is the path of a large image (see :func:`large_image`)."""
     from retrieval.search import builder
 
     max_k = builder.MAX_K
@@ -54,6 +56,9 @@ def requests() -> dict[str, dict[str, Any]]:
     fresh = os.getpid()  # the text cache persists: new words in every process
     terms = [{"kind": "text", "value": f"{words[i % 16]} {words[(i * 7) % 16]} {fresh} {i}",
               "weight": 1.0 + (i % 3)} for i in range(builder.MAX_TERMS)]
+    images = getattr(builder, "MAX_IMAGE_TERMS", builder.MAX_TERMS)
+    big = [{"kind": "image", "value": image, "weight": 0.5}] * images
+    mixed = big + terms[:builder.MAX_TERMS - images]
     filters = ["meta.lang = en", "meta.n >= 0", "meta.n < 1000000"] * 10  # keep every text
     full = "exact,mmr:0.7,dedup:0.95"
     every = ["exact", "mmr:0.7", "dedup:0.95", f"model:demo:{depth}"][:max_stages]
@@ -70,11 +75,16 @@ def requests() -> dict[str, dict[str, Any]]:
         "exact,mmr:0.7 at max depth": {"text": "a red circle", "k": depth,
                                        "rerank": "exact,mmr:0.7"},
         f"{full} at max depth": {"text": "a red circle", "k": depth, "rerank": full},
+        "32 new text terms": {"terms": terms, "k": 10},
+        f"{images} image terms of 50 megapixels": {"terms": big, "k": 10},
         "worst but the model stage": {
-            "terms": terms, "k": depth, "hybrid": True, "filters": filters, "rerank": full},
-        "worst: all 4 stages, max depth, hybrid, 32 new terms, 30 filters": {
-            "terms": terms, "k": depth, "hybrid": True, "filters": filters,
-            "rerank": ",".join(every)},
+            "terms": mixed, "k": depth, "hybrid": True, "filters": filters, "rerank": full},
+        f"worst: 4 stages, max depth, hybrid, {images} images + {32 - images} texts, "
+        "30 filters": {"terms": mixed, "k": depth, "hybrid": True, "filters": filters,
+                       "rerank": ",".join(every)},
+        "the worst with a deadline 1 s away": {
+            "terms": mixed, "k": depth, "hybrid": True, "filters": filters,
+            "rerank": ",".join(every), "timeout": 1.0},
     }
 
 
@@ -86,6 +96,15 @@ def captions(n: int, seed: int = 7) -> list[dict[str, Any]]:
     rng = random.Random(seed)
     return [{"text": f"{random_scene(rng).caption()} number {i}", "lang": "en", "n": i}
             for i in range(n)]
+
+
+def large_image(path: Path) -> Path:
+    """A 50-megapixel PNG (the service's upload limit) of one colour: 158 kB to send."""
+    if not path.exists():
+        from PIL import Image
+
+        Image.new("RGB", (10_000, 5_000), (200, 30, 30)).save(path, "PNG")
+    return path
 
 
 def build(folder: Path, n: int) -> None:
@@ -101,16 +120,18 @@ def child(folder: str, name: str) -> None:
     """Run one request in this process and print one JSON line about it."""
     from retrieval import Collection, RetrievalError
 
-    kwargs = requests()[name]
+    kwargs = requests(str(large_image(Path(folder).parent / "50mp.png")))[name]
     with Collection(folder) as col:
         col.search("warm up", k=10, target="text")
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         t = time.perf_counter()
+        if "timeout" in kwargs:  # a deadline from the moment the search starts
+            kwargs["deadline"] = time.monotonic() + kwargs.pop("timeout")
         try:
             hits = col.search(target="text", **kwargs)
             outcome = f"{len(hits)} hits"
         except RetrievalError as exc:
-            outcome = f"refused: {exc}"
+            outcome = f"{type(exc).__name__}: {exc}"
         took = time.perf_counter() - t
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         if name == BASE:  # the ratios' baseline: the median of 21 runs

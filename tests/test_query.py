@@ -776,6 +776,15 @@ def test_rerank_bounds_in_builder() -> None:
         build_query("x", filters=["width > 1"] * MAX_FILTERS, tags=["a"])
 
 
+def test_image_terms_bounded() -> None:
+    from retrieval.search.builder import MAX_IMAGE_TERMS, build_query
+
+    image = {"kind": "image", "value": b"\x89PNG not decoded by the builder"}
+    assert len(build_query("x", terms=[image] * MAX_IMAGE_TERMS).terms) == MAX_IMAGE_TERMS + 1
+    with pytest.raises(QueryError, match=f"^at most {MAX_IMAGE_TERMS} image terms, got {MAX_IMAGE_TERMS + 1}$"):
+        build_query(terms=[image] * (MAX_IMAGE_TERMS + 1))
+
+
 @pytest.mark.parametrize(("k", "offset", "extra", "pool"), [
     (10, 0, {}, 10), (10, 5, {"hybrid": True}, 60), (10, 0, {"rerank": "mmr"}, 50),
     (400, 100, {"rerank": "mmr"}, 2000), (2000, 0, {"rerank": "exact"}, 2000),

@@ -29,6 +29,9 @@ MAX_K = 10_000
 MAX_OFFSET = 10_000
 MAX_TEXT = 2_000  # characters in a text term
 MAX_TERMS = 32
+# Each image term is decoded (up to the pixel limit: 1.5 s and 120 MB for a 50-megapixel PNG):
+# a few are enough to combine examples; 32 were a minute of work in one request.
+MAX_IMAGE_TERMS = 4
 MAX_ITEM_ID = 2**63 - 1  # item ids are 64-bit integers
 MAX_FILTERS = 100  # conditions, --path/--after/--before/--tag included
 # Re-ranking: each kind of stage (exact, mmr, dedup, model) at most once, so at most four
@@ -82,6 +85,9 @@ def validate(query: Query) -> None:
     if len(query.terms) > MAX_TERMS:
         raise QueryError(f"at most {MAX_TERMS} query terms, got {len(query.terms)}")
     query.terms = [as_term(t) for t in query.terms]
+    images = sum(t.kind == "image" for t in query.terms)
+    if images > MAX_IMAGE_TERMS:
+        raise QueryError(f"at most {MAX_IMAGE_TERMS} image terms, got {images}")
     query.target = _target(query.target)
     if not _is_int(query.k) or not 1 <= query.k <= MAX_K:
         raise QueryError(f"k must be an integer between 1 and {MAX_K}, got {query.k!r}")

@@ -122,9 +122,11 @@ class SecondModelScorer:
     def __init__(self, catalog: Catalog, encoder: Encoder, key: str) -> None:
         self.catalog, self.encoder, self.key = catalog, encoder, key
 
-    def embed_query(self, terms: Sequence[Term]) -> np.ndarray:
+    def embed_query(self, terms: Sequence[Term], check: Callable[[], None] = lambda: None
+                    ) -> np.ndarray:
         vecs = []
         for t in terms:
+            check()
             if t.kind == "vector":
                 raise QueryError("a raw query vector cannot be re-scored by another model")
             if t.kind == "text":

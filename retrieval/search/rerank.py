@@ -48,8 +48,9 @@ class Candidate:
 class SecondModel(Protocol):
     """A second model as the model stage uses it (see :mod:`.searcher`)."""
 
-    def embed_query(self, terms: Sequence[Term]) -> np.ndarray:
-        """The query's terms embedded by this model and combined."""
+    def embed_query(self, terms: Sequence[Term], check: Callable[[], None] = ...) -> np.ndarray:
+        """The query's terms embedded by this model and combined; ``check`` runs before each
+        term (a search's budget raises there)."""
         ...
 
     def item_vectors(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
@@ -219,7 +220,7 @@ class ModelRerank(Stage):
         if not cands:
             return cands
         model = ctx.second_model(self.spec)
-        qv = model.embed_query(ctx.query.terms)
+        qv = model.embed_query(ctx.query.terms, ctx.budget.check)
         head, tail = cands[: self.top_n], cands[self.top_n:]
         vectors: dict[int, np.ndarray] = {}
         for start in range(0, len(head), self.batch):

@@ -14,10 +14,11 @@ the memory test counts bytes allocated (tracemalloc), not seconds.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,7 @@ from retrieval.search.rerank import (
     Candidate,
     Dedup,
     Exact,
+    ModelRerank,
     RerankContext,
     Stage,
 )
@@ -257,6 +259,39 @@ def test_stage_checks_inside_its_loop(stage: Stage, k: int) -> None:
     with pytest.raises(SearchCancelled):
         stage.apply(_ctx(vecs, q, k, Budget(cancel=flag)), list(cands))
     assert flag.checks == trip  # stopped at the check that saw the flag, not at the end
+
+
+def test_model_stage_checks_between_terms_and_batches() -> None:
+    """The model stage: a check before each query term it embeds, and between batches of the
+    items it re-embeds (a second model over images is the slowest stage there is)."""
+    vecs, q = _random(MAX_CANDIDATES, 16)
+    embedded: list[int] = []
+
+    class Second:
+        def embed_query(self, terms: Sequence[Term], check: Callable[[], None] = lambda: None
+                        ) -> np.ndarray:
+            for _ in terms:
+                check()
+            return q
+
+        def item_vectors(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
+            embedded.extend(ids)
+            return {i: vecs[i] for i in ids}
+
+    stage = ModelRerank("local-dir:/unused", top_n=MAX_CANDIDATES)
+    query = Query([Term("text", "a"), Term("text", "b"), Term("text", "c")], k=10)
+
+    def ctx(budget: Budget) -> RerankContext:
+        return RerankContext(query, q, 10, lambda ids: vecs[ids], lambda _s: Second(), budget)
+
+    free = CountingFlag()
+    stage.apply(ctx(Budget(cancel=free)), _cands(vecs, q))
+    assert free.checks == 3 + math.ceil(MAX_CANDIDATES / ModelRerank.batch)
+    embedded.clear()
+    flag = CountingFlag(after=3 + 5)  # the three terms, then five batches
+    with pytest.raises(SearchCancelled):
+        stage.apply(ctx(Budget(cancel=flag)), _cands(vecs, q))
+    assert len(embedded) == 4 * ModelRerank.batch
 
 
 def test_cancel_from_another_thread_stops_mmr() -> None:
