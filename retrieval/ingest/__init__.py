@@ -1,6 +1,7 @@
 """Ingest: bringing files and texts into a collection.
 
 * :mod:`.scan`: walking folders for image files and their sidecar captions;
+* :mod:`.confine`: files found by name (sidecars, links) stay inside the indexed folders;
 * :mod:`.workers`: decoding, hashing and preprocessing in worker processes;
 * :mod:`.images`: the incremental, restartable index run over folders;
 * :mod:`.distributed`: its decoding and embedding on a Ray cluster (``--ray``);

@@ -12,7 +12,9 @@ A run is incremental and restartable:
   and the next run picks up from there;
 * files that disappeared under the given roots are removed at the end, after new files had the
   chance to reuse their vectors;
-* a sidecar caption (``photo.txt`` beside ``photo.jpg``) is stored as the image's caption.
+* a sidecar caption (``photo.txt`` beside ``photo.jpg``) is stored as the image's caption, when
+  it is a regular file inside the indexed folders (:mod:`.confine`); one that is not is skipped
+  with its reason, and a caption stored from it before is dropped.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ import numpy as np
 from ..encoders import Encoder
 from ..media import hash_text
 from ..storage.records import IMAGE, FileState, ImageRecord, TextRecord
+from .confine import FoundFileError, Sidecar, read_sidecar
 from .pool import decoded
 from .report import IndexOptions, IndexProgress, IndexSummary, ProgressCallback, no_progress
-from .scan import FileStat, check_roots, scan
+from .scan import check_roots, scan
 from .texts import embed_texts
 from .workers import (
     CHUNK,
@@ -51,7 +54,8 @@ def index_images(catalog: Catalog, get_encoder: Callable[[], Encoder],
     progress = progress or no_progress
     roots = check_roots(paths)
     summary = IndexSummary()
-    found = scan(roots, hidden=options.hidden,
+    found = scan(roots, hidden=options.hidden, sidecars=options.captions,
+                 within=catalog.get_settings().get("roots") or (),
                  on_progress=lambda n: progress(IndexProgress("scan", n)))
     for path, reason in found.errors:
         summary.fail(path, reason)
@@ -69,7 +73,7 @@ def index_images(catalog: Catalog, get_encoder: Callable[[], Encoder],
                     progress)
     if options.captions:
         ids = {p: s.id for p, s in catalog.file_states(roots).items() if p in found.images}
-        _sync_captions(catalog, get_encoder, ids, found.captions, progress)
+        _sync_captions(catalog, get_encoder, ids, found.captions, summary, progress)
     gone = [s.id for p, s in known.items() if p not in found.images]
     gone += batches.stale if batches is not None else []
     if gone:
@@ -212,22 +216,20 @@ def _pixels(res: DecodeResult) -> np.ndarray:
     return res.pixels
 
 
-def _read_caption(path: str) -> str | None:
-    try:
-        with open(path, encoding="utf-8-sig", errors="replace") as f:
-            text = " ".join(f.read(100_000).split())
-    except OSError:
-        return None
-    return text or None
+def _read_caption(cap: Sidecar) -> str:
+    """A sidecar's words on one line (the first 100,000 characters); FoundFileError when it is
+    no longer the file the scan approved."""
+    text = read_sidecar(cap, 400_000).decode("utf-8-sig", errors="replace")
+    return " ".join(text[:100_000].split())
 
 
 def _sync_captions(catalog: Catalog, get_encoder: Callable[[], Encoder], ids: dict[str, int],
-                   captions: dict[str, FileStat], progress: ProgressCallback,
-                   batch: int = 256) -> None:
+                   captions: dict[str, Sidecar], summary: IndexSummary,
+                   progress: ProgressCallback, batch: int = 256) -> None:
     """Store each image's sidecar caption as a linked text; ``ids`` maps the paths of the
     images this run saw to their item ids."""
     stored = catalog.caption_states(ids.values())
-    todo: list[tuple[int, FileStat]] = []
+    todo: list[tuple[int, Sidecar]] = []
     drop: list[int] = []
     for path, item_id in ids.items():
         cap, old = captions.get(path), stored.get(item_id)
@@ -246,8 +248,12 @@ def _sync_captions(catalog: Catalog, get_encoder: Callable[[], Encoder], ids: di
     for start in range(0, len(todo), batch):
         texts, keep = [], []
         for item_id, cap in todo[start:start + batch]:
-            text = _read_caption(cap.path)
-            if text is None:
+            try:
+                text = _read_caption(cap)
+            except FoundFileError as exc:
+                summary.fail(cap.path, exc.reason)
+                text = ""
+            if not text:
                 if item_id in stored:
                     catalog.delete_items([stored[item_id][0].id])
                 continue

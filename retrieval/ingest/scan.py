@@ -1,8 +1,12 @@
 """Walk folders and list image files with the stat data used to detect changes.
 
 The walk follows symbolic links but remembers every directory it entered by (device, inode), so
-a link loop is entered once and cannot hang it. Hidden files and folders (a leading dot) are
-skipped unless asked for; a root given explicitly is always walked.
+a link loop is entered once and cannot hang it. A link found in a folder (to an image, to a
+folder, or a sidecar caption) is followed only where it stays inside the indexed folders, and
+an image-named link only to a file named as an image (:mod:`.confine`): anything else is
+reported with its reason. Hidden files and folders (a leading dot) are skipped unless asked
+for; a root given explicitly is always walked, and a file given explicitly must be named as an
+image.
 """
 
 from __future__ import annotations
@@ -12,9 +16,17 @@ import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from ..media import IMAGE_EXTENSIONS, file_type
-
-CAPTION_EXTENSION = ".txt"
+from ..media import file_type
+from ..pathnames import shown
+from .confine import (
+    CAPTION_EXTENSION,
+    Folders,
+    Sidecar,
+    find_sidecar,
+    is_image_name,
+    link_refusal,
+    not_an_image_name,
+)
 
 
 @dataclass(frozen=True)
@@ -31,7 +43,7 @@ class ScanResult:
     """Image files found, sidecar caption files keyed by image path, and paths that failed."""
 
     images: dict[str, FileStat] = field(default_factory=dict)
-    captions: dict[str, FileStat] = field(default_factory=dict)
+    captions: dict[str, Sidecar] = field(default_factory=dict)
     errors: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -40,100 +52,135 @@ def normalize_path(path: str | os.PathLike[str]) -> str:
     return os.path.abspath(os.path.expanduser(os.fspath(path)))
 
 
-def is_image_name(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
-
-
 def scan(
     roots: Iterable[str | os.PathLike[str]],
     *,
     hidden: bool = False,
+    sidecars: bool = True,
+    within: Iterable[str] = (),
     on_progress: Callable[[int], None] | None = None,
 ) -> ScanResult:
-    """Find image files under ``roots`` (folders or single files).
+    """Find image files under ``roots`` (folders or single files), and their sidecar captions
+    unless ``sidecars`` is False.
 
-    ``on_progress`` is called with the number of images found so far, every few hundred files.
-    Roots must exist; the caller checks that so that a mistyped path never sweeps a collection.
+    A link found there may lead into ``roots`` or ``within`` (the collection's other folders),
+    nowhere else. ``on_progress`` is called with the number of images found so far, every few
+    hundred files. Roots must exist; the caller checks that so that a mistyped path never
+    sweeps a collection.
     """
-    result = ScanResult()
-    seen_dirs: set[tuple[int, int]] = set()
-    for root in roots:
-        root = normalize_path(root)
+    paths = [normalize_path(r) for r in roots]
+    walk = _Walk(Folders([*paths, *within]), hidden, sidecars, on_progress)
+    for root in paths:
         if os.path.isdir(root):
-            _walk(root, result, seen_dirs, hidden, on_progress)
-        else:
-            _add_file(root, result)
-    return result
+            walk.folder(root)
+        elif not is_image_name(root):
+            walk.result.errors.append((root, not_an_image_name(root)))
+        else:  # its own sidecar may lie beside it, in the folder the user pointed into
+            real_dir = os.path.realpath(os.path.dirname(root))
+            walk.file(root, os.path.realpath(root), real_dir, walk.folders.plus(real_dir))
+    if on_progress:
+        on_progress(len(walk.result.images))
+    return walk.result
 
 
-def _add_file(path: str, result: ScanResult) -> None:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        reason = "broken symbolic link" if os.path.islink(path) else "file not found"
-        result.errors.append((path, reason))
-        return
-    except OSError as exc:
-        result.errors.append((path, f"cannot stat ({exc.strerror or exc})"))
-        return
-    if not stat.S_ISREG(st.st_mode):
-        result.errors.append((path, f"not a regular file ({file_type(st.st_mode)})"))
-        return
-    result.images[path] = FileStat(path, st.st_size, st.st_mtime_ns)
-    caption = os.path.splitext(path)[0] + CAPTION_EXTENSION
-    try:
-        cst = os.stat(caption)
-    except OSError:
-        return
-    if os.path.isfile(caption):
-        result.captions[path] = FileStat(caption, cst.st_size, cst.st_mtime_ns)
+class _Walk:
+    """One scan: what it found, and the folders its links may lead into."""
 
+    def __init__(self, folders: Folders, hidden: bool, sidecars: bool,
+                 on_progress: Callable[[int], None] | None) -> None:
+        self.folders, self.hidden, self.sidecars = folders, hidden, sidecars
+        self.on_progress = on_progress
+        self.result = ScanResult()
+        self.seen_dirs: set[tuple[int, int]] = set()
+        self.refused: set[str] = set()  # sidecars reported (photo.jpg and photo.png share one)
 
-def _walk(
-    top: str,
-    result: ScanResult,
-    seen_dirs: set[tuple[int, int]],
-    hidden: bool,
-    on_progress: Callable[[int], None] | None,
-) -> None:
-    stack = [top]
-    while stack:
-        directory = stack.pop()
+    def fail(self, path: str, reason: str) -> None:
+        self.result.errors.append((path, reason))
+
+    def file(self, path: str, real: str | None, real_dir: str, folders: Folders) -> None:
+        """An image-named file; ``real`` is where it leads (links resolved), None when it is no
+        link (a file in a folder already found inside)."""
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            self.fail(path, "broken symbolic link" if os.path.islink(path) else "file not found")
+            return
+        except OSError as exc:
+            self.fail(path, f"cannot stat ({exc.strerror or exc})")
+            return
+        if not stat.S_ISREG(st.st_mode):
+            self.fail(path, f"not a regular file ({file_type(st.st_mode)})")
+            return
+        refused = None if real is None else link_refusal(real, folders)
+        if refused is not None:
+            self.fail(path, refused)
+            return
+        self.result.images[path] = FileStat(path, st.st_size, st.st_mtime_ns)
+        if self.sidecars:
+            cap = find_sidecar(path, folders, real_dir)
+            if isinstance(cap, Sidecar):
+                self.result.captions[path] = cap
+            elif cap is not None and (name := os.path.splitext(path)[0]
+                                      + CAPTION_EXTENSION) not in self.refused:
+                self.refused.add(name)
+                self.fail(name, cap)
+
+    def folder(self, top: str) -> None:
+        stack = [(top, os.path.realpath(top))]
+        while stack:
+            directory, real_dir = stack.pop()
+            entries = self._entries(directory)
+            subdirs = []
+            for entry in entries or ():
+                if not self.hidden and entry.name.startswith("."):
+                    continue
+                real = os.path.realpath(entry.path) if _is_link(entry) else None
+                if _is_dir(entry):
+                    if real is not None and not self.folders.holds(real):
+                        self.fail(entry.path, "folder links outside the indexed folders: "
+                                  + shown(real))
+                        continue
+                    if is_image_name(entry.name):
+                        # A folder named like an image: report it, and still look inside.
+                        self.fail(entry.path, "is a directory, not an image file")
+                    subdirs.append((entry.path, real or os.path.join(real_dir, entry.name)))
+                elif is_image_name(entry.name):
+                    self.file(entry.path, real, real_dir, self.folders)
+                    if self.on_progress and len(self.result.images) % 500 == 0:
+                        self.on_progress(len(self.result.images))
+            stack.extend(reversed(subdirs))
+
+    def _entries(self, directory: str) -> list[os.DirEntry[str]] | None:
+        """A folder's entries by name, or None (reported) when it was seen or cannot be read."""
         try:
             st = os.stat(directory)
         except OSError as exc:
-            result.errors.append((directory, f"cannot open folder ({exc.strerror or exc})"))
-            continue
+            self.fail(directory, f"cannot open folder ({exc.strerror or exc})")
+            return None
         key = (st.st_dev, st.st_ino)
-        if key in seen_dirs:
-            continue  # a symlink loop or a folder reached twice
-        seen_dirs.add(key)
+        if key in self.seen_dirs:
+            return None  # a symlink loop or a folder reached twice
+        self.seen_dirs.add(key)
         try:
             with os.scandir(directory) as it:
-                entries = sorted(it, key=lambda e: e.name)
+                return sorted(it, key=lambda e: e.name)
         except OSError as exc:
-            result.errors.append((directory, f"cannot list folder ({exc.strerror or exc})"))
-            continue
-        subdirs = []
-        for entry in entries:
-            if not hidden and entry.name.startswith("."):
-                continue
-            try:
-                is_dir = entry.is_dir(follow_symlinks=True)
-            except OSError:
-                is_dir = False
-            if is_dir:
-                if is_image_name(entry.name):
-                    # A folder named like an image: report it, and still look inside.
-                    result.errors.append((entry.path, "is a directory, not an image file"))
-                subdirs.append(entry.path)
-            elif is_image_name(entry.name):
-                _add_file(entry.path, result)
-                if on_progress and len(result.images) % 500 == 0:
-                    on_progress(len(result.images))
-        stack.extend(reversed(subdirs))
-    if on_progress:
-        on_progress(len(result.images))
+            self.fail(directory, f"cannot list folder ({exc.strerror or exc})")
+            return None
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=True)
+    except OSError:
+        return False
+
+
+def _is_link(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_symlink()
+    except OSError:
+        return False
 
 
 def check_roots(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
@@ -152,4 +199,5 @@ def check_roots(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
     return roots
 
 
-__all__ = ["FileStat", "ScanResult", "check_roots", "is_image_name", "normalize_path", "scan"]
+__all__ = ["CAPTION_EXTENSION", "FileStat", "ScanResult", "Sidecar", "check_roots",
+           "is_image_name", "normalize_path", "scan"]

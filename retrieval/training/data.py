@@ -2,10 +2,11 @@
 deterministic train / validation split, and the images decoded once into a memory-mapped cache.
 
 Data is a folder of images with sidecar captions (``x.jpg`` + ``x.txt``, one caption per
-line), or a CSV / JSONL file of image paths and captions (several captions per image allowed:
-repeat the row, or give JSONL ``"captions": [...]``). Images are decoded once, in the same
-worker processes as indexing, into a uint8 array beside the output (memory-mapped, so it need
-not fit in RAM); epochs then read batches from it.
+line; read under the same rule as when indexing: only a regular file inside the folder, see
+:mod:`retrieval.ingest.confine`), or a CSV / JSONL file of image paths and captions (several
+captions per image allowed: repeat the row, or give JSONL ``"captions": [...]``). Images are
+decoded once, in the same worker processes as indexing, into a uint8 array beside the output
+(memory-mapped, so it need not fit in RAM); epochs then read batches from it.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from ..media import ImageSpec
 
 CAPTION_COLUMNS = ("caption", "text", "title", "captions")
 IMAGE_COLUMNS = ("image", "path", "filepath", "file", "filename", "image_path")
+CAPTION_FILE_LIMIT = 16 << 20  # bytes of a sidecar read (one caption per line)
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -73,6 +75,7 @@ class _Pairs:
             self.pairs.setdefault(path, []).extend(caps)
 
     def from_folder(self) -> None:
+        from ..ingest.confine import FoundFileError, read_sidecar
         from ..ingest.scan import scan
 
         found = scan([self.src])
@@ -83,8 +86,11 @@ class _Pairs:
                 self.errors.append(FileError(path, "no caption file beside it"))
                 continue
             try:
-                lines = Path(cap.path).read_text(encoding="utf-8-sig").splitlines()
-            except (OSError, UnicodeDecodeError) as exc:
+                lines = read_sidecar(cap, CAPTION_FILE_LIMIT).decode("utf-8-sig").splitlines()
+            except FoundFileError as exc:
+                self.errors.append(FileError(cap.path, exc.reason))
+                continue
+            except UnicodeDecodeError as exc:
                 self.errors.append(FileError(cap.path, f"unreadable caption ({exc})"))
                 continue
             self.add(path, lines, cap.path)

@@ -72,11 +72,19 @@ def write_caption_data(folder: Path, n: int, seed: int) -> Path:
     """Images (once) and a JSONL of each image with its one full caption, the target."""
     if not (folder / "scenes.jsonl").exists():
         write_dataset(folder, n, seed=seed, size=IMAGE_SIZE)
+    from ..errors import TrainingError
+    from ..ingest.confine import FoundFileError, read_caption_beside
+
     out = folder / "full-captions.jsonl"
     with open(folder / "scenes.jsonl") as f, open(out, "w") as w:
         for line in f:
             d = json.loads(line)
-            caption = (folder / d["image"]).with_suffix(".txt").read_text().strip()
+            try:  # a sidecar found by name: read only inside the folder
+                caption = read_caption_beside(str(folder / d["image"])).strip()
+            except FoundFileError as exc:
+                raise TrainingError(f"{folder / d['image']}: {exc.reason}") from None
+            if not caption:
+                raise TrainingError(f"{folder / d['image']}: no caption file beside it")
             w.write(json.dumps({"image": d["image"], "caption": caption}) + "\n")
     return out
 

@@ -95,9 +95,29 @@ def make_corpus(root: Path, outside: Path, *, as_root: bool) -> list[Expect]:
     (root / "loop" / "again").symlink_to(root / "loop")  # a folder loop: entered once
     make_image(outside / "elsewhere.jpg", 11)
     (root / "link-out.jpg").symlink_to(outside / "elsewhere.jpg")
-    out.append(Expect("symbolic link to an image outside", str(root / "link-out.jpg")))
+    out.append(Expect("symbolic link to an image outside", str(root / "link-out.jpg"),
+                      "links outside the indexed folders"))
+    make_image(outside / "dir" / "deep.jpg", 15)
+    (root / "dir-out").symlink_to(outside / "dir")
+    out.append(Expect("symbolic link to a folder outside", str(root / "dir-out"),
+                      "folder links outside the indexed folders"))
+    page = make_image(root / "real.png", 16, fmt="PNG").rename(root / "real.html")
+    with open(page, "ab") as f:
+        f.write(b"<script>alert(document.domain)</script>")
+    (root / "page.png").symlink_to("real.html")
+    out.append(Expect("image-named link to a PNG with a script, named real.html",
+                      str(root / "page.png"), "links to a file not named as an image: real.html"))
     secret = outside / "secret.txt"
     secret.write_text("password: hunter2\n")
+    (root / "plain.txt").symlink_to(secret)  # the sidecar caption of plain.jpg and plain.png
+    out.append(Expect("caption linking to a secret outside", str(root / "plain.txt"),
+                      "caption file links outside the indexed folders"))
+    (root / "anim.txt").symlink_to("/proc/self/environ")
+    out.append(Expect("caption linking to /proc/self/environ", str(root / "anim.txt"),
+                      "caption file links outside the indexed folders"))
+    os.mkfifo(root / "png-inside.txt")
+    out.append(Expect("caption that is a named pipe", str(root / "png-inside.txt"),
+                      "caption file is not a regular file (a named pipe)"))
     os.link(secret, root / "hardlink.jpg")
     out.append(Expect("hard link to a text file outside", str(root / "hardlink.jpg"),
                       "not a recognised image format"))

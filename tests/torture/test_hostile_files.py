@@ -46,6 +46,10 @@ def test_every_hostile_kind_is_indexed_or_skipped_with_its_reason(tmp_path, corp
             assert top.path == e.path or top.score > 0.999, e.kind
     again = json.loads(run_cli("index", root, "--json", collection=col).stdout)
     assert (again["added"], again["updated"], again["removed"]) == (0, 0, 0)
+    # No caption file led anywhere: neither the secret outside nor this process's environment.
+    stored_bytes = b"".join(p.read_bytes() for p in col.rglob("*") if p.is_file())
+    environ = Path("/proc/self/environ").read_bytes().split(b"\0")[0]
+    assert b"hunter2" not in stored_bytes and environ not in stored_bytes
     with capsys.disabled():
         print(f"\nhostile corpus: {len(expected)} kinds, "
               f"{sum(e.reason is None for e in expected)} indexed, "

@@ -106,7 +106,16 @@ def show_demo_captions(images: list[Path]) -> None:
     click.echo(f"Generated captions ({DEMO_CAPTIONER}, a small CoCa; file, caption written, "
                "sidecar caption)")
     for path, text in zip(images, texts, strict=True):
-        sidecar = path.with_suffix(".txt")
-        truth = sidecar.read_text().strip() if sidecar.exists() else ""
-        click.echo(f"  {path.name:<22} {text!r}\n  {'':<22} {truth!r}")
+        click.echo(f"  {path.name:<22} {text!r}\n  {'':<22} {demo_caption(path)!r}")
     click.echo()
+
+
+def demo_caption(image: Path) -> str:
+    """The sidecar caption beside a demo image, read under the indexing rule (a regular file
+    in the image's folder, see :mod:`retrieval.ingest.confine`); "" when there is none."""
+    from ...ingest.confine import FoundFileError, read_caption_beside
+
+    try:
+        return read_caption_beside(str(image)).strip()
+    except FoundFileError as exc:
+        return f"({exc.reason})"

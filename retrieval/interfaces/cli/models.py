@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from ...pathnames import shown
-from .describing import show_demo_captions
+from .describing import demo_caption, show_demo_captions
 from .group import cli, json_option, open_collection, progress_option
 from .output import TrainProgress, describe_export, progress_bars
 
@@ -134,7 +134,7 @@ def demo(ctx: click.Context, n: int, folder: Path | None, progress: bool | None)
     for query in DEMO_QUERIES:
         show(f'Text search: "{query}" (file, its caption)', col.search(query, k=5))
     sample = sorted(folder.glob("*.png"))[0]
-    caption = sample.with_suffix(".txt").read_text().strip()
+    caption = demo_caption(sample)
     show(f"Image search: {sample.name} ({caption})", col.search(image=sample, k=5))
     show(f"Image to text: best descriptions of {sample.name}",
          col.search(image=sample, target="text", k=3))
