@@ -148,6 +148,21 @@ class Export:
         return str(self.manifest.get("speed", {}).get("image_runtime", "onnx"))
 
 
+def _well_formed(export: Export) -> bool:
+    """Whether a manifest holds what is read from it: one cut short or edited by hand is no
+    export (made again by the next index run), never a traceback."""
+    m = export.manifest
+    try:
+        read: list[Any] = [export.spec, export.identity, m["status"], export.files]
+        if export.ok:
+            read += [export.dim, export.image_spec, m["text"]["tokenizer"].get("kind"),
+                     *(export.tower_names(t, p) for t in ("image", "text") for p in m["variants"])]
+        return all(isinstance(f["size"], int) and isinstance(f["sha256"], str)
+                   for f in export.files.values())
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+        return False
+
+
 def image_spec_dict(spec: ImageSpec) -> dict[str, Any]:
     return {"size": list(spec.size), "mean": list(spec.mean), "std": list(spec.std),
             "interpolation": spec.interpolation, "resize_mode": spec.resize_mode,
@@ -175,7 +190,8 @@ class ExportStore:
             return None
         if not isinstance(manifest, dict) or manifest.get("format") != EXPORT_FORMAT:
             return None
-        return Export(folder, manifest)
+        export = Export(folder, manifest)
+        return export if _well_formed(export) else None
 
     def all(self) -> list[Export]:
         """Every export in the store (failed ones included), by folder name."""
@@ -234,7 +250,7 @@ class ExportStore:
         try:
             os.rename(staging, final)
         except OSError:
-            if not (final / MANIFEST).exists():
+            if self._read(final) is None:  # no export there (a crash, an unreadable manifest)
                 shutil.rmtree(final, ignore_errors=True)
                 os.rename(staging, final)
             else:

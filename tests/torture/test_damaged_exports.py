@@ -126,6 +126,22 @@ def test_index_with_a_damaged_export_exports_it_again_first(setup):
     assert _stderr_lines(quiet) == [] and _same(_hits(quiet), want)
 
 
+@pytest.mark.parametrize("manifest", [b"\x00{not json", b'{"format": 1, "identity": 5}',
+                                      b'{"format": 1, "status": "ok", "files": {"x": 1}}'])
+def test_an_unreadable_manifest_is_no_export_and_index_replaces_it(setup, manifest):
+    (setup.folder / MANIFEST).write_bytes(manifest)
+    proc = _search(setup, QUERY)
+    assert proc.returncode == 0 and _same(_hits(proc), setup.want_text)
+    lines = _stderr_lines(proc)
+    assert len(lines) == 1 and "no ONNX export" in lines[0]
+    make_images(setup.tmp / "more", 2, start=30)
+    assert run_cli("index", setup.tmp / "more", collection=setup.col).returncode == 0
+    export = ExportStore().record(Collection(setup.col).model_identity)
+    assert export is not None and export.folder == setup.folder
+    check_export(export, full=True)
+    assert _stderr_lines(_search(setup, QUERY)) == []
+
+
 def _cached(s: SimpleNamespace, text: str) -> np.ndarray | None:
     col = Collection(s.col)
     cache: TextCache = col.model.text_cache()
