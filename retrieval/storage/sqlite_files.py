@@ -35,6 +35,7 @@ WAL_HEADER, FRAME_HEADER = 32, 24
 DB_MAGIC = b"SQLite format 3\x00"
 CHECKPOINT_WAIT_MS = 1000
 CHUNK = 256  # frames checked at once
+MAX_CHECKED = 64 << 20  # bytes of a WAL checked (a longer one: its first frames)
 
 
 def check_files(path: str) -> None:
@@ -55,7 +56,7 @@ def check_files(path: str) -> None:
 def _read(path: str) -> bytes:
     try:
         with open(path, "rb") as f:
-            return f.read()
+            return f.read(MAX_CHECKED)
     except FileNotFoundError:
         return b""
     except OSError as exc:
@@ -107,19 +108,19 @@ def _wal_problem(data: bytes) -> str | None:
                            ).reshape(n, size)
     heads = frames[:, :FRAME_HEADER].copy().view(">u4")  # (n, 6)
     current = (heads[:, 2] == salt1) & (heads[:, 3] == salt2)
+    m = int(np.flatnonzero(current)[-1]) + 1 if current.any() else 0  # beyond: older logs
     previous = np.vstack([np.array([[c1, c2]], dtype=np.uint64),
-                          heads[:-1, 4:6].astype(np.uint64)])
-    sums = np.vstack([_frame_checksums(frames[i:i + CHUNK], previous[i:i + CHUNK], big)
-                      for i in range(0, n, CHUNK)])  # a chunk at a time: bounded memory
-    ok = current & np.all(sums == heads[:, 4:6], axis=1)
+                          heads[:m - 1, 4:6].astype(np.uint64)])
+    sums = [_frame_checksums(frames[i:min(m, i + CHUNK)], previous[i:i + CHUNK], big)
+            for i in range(0, m, CHUNK)]  # a chunk at a time: bounded memory
+    ok = current[:m] & np.all(np.vstack(sums or [np.empty((0, 2), np.uint64)])
+                              == heads[:m, 4:6], axis=1)
     bad = np.flatnonzero(~ok)
-    if bad.size == 0:
-        return None
-    first = int(bad[0])
     # Frames of this log after the first bad one would be dropped with it: that is damage. A
     # bad last frame of the log is what a process killed in mid-write leaves.
-    if current[first + 1:].any():
-        return f"frame {first + 1} of {n} is damaged (the commits after it would be lost)"
+    if bad.size and current[int(bad[0]) + 1:m].any():
+        return (f"frame {int(bad[0]) + 1} of {n} is damaged (the commits after it would be "
+                "lost)")
     return None
 
 
