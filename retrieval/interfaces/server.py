@@ -25,6 +25,7 @@ import binascii
 import contextlib
 import hashlib
 import io
+import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +47,7 @@ from ..errors import (
     ModelNotFoundError,
     QueryError,
     RetrievalError,
+    SearchInterrupted,
 )
 from ..fileio import atomic_path
 from ..pathnames import shown
@@ -65,6 +67,7 @@ from .page import PUBLIC_PATHS, page_routes
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 50_000_000
+SEARCH_TIMEOUT = 10.0  # seconds a search may take, queueing for an engine thread included
 THUMB_SIZES = (128, 256, 512)
 
 
@@ -136,7 +139,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (409, "the item's file changed since it was indexed, or the collection is busy"),
         (413, "the request body is over the limit"),
         (422, "the request does not match the schema"),
-        (503, "the model's weights are missing on the server"))}
+        (503, "the model's weights are missing on the server, the search ran past the "
+              "service's deadline, or the service is stopping"))}
 
 
 def _hit_out(h: Hit) -> HitOut:
@@ -147,10 +151,12 @@ class _Service:
     """The collection behind the app, its engine threads and the service's upload limits."""
 
     def __init__(self, collection: Collection, max_upload_bytes: int, max_pixels: int,
-                 threads: int) -> None:
+                 threads: int, timeout: float | None) -> None:
         self.collection = collection
         self.max_upload_bytes, self.max_pixels = max_upload_bytes, max_pixels
         self.engine = ThreadPoolExecutor(threads, thread_name_prefix="retrieval-engine")
+        self.timeout = timeout
+        self.inflight: set[threading.Event] = set()  # cancel flags of the searches running
         self.thumbs = collection.path / "thumbnails"
         if threads > 1:
             # Concurrent searches each encode on one core: measured with ViT-B-32 on two
@@ -161,12 +167,36 @@ class _Service:
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
         yield
-        self.engine.shutdown(wait=True)
+        self.stop_searches()
+        self.engine.shutdown(wait=True, cancel_futures=True)
+
+    def stop_searches(self) -> None:
+        """Cancel every search in flight: each ends at its next check (the service is
+        stopping)."""
+        for cancel in list(self.inflight):
+            cancel.set()
 
     async def on_engine(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.engine, fn, *args)
 
-    def search(self, body: SearchIn, upload: bytes | None = None) -> SearchOut:
+    async def bounded_search(self, request: Request, body: SearchIn,
+                             upload: bytes | None = None) -> SearchOut:
+        """A search on an engine thread, within the service's deadline (time spent waiting
+        for a thread counts); a client that goes away, or the server stopping, cancels it."""
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        cancel = threading.Event()
+        self.inflight.add(cancel)
+        watcher = asyncio.ensure_future(_until_disconnected(request, cancel))
+        try:
+            return await self.on_engine(self.search, body, upload, deadline, cancel)
+        finally:
+            cancel.set()  # finished, abandoned or interrupted: no engine work goes on for it
+            watcher.cancel()
+            self.inflight.discard(cancel)
+
+    def search(self, body: SearchIn, upload: bytes | None = None,
+               deadline: float | None = None, cancel: threading.Event | None = None
+               ) -> SearchOut:
         terms: list[dict[str, Any]] = [t.model_dump() for t in body.terms]
         for t in terms:
             if t["kind"] == "image":
@@ -183,7 +213,7 @@ class _Service:
             if term.kind == "image":
                 _upload(term.value, self.max_upload_bytes, self.max_pixels)
         start = time.perf_counter()
-        hits = self.collection.run(query)
+        hits = self.collection.run(query, deadline=deadline, cancel=cancel)
         return SearchOut(hits=[_hit_out(h) for h in hits],
                          took_ms=round((time.perf_counter() - start) * 1000, 2))
 
@@ -202,17 +232,20 @@ def create_app(collection: Collection, *, token: str | None = None,
                max_upload_bytes: int = MAX_UPLOAD_BYTES,
                max_pixels: int = MAX_UPLOAD_PIXELS, search_threads: int | None = None,
                max_body_bytes: int | None = None,
-               allowed_hosts: Sequence[str] | None = None) -> FastAPI:
+               allowed_hosts: Sequence[str] | None = None,
+               search_timeout: float | None = SEARCH_TIMEOUT) -> FastAPI:
     """The ASGI app serving ``collection``; ``token`` enables bearer authentication.
 
     ``search_threads`` searches run at once (default: one per core); ``max_body_bytes`` bounds
     every request body (default: room for the largest upload, base64-encoded in JSON);
     ``allowed_hosts`` are the ``Host`` names answered, any port (default: any Host;
-    ``retrieval serve`` passes the loopback names when bound to a loopback address)."""
+    ``retrieval serve`` passes the loopback names when bound to a loopback address);
+    ``search_timeout`` seconds a search may take before it is stopped with a 503 (None: no
+    limit)."""
     from ..encoders.runtime import cpu_threads
 
     service = _Service(collection, max_upload_bytes, max_pixels,
-                       search_threads or cpu_threads())
+                       search_threads or cpu_threads(), search_timeout)
     body_limit = max_body_bytes or (max_upload_bytes * 4 // 3 + (1 << 20))
     app = FastAPI(title="retrieval", version=_version(), lifespan=service.lifespan,
                   summary="Search images by text, by image, and texts by image.",
@@ -227,6 +260,7 @@ def create_app(collection: Collection, *, token: str | None = None,
     app.add_exception_handler(RetrievalError, _library_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _internal)
+    app.state.stop_searches = service.stop_searches  # for a server's signal handler
     _search_routes(app, service)
     _item_routes(app, service)
     page_routes(app, token)
@@ -234,6 +268,8 @@ def create_app(collection: Collection, *, token: str | None = None,
 
 
 def _library_error(_req: Request, exc: RetrievalError) -> JSONResponse:
+    if isinstance(exc, SearchInterrupted):  # past the deadline, or the service is stopping
+        return JSONResponse({"detail": shown(str(exc))}, 503, headers={"Retry-After": "1"})
     status = 404 if isinstance(exc, ItemNotFoundError) else 400
     if isinstance(exc, FileOutsideError):
         status = 403
@@ -272,13 +308,14 @@ def _search_routes(app: FastAPI, service: _Service) -> None:
         return await service.on_engine(service.collection.info)
 
     @app.post("/search", response_model=SearchOut, tags=["search"])
-    async def search(body: SearchIn) -> Response:
+    async def search(body: SearchIn, request: Request) -> Response:
         """Search by text, base64 image, stored item, raw vector or weighted terms, with
         filters, hybrid keyword fusion and a re-ranking pipeline."""
-        return _json(await service.on_engine(service.search, body))
+        return _json(await service.bounded_search(request, body))
 
     @app.post("/search/upload", response_model=SearchOut, tags=["search"])
     async def search_upload(
+        request: Request,
         image: Annotated[UploadFile, File(description="an image file")],
         k: Annotated[int, Form()] = 10,
         offset: Annotated[int, Form()] = 0,
@@ -294,7 +331,7 @@ def _search_routes(app: FastAPI, service: _Service) -> None:
         except ValidationError as exc:
             raise RequestValidationError(exc.errors()) from None
         data = await image.read(service.max_upload_bytes + 1)
-        return _json(await service.on_engine(service.search, body, data))
+        return _json(await service.bounded_search(request, body, data))
 
 
 def _item_routes(app: FastAPI, service: _Service) -> None:
@@ -322,6 +359,14 @@ def _item_routes(app: FastAPI, service: _Service) -> None:
         return FileResponse(service.thumbnail(item_id, size), media_type="image/jpeg",
                             headers={"Cache-Control": "private, max-age=3600",
                                      "Content-Security-Policy": FILE_CSP})
+
+
+async def _until_disconnected(request: Request, cancel: threading.Event) -> None:
+    """Set ``cancel`` when the client goes away. The request's body has been read whole by
+    then, so the next message the server sends up is the disconnect."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+    cancel.set()
 
 
 def _json(out: BaseModel) -> Response:

@@ -2,9 +2,38 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
 import click
 
 from .group import cli, model_options, open_collection
+
+GRACE_SECONDS = 3
+
+
+def _server_class() -> type:
+    import uvicorn
+
+    class StoppingServer(uvicorn.Server):
+        """uvicorn's server that also cancels the searches in flight when told to exit."""
+
+        def __init__(self, config: Any, stop_searches: Callable[[], None]) -> None:
+            super().__init__(config)
+            self.stop_searches = stop_searches
+            self.loop: asyncio.AbstractEventLoop | None = None
+
+        async def serve(self, sockets: Any = None) -> None:
+            self.loop = asyncio.get_running_loop()
+            await super().serve(sockets)
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if self.loop is not None:  # from the signal handler, onto the event loop's thread
+                self.loop.call_soon_threadsafe(self.stop_searches)
+            super().handle_exit(sig, frame)
+
+    return StoppingServer
 
 
 @cli.command()
@@ -21,11 +50,15 @@ from .group import cli, model_options, open_collection
               help="Host header names answered (comma-separated, any port; '*' for any); "
                    "others get a 400.  [default: 127.0.0.1,localhost,[::1] when bound to a "
                    "loopback address, against DNS rebinding; any Host otherwise]")
+@click.option("--search-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0,
+              show_default=True,
+              help="Seconds a search may take (waiting for a free engine thread included); "
+                   "past it the search stops and answers 503.")
 @model_options
 @click.pass_context
 def serve(ctx: click.Context, host: str, port: int, token: str | None, max_upload: int,
-          search_threads: int | None, allowed_hosts: str | None, model: str | None,
-          pretrained: str | None, device: str) -> None:
+          search_threads: int | None, allowed_hosts: str | None, search_timeout: float,
+          model: str | None, pretrained: str | None, device: str) -> None:
     """Serve the collection over HTTP: a JSON API (OpenAPI at /docs) and a web page at /."""
     import uvicorn
 
@@ -38,11 +71,16 @@ def serve(ctx: click.Context, host: str, port: int, token: str | None, max_uploa
                                  param_hint="--allowed-hosts")
     col = open_collection(ctx, model, pretrained, device)
     app = create_app(col, token=token, max_upload_bytes=max_upload * 1024 * 1024,
-                     search_threads=search_threads, allowed_hosts=hosts)
+                     search_threads=search_threads, allowed_hosts=hosts,
+                     search_timeout=search_timeout)
     encoder = col.encoder  # load the model before the first request, and fail early
     if hasattr(encoder, "load"):
         encoder.load("text", "image")
     if host not in ("127.0.0.1", "localhost", "::1") and not token:
         click.echo("warning: serving on a public address without --token", err=True)
     click.echo(f"serving {col.path} on http://{host}:{port}/ (API docs at /docs)", err=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    # On SIGTERM or Ctrl-C the searches in flight are cancelled at once (each stops at its
+    # next check and answers 503); other requests get a few seconds, then the process ends.
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning",
+                            timeout_graceful_shutdown=GRACE_SECONDS)
+    _server_class()(config, app.state.stop_searches).run()
