@@ -672,9 +672,9 @@ def test_searches_run_concurrently(served: Served, monkeypatch: pytest.MonkeyPat
     meet = threading.Barrier(2, timeout=20)
     run = served.col.run
 
-    def rendezvous(query: Any) -> Any:
+    def rendezvous(query: Any, **budget: Any) -> Any:
         meet.wait()
-        return run(query)
+        return run(query, **budget)
 
     monkeypatch.setattr(served.col, "run", rendezvous)
     answers: list[int] = []
