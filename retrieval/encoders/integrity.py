@@ -115,8 +115,8 @@ def _save_stamps(folder: Path, stamps: dict[str, Any]) -> None:
 
 
 def _check_file(export: Export, name: str, stamps: dict[str, Any], full: bool) -> list[Any] | None:
-    """None when ``name`` is known intact from its stamp, else its new stamp; raises
-    :class:`ExportDamaged`."""
+    """The new stamp of ``name`` once it hashed to its checksum (None when its stamp stands);
+    raises :class:`ExportDamaged`."""
     want = export.files.get(name)
     if want is None:
         raise ExportDamaged(export, name, "has no checksum in the manifest")
@@ -141,7 +141,7 @@ def _check_file(export: Export, name: str, stamps: dict[str, Any], full: bool) -
         raise ExportDamaged(export, name, f"cannot be read ({exc.strerror})") from None
     if digest != want["sha256"]:
         raise ExportDamaged(export, name, "was altered (its SHA-256 is not the one recorded)")
-    return stamp
+    return None if stamps.get(name) == stamp else stamp
 
 
 def check_files(export: Export, names: Iterable[str], *, full: bool = False) -> None:
