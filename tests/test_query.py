@@ -781,7 +781,8 @@ def test_image_terms_bounded() -> None:
 
     image = {"kind": "image", "value": b"\x89PNG not decoded by the builder"}
     assert len(build_query("x", terms=[image] * MAX_IMAGE_TERMS).terms) == MAX_IMAGE_TERMS + 1
-    with pytest.raises(QueryError, match=f"^at most {MAX_IMAGE_TERMS} image terms, got {MAX_IMAGE_TERMS + 1}$"):
+    message = f"^at most {MAX_IMAGE_TERMS} image terms, got {MAX_IMAGE_TERMS + 1}$"
+    with pytest.raises(QueryError, match=message):
         build_query(terms=[image] * (MAX_IMAGE_TERMS + 1))
 
 
