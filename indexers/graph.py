@@ -40,8 +40,8 @@ EF_SEARCH = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2
              4096)
 K_FACTOR = 2  # candidates per result re-scored exactly: 8-bit codes rank nearly exactly
 QT_8BIT: Any = faiss.ScalarQuantizer.QT_8bit
-HNSW_QUANTIZER_MIN = 1024  # lists from which the coarse quantizer is itself a graph
-QUANTIZER_EF = 128
+HNSW_QUANTIZER_MIN = 2048  # lists from which the coarse quantizer is itself a graph
+QUANTIZER_EF = 32
 
 
 def _metric(metric: str) -> int:
@@ -70,6 +70,7 @@ class GraphIndex(VectorIndex):
         self._labels = _labels or LabelMap()
         self._rows = _rows or Rows(dim)
         self.search_params = {"via": "graph", "efSearch": 64, "k_factor": K_FACTOR}
+        self._params_cache: dict[tuple[bool, int], Any] = {}
 
     def _empty_graph(self) -> Any:
         index = faiss.IndexHNSWSQ(self.dim, QT_8BIT, self.m,
@@ -82,7 +83,7 @@ class GraphIndex(VectorIndex):
         quantizer: Any = faiss.IndexHNSWFlat(self.dim, 32, mt) \
             if self.nlist >= HNSW_QUANTIZER_MIN else faiss.IndexFlat(self.dim, mt)
         if self.nlist >= HNSW_QUANTIZER_MIN:
-            quantizer.hnsw.efSearch = QUANTIZER_EF
+            quantizer.hnsw.efSearch = 2 * QUANTIZER_EF  # for assigning the vectors added
         lists = faiss.IndexIVFScalarQuantizer(quantizer, self.dim, self.nlist,
                                               QT_8BIT, mt)
         lists.own_fields = True
@@ -173,23 +174,48 @@ class GraphIndex(VectorIndex):
     def _search(self, q: np.ndarray, k: int, allow: Any, params: dict[str, Any]
                 ) -> tuple[np.ndarray, np.ndarray]:
         kk = min(len(self._labels), k * max(1, int(params.get("k_factor", K_FACTOR))))
-        sel = self._labels.selector(allow)
-        if params.get("via") == "lists" and self._lists is not None:
-            sp: Any = faiss.SearchParametersIVF()
-            sp.nprobe = int(min(self.nlist, params.get("nprobe", 8)))
-            part = self._lists
+        lists = params.get("via") == "lists" and self._lists is not None
+        if lists:
+            value = int(min(self.nlist, params.get("nprobe", 8)))
+        else:
+            value = max(int(params.get("efSearch", 64)), kk)
+        sp = self._search_parameters(lists, value, self._labels.selector(allow))
+        _, labels = (self._lists if lists else self._graph).search(q, kk, params=sp)
+        return self._rescore(q, labels, k)
+
+    def _search_parameters(self, lists: bool, value: int, sel: Any) -> Any:
+        """FAISS search parameters (kept for reuse when there is no selector: making them
+        costs a few microseconds of a query that takes a hundred)."""
+        key = (lists, value)
+        if sel is None and key in self._params_cache:
+            return self._params_cache[key]
+        if lists:
+            sp = faiss.SearchParametersIVF()
+            sp.nprobe = value
+            if self.nlist >= HNSW_QUANTIZER_MIN:  # the coarse graph walks ~2 nprobe wide
+                qp = faiss.SearchParametersHNSW()
+                qp.efSearch = max(QUANTIZER_EF, 2 * value)
+                sp.quantizer_params = qp
+                sp.referenced = qp
         else:
             sp = faiss.SearchParametersHNSW()
-            sp.efSearch = max(int(params.get("efSearch", 64)), kk)
-            part = self._graph
+            sp.efSearch = value
         if sel is not None:
             sp.sel = sel
-        _, labels = part.search(q, kk, params=sp)
-        return self._rescore(q, labels, k)
+            sp.referenced_sel = sel
+        else:
+            self._params_cache[key] = sp
+        return sp
 
     def _rescore(self, q: np.ndarray, labels: np.ndarray, k: int
                  ) -> tuple[np.ndarray, np.ndarray]:
-        """Exact scores of the candidate labels (-1 = none); the best k as (scores, ids)."""
+        """Exact scores of the candidate labels (-1 = none); the best k as (scores, ids),
+        fewer columns when there are fewer candidates."""
+        if len(q) == 1:  # the common case, kept short
+            lab = labels[0] if labels[0, -1] >= 0 else labels[0][labels[0] >= 0]
+            s = self._scores(q[0], self._rows.get(lab))
+            order = np.argsort(-s if self.metric == "ip" else s, kind="stable")[:k]
+            return s[order][None], self._labels.ids[lab[order]][None]
         worst = -np.inf if self.metric == "ip" else np.inf
         scores = np.full((len(q), k), worst, np.float32)
         ids = np.full((len(q), k), -1, np.int64)
@@ -197,16 +223,16 @@ class GraphIndex(VectorIndex):
             lab = labels[i][labels[i] >= 0]
             if not len(lab):
                 continue
-            vecs = self._rows.get(lab)
-            if self.metric == "ip":
-                s = vecs @ q[i]
-                order = np.argsort(-s, kind="stable")[:k]
-            else:
-                s = ((vecs - q[i]) ** 2).sum(1)
-                order = np.argsort(s, kind="stable")[:k]
+            s = self._scores(q[i], self._rows.get(lab))
+            order = np.argsort(-s if self.metric == "ip" else s, kind="stable")[:k]
             scores[i, :len(order)] = s[order]
             ids[i, :len(order)] = self._labels.ids[lab[order]]
         return scores, ids
+
+    def _scores(self, q: np.ndarray, vecs: np.ndarray) -> np.ndarray:
+        if self.metric == "ip":
+            return vecs @ q
+        return ((vecs - q) ** 2).sum(1)
 
     def widen(self, params: dict[str, Any], selectivity: float) -> dict[str, Any]:
         grow = 1 / max(selectivity, 1e-6)

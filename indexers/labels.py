@@ -27,6 +27,7 @@ class LabelMap:
         self.ids = np.zeros(0, np.int64) if ids is None else np.asarray(ids, np.int64)
         self.dead = np.zeros(len(self.ids), bool) if dead is None else \
             np.array(dead, bool)  # a writable copy (the saved one may be memory-mapped)
+        self._dead_count = int(self.dead.sum())  # kept up to date: searches ask every time
         self._resort()
         self._bitmap: np.ndarray | None = None
 
@@ -47,7 +48,7 @@ class LabelMap:
 
     @property
     def tombstones(self) -> int:
-        return int(self.dead.sum())
+        return self._dead_count
 
     def append(self, ids: np.ndarray) -> np.ndarray:
         """New labels for ``ids`` (which must not be live)."""
@@ -80,8 +81,9 @@ class LabelMap:
         return out
 
     def kill(self, labels: np.ndarray) -> None:
-        labels = np.asarray(labels, np.int64)
+        labels = np.unique(np.asarray(labels, np.int64))
         if len(labels):
+            self._dead_count += int((~self.dead[labels]).sum())
             self.dead[labels] = True
             self._bitmap = None
 

@@ -178,7 +178,8 @@ def test_hnsw_tombstones_then_compaction():
 
 
 def test_choice_follows_size_and_budget():
-    assert choose_index(10_000, 512).kind == "flat"
+    assert choose_index(3_000, 512).kind == "flat" and choose_index(20_000, 96).kind == "flat"
+    assert choose_index(10_000, 512).kind == "graph"
     mid = choose_index(200_000, 512)
     assert (mid.kind, mid.tier, mid.params["nlist"]) == ("graph", "graph+lists", 2048)
     assert 1200 < mid.bytes_per_vector < 1400
@@ -191,7 +192,7 @@ def test_choice_follows_size_and_budget():
     with pytest.raises(IndexerError, match="budget"):
         choose_index(1_000_000, 512, memory_budget=10 * 1024**2)
     flat = build_index(512).describe()
-    assert needs_rebuild(flat, 10_000, 512, 4 * 1024**3) is None
+    assert needs_rebuild(flat, 3_000, 512, 4 * 1024**3) is None
     assert needs_rebuild(flat, 200_000, 512, 4 * 1024**3).kind == "graph"
     assert indexers.parse_bytes("2G") == 2 * 1024**3 and indexers.parse_bytes("512M") == 2**29
 
