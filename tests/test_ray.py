@@ -216,6 +216,34 @@ def test_an_interrupted_ray_run_resumes(tmp_path: Path, tiny_spec: str, ray_clus
             _same_catalog(local, col)
 
 
+@pytest.mark.ray
+def test_ray_notices_never_reach_stdout(tmp_path: Path, tiny_spec: str, ray_cluster: str,
+                                        capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray's driver prints the cluster's error notices on sys.stdout (an actor killed as Ray
+    Data winds its pool down: "(raylet) Task ... failed"); one once landed in the middle of
+    ``index --ray --json`` and broke its JSON. During a run they go to stderr."""
+    from ray._private.worker import print_to_stdstream
+
+    from retrieval.ingest import distributed
+
+    folder = _photos(tmp_path / "pics", 4)
+    notice = "(raylet) a notice the cluster printed during the run"
+    received = distributed._received
+
+    def noisy(*args: Any) -> Iterator[Any]:  # the cluster speaks up while results stream in
+        print_to_stdstream({"lines": [notice], "pid": "raylet", "is_err": False},
+                           ignore_prefix=False)
+        yield from received(*args)
+
+    monkeypatch.setattr(distributed, "_received", noisy)
+    with Collection(tmp_path / "ray", model=tiny_spec) as col:
+        col.index([folder], ray=ray_cluster, batch_size=4)
+    out = capsys.readouterr()
+    assert "a notice the cluster printed" not in out.out
+    assert "a notice the cluster printed" in out.err
+
+
 def test_without_ray_the_option_names_the_extra(tmp_path: Path, tiny_spec: str,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     make_images(tmp_path / "pics", 2)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import sys
 import warnings
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -276,6 +277,19 @@ def ray_results(tasks: Sequence[DecodeTask], *, address: str, recipe: EncoderRec
     once (``vector`` set, or ``error``, or neither for content the catalog holds); files the
     cluster gave up on come from ``fallback`` (the local decode pool: pixels)."""
     ray = require_ray()
+    # Ray's driver prints the cluster's error notices ("(raylet) Task ... failed", such as an
+    # actor killed as Ray Data winds its pool down) on sys.stdout whatever log_to_driver says;
+    # a command's stdout is its data (--json), so for the run, shutdown included, they go to
+    # stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        yield from _ray_run(ray, tasks, address, recipe, spec, max_pixels, batch_size, known,
+                            fallback)
+
+
+def _ray_run(ray: Any, tasks: Sequence[DecodeTask], address: str, recipe: EncoderRecipe,
+             spec: ImageSpec, max_pixels: int, batch_size: int, known: np.ndarray,
+             fallback: Callable[[list[DecodeTask]], Generator[DecodeResult, None, None]]
+             ) -> Generator[DecodeResult, None, None]:
     started = connect(address)
     try:
         size, resources = _pool(ray)
