@@ -195,7 +195,8 @@ def ours_settings(index: Any, kind: str) -> list[Any]:
     chosen = (index.search_params.get("by_kind") or {}).get(kind) or index.search_params
     families = index.tuning_families()
     grid = families.get(chosen.get("via", ""), next(iter(families.values())))
-    return [None, *grid]
+    # One curve: the tuned candidates-per-result held, the breadth of the search walked.
+    return [None, *(g for g in grid if g.get("k_factor") == chosen.get("k_factor"))]
 
 
 def ours_label(setting: Any) -> str:

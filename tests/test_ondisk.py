@@ -55,7 +55,7 @@ def _recall(index: OnDiskIVFIndex, xb: np.ndarray, ids: np.ndarray, xq: np.ndarr
     return neighbour_recall(index.search(xq, 10, params=params or WIDE)[1], truth)
 
 
-@pytest.mark.parametrize("codec", ["pq", "sq8"])
+@pytest.mark.parametrize("codec", ["pq", "sq8", "pq4fs"])
 def test_sharded_build_in_processes_reaches_recall(data, tmp_path, codec):
     """Shards encoded in two worker processes merge into one on-disk segment; re-scored
     results reach exact search's neighbours for in-distribution and far queries."""
@@ -266,3 +266,28 @@ def test_build_can_link_the_source_as_exact_vectors(tmp_path):
     vec = index.segments[0].path / "vectors.npy"
     assert os.stat(vec).st_ino == os.stat(tmp_path / "xb.npy").st_ino
     assert index.search(xb[:20], 1)[1][:, 0].tolist() == list(range(20))
+
+
+def test_pq4fs_segments_scan_a_fast_copy_through_updates_and_saves(data, tmp_path):
+    """4-bit codes: merged segments keep a fast-scan copy in memory that searches use;
+    tombstones, saves, reloads and compaction keep it."""
+    _, ids, xb = data
+    index = _build(data, tmp_path, "pq4fs")
+    seg = index.segments[0]
+    assert seg.fast is not None and seg.searched is seg.fast and index.bytes_per_vector() == 24
+    assert _recall(index, xb, ids, far_queries(xb, 100), {"nprobe": 16, "k_factor": 32}) >= 0.95
+    index.remove(ids[:300])
+    _, found = index.search(xb[:300], 10, params=WIDE)
+    assert not set(found.reshape(-1).tolist()) & set(ids[:300].tolist())
+    save_index(index, tmp_path / "col", "image")
+    loaded, _ = load_index(tmp_path / "col", "image")
+    assert loaded.segments[0].fast is not None
+    assert np.array_equal(loaded.search(xb[300:340], 10, params=WIDE)[1],
+                          index.search(xb[300:340], 10, params=WIDE)[1])
+    loaded.remove(ids[300:2000])  # past a quarter of the segment: the save rewrites it
+    save_index(loaded, tmp_path / "col", "image")
+    again, _ = load_index(tmp_path / "col", "image")
+    assert len(again.segments) == 1 and not len(again.segments[0].dead)
+    assert again.segments[0].fast is not None and again.ntotal == N - 2000
+    _, found = again.search(xb[2000:2020], 1, params=WIDE)
+    assert found[:, 0].tolist() == ids[2000:2020].tolist()

@@ -20,7 +20,8 @@ import numpy as np
 
 from ..base import as_ids, id_selector
 
-CODECS = ("sq8", "pq", "flat")
+CODECS = ("sq8", "pq", "flat", "pq4fs")
+FAST_FILE = "fastscan.index"  # a merged pq4fs segment's codes, packed for SIMD scanning
 EXPORT_BYTES = 256 * 1024**2  # codes per shard file when a segment is re-merged
 
 _QUIET = threading.Lock()
@@ -63,6 +64,13 @@ def empty_ivf(dim: int, metric: str, nlist: int, codec: str) -> Any:
     if codec == "pq":
         index = faiss.IndexIVFPQ(quantizer, dim, nlist, pq_subquantizers(dim), 8, mt)
         index.use_precomputed_table = -1  # L2 tables would take nlist x 256 x M floats of RAM
+    elif codec == "pq4fs":
+        if dim % 2:
+            raise ValueError("the pq4fs codec needs an even dimension")
+        # 4-bit codes of pairs of dimensions (d/4 bytes); on disk as plain IVFPQ lists, and a
+        # merged segment keeps a copy packed for fast-scan in memory (FAST_FILE).
+        index = faiss.IndexIVFPQ(quantizer, dim, nlist, dim // 2, 4, mt)
+        index.use_precomputed_table = -1
     elif codec == "sq8":
         index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist,
                                               faiss.ScalarQuantizer.QT_8bit, mt)
@@ -74,6 +82,12 @@ def empty_ivf(dim: int, metric: str, nlist: int, codec: str) -> Any:
     index.cp.niter = 10
     index.cp.max_points_per_centroid = 64
     return index
+
+
+def is_pq4(index: Any) -> bool:
+    """A plain IVFPQ index of 4-bit codes (the pq4fs codec's on-disk form)."""
+    ivfpq = faiss.downcast_index(index)
+    return isinstance(ivfpq, faiss.IndexIVFPQ) and int(ivfpq.pq.nbits) == 4
 
 
 def empty_like(index: Any) -> Any:
@@ -144,7 +158,13 @@ class Segment:
     ids: np.ndarray  # ascending, memory-mapped
     vectors: np.ndarray  # rows of ``ids``, memory-mapped
     dead: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # ascending
+    fast: Any = None  # the codes packed for fast-scan, in memory (pq4fs segments)
     _sel: Any = None
+
+    @property
+    def searched(self) -> Any:
+        """The FAISS index a search scans: the fast-scan copy where there is one."""
+        return self.fast if self.fast is not None else self.index
 
     @property
     def merged(self) -> bool:
@@ -164,7 +184,8 @@ class Segment:
         if index.ntotal != len(ids) or len(vectors) != len(ids):
             raise ValueError(f"segment {path} holds {index.ntotal} codes, {len(ids)} ids and "
                              f"{len(vectors)} vectors")
-        seg = cls(path, index, ids, vectors)
+        fast = faiss.read_index(str(path / FAST_FILE)) if (path / FAST_FILE).exists() else None
+        seg = cls(path, index, ids, vectors, fast=fast)
         if dead is not None and len(dead):
             seg.set_dead(np.unique(as_ids(dead)))
         return seg
@@ -293,6 +314,8 @@ def merge_codes(template: Any, shard_files: list[str], out: Path) -> None:
             index.replace_invlists(invlists, True)
             invlists.this.disown()
         faiss.write_index(index, str(out / "ivf.index"))
+        if is_pq4(index) and index.ntotal:
+            faiss.write_index(faiss.IndexIVFPQFastScan(index), str(out / FAST_FILE))
         del index  # unmaps the data file before the directory is renamed
 
 

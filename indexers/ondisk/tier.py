@@ -31,7 +31,11 @@ from .segments import (
 
 # Candidates per result re-scored exactly: 8-bit and float codes rank nearly exactly, so a few
 # suffice; PQ codes are coarse and need many.
-K_FACTORS = {"sq8": (1, 2, 4, 8), "flat": (1, 2), "pq": (4, 8, 16, 32, 64)}
+K_FACTORS = {"sq8": (1, 2, 4, 8), "flat": (1, 2), "pq": (4, 8, 16, 32, 64),
+             "pq4fs": (2, 4, 8, 16, 32, 64)}
+# Codes scanned that cost about as much as one vector re-scored from a file larger than
+# memory: fast-scan reads a 4-bit code in a few nanoseconds, an 8-bit one costs ten times that.
+RESCORE_COST = {"sq8": 200, "flat": 200, "pq": 200, "pq4fs": 2000}
 DELTA_BYTES = 256 * 1024**2  # raw vectors held in the delta before it is written out
 MAX_SEGMENTS = 8  # more are merged at the next save
 COMPACT_DEAD = 0.25  # a segment with this share of tombstones is rewritten at the next save
@@ -174,7 +178,7 @@ class OnDiskIVFIndex(VectorIndex):
         for seg in self.segments:
             if not seg.live:
                 continue
-            cand = _search_part(seg.index, q, kk, coarse, seg.selector(allow))
+            cand = _search_part(seg.searched, q, kk, coarse, seg.selector(allow))
             present, vecs = seg.get(cand.reshape(-1))
             all_s.append(_exact_scores(q, vecs.reshape(*cand.shape, self.dim),
                                        present.reshape(cand.shape), self.metric))
@@ -197,11 +201,11 @@ class OnDiskIVFIndex(VectorIndex):
 
     def tuning_grid(self) -> list[dict[str, Any]]:
         nprobes = nprobe_grid(self.nlist)
-        # Cost model: codes scanned plus candidates re-scored, a re-scored vector read from a
-        # file larger than memory costing about as much as 200 scanned codes; cheapest first.
+        # Cost model: codes scanned plus candidates re-scored (RESCORE_COST); cheapest first.
         per_cell = max(1.0, self.ntotal / self.nlist)
         grid = [{"nprobe": p, "k_factor": f} for p in nprobes for f in K_FACTORS[self.codec]]
-        return sorted(grid, key=lambda g: g["nprobe"] * per_cell + 200 * g["k_factor"])
+        weight = RESCORE_COST[self.codec]
+        return sorted(grid, key=lambda g: g["nprobe"] * per_cell + weight * g["k_factor"])
 
     # -- segments ------------------------------------------------------------------------------
 
@@ -327,7 +331,8 @@ class OnDiskIVFIndex(VectorIndex):
     def bytes_per_vector(self) -> float:
         from ..choose import ONDISK_BYTES_PER_VECTOR
 
-        return ONDISK_BYTES_PER_VECTOR
+        # pq4fs: merged segments' codes are held in memory, packed for fast-scan
+        return ONDISK_BYTES_PER_VECTOR + (self.dim / 4 if self.codec == "pq4fs" else 0.0)
 
     def describe(self) -> dict[str, Any]:
         out = super().describe()
