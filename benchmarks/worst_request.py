@@ -162,6 +162,9 @@ def stages(c: int, k: int, d: int = 512, seed: int = 0) -> None:
     from retrieval.search.query import Query, Term
     from retrieval.search.rerank import MMR, Dedup, Exact, RerankContext
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from rerank_reference import mmr_reference  # the stage as first written
+
     rng = np.random.default_rng(seed)
     vecs = rng.normal(size=(c, d)).astype(np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
@@ -173,7 +176,8 @@ def stages(c: int, k: int, d: int = 512, seed: int = 0) -> None:
     for name, run in (("exact", lambda: Exact().apply(ctx, _cands(c))),
                       ("mmr:0.7", lambda: MMR(0.7).apply(ctx, _cands(c))),
                       ("dedup:0.95", lambda: Dedup(0.95).apply(ctx, _cands(c))),
-                      ("mmr:0.7 as first written (C x C)", lambda: _mmr_matrix(vecs, q, k))):
+                      ("mmr:0.7 as first written (C x C)",
+                       lambda: mmr_reference(vecs, q, k, 0.7))):
         t = time.perf_counter()
         run()
         took = time.perf_counter() - t
@@ -185,24 +189,6 @@ def _cands(c: int) -> list[Any]:
     from retrieval.search.rerank import Candidate
 
     return [Candidate(i, 0.0) for i in range(c)]
-
-
-def _mmr_matrix(vecs: Any, q: Any, k: int, lam: float = 0.7) -> list[int]:
-    """MMR as first written: the C x C similarity matrix, the remaining ones in a list."""
-    import numpy as np
-
-    rel = vecs @ q
-    sims = vecs @ vecs.T
-    picked: list[int] = []
-    left = list(range(len(vecs)))
-    max_sim = np.full(len(vecs), -np.inf)
-    while left and len(picked) < k:
-        penalty = np.where(np.isfinite(max_sim[left]), max_sim[left], 0.0)
-        best = left[int(np.argmax(lam * rel[left] - (1 - lam) * penalty))]
-        picked.append(best)
-        left.remove(best)
-        max_sim = np.maximum(max_sim, sims[best])
-    return picked + left
 
 
 def main() -> None:

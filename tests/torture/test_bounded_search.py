@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rerank_reference import dedup_reference, mmr_reference
 
 from retrieval import Collection, QueryError, RetrievalError
 from retrieval.errors import SearchCancelled, SearchInterrupted, SearchTimeout
@@ -178,37 +179,6 @@ def test_mmr_never_builds_a_candidate_matrix() -> None:
     assert peak < MAX_CANDIDATES * MAX_CANDIDATES * 4 // 8, peak
 
 
-def _mmr_reference(vecs: np.ndarray, q: np.ndarray, k: int, lam: float) -> list[int]:
-    """MMR as first written: the full similarity matrix, the remaining ones in a list."""
-    rel = vecs @ q
-    sims = vecs @ vecs.T
-    picked: list[int] = []
-    left = list(range(len(vecs)))
-    max_sim = np.full(len(vecs), -np.inf)
-    while left and len(picked) < k:
-        penalty = np.where(np.isfinite(max_sim[left]), max_sim[left], 0.0)
-        best = left[int(np.argmax(lam * rel[left] - (1 - lam) * penalty))]
-        picked.append(best)
-        left.remove(best)
-        max_sim = np.maximum(max_sim, sims[best])
-    return picked + left
-
-
-def _dedup_reference(vecs: np.ndarray, threshold: float) -> list[tuple[int, list[int]]]:
-    kept: list[int] = []
-    dups: dict[int, list[int]] = {}
-    for i in range(len(vecs)):
-        if kept:
-            sims = vecs[kept] @ vecs[i]
-            j = int(np.argmax(sims))
-            if sims[j] >= threshold:
-                dups[kept[j]].append(i)
-                continue
-        kept.append(i)
-        dups[i] = []
-    return [(i, dups[i]) for i in kept]
-
-
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 60), k=st.integers(1, 70),
        lam=st.sampled_from([0.0, 0.3, 0.5, 0.7, 1.0]), threshold=st.sampled_from([0.2, 0.6]))
 @settings(max_examples=60, deadline=None, database=None, derandomize=True)
@@ -220,9 +190,9 @@ def test_incremental_stages_match_the_reference(seed: int, n: int, k: int, lam: 
     vecs = _unit(base[rng.integers(0, 4, n)] + 0.3 * rng.normal(size=(n, 8)))
     q = _unit(rng.normal(size=8))
     out = MMR(lam).apply(_ctx(vecs, q, k), [Candidate(i, 0.0) for i in range(n)])
-    assert [c.id for c in out] == _mmr_reference(vecs, q, k, lam)
+    assert [c.id for c in out] == mmr_reference(vecs, q, k, lam)
     out = Dedup(threshold).apply(_ctx(vecs, q, k), [Candidate(i, 0.0) for i in range(n)])
-    assert [(c.id, c.duplicates) for c in out] == _dedup_reference(vecs, threshold)
+    assert [(c.id, c.duplicates) for c in out] == dedup_reference(vecs, threshold)
 
 
 # --- deadline and cancellation --------------------------------------------------------------
