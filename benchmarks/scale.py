@@ -1,8 +1,8 @@
 """The on-disk IVF tier at scale: build time, memory, disk, recall and latency in one run.
 
-Data: the model of ``benchmarks/ann.py`` (L2-normalised vectors around sqrt(n) cluster centres;
-``image`` queries drawn like the base vectors, best cosine ~0.85; ``text`` queries far from
-every base vector as CLIP text embeddings sit far from image embeddings, best cosine ~0.3),
+Data: a regime of ``benchmarks/regimes.py`` (``--regime``, default ``overlap``: soft clusters on
+a curved manifold, the hard realistic case; ``tight`` is the generator earlier runs used), with
+``image`` queries drawn like the base vectors and ``text`` queries across a modality gap,
 generated a chunk at a time into a memory-mapped ``.npy`` under ``--data`` and reused by later
 runs. Exact ground truth is computed blockwise over the memory-mapped file.
 
@@ -14,13 +14,14 @@ resident memory sampled over the process and its children, plus VmHWM):
   base file itself, hard-linked (``--copy-vectors`` copies them);
 * ``query``: ``load_index`` (memory-mapped), tuning to recall@10 >= 0.95 per query kind on
   separate tuning queries, then recall@10 on ``--queries`` queries of each kind and single-query
-  latency (one thread) over all of them;
+  latency (one thread, wall clock: disk reads count) over all of them, every query's latency
+  kept for ``benchmarks/scale_model.py``;
 * ``baseline``: the in-memory IVF (``IVFIndex``, same nlist and codec, exact vectors in RAM)
   trained and filled with the first ``--baseline-n`` vectors (the whole set does not fit in
   memory); its build time at n is extrapolated as training + adding x n / baseline-n
   (training does not grow with n).
 
-    python benchmarks/scale.py --n 10000000 --dim 512 --data /work/scale-data
+    python benchmarks/scale.py --n 10000000 --dim 512 --data /work/scale-data --codec pq4fs
     python benchmarks/scale.py --n 200000 --dim 128 --data /tmp/scale     # a quick run
 """
 
@@ -115,49 +116,28 @@ class MemorySampler:
 
 # -- data ---------------------------------------------------------------------------------------
 
-def _centers(n: int, dim: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng([seed, 0])
-    c = rng.standard_normal((max(16, int(np.sqrt(n))), dim)).astype(np.float32)
-    return c / np.linalg.norm(c, axis=1, keepdims=True)
-
-
-def _points(centers: np.ndarray, m: int, rng: np.random.Generator) -> np.ndarray:
-    dim = centers.shape[1]
-    x = centers[rng.integers(0, len(centers), m)]
-    x = x + rng.standard_normal((m, dim), dtype=np.float32) * np.float32(0.5 / np.sqrt(dim))
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def _far(centers: np.ndarray, m: int, rng: np.random.Generator, gap: np.ndarray) -> np.ndarray:
-    dim = centers.shape[1]
-    q = 0.3 * _points(centers, m, rng) + 0.95 * gap
-    q += rng.standard_normal(q.shape, dtype=np.float32) * np.float32(0.3 / np.sqrt(dim))
-    return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
-
-
-def make_data(folder: Path, n: int, dim: int, nq: int, seed: int) -> dict[str, Path]:
+def make_data(folder: Path, n: int, dim: int, nq: int, seed: int, name: str = "overlap"
+              ) -> dict[str, Path]:
     """Base vectors (chunk by chunk into a .npy) and query sets; reused when present."""
+    import regimes
+
     folder.mkdir(parents=True, exist_ok=True)
-    tag = f"{n}x{dim}-s{seed}"
+    tag = f"{name}-{n}x{dim}-s{seed}"
     paths = {"base": folder / f"base-{tag}.npy", "queries": folder / f"queries-{tag}-{nq}.npz"}
-    centers = _centers(n, dim, seed)
+    reg = regimes.regime(name, n, dim, seed)
     if not paths["base"].exists():
         tmp = paths["base"].with_suffix(".partial.npy")
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dim))
-        for i, lo in enumerate(range(0, n, CHUNK)):
-            hi = min(n, lo + CHUNK)
-            out[lo:hi] = _points(centers, hi - lo, np.random.default_rng([seed, 1, i]))
+        regimes.base_vectors(reg, n, seed, CHUNK, out)
         out.flush()
         del out
         os.replace(tmp, paths["base"])
     if not paths["queries"].exists():
         rng = np.random.default_rng([seed, 2])
-        gap = rng.standard_normal(dim).astype(np.float32)
-        gap /= np.linalg.norm(gap)
-        np.savez(paths["queries"], image=_points(centers, nq, rng),
-                 text=_far(centers, nq, rng, gap),
-                 tune_image=_points(centers, TUNE_QUERIES, rng),
-                 tune_text=_far(centers, TUNE_QUERIES, rng, gap))
+        np.savez(paths["queries"], image=reg.queries("image", nq, rng),
+                 text=reg.queries("text", nq, rng),
+                 tune_image=reg.queries("image", TUNE_QUERIES, rng),
+                 tune_text=reg.queries("text", TUNE_QUERIES, rng))
     return paths
 
 
@@ -244,7 +224,8 @@ def phase_build(args: argparse.Namespace, paths: dict[str, Path]) -> dict[str, A
         stages["save"] = time.perf_counter() - t_save
         build_s = time.perf_counter() - t
     files = [p for p in out.rglob("*") if p.is_file()]
-    by_kind = {"codes": sum(p.stat().st_size for p in files if p.suffix == ".ivfdata"),
+    by_kind = {"codes": sum(p.stat().st_size for p in files
+                            if p.suffix == ".ivfdata" or p.name == "fastscan.index"),
                "vectors": sum(p.stat().st_size for p in files if p.name == "vectors.npy")}
     total = sum(p.stat().st_size for p in files)
     return {"build_s": build_s, "stages": stages, "disk_bytes": total,
@@ -275,15 +256,18 @@ def phase_query(args: argparse.Namespace, paths: dict[str, Path]) -> dict[str, A
             t = time.perf_counter()
             _, found = index.search(xq, K)
             batch_s = time.perf_counter() - t
-            lat = []
+            lat, cpu = [], []
             for q in xq:
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.thread_time()
                 index.search(q[None], K)
+                cpu.append((time.thread_time() - c) * 1000)
                 lat.append((time.perf_counter() - t) * 1000)
             res[kind] = {"recall_at_10": neighbour_recall(found, truth[kind], K),
                          "p50_ms": float(np.percentile(lat, 50)),
                          "p99_ms": float(np.percentile(lat, 99)),
-                         "batch_qps": len(xq) / batch_s}
+                         "cpu_p50_ms": float(np.percentile(cpu, 50)),
+                         "batch_qps": len(xq) / batch_s,
+                         "latencies_ms": [round(v, 4) for v in lat]}
     res.update(mem.report())
     return res
 
@@ -302,6 +286,7 @@ def table(args: argparse.Namespace, r: dict[str, Any]) -> str:
         ("machine", f"{os.cpu_count()} cores; mean 1-min load average during build "
                     f"{b['mean_load_avg']}, during queries {q['mean_load_avg']}"
                     + (f", during the in-memory build {base['mean_load_avg']}" if base else "")),
+        ("data", f"regime {args.regime}"),
         ("index", f"ivf-ondisk nlist={args.nlist} codec={args.codec}, exact vectors "
                   f"{'copied' if args.copy_vectors else 'hard-linked'}, "
                   f"{args.workers} worker processes, search {q['search_params']}"),
@@ -343,7 +328,8 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=1000, help="per kind")
     ap.add_argument("--data", default="/tmp/scale-data", help="folder for data and the index")
     ap.add_argument("--nlist", type=int, default=0, help="default: choose_index's")
-    ap.add_argument("--codec", default="sq8")
+    ap.add_argument("--codec", default="sq8", help="sq8, pq4fs (fast-scan codes in memory), pq")
+    ap.add_argument("--regime", default="overlap", help="a regime of benchmarks/regimes.py")
     ap.add_argument("--copy-vectors", action="store_true",
                     help="copy the exact vectors into the index instead of hard-linking the "
                          "base file (which already holds them in id order)")
@@ -361,9 +347,10 @@ def main() -> None:
 
         args.nlist = min(nlist_for(args.n), ONDISK_MAX_NLIST)
     data = Path(args.data)
-    args.index_dir = args.index_dir or str(data / f"index-{args.n}x{args.dim}")
+    args.index_dir = args.index_dir or str(
+        data / f"index-{args.regime}-{args.n}x{args.dim}-{args.codec}-{args.nlist}")
     t = time.perf_counter()
-    paths = make_data(data, args.n, args.dim, args.queries, args.seed)
+    paths = make_data(data, args.n, args.dim, args.queries, args.seed, args.regime)
     if args.phase:
         result = PHASES[args.phase](args, paths)
         Path(args.index_dir + f".{args.phase}.json").write_text(json.dumps(result, indent=1))

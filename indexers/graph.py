@@ -30,7 +30,7 @@ import faiss
 import numpy as np
 
 from .base import VectorIndex, as_ids, as_pairs, as_vectors
-from .choose import graph_bytes_per_vector
+from .choose import LISTS_TRAIN_PER_CELL, graph_bytes_per_vector
 from .ivf import nprobe_grid
 from .kinds import register
 from .labels import LabelMap, Rows
@@ -54,7 +54,7 @@ class GraphIndex(VectorIndex):
 
     kind = "graph"
 
-    def __init__(self, dim: int, metric: str = "ip", *, m: int = 32, ef_construction: int = 80,
+    def __init__(self, dim: int, metric: str = "ip", *, m: int = 32, ef_construction: int = 40,
                  nlist: int = 0, codec: str = "sq8", planned_n: int = 0, _graph: Any = None,
                  _lists: Any = None,
                  _labels: LabelMap | None = None, _rows: Rows | None = None) -> None:
@@ -64,7 +64,10 @@ class GraphIndex(VectorIndex):
         self.m, self.ef_construction, self.nlist, self.codec = \
             int(m), int(ef_construction), int(nlist), codec
         self.planned_n = int(planned_n)  # the size its parts were chosen for
-        self._graph = _graph if _graph is not None else self._empty_graph()
+        if not self.m and not self.nlist:
+            raise ValueError("a graph index needs a graph (m > 0), lists (nlist > 0) or both")
+        self._graph = _graph if _graph is not None else (
+            self._empty_graph() if self.m else None)
         self._lists = _lists if _lists is not None else (
             self._empty_lists() if self.nlist else None)
         self._labels = _labels or LabelMap()
@@ -102,21 +105,24 @@ class GraphIndex(VectorIndex):
 
     @property
     def parts(self) -> list[str]:
-        return ["graph"] + (["lists"] if self._lists is not None else [])
+        return [name for name, part in (("graph", self._graph), ("lists", self._lists))
+                if part is not None]
 
     @property
     def is_trained(self) -> bool:
-        return bool(self._graph.is_trained) and (self._lists is None or self._lists.is_trained)
+        return all(part is None or part.is_trained for part in (self._graph, self._lists))
 
     def train(self, sample: Any) -> None:
         x = as_vectors(sample, self.dim)
-        self._graph.train(x)
+        if self._graph is not None:
+            self._graph.train(x)
         if self._lists is not None:
             if len(x) < self.nlist:
                 raise ValueError(f"{len(x)} training vectors for {self.nlist} cells")
             # k-means with an exact quantizer (a graph quantizer would be rebuilt every
             # iteration), then the centroids go into the graph quantizer.
-            km = faiss.Kmeans(self.dim, self.nlist, niter=10, max_points_per_centroid=64,
+            km = faiss.Kmeans(self.dim, self.nlist, niter=10,
+                              max_points_per_centroid=LISTS_TRAIN_PER_CELL,
                               min_points_per_centroid=1, spherical=self.metric == "ip", seed=1)
             km.train(x)
             self._lists.quantizer.add(km.centroids)
@@ -130,7 +136,8 @@ class GraphIndex(VectorIndex):
             raise ValueError("train the index before adding vectors")
         self.remove(ids[self._labels.lookup(ids) >= 0])
         labels = self._labels.append(ids)
-        self._graph.add(x)
+        if self._graph is not None:
+            self._graph.add(x)
         if self._lists is not None:
             self._lists.add_with_ids(x, labels)
         self._rows.append(x)
@@ -148,10 +155,11 @@ class GraphIndex(VectorIndex):
         live = np.flatnonzero(~self._labels.dead)
         ids, vectors = self._labels.ids[live], self._rows.get(live)
         old = self._graph
-        self._graph = self._empty_graph()  # the same 8-bit ranges, no nodes
-        faiss.downcast_index(self._graph.storage).sq.trained = \
-            faiss.downcast_index(old.storage).sq.trained
-        self._graph.storage.is_trained = self._graph.is_trained = True
+        if old is not None:
+            self._graph = self._empty_graph()  # the same 8-bit ranges, no nodes
+            faiss.downcast_index(self._graph.storage).sq.trained = \
+                faiss.downcast_index(old.storage).sq.trained
+            self._graph.storage.is_trained = self._graph.is_trained = True
         if self._lists is not None:
             self._lists.reset()  # keeps its centroids and ranges
         self._labels, self._rows = LabelMap(), Rows(self.dim)
@@ -174,7 +182,7 @@ class GraphIndex(VectorIndex):
     def _search(self, q: np.ndarray, k: int, allow: Any, params: dict[str, Any]
                 ) -> tuple[np.ndarray, np.ndarray]:
         kk = min(len(self._labels), k * max(1, int(params.get("k_factor", K_FACTOR))))
-        lists = params.get("via") == "lists" and self._lists is not None
+        lists = self._lists is not None and (params.get("via") == "lists" or self._graph is None)
         if lists:
             value = int(min(self.nlist, params.get("nprobe", 8)))
         else:
@@ -240,8 +248,10 @@ class GraphIndex(VectorIndex):
                 "nprobe": int(min(max(1, self.nlist), np.ceil(params.get("nprobe", 8) * grow)))}
 
     def tuning_families(self) -> dict[str, list[dict[str, Any]]]:
-        out = {"graph": [{"via": "graph", "efSearch": ef, "k_factor": K_FACTOR}
-                         for ef in EF_SEARCH]}
+        out = {}
+        if self._graph is not None:
+            out["graph"] = [{"via": "graph", "efSearch": ef, "k_factor": K_FACTOR}
+                            for ef in EF_SEARCH]
         if self._lists is not None:
             out["lists"] = [{"via": "lists", "nprobe": p, "k_factor": K_FACTOR}
                             for p in nprobe_grid(self.nlist)]
@@ -251,21 +261,27 @@ class GraphIndex(VectorIndex):
         return [p for grid in self.tuning_families().values() for p in grid]
 
     def drop_unused(self) -> None:
-        """Free the lists when no query kind's tuned settings search them."""
+        """Free the part (graph or lists) that no query kind's tuned settings search."""
         used = {self.search_params.get("via")} | {
             p.get("via") for p in (self.search_params.get("by_kind") or {}).values()}
-        if self._lists is not None and "lists" not in used:
+        if len(self.parts) < 2:
+            return
+        if "lists" not in used:
             self._lists, self.nlist = None, 0
+        elif "graph" not in used:
+            self._graph, self.m = None, 0
+            self.search_params["via"] = "lists"
+        self._params_cache.clear()
 
     # -- persistence ---------------------------------------------------------------------------
 
     def to_faiss(self) -> Any:
-        return self._graph
+        return self._graph if self._graph is not None else self._lists
 
     def extra_arrays(self) -> dict[str, np.ndarray]:
         out = {"labels": self._labels.ids, "dead": self._labels.dead,
                "vectors": self._rows.array()}
-        if self._lists is not None:
+        if self._graph is not None and self._lists is not None:
             out["lists"] = faiss.serialize_index(self._lists)
         return out
 
@@ -276,14 +292,17 @@ class GraphIndex(VectorIndex):
         vectors = np.load(extra["vectors"], mmap_mode="r" if mmap else None)
         labels = LabelMap(np.load(extra["labels"]), np.load(extra["dead"]))
         if vectors.shape != (len(labels), dim) or index.ntotal != len(labels):
-            raise ValueError(f"graph of {index.ntotal} nodes, {len(labels)} labels and vectors "
-                             f"{vectors.shape}")
-        lists = faiss.deserialize_index(np.load(extra["lists"])) if "lists" in extra else None
-        return cls(dim, params.get("metric", "ip"), m=int(params["m"]),
+            raise ValueError(f"index of {index.ntotal} vectors, {len(labels)} labels and "
+                             f"vectors {vectors.shape}")
+        m = int(params["m"])
+        graph, lists = (index, None) if m else (None, index)
+        if "lists" in extra:
+            lists = faiss.deserialize_index(np.load(extra["lists"]))
+        return cls(dim, params.get("metric", "ip"), m=m,
                    ef_construction=int(params["ef_construction"]),
                    nlist=int(params.get("nlist", 0)) if lists is not None else 0,
                    planned_n=int(params.get("planned_n", 0)),
-                   _graph=index, _lists=lists, _labels=labels, _rows=Rows(dim, vectors))
+                   _graph=graph, _lists=lists, _labels=labels, _rows=Rows(dim, vectors))
 
     def params(self) -> dict[str, Any]:
         return {**super().params(), "m": self.m, "ef_construction": self.ef_construction,

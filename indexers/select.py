@@ -8,9 +8,10 @@ graph walk 20 times what it costs the lists, on softer data the graph wins every
 collection at two sizes, tunes each part for each query kind to the recall target, times the
 settings one query at a time (CPU time, so that other work on the machine does not count),
 fits how each cost grows with the number of vectors (a power of n through the two sizes) and
-extrapolates to the collection's size. Each kind gets the part that is cheaper there; the
-index is built with the parts some kind needs: the graph alone, the lists alone (an IVF
-index), or both.
+extrapolates to the collection's size. The index is built with the parts some kind of query
+may need: the cheaper part of each kind, and the other one too where it came within
+``TIE`` of it (an extrapolation is not a measurement: tuning on the built index then times
+both and keeps what each kind uses). The graph alone, the lists alone, or both.
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ from .choose import IndexPlan, graph_bytes_per_vector, nlist_for
 from .graph import GraphIndex
 from .tune import exact_search, walk_grid
 
-SAMPLE = 40_000  # vectors the measurement builds on (and a quarter of that)
+SAMPLE = 20_000  # vectors the measurement builds on (and a quarter of that)
 # Below this many vectors there is nothing to extrapolate: both parts are built on the whole
 # collection and tuning keeps the ones some kind of query is served by.
 MEASURE_FROM = 100_000
 QUERIES = 200  # per kind
-TIMED = 100  # queries timed per setting
+TIMED = 60  # queries timed per setting
+TIE = 1.25  # a part extrapolated within this factor of the cheapest is built too
 
 
 def _cpu_median(index: GraphIndex, xq: np.ndarray, settings: list[dict[str, Any]]
@@ -55,7 +57,7 @@ def measure(sample: np.ndarray, queries: dict[str, np.ndarray], plan: IndexPlan,
     n = len(sample)
     index = GraphIndex(sample.shape[1], plan.params.get("metric", "ip"),
                        m=int(plan.params.get("m", 32)),
-                       ef_construction=int(plan.params.get("ef_construction", 80)),
+                       ef_construction=int(plan.params.get("ef_construction", 40)),
                        nlist=min(nlist_for(n), max(1, n // 64)))
     ids = np.arange(n, dtype=np.int64)
     index.train(sample)
@@ -87,7 +89,7 @@ def extrapolate(small: float, large: float, n_small: int, n_large: int, n: int) 
 
 def select_parts(plan: IndexPlan, sample: np.ndarray, queries: dict[str, np.ndarray], n: int,
                  target: float = 0.95) -> IndexPlan:
-    """``plan`` (a graph with lists) with only the parts that some query kind is served
+    """``plan`` (a graph with lists) with only the parts that some query kind may be served
     fastest by, extrapolated to ``n`` vectors; the measurements are in ``plan.measured``."""
     rng = np.random.default_rng(0)
     sample = sample[rng.permutation(len(sample))[:SAMPLE]]
@@ -99,21 +101,19 @@ def select_parts(plan: IndexPlan, sample: np.ndarray, queries: dict[str, np.ndar
     cost = {kind: {part: extrapolate(costs[0][kind][part], costs[1][kind][part],
                                       sizes[0], sizes[1], n)
                    for part in costs[1][kind]} for kind in queries}
-    winners = {kind: min(parts, key=lambda p: parts[p]) for kind, parts in cost.items()}
-    used = set(winners.values())
+    need = {p for parts in cost.values() for p, c in parts.items()
+            if c <= TIE * min(parts.values())}
     measured = {kind: {part: round(c * 1000, 4) for part, c in parts.items()}
                 for kind, parts in cost.items()}
     note = "; ".join(f"{kind}: " + ", ".join(f"{p} {c:.3g} ms" for p, c in parts.items())
                      for kind, parts in measured.items())
     why = f"{plan.reason}; measured on {sizes[1]} of the vectors, extrapolated to {n}: {note}"
-    if used == {"lists"}:
-        return IndexPlan("ivf", {"nlist": plan.params["nlist"], "codec": "sq8"},
-                         "ivf-sq8+refine", why, float(sample.shape[1] + 8), measured)
     params = dict(plan.params)
-    if "lists" not in used:
+    if "lists" not in need:
         params["nlist"] = 0
-    bpv = graph_bytes_per_vector(sample.shape[1], int(params.get("m", 32)),
-                                 bool(params["nlist"]))
-    tier = "graph+lists" if params["nlist"] else "graph"
+    if "graph" not in need:
+        params["m"] = 0
+    bpv = graph_bytes_per_vector(sample.shape[1], int(params["m"]), bool(params["nlist"]))
+    tier = "+".join(p for p in ("graph", "lists") if p in need)
     return replace(plan, params=params, tier=tier, reason=why, bytes_per_vector=bpv,
                    measured=measured)
