@@ -17,12 +17,17 @@ A filter is ``FIELD OP VALUE``. Fields:
 =================  ====================================================================
 
 Operators: ``=``, ``!=``, ``<``, ``<=``, ``>``, ``>=`` and ``~`` (glob: ``*``, ``?``, ``[..]``).
+``=`` compares exactly, so ``path = *red*`` would find nothing: on a field that takes ``~`` an
+unquoted ``*`` or ``?`` after ``=`` is an error that suggests ``~`` (quote the value,
+``path = '*red*'``, to mean the characters). A metadata field on an image search is an error
+unless images have it (JSONL fields belong to texts: ``--target text``).
 Dates are ``YYYY``, ``YYYY-MM``, ``YYYY-MM-DD`` or ``YYYY-MM-DDTHH:MM[:SS]``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import os
 import re
 from dataclasses import dataclass
@@ -35,6 +40,7 @@ _WHERE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*([!<>=~]+)\s*(.*?)\s*$", re.S)
 NUMERIC = ("width", "height", "size")
 DATES = ("date", "taken", "mtime")
 FIELDS = ("path", *DATES, *NUMERIC, "orientation", "camera", "tag", "caption")
+GLOBBED = ("path", "camera", "caption")  # fields that take ~ (and metadata fields)
 
 
 @dataclass(frozen=True)
@@ -61,10 +67,22 @@ def parse_where(text: str) -> Filter:
         raise QueryError(f"filter {text!r}: unknown operator {m.group(2)!r} (operators: "
                          f"= != < <= > >= ~{hint})")
     value = m.group(3)
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+    quoted = len(value) >= 2 and value[0] == value[-1] and value[0] in "'\""
+    if quoted:
         value = value[1:-1]
-    return Filter(m.group(1).lower() if not m.group(1).startswith("meta.") else m.group(1),
-                  op, value)
+    field = m.group(1).lower() if not m.group(1).startswith("meta.") else m.group(1)
+    if op == "=" and not quoted and (field in GLOBBED or field not in FIELDS):
+        _check_not_a_glob(Filter(field, op, value))
+    return Filter(field, op, value)
+
+
+def _check_not_a_glob(f: Filter) -> None:
+    """``path = *red*`` compares exactly and so finds nothing: a wildcard after ``=`` is
+    taken for a mistake unless the value is quoted (``path = '*red*'`` means the name)."""
+    if "*" in f.value or "?" in f.value:
+        raise QueryError(f"filter '{f}': = compares exactly; for a glob use ~ "
+                         f"('{f.field} ~ {f.value}'), or quote the value to match * and ? "
+                         f"as they are ('{f.field} = \"{f.value}\"')")
 
 
 _DATE_FORMATS = (("%Y-%m-%dT%H:%M:%S", "second"), ("%Y-%m-%d %H:%M:%S", "second"),
@@ -106,23 +124,57 @@ def _glob_escape(text: str) -> str:
 
 def compile_filters(filters: list[Filter], catalog: Any, kind: str) -> list[Any]:
     """SQLAlchemy conditions on ``Item`` for these filters; raises :class:`QueryError` for an
-    unknown field, a bad operator for the field, or a malformed value."""
+    unknown field, a field the searched kind of item does not have, a bad operator for the
+    field, or a malformed value."""
     conditions = []
-    meta_keys: set[str] | None = None
+    keys = _Keys(catalog)
     for f in filters:
         if f.op not in OPS and not (f.op == "under" and f.field == "path"):
             raise QueryError(f"unknown operator {f.op!r} in filter '{f}'")
-        field = f.field
-        if field not in FIELDS and not field.startswith("meta."):
-            meta_keys = catalog.metadata_keys() if meta_keys is None else meta_keys
-            if field not in meta_keys:
-                known = ", ".join(FIELDS)
-                extra = f"; metadata fields: {', '.join(sorted(meta_keys))}" if meta_keys else ""
-                raise QueryError(f"unknown filter field {field!r} (known: {known}, "
-                                 f"meta.KEY{extra})")
-            field = f"meta.{field}"
+        field = f.field if f.field in FIELDS else _metadata_field(f, keys, kind)
         conditions.append(_compile(Filter(field, f.op, f.value), kind))
     return conditions
+
+
+class _Keys:
+    """The metadata keys users gave items (read once, when a filter needs them)."""
+
+    def __init__(self, catalog: Any) -> None:
+        self.catalog = catalog
+        self._all: set[str] | None = None
+        self._images: set[str] | None = None
+
+    def all(self) -> set[str]:
+        if self._all is None:
+            self._all = set(self.catalog.metadata_keys())
+        return self._all
+
+    def images(self) -> set[str]:
+        if self._images is None:
+            self._images = set(self.catalog.metadata_keys("image"))
+        return self._images
+
+
+def _metadata_field(f: Filter, keys: _Keys, kind: str) -> str:
+    """``meta.KEY`` for a metadata filter (``meta.KEY``, or a bare ``KEY`` that exists);
+    a field no item has, or one only texts have on an image search, is an error that says
+    so, where the filter would quietly match nothing."""
+    key = f.field.removeprefix("meta.")
+    if not re.fullmatch(r"[\w-]+", key):
+        raise QueryError(f"filter '{f}': metadata keys are letters, digits, _ and -")
+    if key == f.field and key not in keys.all():
+        suggestion = difflib.get_close_matches(key, [*FIELDS, *keys.all()], n=1)
+        hint = f"; did you mean {suggestion[0]}?" if suggestion else ""
+        extra = f"; metadata fields: {', '.join(sorted(keys.all()))}" if keys.all() else ""
+        raise QueryError(f"unknown filter field {key!r}{hint} (known: {', '.join(FIELDS)}, "
+                         f"meta.KEY{extra})")
+    if kind == "image" and key not in keys.images():
+        if key in keys.all():
+            raise QueryError(f"filter '{f}': {key} is a field of texts, not of images; "
+                             "search texts with --target text")
+        raise QueryError(f"filter '{f}': images have no field {key} (their fields: "
+                         f"{', '.join(FIELDS)})")
+    return f"meta.{key}"
 
 
 def _compare(column: Any, op: str, value: Any) -> Any:
@@ -253,8 +305,6 @@ def _metadata(f: Filter) -> Any:
     from ..storage.schema import items
 
     key = f.field[len("meta."):]
-    if not re.fullmatch(r"[\w-]+", key):
-        raise QueryError(f"filter '{f}': metadata keys are letters, digits, _ and -")
     text = JsonValue(items.c.metadata, key)
     number = JsonValue(items.c.metadata, key, number=True)
     if f.op == "~":

@@ -312,9 +312,12 @@ class Catalog:
                           .where(items.c.kind == kind, *conditions).order_by(items.c.id))
         return np.asarray([r[0] for r in rows], dtype=np.int64)
 
-    def metadata_keys(self) -> set[str]:
-        """Keys used in the free metadata of items (from JSONL texts)."""
-        rows = self._read(select(items.c.metadata).where(items.c.metadata.is_not(None))
+    def metadata_keys(self, kind: str | None = None) -> set[str]:
+        """Keys users gave items as free metadata (fields of JSONL texts), of items of ``kind``
+        or of all; generated captions' bookkeeping (captioner, image hash) is not theirs."""
+        query = select(items.c.metadata).where(items.c.metadata.is_not(None),
+                                               items.c.source.is_distinct_from("generated"))
+        rows = self._read((query if kind is None else query.where(items.c.kind == kind))
                           .limit(10_000))
         return {k for (m,) in rows if isinstance(m, dict) for k in m}
 
