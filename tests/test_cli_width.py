@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from retrieval import Collection
 from retrieval.interfaces.cli.output import json_text
+from retrieval.interfaces.cli.table import hits_table
 from retrieval.interfaces.cli.width import clip, display_width, pad
 
 TEXTS = ["街道上的一只船和自行车", "自行车停在红色的墙边，旁边有一只猫在睡觉" * 3,
@@ -49,18 +50,27 @@ def cjk_collection(tmp_path, tiny_spec):
 
 
 def test_hits_table_fits_the_terminal_by_display_width(cjk_collection) -> None:
+    """On a terminal (``columns``) every line fits by display width and the result column
+    starts at the same display column on every line."""
+    with Collection(cjk_collection) as col:
+        hits = col.search("自行车", target="texts", hybrid=True, k=8)
+    assert len(hits) == 8
     for columns in (40, 80):
-        out = run_cli("search", "自行车", "--target", "texts", "--hybrid", "-k", "8",
-                      collection=cjk_collection, env={"COLUMNS": str(columns)}).stdout
-        lines = out.splitlines()
+        lines = hits_table(hits, columns=columns)
         assert len(lines) == 9
         assert all(display_width(ln) <= columns for ln in lines), [
             (display_width(ln), ln) for ln in lines]
-        # the result column starts at the same display column on every line
         start = lines[0].index("result")
-        assert all(display_width(ln[:ln.index("'") + 1]) == start for ln in lines[1:])
+        assert all(display_width(ln[:ln.index('"') + 1]) == start + 1 for ln in lines[1:])
         if columns == 80:
-            assert "'街道上的一只船和自行车'" in out  # shown as written, not escaped
+            assert '"街道上的一只船和自行车"' in "\n".join(lines)  # as written, not escaped
+
+
+def test_hits_table_in_a_pipe_is_not_cut(cjk_collection) -> None:
+    out = run_cli("search", "自行车", "--target", "texts", "--hybrid", "-k", "8",
+                  collection=cjk_collection, env={"COLUMNS": "40"}).stdout
+    assert f'"{TEXTS[1]}"' in out  # 126 columns, whole
+    assert max(display_width(ln) for ln in out.splitlines()) > 40
 
 
 def test_json_keeps_characters_unless_stdout_cannot_encode_them(cjk_collection) -> None:

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import click
 
 from ...pathnames import shown
-from .width import clip
 
 if TYPE_CHECKING:
     from ...ingest import IndexProgress, IndexSummary
@@ -90,22 +89,32 @@ def print_summary(summary: IndexSummary, as_json: bool, what: str = "images") ->
         click.echo(f"  ... and {len(summary.errors) - len(first)} more (see --json)", err=True)
 
 
-def print_hits(hits: list[Hit]) -> None:
+def print_hits(hits: list[Hit], first: int = 1, kind: str | None = None) -> None:
+    """The hits table (see :mod:`.table`), numbered from ``first``; ``kind`` says what the
+    scores are where the hits do not. Cut to the width of a terminal, never in a pipe."""
+    from .table import OUT_OF_ORDER, hits_table, out_of_order
+
     if not hits:
         click.echo("no results", err=True)
         return
-    width = shutil.get_terminal_size((120, 20)).columns
-    id_w = max(len(str(h.id)) for h in hits)
-    click.echo(f"{'#':>3}  {'score':>6}  {'id':>{id_w}}  {'kind':<5}  result")
-    for rank, h in enumerate(hits, 1):
-        what = shown(h.path) if h.kind == "image" else repr(h.text)
-        if h.kind == "text" and h.path:
-            made = "generated caption" if h.metadata.get("source") == "generated" else "caption"
-            what += f"  ({made} of {shown(h.path)})"
-        elif h.metadata.get("generated_caption"):
-            what += f"  {h.metadata['generated_caption']!r}"
-        line = f"{rank:>3}  {h.score:>6.3f}  {h.id:>{id_w}}  {h.kind:<5}  {what}"
-        click.echo(clip(line, width))  # by display width: CJK characters take two columns
+    columns = terminal_columns()
+    styled = columns is not None and not os.environ.get("NO_COLOR")
+    for line in hits_table(hits, first=first, columns=columns, styled=styled, kind=kind):
+        click.echo(line)
+    if out_of_order(hits):
+        click.echo(OUT_OF_ORDER, err=True)
+
+
+def terminal_columns(stream: Any = None) -> int | None:
+    """The width to cut lines to: the terminal's, when ``stream`` (default: stdout) is one;
+    None in a pipe or a file, whose lines are never cut."""
+    stream = sys.stdout if stream is None else stream
+    try:
+        if stream is None or not stream.isatty():
+            return None
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return None
+    return shutil.get_terminal_size((120, 20)).columns
 
 
 def human_bytes(n: float) -> str:

@@ -86,7 +86,12 @@ def search(ctx: click.Context, texts: tuple[str, ...], images: tuple[str, ...],
             else:
                 click.echo(h.text)
     else:
-        print_hits(hits)
+        print_hits(hits, first=query.offset + 1, kind=_score_kind(query))
+
+
+def _score_kind(query: Any) -> str:
+    """What a query's scores are, for hits that do not say (see :mod:`.table`)."""
+    return "reranked" if query.rerank else "fused" if query.hybrid is not None else "similarity"
 
 
 @cli.command()
@@ -112,7 +117,7 @@ def caption(ctx: click.Context, image: Path, k: int, generate: bool, as_json: bo
     if as_json:
         echo_json_lines(h.to_dict() for h in hits)
     else:
-        print_hits(hits)
+        print_hits(hits, kind="similarity")
 
 
 def _generate(ctx: click.Context, target: Path | int, device: str, as_json: bool,
@@ -141,16 +146,32 @@ def _generate(ctx: click.Context, target: Path | int, device: str, as_json: bool
 @json_option("One JSON object per cluster.")
 @click.pass_context
 def duplicates(ctx: click.Context, threshold: float, as_json: bool) -> None:
-    """Clusters of near-duplicate images in the collection."""
+    """Clusters of near-duplicate images in the collection: each member with its cosine
+    similarity to its closest other member, byte-identical copies marked."""
     clusters = open_collection(ctx).duplicates(threshold)
     if as_json:
         echo_json_lines(clusters)
         return
     for c in clusters:
-        click.echo(f"{len(c['ids'])} images:")
-        for p in c["paths"]:
-            click.echo(f"  {shown(p)}")
+        click.echo(_cluster_head(c))
+        id_w = max(len(str(i)) for i in c["ids"])
+        for m in c["members"]:
+            sim = "" if m["similarity"] is None else f"{m['similarity']:.3f}"
+            same = ", ".join(map(str, m["identical_to"]))
+            click.echo(f"  {sim:>5}  {m['id']:>{id_w}}  {shown(m['path'])}"
+                       + (f"  (identical to {same})" if same else ""))
     click.echo(f"{len(clusters)} clusters", err=True)
+
+
+def _cluster_head(c: dict[str, Any]) -> str:
+    """``3 images, similarity 0.962 to 1.000:``; ``2 identical images:`` for copies."""
+    if c["identical"]:
+        return f"{len(c['ids'])} identical images:"
+    sims = [m["similarity"] for m in c["members"] if m["similarity"] is not None]
+    if not sims:
+        return f"{len(c['ids'])} images:"
+    low, high = f"{min(sims):.3f}", f"{max(sims):.3f}"
+    return f"{len(c['ids'])} images, similarity {low}" + (f" to {high}:" if high != low else ":")
 
 
 @cli.command()

@@ -45,3 +45,45 @@ def pad(text: str, width: int, align: str = "<") -> str:
     """``text`` padded with spaces to ``width`` columns (``<`` left, ``>`` right aligned)."""
     fill = " " * max(0, width - display_width(text))
     return text + fill if align == "<" else fill + text
+
+
+def clip_start(text: str, width: int) -> str:
+    """``text`` cut to at most ``width`` columns from the start, beginning with "..." when cut
+    (a path keeps its file name)."""
+    if display_width(text) <= width:
+        return text
+    room = max(0, width - len(ELLIPSIS))
+    used = 0
+    for i in range(len(text) - 1, -1, -1):
+        w = char_width(text[i])
+        if used + w > room:
+            return ELLIPSIS + text[i + 1:]
+        used += w
+    return ELLIPSIS + text  # not reached: the text was wider than width
+
+
+Span = tuple[str, bool]  # a piece of a line, and whether it is marked (a matched word)
+
+
+def clip_spans(spans: list[Span], width: int) -> list[Span]:
+    """Marked pieces of a line cut to at most ``width`` columns, ending in an unmarked "..."
+    when cut (the marks are drawn after cutting, so they never count as columns)."""
+    if sum(display_width(t) for t, _ in spans) <= width:
+        return spans
+    room = max(0, width - len(ELLIPSIS))
+    out: list[Span] = []
+    for text, marked in spans:
+        w = display_width(text)
+        if w <= room:
+            out.append((text, marked))
+            room -= w
+            continue
+        used = cut = 0
+        for cut, ch in enumerate(text):  # noqa: B007 (cut is read after the loop)
+            if used + char_width(ch) > room:
+                break
+            used += char_width(ch)
+        if cut:
+            out.append((text[:cut], marked))
+        break
+    return [*out, (ELLIPSIS, False)]
