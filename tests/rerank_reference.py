@@ -24,15 +24,15 @@ def mmr_reference(vecs: np.ndarray, q: np.ndarray, k: int, lam: float) -> list[i
 
 
 def dedup_reference(vecs: np.ndarray, threshold: float) -> list[tuple[int, list[int]]]:
-    """Dedup as first written: each item against every item kept so far."""
+    """Dedup as first written: each item against every item kept so far (it joins the first,
+    best, kept item it is a near-duplicate of)."""
     kept: list[int] = []
     dups: dict[int, list[int]] = {}
     for i in range(len(vecs)):
         if kept:
-            sims = vecs[kept] @ vecs[i]
-            j = int(np.argmax(sims))
-            if sims[j] >= threshold:
-                dups[kept[j]].append(i)
+            close = np.flatnonzero(vecs[kept] @ vecs[i] >= threshold)
+            if len(close):
+                dups[kept[int(close[0])]].append(i)
                 continue
         kept.append(i)
         dups[i] = []

@@ -787,9 +787,9 @@ def test_image_terms_bounded() -> None:
 
 
 @pytest.mark.parametrize(("k", "offset", "extra", "pool"), [
-    (10, 0, {}, 10), (10, 5, {"hybrid": True}, 60), (10, 0, {"rerank": "mmr"}, 50),
+    (10, 0, {}, 10), (10, 5, {"hybrid": True}, 2000), (10, 0, {"rerank": "mmr"}, 2000),
     (400, 100, {"rerank": "mmr"}, 2000), (2000, 0, {"rerank": "exact"}, 2000),
-    (10_000, 10_000, {"hybrid": True}, 20_000), (10_000, 0, {}, 10_000),
+    (1990, 10, {"hybrid": True}, 2000), (10_000, 0, {}, 10_000), (10_000, 10_000, {}, 20_000),
 ])
 def test_candidate_pool(k: int, offset: int, extra: dict[str, Any], pool: int) -> None:
     from retrieval.search.builder import build_query
@@ -847,8 +847,8 @@ def test_model_rerank(data: Data, second_model: Path, monkeypatch: pytest.Monkey
     spec = f"local-dir:{second_model}"
     key = str(ModelSpec.parse(spec))
     text, k = "a colourful picture", 8
-    pool = col.search(text, k=max(4 * k, k + 40))  # the candidates the pipeline re-scores
-    assert len(pool) == 48
+    pool = col.search(text, k=50)  # the candidates the stage re-scores: its default top N
+    assert len(pool) == 50
     pool_ids = [h.id for h in pool]
     assert col.catalog.aux_vectors(key, pool_ids) == {}
 
@@ -1028,7 +1028,7 @@ def test_model_rerank_uses_cached_vectors(data: Data, second_model: Path,
     spec = f"local-dir:{second_model}"
     key = str(ModelSpec.parse(spec))
     text, k = "a bright scene", 6
-    pool_ids = [h.id for h in col.search(text, k=max(4 * k, k + 40))]
+    pool_ids = [h.id for h in col.search(text, k=50)]  # the stage's default top N
     aux = load_encoder(ModelSpec.parse(spec), "cpu")
     qv = combine([aux.embed_texts([text])[0]], [1.0])
     items = col.catalog.get_items(pool_ids)

@@ -38,6 +38,9 @@ MAX_FILTERS = 100  # conditions, --path/--after/--before/--tag included
 # stages; they re-rank at most MAX_CANDIDATES candidates, so offset + k is at most that.
 MAX_STAGES = 4
 MAX_RERANK_DEPTH = MAX_CANDIDATES
+# Keyword fusion ranks the same pool of candidates whatever the page (pages are slices of one
+# list), so a hybrid search's offset + k is within that pool too.
+MAX_HYBRID_DEPTH = MAX_CANDIDATES
 _TARGET_NAMES = {"image": "image", "images": "image", "text": "text", "texts": "text"}
 
 
@@ -98,6 +101,9 @@ def validate(query: Query) -> None:
         raise QueryError(f"at most {MAX_FILTERS} filters, got {len(query.filters)}")
     if query.rerank:
         _check_rerank(query)
+    if query.hybrid is not None and query.offset + query.k > MAX_HYBRID_DEPTH:
+        raise QueryError(f"with hybrid, offset + k is at most {MAX_HYBRID_DEPTH}, "
+                         f"got {query.offset + query.k}")
 
 
 def _check_rerank(query: Query) -> None:

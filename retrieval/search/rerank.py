@@ -10,6 +10,13 @@
 candidates best first and returns them best first; none drops below ``k`` results while enough
 candidates exist (the query layer fetches a larger pool when a pipeline is given).
 
+Pages are slices: the searcher hands the stages the same pool whatever the page (the best
+``MAX_CANDIDATES``), and :func:`run_pipeline` asks each stage for as much of its output as the
+next one needs, each stage answering exactly what it would had it processed the whole pool:
+MMR's first m picks are the first m of any longer run, dedup's first m kept items (and what
+was merged into them) those of the whole pass, and sorts break ties by item id. So the first
+``offset + k`` results of a search are the head of the same search with a larger k.
+
 Costs are bounded: the searcher hands stages at most ``MAX_CANDIDATES`` candidates (C) and the
 query builder allows each kind of stage once. With d the vectors' width, ``exact`` is one
 product (C·d), ``mmr`` keeps each candidate's largest similarity to the picks so far and updates
@@ -22,7 +29,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -61,6 +68,12 @@ class SecondModel(Protocol):
 MAX_CANDIDATES = 2_000  # the most candidates a stage is given (the searcher's pool)
 MAX_TOP_N = MAX_CANDIDATES  # the most items the model stage re-embeds
 BLOCK = 256  # candidates whose stored vectors are read (and the budget checked) at a time
+ALL = 2**62  # a depth beyond any pool: the whole output
+
+# ``upstream(depth, whole)``: the output of the stages before, and how many of its first
+# entries (at least ``depth``) are final, as they would be had every stage processed all the
+# candidates; with ``whole`` the list also holds exactly the candidates that run would keep.
+Upstream = Callable[[int, bool], tuple[list["Candidate"], int]]
 
 
 @dataclass
@@ -94,6 +107,13 @@ class Stage(ABC):
     def apply(self, ctx: RerankContext, cands: list[Candidate]) -> list[Candidate]:
         """Re-order (and possibly merge) candidates, best first."""
 
+    def ranked(self, ctx: RerankContext, upstream: Upstream, depth: int, whole: bool
+               ) -> tuple[list[Candidate], int]:
+        """This stage's output with its first ``depth`` entries final, and how many are (see
+        :data:`Upstream`). A stage that does not say more processes everything it is given."""
+        out = self.apply(ctx, upstream(ALL, True)[0])
+        return out, len(out)
+
     def __repr__(self) -> str:
         return self.name
 
@@ -110,7 +130,12 @@ class Exact(Stage):
         for c, s in zip(cands, scores, strict=True):
             c.score = float(s)
             c.scores["exact"] = float(s)
-        return sorted(cands, key=lambda c: -c.score)
+        return sorted(cands, key=by_score)
+
+    def ranked(self, ctx: RerankContext, upstream: Upstream, depth: int, whole: bool
+               ) -> tuple[list[Candidate], int]:
+        out = self.apply(ctx, upstream(0, True)[0])  # a sort: all of it is final
+        return out, len(out)
 
 
 class MMR(Stage):
@@ -153,13 +178,23 @@ class MMR(Stage):
             c.scores["mmr_relevance"] = float(rel[i])
         return out
 
+    def ranked(self, ctx: RerankContext, upstream: Upstream, depth: int, whole: bool
+               ) -> tuple[list[Candidate], int]:
+        """``depth`` picks: greedy, so the first m are those of any longer run."""
+        cands = upstream(0, True)[0]  # all of them, as for any page: each pick sees every one
+        picks = min(depth, len(cands))
+        out = self.apply(replace(ctx, k=picks), cands)
+        return out, len(out) if picks >= len(out) - 1 else picks
+
 
 class Dedup(Stage):
     """Keep the best of each group of near-duplicates (cosine >= threshold).
 
-    A candidate joins the kept candidate it is most similar to, when that similarity reaches the
-    threshold; each candidate's best kept match is updated with one vector product per kept
-    candidate (kept·C·d)."""
+    Candidates are taken best first: one is kept unless it is a near-duplicate of one kept
+    before it, and then it is listed on the first (best) such kept candidate (duplicates by
+    score, then id). Each kept
+    candidate costs one vector product over the candidates after it (kept·C·d); the m best
+    kept ones, and what merges into them, need only m of them (:meth:`ranked`)."""
 
     kind = "dedup"
 
@@ -170,23 +205,73 @@ class Dedup(Stage):
         self.name = f"dedup:{threshold:g}"
 
     def apply(self, ctx: RerankContext, cands: list[Candidate]) -> list[Candidate]:
+        return self._first(ctx, cands, len(cands))[0]
+
+    def ranked(self, ctx: RerankContext, upstream: Upstream, depth: int, whole: bool
+               ) -> tuple[list[Candidate], int]:
+        """The first ``depth`` kept candidates, with every candidate that merges into them.
+        They depend on the candidates up to the last of them, in order, and on which come
+        after (a candidate after them merges into the first kept one it is close to, or
+        into none of them): the stages before are asked for more until that prefix is
+        final."""
+        if whole:
+            out = self.apply(ctx, upstream(ALL, True)[0])
+            return out, len(out)
+        want = depth + depth // 2 + 16
+        while True:
+            cands, final = upstream(want, True)
+            out, end = self._first(ctx, cands, depth)
+            if end <= final or want >= len(cands):
+                return out, len(out) if end == len(cands) else depth
+            want = max(2 * want, end)
+
+    def _first(self, ctx: RerankContext, cands: list[Candidate], depth: int
+               ) -> tuple[list[Candidate], int]:
+        """The first ``depth`` kept candidates (with their duplicates), then the others not
+        merged into them, and how many candidates the kept ones were chosen from."""
         if len(cands) < 2:
-            return cands
+            return cands, len(cands)
         vecs = ctx.stored(cands)
-        best_sim = np.full(len(cands), -np.inf, dtype=np.float32)  # to the kept ones so far
-        best_of = np.zeros(len(cands), dtype=np.int64)
+        first_of = np.full(len(cands), -1, dtype=np.int64)  # the kept one each merges into
         kept: list[int] = []
-        for i, c in enumerate(cands):
-            if best_sim[i] >= self.threshold:
-                cands[int(best_of[i])].duplicates.append(c.id)
+        end = len(cands)
+        for i in range(len(cands)):
+            if first_of[i] >= 0:
                 continue
+            if len(kept) == depth:
+                end = i
+                break
             ctx.budget.check()
             kept.append(i)
-            sims = _column(vecs[i:], 0)[1:]
-            closer = sims > best_sim[i + 1:]  # strictly: ties stay with the earlier kept one
-            best_sim[i + 1:][closer] = sims[closer]
-            best_of[i + 1:][closer] = i
-        return [cands[i] for i in kept]
+            close = (_column(vecs[i:], 0)[1:] >= self.threshold) & (first_of[i + 1:] < 0)
+            first_of[i + 1:][close] = i
+        merged: dict[int, list[Candidate]] = {i: [] for i in kept}
+        for j in np.flatnonzero(first_of >= 0).tolist():
+            merged[int(first_of[j])].append(cands[j])
+        for i in kept:  # best first: the order they came in may depend on the page
+            cands[i].duplicates = [c.id for c in sorted(merged[i], key=by_score)]
+        rest = [cands[j] for j in range(end, len(cands)) if first_of[j] < 0]
+        return [cands[i] for i in kept] + rest, end
+
+
+def by_score(c: Candidate) -> tuple[float, int]:
+    """The order of results: best score first, ties by item id."""
+    return -c.score, c.id
+
+
+def run_pipeline(stages: Sequence[Stage], ctx: RerankContext, pool: list[Candidate],
+                 depth: int) -> list[Candidate]:
+    """The stages applied in turn to ``pool`` (best first, a total order), with the first
+    ``depth`` results as they would be had each stage processed every candidate."""
+    def upstream(n: int) -> Upstream:
+        def output(d: int, whole: bool) -> tuple[list[Candidate], int]:
+            if n == 0:
+                return pool, len(pool)
+            ctx.budget.check()
+            return stages[n - 1].ranked(ctx, upstream(n - 1), d, whole)
+        return output
+
+    return upstream(len(stages))(depth, False)[0]
 
 
 def _column(vecs: np.ndarray, i: int) -> np.ndarray:
@@ -230,7 +315,15 @@ class ModelRerank(Stage):
             v = vectors.get(c.id)
             c.score = float(v @ qv) if v is not None else -np.inf
             c.scores["model"] = c.score
-        return sorted(head, key=lambda c: -c.score) + tail
+        return sorted(head, key=by_score) + tail
+
+    def ranked(self, ctx: RerankContext, upstream: Upstream, depth: int, whole: bool
+               ) -> tuple[list[Candidate], int]:
+        """The top N re-scored, then the rest as given: final as far as the input is, once
+        its top N are."""
+        cands, final = upstream(max(self.top_n, depth), whole)
+        out = self.apply(ctx, cands)
+        return out, final if final >= min(self.top_n, len(cands)) else 0
 
 
 def parse_pipeline(spec: str | list[Stage] | tuple[Stage, ...] | None) -> list[Stage]:

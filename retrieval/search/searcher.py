@@ -1,6 +1,12 @@
 """Running a query: embed its terms, filter, search the vector index, fuse keyword matches,
 re-rank, page, and read the hits from the catalog; the search's budget (deadline, cancel flag)
-is checked between these phases and inside the re-ranking stages."""
+is checked between these phases and inside the re-ranking stages.
+
+Results are a total order and a page is a slice of it: plain and filtered searches order by
+score and item id (:mod:`.planning`); fusion and re-ranking work on a pool that does not
+depend on the page (:func:`candidate_pool`), and the stages answer their first results as a
+run over the whole pool would (:func:`.rerank.run_pipeline`).
+"""
 
 from __future__ import annotations
 
@@ -19,7 +25,7 @@ from .filters import compile_filters
 from .hits import Hit, hydrate
 from .planning import filtered_search, fuse
 from .query import Query
-from .rerank import MAX_CANDIDATES, Candidate, RerankContext, SecondModel
+from .rerank import MAX_CANDIDATES, Candidate, RerankContext, SecondModel, run_pipeline
 
 if TYPE_CHECKING:
     from ..binding import ModelBinding
@@ -73,9 +79,7 @@ class Searcher:
                      for i, f, parts in fuse(pairs, keyword, query.hybrid)[:pool]]
         if query.rerank:
             ctx = RerankContext(query, q, need, self._stored, self.second_model, budget)
-            for stage in query.rerank:
-                budget.check()
-                cands = stage.apply(ctx, cands[:MAX_CANDIDATES])
+            cands = run_pipeline(query.rerank, ctx, cands[:MAX_CANDIDATES], need)
         budget.check()
         return self._page(query, cands[query.offset:need])
 
@@ -100,9 +104,10 @@ class Searcher:
 
 def candidate_pool(query: Query) -> int:
     """How many candidates the vector (and keyword) searches fetch: the page's depth (offset +
-    k), and with fusion or re-ranking four times that, capped at MAX_CANDIDATES unless the page
-    itself is deeper (hybrid only: with re-ranking the builder keeps the depth within it)."""
-    need = query.offset + query.k
+    k); with fusion or re-ranking MAX_CANDIDATES whatever the page, since both depend on
+    the whole pool (reciprocal ranks on the lengths of both lists, MMR and dedup on every
+    candidate): a pool that grew with the page would make pages that are not slices. The
+    builder keeps such a search's depth within it."""
     if not (query.rerank or query.hybrid):
-        return need
-    return max(need, min(max(need * 4, need + 40), MAX_CANDIDATES))
+        return query.offset + query.k
+    return MAX_CANDIDATES

@@ -222,7 +222,8 @@ def refresh(conn: Any, ids: Sequence[int]) -> None:
 
 def search(conn: Any, query: str, kind: str, limit: int) -> list[tuple[int, float]]:
     """(id, score) of items of ``kind`` whose name, text, caption or tags match, best first
-    (the name weighs double; higher is better)."""
+    (the name weighs double; higher is better), equal scores by id: the same query gives the
+    same list, and a shorter limit its head."""
     if conn.dialect.name == "postgresql":
         return _search_pg(conn, query, kind, limit)
     fts = query_text(query)
@@ -231,7 +232,7 @@ def search(conn: Any, query: str, kind: str, limit: int) -> list[tuple[int, floa
     rows = conn.exec_driver_sql(
         f"SELECT f.rowid, bm25({FTS_TABLE}, 2.0, 1.0, 1.0) AS rank FROM {FTS_TABLE} f "
         "JOIN items i ON i.id = f.rowid WHERE items_fts MATCH ? AND i.kind = ? "
-        "ORDER BY rank LIMIT ?", (fts, kind, int(limit))).all()
+        "ORDER BY rank, f.rowid LIMIT ?", (fts, kind, int(limit))).all()
     return [(int(i), -float(r)) for i, r in rows]
 
 
