@@ -26,11 +26,15 @@ if TYPE_CHECKING:
 
 class ModelBinding:
     """The model side of one collection: its spec, identity, precision and dimension, and its
-    search, indexing and second-model encoders (each loaded on first use)."""
+    search, indexing and second-model encoders (each loaded on first use).
 
-    def __init__(self, catalog: Catalog, folder: Path, requested: ModelSpec | None,
+    Opening never writes. A model (or precision) asked for that the collection does not have
+    yet, or a collection not made yet, is *pending*: the first write (:meth:`commit`, once the
+    model has loaded) records it; a read refuses it (:meth:`check_readable`)."""
+
+    def __init__(self, catalog: Catalog | None, folder: Path, requested: ModelSpec | None,
                  lock: WriteLock, *, device: str | None, encoder: Encoder | None,
-                 one_shot: bool) -> None:
+                 one_shot: bool, precision: str | None = None) -> None:
         self.catalog, self.folder, self.device, self.one_shot = catalog, folder, device, one_shot
         self.lock = lock
         self.threads: int | None = None  # the search encoder's threads (None: every core)
@@ -38,75 +42,138 @@ class ModelBinding:
         self.injected = encoder is not None
         self._encoder = encoder
         self._indexer: Encoder | None = None
+        self._loaded_identity: str | None = None
         self._dim: int | None = None
         self._seconds: dict[ModelSpec, Encoder] = {}
         self._texts: Any = None
-        self.spec = self._bind(requested)
+        self.spec, self.unbound = self._resolve(requested)
+        self._precision = self._resolve_precision(precision)
 
     # -- what the collection is bound to ---------------------------------------------------------
 
+    def _settings(self) -> dict[str, Any]:
+        return self.catalog.get_settings() if self.catalog is not None else {}
+
     def _bound(self) -> ModelSpec | None:
-        m = self.catalog.get_settings().get("model")
+        m = self._settings().get("model")
         return ModelSpec(m["name"], m.get("pretrained")) if m else None
 
-    def _bind(self, requested: ModelSpec | None) -> ModelSpec:
+    def _resolve(self, requested: ModelSpec | None) -> tuple[ModelSpec, bool]:
+        """(the model, whether the collection is still to be bound to it); reads only."""
         bound = self._bound()
         if requested is not None and not self.injected:
             requested = with_weights(requested, bound)
         if requested is None:
-            if bound is None:  # created by a run that failed before it recorded a model
+            if bound is None:  # made by a run that failed before it recorded a model
                 raise CollectionNotFoundError(
                     f"collection {self.folder} has no model yet; index into it with --model")
-            return bound
+            return bound, False
         if bound == requested:
-            return requested
-        with self.lock.hold():  # (re)binding is a write: one process at a time
-            bound = self._bound()
-            if bound is not None and bound != requested and self._has_vectors():
-                raise ModelMismatchError(
-                    f"collection {self.folder} holds vectors of model {bound}; it cannot take "
-                    f"{requested}. Use another --collection for that model, or omit --model")
-            if bound != requested:
-                created = self.catalog.get_settings().get("created_at") or dt.datetime.now(
-                    dt.timezone.utc).replace(microsecond=0).isoformat()
-                self.catalog.set_settings(model=requested.to_dict(), dim=None,
-                                          model_identity=None, created_at=created)
-        return requested
+            return requested, False
+        if bound is not None and self._has_vectors():
+            raise ModelMismatchError(
+                f"collection {self.folder} holds vectors of model {bound}, not {requested}; "
+                f"omit --model to use {bound}, or use another --collection for {requested}")
+        return requested, True
 
-    def _has_vectors(self) -> bool:
-        counts = self.catalog.counts()
-        return bool(counts["image"] or counts["text"])
-
-    def bind_precision(self, precision: str) -> None:
+    def _resolve_precision(self, precision: str | None) -> str | None:
+        """The precision still to be recorded, if one was asked for that differs."""
+        if precision is None:
+            return None
         from .encoders.resolve import check_precision
 
-        current = self.precision
+        current = self._stored_precision()
         if check_precision(precision) == current:
+            return None
+        if self.catalog is not None and self._has_vectors():
+            raise ModelMismatchError(
+                f"collection {self.folder} holds {current} vectors; it cannot take "
+                f"{precision} ones. Index into another --collection for {precision}")
+        return precision
+
+    def _has_vectors(self) -> bool:
+        counts = self.catalog.counts() if self.catalog is not None else {}
+        return bool(counts.get("image") or counts.get("text"))
+
+    @property
+    def pending(self) -> bool:
+        """Whether the first write has something to record (a new collection, a model or a
+        precision it does not have yet)."""
+        return self.catalog is None or self.unbound or self._precision is not None
+
+    def check_readable(self) -> None:
+        """Reads use the collection as it is: refuse one not made yet, or asked for with a
+        model it is not bound to (never bound here: reading never writes)."""
+        if self.catalog is None:
+            raise CollectionNotFoundError(
+                f"no collection at {self.folder}; index a folder into it to create it "
+                f"(retrieval --collection {self.folder} index FOLDER)")
+        if not self.unbound:
             return
-        with self.lock.hold():
-            if self._has_vectors():
-                raise ModelMismatchError(
-                    f"collection {self.folder} holds {current} vectors; it cannot take "
-                    f"{precision} ones. Index into another --collection for {precision}")
-            self.catalog.set_settings(precision=precision)
+        bound = self._bound()
+        if bound is None:
+            raise CollectionNotFoundError(
+                f"collection {self.folder} has no model yet; index into it with --model")
+        raise ModelMismatchError(
+            f"collection {self.folder} is bound to model {bound}, not {self.spec}; search it "
+            "without --model (it holds nothing yet: an index run with --model binds it to "
+            "another model)")
+
+    def attach(self, catalog: Catalog) -> None:
+        """The catalog of the collection, made (by this process or another) after it was
+        opened here: what the binding still has to record is worked out again."""
+        self.catalog = catalog
+        self.spec, self.unbound = self._resolve(self.spec)
+        self._precision = self._resolve_precision(self._precision)
+
+    def commit(self) -> None:
+        """Record the model, its identity and dimension, and the precision, in one write: the
+        first write of a new collection or of a rebinding, once the model has loaded (see
+        :meth:`load`). The caller holds the write lock."""
+        if not self.pending:
+            return
+        values: dict[str, Any] = {}
+        if self.unbound:
+            bound = self._bound()
+            if bound != self.spec and bound is not None and self._has_vectors():
+                raise ModelMismatchError(  # another process indexed into it meanwhile
+                    f"collection {self.folder} was bound to model {bound} by another process "
+                    "after it was opened here; run the command again")
+            encoder = self.load()
+            created = self._settings().get("created_at") or dt.datetime.now(
+                dt.timezone.utc).replace(microsecond=0).isoformat()
+            values.update(model=self.spec.to_dict(), dim=int(encoder.dim),
+                          model_identity=self._loaded_identity, created_at=created)
+        if self._precision is not None:
+            values["precision"] = self._precision
+        self._record(**values)
+        self.unbound, self._precision, self._dim = False, None, None
+
+    def _record(self, **values: Any) -> None:
+        if self.catalog is None:
+            raise CollectionNotFoundError(f"no collection at {self.folder}")
+        self.catalog.set_settings(**values)
+
+    def _stored_precision(self) -> str:
+        return str(self._settings().get("precision") or "fp32")
 
     @property
     def precision(self) -> str:
         """fp32, or int8 (the ONNX export's quantised variant, CPU)."""
-        return str(self.catalog.get_settings().get("precision") or "fp32")
+        return self._precision or self._stored_precision()
 
     @property
     def identity(self) -> str | None:
         """The hash of the config and weights the collection's vectors were made with."""
-        value = self.catalog.get_settings().get("model_identity")
+        value = None if self.unbound else self._settings().get("model_identity")
         return str(value) if value else None
 
     @property
     def dim(self) -> int:
         if self._dim is None:
-            dim = self.catalog.get_settings().get("dim")
+            dim = None if self.unbound else self._settings().get("dim")
             if dim is None:
-                return self.encoder.dim
+                return (self._encoder or self.encoder).dim
             self._dim = int(dim)
         return self._dim
 
@@ -115,6 +182,7 @@ class ModelBinding:
     @property
     def encoder(self) -> Encoder:
         """The encoder for searches: the model's ONNX export when it has one (no torch)."""
+        self.check_readable()
         with self._loading:
             if self._encoder is None:
                 from .encoders.resolve import for_search
@@ -125,38 +193,51 @@ class ModelBinding:
                     hint=f"Run `retrieval --collection {self.folder} model export` (or index "
                          "again) once to make them fast.",
                     repair=f"retrieval --collection {self.folder} model export --force")
-        return self._checked(self._encoder)
+        return self._checked(self._encoder, record=False)
 
     @property
     def loaded(self) -> Encoder | None:
         """The encoder already loaded, if any (nothing is loaded by asking)."""
         return self._encoder
 
-    def indexing_encoder(self, progress: ProgressCallback | None = None) -> Encoder:
-        """The encoder for embedding many items; exports the model first if it has no export,
-        and records the identity of the weights the vectors are made with."""
-        if self._bound() != self.spec:  # re-bound by another process since it was opened
-            raise ModelMismatchError(
-                f"collection {self.folder} was bound to model {self._bound()} by another "
-                "process after it was opened here; run the command again")
+    def load(self, progress: ProgressCallback | None = None) -> Encoder:
+        """The encoder for embedding many items, loaded (the model exported first if it has no
+        export); writes nothing to the collection."""
         if self.injected:
-            return self.encoder
+            assert self._encoder is not None
+            return self._encoder
         if self._indexer is None:
             from .encoders.resolve import for_indexing
 
             encoder, identity = for_indexing(
                 self.spec, identity=self.identity, precision=self.precision,
                 device=self.device, on_event=messages(progress, "model"))
-            if self.identity != identity:
-                self.catalog.set_settings(model_identity=identity)
+            self._loaded_identity = identity
             self._indexer = self._encoder = encoder  # searches in this process reuse it
-        return self._checked(self._indexer)
+        return self._indexer
 
-    def _checked(self, encoder: Encoder) -> Encoder:
+    def indexing_encoder(self, progress: ProgressCallback | None = None) -> Encoder:
+        """The encoder of a write that embeds (after :meth:`commit`); records the identity of
+        the weights the vectors are made with."""
+        if self.pending:
+            self.commit()  # a writer holds the lock
+        elif self._bound() != self.spec:  # re-bound by another process
+            raise ModelMismatchError(
+                f"collection {self.folder} was bound to model {self._bound()} by another "
+                "process after it was opened here; run the command again")
+        encoder = self.load(progress)
+        if not self.injected and self.identity != self._loaded_identity:
+            self._record(model_identity=self._loaded_identity)
+        return self._checked(encoder, record=True)
+
+    def _checked(self, encoder: Encoder, record: bool) -> Encoder:
+        """The encoder, once its dimension is checked against the collection's (``record``: a
+        write records it where the collection has none yet)."""
         if self._dim is None:  # once: searches need not read the settings again
-            dim = self.catalog.get_settings().get("dim")
+            dim = self._settings().get("dim")
             if dim is None:
-                self.catalog.set_settings(dim=int(encoder.dim))
+                if record:
+                    self._record(dim=int(encoder.dim))
             elif int(dim) != encoder.dim:
                 raise ModelMismatchError(
                     f"model {self.spec} gives {encoder.dim}-dimensional vectors, "
@@ -176,7 +257,7 @@ class ModelBinding:
         export = export_model(encoder, int8=int8 or self.precision == "int8", force=force,
                               on_event=messages(progress, "model"))
         if self.identity is None:
-            self.catalog.set_settings(model_identity=identity)
+            self._record(model_identity=identity)
         return export
 
     def text_cache(self) -> Any:

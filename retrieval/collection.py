@@ -5,10 +5,11 @@ It delegates to :mod:`retrieval.storage`, the model binding, :mod:`retrieval.ing
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,7 @@ from .binding import ModelBinding
 from .config import default_collection_path
 from .encoders import Encoder, ModelSpec
 from .search import Hit, Hybrid, Query, Term, build_query
-from .storage.folder import INDEX_DIR, has_catalog, open_catalog
+from .storage.folder import INDEX_DIR, collection_exists, open_catalog
 from .storage.lock import WriteLock
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from .search.filters import Filter
     from .search.rerank import Stage
     from .search.searcher import Searcher
+    from .storage import Catalog
     from .storage.vector_indexes import VectorIndexes
 
 log = logging.getLogger("retrieval")
@@ -35,11 +37,15 @@ class Collection:
     """A searchable collection of images and texts.
 
     ``Collection(path)`` opens an existing collection; ``Collection(path, model=...)`` also
-    creates it. ``encoder`` passes a ready encoder instead of a model name. ``precision="int8"``
-    makes a new collection embed with the int8 variant of the model's ONNX export (faster CPU
-    indexing, cosine about 0.999 to fp32). ``one_shot=True`` suits a process that runs one
-    search and exits. ``catalog="postgresql://..."`` keeps a new collection's catalog on a
-    database server (hosts share it). Searches may come from many threads at once."""
+    makes a new one, bound to that model, on its first write (``index``, ``add_texts``) once
+    the model has loaded: a run that fails before leaves nothing behind. Opening and reading
+    never write: reading a collection that does not exist yet, or naming a model it is not
+    bound to, is an error. ``encoder`` passes a ready encoder instead of a model name.
+    ``precision="int8"`` makes a new collection embed with the int8 variant of the model's ONNX
+    export (faster CPU indexing, cosine about 0.999 to fp32). ``one_shot=True`` suits a process
+    that runs one search and exits. ``catalog="postgresql://..."`` keeps a new collection's
+    catalog on a database server (hosts share it). Searches may come from many threads at
+    once."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *,
                  model: str | ModelSpec | None = None, pretrained: str | None = None,
@@ -51,18 +57,53 @@ class Collection:
         self.path = Path(path or default_collection_path()).expanduser().absolute()
         requested = encoder.spec if encoder is not None else (
             ModelSpec.parse(model, pretrained) if isinstance(model, str) else model)
-        if requested is not None and encoder is None and not has_catalog(self.path):
-            requested = with_weights(requested, None)  # refused before anything is created
         self.lock = WriteLock(self.path)
-        self.catalog = open_catalog(self.path, requested is not None, self.lock, catalog)
-        self._catalog_id = self.catalog.ensure_catalog_id()
-        self.model = ModelBinding(self.catalog, self.path, requested, self.lock, device=device,
-                                  encoder=encoder, one_shot=one_shot)
-        if precision is not None:
-            self.model.bind_precision(precision)
+        self._url = catalog
+        self._catalog: Catalog | None = None
+        self._catalog_id: str | None = None
+        if requested is None or collection_exists(self.path, catalog):
+            self._open(create=False)  # says how to make one when there is none
+        elif encoder is None:
+            requested = with_weights(requested, None)  # refused before anything is made
+        self.model = ModelBinding(self._catalog, self.path, requested, self.lock, device=device,
+                                  encoder=encoder, one_shot=one_shot, precision=precision)
         self._indexes: VectorIndexes | None = None
         self._searcher: Searcher | None = None
         self._lazy = threading.RLock()  # searches may come from many threads
+
+    @property
+    def catalog(self) -> Catalog:
+        """The collection's catalog (an error before the collection exists)."""
+        if self._catalog is None and collection_exists(self.path, self._url):
+            self.model.attach(self._open(create=False))  # made by another process since
+        if self._catalog is None:
+            self.model.check_readable()  # raises: no collection here yet
+        assert self._catalog is not None
+        return self._catalog
+
+    def _open(self, create: bool) -> Catalog:
+        self._catalog = open_catalog(self.path, create, self.lock, self._url)
+        self._catalog_id = self._catalog.ensure_catalog_id()
+        return self._catalog
+
+    def _reading(self) -> Catalog:
+        """The catalog of a read: the collection as it is (see ``check_readable``)."""
+        catalog = self.catalog
+        self.model.check_readable()
+        return catalog
+
+    @contextlib.contextmanager
+    def _writing(self, progress: ProgressCallback | None = None) -> Iterator[Catalog]:
+        """Hold the write lock. The first write of a new collection (or of a model or precision
+        it does not have yet) loads the model first, then makes the collection and records
+        them: a model that cannot be had leaves nothing behind."""
+        if self.model.pending:
+            self.model.load(progress)
+            if self._catalog is None:
+                self.model.attach(self._open(create=True))
+        with self.lock.hold():
+            self.model.commit()
+            yield self.catalog
 
     spec = property(lambda self: self.model.spec, doc="The model the collection is bound to.")
     precision = property(lambda self: self.model.precision, doc="fp32 or int8.")
@@ -92,10 +133,14 @@ class Collection:
         options = IndexOptions(hidden, max_pixels or DEFAULT_MAX_PIXELS, batch_size, workers,
                                captions, ray)
         roots = check_roots(paths)
-        with self.lock.hold():
+        if ray:
+            from .ingest.distributed import check_ray
+
+            check_ray(ray)  # before the model loads: a run asked for Ray needs Ray
+        with self._writing(progress) as catalog:
             if index_memory is not None:
                 self._vector_indexes().set_memory_budget(index_memory)
-            summary = index_run(self.catalog, lambda: self.model.indexing_encoder(progress),
+            summary = index_run(catalog, lambda: self.model.indexing_encoder(progress),
                                 roots, options, progress)
             self._sync(progress)
         if strict:
@@ -110,28 +155,32 @@ class Collection:
         from .ingest.runs import add_texts_run, text_inputs
 
         inputs, errors = text_inputs(texts)
-        with self.lock.hold():
-            summary = add_texts_run(self.catalog, lambda: self.model.indexing_encoder(progress),
+        with self._writing(progress) as catalog:
+            summary = add_texts_run(catalog, lambda: self.model.indexing_encoder(progress),
                                     inputs, errors, progress)
             self._sync()
         return summary
 
     def roots(self) -> list[str]:
         """The files and folders this collection indexed (no file outside them is served)."""
-        return list(self.catalog.get_settings().get("roots") or [])
+        return list(self._reading().get_settings().get("roots") or [])
 
     def remove(self, paths: Iterable[str | os.PathLike[str]]) -> int:
-        """Remove the items at these paths or under these folders; returns images removed."""
+        """Remove the items at these paths or under these folders; returns images removed.
+        A path with nothing of the collection at or under it is an
+        :class:`~retrieval.errors.InputError`, and then nothing is removed."""
         from .ingest.runs import remove_run
 
+        catalog = self.catalog
         with self.lock.hold():
-            removed = remove_run(self.catalog, paths)
+            removed = remove_run(catalog, paths)
             self._sync()
         return removed
 
     def sync(self, progress: ProgressCallback | None = None) -> None:
         """Bring the vector indexes in step with the catalog now (for catalogs written by
         other means, such as another host sharing them)."""
+        self._reading()
         with self.lock.hold(local=True):
             self._sync(progress)
 
@@ -148,7 +197,9 @@ class Collection:
             if self._indexes is None:
                 from .storage.vector_indexes import VectorIndexes
 
-                self._indexes = VectorIndexes(self.catalog, self.path / INDEX_DIR, self.dim,
+                catalog = self._reading()
+                assert self._catalog_id is not None
+                self._indexes = VectorIndexes(catalog, self.path / INDEX_DIR, self.dim,
                                               self._catalog_id, self.lock)
             return self._indexes
 
@@ -189,7 +240,7 @@ class Collection:
             if self._searcher is None:
                 from .search.searcher import Searcher
 
-                self._searcher = Searcher.over(self.catalog, self.model,
+                self._searcher = Searcher.over(self._reading(), self.model,
                                                lambda m: self._vector_indexes().searching(m))
         return self._searcher.run(query, Budget(deadline, cancel))
 
@@ -197,18 +248,22 @@ class Collection:
         """One item by id, as a hit without a score."""
         from .search.hits import lookup
 
-        return lookup(self.catalog, item_id, where=f"collection {self.path}")
+        return lookup(self._reading(), item_id, where=f"collection {self.path}")
 
     def image_file(self, item_id: int) -> ItemFile:
         """An image item's file, opened while it is the file that was indexed; close it."""
         from .search.files import open_item_file
 
-        return open_item_file(self.catalog, self.roots(), item_id)
+        return open_item_file(self._reading(), self.roots(), item_id)
 
     def caption(self, image: str | os.PathLike[str] | bytes | int, k: int = 5) -> list[Hit]:
-        """Stored texts and captions that best describe an image (its file, bytes or id)."""
+        """The ``k`` stored texts and captions that best describe an image (its file, bytes or
+        id), each text once: the ids of others with the same text are in the hit's
+        ``metadata["duplicates"]`` (see :mod:`retrieval.search.distinct`)."""
+        from .search.distinct import best_distinct
+
         source = {"like": image} if isinstance(image, int) else {"image": image}
-        return self.search(target="text", k=k, **source)
+        return best_distinct(lambda n: self.search(target="text", k=n, **source), k)
 
     def describe(self, captioner: str | ModelSpec | None = None, **options: Any) -> Any:
         """Generate a caption for every image lacking a current one (a CoCa model: by default
@@ -216,6 +271,7 @@ class Collection:
         :func:`~retrieval.enrich.captions.generate_captions`. Returns a ``CaptionSummary``."""
         from .enrich.captions import generate_captions
 
+        self._reading()
         return generate_captions(self, captioner, **options)
 
     def tag(self, labels: Sequence[str], *, templates: Sequence[str] | None = None, top: int = 3,
@@ -224,8 +280,9 @@ class Collection:
         :mod:`retrieval.enrich.tagging`); returns ``tagged``, ``unchanged`` and ``labels``."""
         from .enrich.tagging import tag_images
 
+        catalog = self._reading()
         with self.lock.hold():
-            return tag_images(self.catalog, self.model.encoder, self.dim, labels,
+            return tag_images(catalog, self.model.encoder, self.dim, labels,
                               model=str(self.spec), templates=templates, top=top,
                               min_score=min_score, progress=progress)
 
@@ -240,20 +297,23 @@ class Collection:
         """Model, dimension, counts, indexes and disk use; never loads the model."""
         from .storage.folder import describe
 
-        indexes = self._vector_indexes() if self.catalog.get_settings().get("dim") else None
-        return describe(self.path, self.catalog, self.spec, indexes)
+        catalog = self._reading()
+        indexes = self._vector_indexes() if catalog.get_settings().get("dim") else None
+        return describe(self.path, catalog, self.spec, indexes)
 
     def export_model(self, *, int8: bool = False, force: bool = False,
                      progress: ProgressCallback | None = None) -> Any:
         """Export the collection's model to ONNX now (searches then never load torch); with
         ``int8`` also its int8 variant. Returns the export (``.ok``, ``.reason``, ``.folder``)."""
+        self._reading()
         with self.lock.hold():
             return self.model.export(int8=int8, force=force, progress=progress)
 
     def close(self) -> None:
         self.model.close()
         self.lock.close()
-        self.catalog.close()
+        if self._catalog is not None:
+            self._catalog.close()
 
     def __enter__(self) -> Collection:
         return self

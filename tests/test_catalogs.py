@@ -231,13 +231,13 @@ def test_joining_an_empty_catalog_or_a_wrong_one(tmp_path: Path, encoder: Any,
     with pytest.raises(CollectionNotFoundError, match="no collection in the catalog"):
         Collection(tmp_path / "col", catalog=url)
     assert not (tmp_path / "col" / "catalog.url").exists()
-    with _open(tmp_path / "col", encoder, url):
-        pass
+    with _open(tmp_path / "col", encoder, url) as col:  # made by its first write
+        col.add_texts(["a first text"])
     other = postgres.create_database()
     with pytest.raises(Exception, match="uses the catalog"):
         Collection(tmp_path / "col", catalog=other)
-    with _open(tmp_path / "lite", encoder, None):
-        pass
+    with _open(tmp_path / "lite", encoder, None) as col:
+        col.add_texts(["a first text"])
     with pytest.raises(Exception, match="keeps its catalog in"):
         Collection(tmp_path / "lite", catalog=url)
     # the environment variable names the catalog of new collections only

@@ -15,6 +15,7 @@ from conftest import make_image, make_images
 from PIL import Image
 
 from retrieval import Collection
+from retrieval.errors import InputError
 from retrieval.ingest import IndexProgress, IndexSummary
 from retrieval.search.embedding import embed_image
 
@@ -227,7 +228,8 @@ def test_texts_search_remove_and_index_consistency(tmp_path: Path, encoder: Any)
         hits = col.search(image=files[0], k=10)
         assert sorted(h.path for h in hits) == sorted(str(f) for f in files[4:])
         assert col.remove([files[5]]) == 1
-        assert col.remove([tmp_path / "nowhere"]) == 0
+        with pytest.raises(InputError, match="nothing in the collection is at or under"):
+            col.remove([tmp_path / "nowhere"])  # and nothing else is removed either
         assert col.catalog.counts() == {"image": 2, "text": 2}
 
         # re-indexing brings the removed files back and picks up a changed one

@@ -24,10 +24,6 @@ def index_run(catalog: Catalog, encoder: Callable[[], Encoder], roots: list[str]
     known = set(catalog.get_settings().get("roots") or [])
     if not known.issuperset(roots):
         catalog.set_settings(roots=sorted(known | set(roots)))
-    if options.ray:
-        from .distributed import check_ray
-
-        check_ray(options.ray)  # before the model loads: a run asked for Ray needs Ray
     encoder()  # a model without an export gets one before the first file is decoded
     try:
         return index_images(catalog, encoder, roots, options, progress)
@@ -54,9 +50,24 @@ def add_texts_run(catalog: Catalog, encoder: Callable[[], Encoder], inputs: list
 
 
 def remove_run(catalog: Catalog, paths: Iterable[str | os.PathLike[str]]) -> int:
-    """Delete the images at these paths or under these folders (and their captions)."""
+    """Delete the images at these paths or under these folders (and their captions). A path
+    with nothing of the collection at or under it is an error, and then nothing is removed."""
+    from ..errors import InputError
     from .scan import normalize_path
 
-    states = catalog.file_states([normalize_path(p) for p in paths])
-    catalog.delete_items(s.id for s in states.values())
-    return len(states)
+    found = {}
+    for path in map(normalize_path, paths):
+        states = catalog.file_states([path])
+        if not states:
+            raise InputError(f"nothing in the collection is at or under {path}; "
+                             + _indexed(catalog.get_settings().get("roots") or []))
+        found.update(states)
+    catalog.delete_items(s.id for s in found.values())
+    return len(found)
+
+
+def _indexed(roots: Sequence[str], most: int = 5) -> str:
+    if not roots:
+        return "it holds no indexed files"
+    more = f" and {len(roots) - most} more" if len(roots) > most else ""
+    return f"indexed files and folders: {', '.join(sorted(roots)[:most])}{more}"

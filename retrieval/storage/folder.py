@@ -72,14 +72,37 @@ def server_url(folder: Path, url: str | None) -> str | None:
 
 
 def bound_on_server(url: str) -> bool:
-    """True when the server catalog at ``url`` already holds a collection (a bound model)."""
-    from .catalog import Catalog
+    """True when the server catalog at ``url`` already holds a collection (a bound model);
+    read without creating or migrating anything in that database."""
+    from sqlalchemy import inspect, select
+    from sqlalchemy.exc import DBAPIError
 
-    catalog = Catalog(url, create=True)
+    from .engines import engine_for, normalize_url, server_error, shown_url
+    from .schema import settings
+
+    url = normalize_url(url)
+    where = shown_url(url)
+    engine = engine_for(url, where)
     try:
-        return catalog.get_settings().get("model") is not None
+        with engine.connect() as conn:
+            if not inspect(conn).has_table(settings.name):
+                return False
+            model = conn.execute(select(settings.c.value).where(
+                settings.c.key == "model")).scalar()
+            return model is not None
+    except DBAPIError as exc:
+        raise server_error(where, exc.orig or exc, url) from None
     finally:
-        catalog.close()
+        engine.dispose()
+
+
+def collection_exists(folder: Path, url: str | None = None) -> bool:
+    """Whether ``folder`` holds a collection, or (a folder that is to join one) the server
+    catalog at ``url`` (else ``$RETRIEVAL_DATABASE_URL``) does; writes nothing."""
+    if has_catalog(folder):
+        return True
+    url = server_url(folder, url)
+    return url is not None and bound_on_server(url)
 
 
 def open_catalog(folder: Path, create: bool, lock: WriteLock, url: str | None = None
@@ -93,14 +116,17 @@ def open_catalog(folder: Path, create: bool, lock: WriteLock, url: str | None = 
 
     url = server_url(folder, url)
     if url is not None:
+        joining = not (folder / CATALOG_URL_FILE).exists()
+        if joining and not create and not bound_on_server(url):  # before anything is made
+            from .engines import normalize_url, shown_url
+
+            raise CollectionNotFoundError(
+                f"no collection in the catalog {shown_url(normalize_url(url))}; index a folder "
+                f"into it to create it (retrieval --collection {folder} --catalog URL index "
+                "FOLDER)")
         catalog = Catalog(url, create=True)  # its migrations take a lock of their own
         lock.shared = DatabaseLock(catalog.url, catalog.where)
-        if not (folder / CATALOG_URL_FILE).exists():
-            if not create and catalog.get_settings().get("model") is None:
-                catalog.close()
-                raise CollectionNotFoundError(
-                    f"no collection in the catalog {catalog.where}; index a folder into it "
-                    f"to create it (retrieval --collection {folder} --catalog URL index FOLDER)")
+        if joining:
             _write_url(folder, catalog.url)
         catalog.ensure_catalog_id()
         return catalog

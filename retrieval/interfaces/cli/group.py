@@ -92,12 +92,18 @@ def cli(ctx: click.Context, collection_path: Path | None, catalog_url: str | Non
     ctx.obj = {"collection": collection_path, "catalog": catalog_url}
 
 
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 export``, ``2 exports``: a count with its noun in the right number."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option("--device", default="auto", show_default=True,
                      help="cpu, cuda, cuda:N, or auto (CUDA when available).")(f)
     f = click.option("--pretrained", default=None,
-                     help="Pretrained tag (e.g. laion2b_s34b_b79k) or a checkpoint file. "
-                          "Ignored for hf-hub: and local-dir: models.")(f)
+                     help="Pretrained tag (e.g. laion2b_s34b_b79k) or a checkpoint file, for "
+                          "an open_clip architecture; refused beside models that carry their "
+                          "own weights (hf-hub:, local-dir:, demo).")(f)
     f = click.option("--model", default=None,
                      help="open_clip model: an architecture (ViT-B-32), hf-hub:org/repo or "
                           "local-dir:/path. Default: the collection's model; ViT-B-32 with "
@@ -124,11 +130,11 @@ def open_collection(ctx: click.Context, model: str | None = None,
     from ...config import default_collection_path
     from ...encoders import DEFAULT_MODEL
     from ...errors import CollectionNotFoundError
-    from ...storage.folder import bound_on_server, has_catalog, server_url
+    from ...storage.folder import collection_exists, server_url
 
     path = ctx.obj["collection"] or default_collection_path()
     url = server_url(path, ctx.obj.get("catalog"))
-    exists = has_catalog(path) or (url is not None and bound_on_server(url))
+    exists = collection_exists(path, url)
     if not exists and not create:
         raise CollectionNotFoundError(
             f"no collection at {path}; create it with `retrieval --collection {path} index "
