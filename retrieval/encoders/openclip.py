@@ -22,6 +22,13 @@ import numpy as np
 
 from ..errors import InputError, ModelError, ModelNotFoundError, WeightsUnavailableError
 from ..media import ImageSpec
+from .downloads import (
+    download_once,
+    hf_cache,
+    hub_model_unavailable,
+    weights_unavailable,
+    why_not,
+)
 from .hf_text import (
     HF_TEXT_FILES,
     check_text_tower,
@@ -100,17 +107,6 @@ def _hub_mode() -> Iterator[bool]:
         constants.HF_HUB_OFFLINE = previous
 
 
-def _hf_cache_hint() -> str:
-    home = os.environ.get("HF_HOME", os.path.join("~", ".cache", "huggingface"))
-    return os.environ.get("HF_HUB_CACHE", os.path.join(home, "hub"))
-
-
-def _offline_hint(online: bool) -> str:
-    if online:
-        return ""
-    return "; huggingface.co cannot be reached from this machine (offline)"
-
-
 # --- loading -------------------------------------------------------------------------------
 
 def check_architecture(name: str) -> str:
@@ -159,15 +155,11 @@ def _fetch_tag_weights(spec: ModelSpec) -> str:
         try:
             return str(open_clip.download_pretrained(cfg))
         except Exception as exc:
-            source = cfg.get("hf_hub") or cfg.get("url") or "its source"
-            raise WeightsUnavailableError(
-                f"weights for {arch} ({spec.pretrained}) are not in the local cache and could not "
-                f"be downloaded from {source}{_offline_hint(online)}. Run once with internet "
-                f"access (they are cached in {_hf_cache_hint()}), or pass a checkpoint file with "
-                f"--pretrained /path/to/open_clip_pytorch_model.bin"
-                + (f", or use --model {next(iter(BUILTIN_MODELS))}" if BUILTIN_MODELS else "")
-                + f" [{type(exc).__name__}]"
-            ) from None
+            hub = cfg.get("hf_hub")
+            source = (hub.strip("/") if hub else cfg.get("url")) or "its source"
+            cache = hf_cache() if hub else os.path.join("~", ".cache", "clip")
+            raise WeightsUnavailableError(weights_unavailable(
+                arch, str(spec.pretrained), source, cache, exc, online)) from None
 
 
 def _check_local_dir(folder: str) -> None:
@@ -259,18 +251,29 @@ def _load_error(spec: ModelSpec, exc: Exception, online: bool) -> ModelError:
         # config that names the tower was found: the tower is what is missing)
         return WeightsUnavailableError(
             f"the text tower of model {spec} ({hf_name}) is not in the local Hugging Face cache "
-            f"({_hf_cache_hint()}) and could not be downloaded{_offline_hint(online)}; run once "
-            f"with internet access: {text}")
-    if spec.name.startswith(HF_HUB_PREFIX):
-        return WeightsUnavailableError(
-            f"{spec.name} is not in the local Hugging Face cache ({_hf_cache_hint()}) and could "
-            f"not be downloaded{_offline_hint(online)}: {text}"
-        )
+            f"({hf_cache()}) and cannot be downloaded: {why_not(exc, online)}; "
+            f"{download_once('it')}")
+    if spec.name.startswith(HF_HUB_PREFIX) and (not online or _hub_failure(exc)):
+        return WeightsUnavailableError(hub_model_unavailable(spec.name, exc, online))
     if isinstance(exc, (RuntimeError, KeyError)) and (
         "size mismatch" in text or "Missing key" in text or "Unexpected key" in text
     ):
         return ModelError(f"the checkpoint does not fit model {spec}: {text}")
     return ModelError(f"cannot load model {spec}: {type(exc).__name__}: {text}")
+
+
+def _hub_failure(exc: BaseException) -> bool:
+    """Whether loading failed for want of a file from the Hugging Face Hub."""
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, (HfHubHTTPError, LocalEntryNotFoundError)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _local_dir_files(folder: str) -> list[str]:

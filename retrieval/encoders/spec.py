@@ -23,7 +23,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ..errors import ModelNotFoundError
+from ..errors import InputError, ModelNotFoundError
 from ..media import ImageSpec
 
 HF_HUB_PREFIX = "hf-hub:"
@@ -40,8 +40,9 @@ BUILTIN_MODELS: dict[str, Path] = {"demo": DEMO_MODEL_DIR, "demo-captioner": DEM
 class ModelSpec:
     """A model as open_clip names it: an architecture or schema'd id, plus a pretrained tag/file.
 
-    ``pretrained`` is ignored for ``hf-hub:`` and ``local-dir:`` names, as in open_clip. A
-    built-in name with ``pretrained=None`` means randomly initialised weights (benchmarks only).
+    ``hf-hub:``, ``local-dir:`` and this project's own models carry their weights: a
+    ``pretrained`` beside them is refused (open_clip would ignore it). A built-in name with
+    ``pretrained=None`` means randomly initialised weights (benchmarks only).
     """
 
     name: str
@@ -53,6 +54,11 @@ class ModelSpec:
         name = name.strip()
         if not name:
             raise ModelNotFoundError("empty model name")
+        if pretrained and pretrained.strip() and carries_weights(name):
+            raise InputError(
+                f"--pretrained does not apply to model {name}, which carries its own weights; "
+                "drop --pretrained (it picks the weights of an open_clip architecture, as in "
+                "--model ViT-B-32 --pretrained laion2b_s34b_b79k)")
         if name in BUILTIN_MODELS:
             return cls(name, None)
         if name.startswith(LOCAL_DIR_PREFIX):
@@ -87,6 +93,11 @@ class ModelSpec:
 
 
 DEFAULT_MODEL = ModelSpec("ViT-B-32", "laion2b_s34b_b79k")
+
+
+def carries_weights(name: str) -> bool:
+    """Whether a model name brings its own weights (no pretrained tag or file applies)."""
+    return name in BUILTIN_MODELS or name.startswith((HF_HUB_PREFIX, LOCAL_DIR_PREFIX))
 
 
 def looks_like_path(value: str) -> bool:

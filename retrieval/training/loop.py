@@ -37,7 +37,15 @@ from .model import (
     write_config,
 )
 from .objectives import Objective, caption_vocabulary
-from .tuning import MIN_GAIN, RANGE_STEPS, best_epoch, range_test, recall_score, should_stop
+from .tuning import (
+    MIN_GAIN,
+    MIN_HELD_OUT,
+    RANGE_STEPS,
+    best_epoch,
+    range_test,
+    recall_score,
+    should_stop,
+)
 
 
 @dataclass
@@ -110,6 +118,12 @@ class TrainResult:
         """Held-out recall of the weights written (the best epoch)."""
         best = next((e for e in self.epochs if e["epoch"] == self.best_epoch), None)
         return recall_score(best)
+
+    @property
+    def too_few_held_out(self) -> bool:
+        """Whether the held-out images are too few for recall to judge the model (see
+        :data:`~retrieval.training.tuning.MIN_HELD_OUT`)."""
+        return self.val_images < MIN_HELD_OUT
 
     @property
     def improved(self) -> bool | None:

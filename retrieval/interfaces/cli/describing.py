@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .group import cli, json_option, open_collection, progress_option
+from .group import cli, counted, json_option, open_collection, progress_option
 from .output import echo_json, progress_bars
 
 if TYPE_CHECKING:
@@ -94,7 +94,7 @@ def describe(ctx: click.Context, batch_size: int, force: bool, device: str, as_j
     for e in summary.errors[:20]:
         click.echo(f"  skipped {e.path}: {e.reason}", err=True)
     rate = f" ({summary.generated / summary.seconds:.1f} images/s)" if summary.seconds else ""
-    click.echo(f"{summary.generated} captions generated with {summary.captioner}{rate}, "
+    click.echo(f"{counted(summary.generated, 'caption')} generated with {summary.captioner}{rate}, "
                f"{summary.unchanged} up to date, {summary.failed} failed")
 
 

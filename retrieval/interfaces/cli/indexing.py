@@ -6,7 +6,14 @@ from pathlib import Path
 
 import click
 
-from .group import cli, json_option, model_options, open_collection, progress_option
+from .group import (
+    cli,
+    counted,
+    json_option,
+    model_options,
+    open_collection,
+    progress_option,
+)
 from .output import json_text, print_summary, progress_bars
 
 
@@ -111,5 +118,5 @@ def tag(ctx: click.Context, labels_file: Path, templates: tuple[str, ...], top: 
         result = col.tag(labels, templates=templates or None, top=top, min_score=min_score,
                          progress=bar)
     click.echo(json_text(result) if as_json else
-               f"{result['tagged']} images tagged, {result['unchanged']} unchanged, "
-               f"{result['labels']} labels")
+               f"{counted(result['tagged'], 'image')} tagged, {result['unchanged']} unchanged, "
+               f"{counted(result['labels'], 'label')}")

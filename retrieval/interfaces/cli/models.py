@@ -11,11 +11,12 @@ import click
 
 from ...pathnames import shown
 from .describing import demo_caption, show_demo_captions
-from .group import cli, json_option, open_collection, progress_option
+from .group import cli, counted, json_option, open_collection, progress_option
 from .output import TrainProgress, describe_export, progress_bars
 
 if TYPE_CHECKING:
     from ...search import Hit
+    from ...training import TrainResult
 
 
 @cli.command()
@@ -88,17 +89,40 @@ def train(data: Path, out: Path, model: str | None, pretrained: str | None, from
                                "stopped_early": result.stopped_early,
                                "improved": result.improved,
                                "skipped": [e.__dict__ for e in result.skipped]}))
-        return
+    else:
+        _print_training(result)
+    _warn_held_out(result.val_images)
+    if result.improved is False and not result.too_few_held_out:
+        click.echo("Warning: training did not improve held-out recall; the model written is "
+                   "no better than the one it started from (try more data, more --epochs or "
+                   "another --lr)", err=True)
+
+
+def _print_training(result: TrainResult) -> None:
+    total = result.train_images + result.val_images
     click.echo(f"model written to {result.out}; use it with --model {result.model}")
+    click.echo(f"trained on {counted(result.train_images, 'image')}; held out "
+               f"{result.val_images} of {total} to measure it")
     if result.before is not None and result.after is not None:
         stop = ", stopped early" if result.stopped_early else ""
         click.echo(f"held-out recall (mean of recall@1/5/10, both ways): {result.before:.3f} "
                    f"before training, {result.after:.3f} after (epoch {result.best_epoch}"
                    f"{stop}; learning rate {result.lr:.2e})")
-    if result.improved is False:
-        click.echo("Warning: training did not improve held-out recall; the model written is "
-                   "no better than the one it started from (try more data, more --epochs or "
-                   "another --lr)", err=True)
+
+
+def _warn_held_out(n: int) -> None:
+    """Held-out recall on a handful of images says nothing (see MIN_HELD_OUT)."""
+    from ...training.tuning import MIN_HELD_OUT, chance_recall
+
+    if n == 0:
+        click.echo("Warning: no images were held out (--val-fraction 0), so nothing measured "
+                   "whether training helped", err=True)
+    elif n < MIN_HELD_OUT:
+        are = "is" if n == 1 else "are"
+        click.echo(f"Warning: {counted(n, 'held-out image')} {are} too few to judge the model "
+                   f"(a random ranking would score {chance_recall(n):.2f} on them; "
+                   f"{MIN_HELD_OUT} or more are needed): add images or raise --val-fraction",
+                   err=True)
 
 
 @cli.command()
@@ -136,14 +160,13 @@ def demo(ctx: click.Context, n: int, folder: Path | None, progress: bool | None)
     sample = sorted(folder.glob("*.png"))[0]
     caption = demo_caption(sample)
     show(f"Image search: {sample.name} ({caption})", col.search(image=sample, k=5))
-    show(f"Image to text: best descriptions of {sample.name}",
-         col.search(image=sample, target="text", k=3))
+    show(f"Image to text: best descriptions of {sample.name}", col.caption(sample, k=3))
     show_demo_captions(sorted(folder.glob("*.png"))[:3])
     click.echo("Try next:")
     prefix = f"retrieval --collection {col_path}"
     click.echo(f'  {prefix} search "a large orange star"')
     click.echo(f'  {prefix} search "左下角有一个橙色的星形"      # Chinese works too')
-    click.echo(f"  {prefix} search --image {sample} --target text")
+    click.echo(f"  {prefix} caption {sample}")
     click.echo(f"  {prefix} describe                # a caption for every image")
     click.echo(f"  retrieval caption {sample} --generate --captioner demo-captioner")
     click.echo("  retrieval index ~/Pictures        # your photos, with the default model "
@@ -195,4 +218,4 @@ def model_list(as_json: bool) -> None:
         else:
             click.echo(describe_export(export))
     if not as_json:
-        click.echo(f"{len(exports)} exports in {store.root}", err=True)
+        click.echo(f"{counted(len(exports), 'export')} in {store.root}", err=True)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+import errno
+import socket
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -69,18 +72,52 @@ def serve(ctx: click.Context, host: str, port: int, token: str | None, max_uploa
     if hosts == []:
         raise click.BadParameter("name at least one host, or '*' for any",
                                  param_hint="--allowed-hosts")
-    col = open_collection(ctx, model, pretrained, device)
-    app = create_app(col, token=token, max_upload_bytes=max_upload * 1024 * 1024,
-                     search_threads=search_threads, allowed_hosts=hosts,
-                     search_timeout=search_timeout)
-    encoder = col.encoder  # load the model before the first request, and fail early
-    if hasattr(encoder, "load"):
-        encoder.load("text", "image")
-    if host not in ("127.0.0.1", "localhost", "::1") and not token:
-        click.echo("warning: serving on a public address without --token", err=True)
-    click.echo(f"serving {col.path} on http://{host}:{port}/ (API docs at /docs)", err=True)
-    # On SIGTERM or Ctrl-C the searches in flight are cancelled at once (each stops at its
-    # next check and answers 503); other requests get a few seconds, then the process ends.
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning",
-                            timeout_graceful_shutdown=GRACE_SECONDS)
-    _server_class()(config, app.state.stop_searches).run()
+    with _listening(host, port) as sock:  # before the model loads and anything is announced
+        col = open_collection(ctx, model, pretrained, device)
+        app = create_app(col, token=token, max_upload_bytes=max_upload * 1024 * 1024,
+                         search_threads=search_threads, allowed_hosts=hosts,
+                         search_timeout=search_timeout)
+        encoder = col.encoder  # load the model before the first request, and fail early
+        if hasattr(encoder, "load"):
+            encoder.load("text", "image")
+        if host not in ("127.0.0.1", "localhost", "::1") and not token:
+            click.echo("warning: serving on a public address without --token", err=True)
+        port = sock.getsockname()[1]  # the one chosen for --port 0
+        shown_host = f"[{host}]" if ":" in host else host
+        click.echo(f"serving {col.path} on http://{shown_host}:{port}/ (API docs at /docs)",
+                   err=True)
+        # On SIGTERM or Ctrl-C the searches in flight are cancelled at once (each stops at its
+        # next check and answers 503); other requests get a few seconds, then the process ends.
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                timeout_graceful_shutdown=GRACE_SECONDS)
+        _server_class()(config, app.state.stop_searches).run(sockets=[sock])
+
+
+@contextlib.contextmanager
+def _listening(host: str, port: int) -> Iterator[socket.socket]:
+    """A socket bound to ``host``:``port`` as uvicorn binds one (IPv6 for an address with a
+    colon, SO_REUSEADDR), handed to uvicorn later; a port that cannot be had is one line that
+    names the fix. Holding it from the start leaves no gap for another process to take it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise click.ClickException(_bind_error(host, port, exc)) from None
+        yield sock
+    finally:
+        sock.close()
+
+
+def _bind_error(host: str, port: int, exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return f"port {port} on {host} is in use; choose another with --port"
+    if exc.errno == errno.EACCES:
+        return (f"port {port} on {host} needs privileges this user lacks; choose one above 1023 "
+                "with --port")
+    if exc.errno == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):
+        return f"{host} is not an address of this machine; choose another with --host"
+    reason = exc.strerror or str(exc)
+    return f"cannot listen on {host} port {port} ({reason}); choose another --host or --port"
