@@ -1,4 +1,20 @@
-"""Search results as callers see them: :class:`Hit`, read from the catalog by id."""
+"""Search results as callers see them: :class:`Hit`, read from the catalog by id.
+
+A search's hits also say what their score is and why they matched (:func:`explain`):
+
+* ``metadata["score_kind"]``: ``"similarity"`` (the query vector's cosine), ``"fused"``
+  (hybrid search's reciprocal-rank fusion) or ``"reranked"`` (after re-ranking stages: the
+  last stage that scores sets the score, and the order is the stages', so hits may be out of
+  score order);
+* ``metadata["match"]``: the text that made the hit match, ``{"source", "text", "words"}``:
+  ``source`` is ``"caption"`` (a sidecar caption), ``"generated"`` (a generated caption),
+  ``"text"`` (a text added with add-texts) or ``"name"`` (an image's file name with its
+  folder; ``"ocr"`` is kept for recognised text); ``words`` are the query words found in that
+  text as it writes them (empty when keywords took no part). An image that keywords found
+  shows the text with most query words (sidecar caption, generated caption, then name, on
+  ties), otherwise its sidecar caption, else its generated caption, else nothing; a text
+  shows itself.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..pathnames import shown
+from ..storage.keywords import matched_words
 from ..storage.records import Item
 
 if TYPE_CHECKING:
@@ -76,6 +93,35 @@ def _hit(item: Item, score: float | None, parents: dict[int, Item], captions: di
         parent = parents.get(item.parent_id)
         path = parent.path if parent else None
     return Hit(item.id, score, "text", path, item.text, meta)
+
+
+SOURCES = {"texts": "text"}  # the catalog's name of a source, where the hit's differs
+
+
+def explain(hit: Hit, score_kind: str, keywords: str | None) -> None:
+    """Add ``score_kind`` and ``match`` (see the module) to a search's hit; ``keywords`` are
+    the words the keyword search looked for when it found this hit, else None."""
+    hit.metadata["score_kind"] = score_kind
+    if hit.kind == "text":
+        texts = [(SOURCES.get(str(hit.metadata.get("source")), hit.metadata.get("source")),
+                  hit.text)]
+    else:
+        texts = [("caption", hit.text), ("generated", hit.metadata.get("generated_caption")),
+                 ("name", _name(hit.path))]
+    found = [(source, text, matched_words(keywords, text) if keywords else [])
+             for source, text in texts if text]
+    best = max(found, key=lambda f: len({w.casefold() for w in f[2]}), default=None)
+    if best is not None and not best[2]:  # no words: a caption, never a bare name
+        best = next((f for f in found if f[0] != "name"), None)
+    if best is not None:
+        hit.metadata["match"] = {"source": best[0], "text": best[1], "words": best[2]}
+
+
+def _name(path: str | None) -> str | None:
+    """An image's name as the keyword index holds it: its folder and file name."""
+    if not path:
+        return None
+    return "/".join(path.replace("\\", "/").rstrip("/").split("/")[-2:])
 
 
 def lookup(catalog: Catalog, item_id: Any, where: str = "the collection") -> Hit:

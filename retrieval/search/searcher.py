@@ -22,7 +22,7 @@ from .budget import UNLIMITED, Budget
 from .builder import validate
 from .embedding import QueryEmbedder
 from .filters import compile_filters
-from .hits import Hit, hydrate
+from .hits import Hit, explain, hydrate
 from .planning import filtered_search, fuse
 from .query import Query
 from .rerank import MAX_CANDIDATES, Candidate, RerankContext, SecondModel, run_pipeline
@@ -93,12 +93,15 @@ class Searcher:
     def _page(self, query: Query, page: list[Candidate]) -> list[Hit]:
         hits = hydrate(self.catalog, [(c.id, c.score) for c in page])
         extra = {c.id: c for c in page}
+        kind = "reranked" if query.rerank else "fused" if query.hybrid else "similarity"
+        words = query.keyword_text() if query.hybrid and query.hybrid.keyword_weight else ""
         for h in hits:
             c = extra[h.id]
             if c.duplicates:
                 h.metadata["duplicates"] = c.duplicates
             if query.hybrid is not None or query.rerank:
                 h.metadata["scores"] = c.scores
+            explain(h, kind, words if "keyword" in c.scores else None)
         return hits
 
 

@@ -170,6 +170,70 @@ def _query_tokens(text: str) -> list[str]:
     return _WORD.findall("".join(c for c in folded if not unicodedata.combining(c)))
 
 
+def matched_words(query: str, text: str) -> list[str]:
+    """The words of ``text`` that the keyword search for ``query`` matches, as they are written
+    in ``text``, each once, in order. Words compare as the index keeps them (case and accents
+    folded); a Chinese, Japanese or Korean query word of several characters matches when all
+    its pairs are in the text, and is shown where it is written whole (else its pairs)."""
+    folded, origin = _fold_with_origin(text)
+    tokens = _tokens_with_spans(folded)
+    grams = {t for t, _, _ in tokens}
+    spans: list[tuple[int, int]] = []
+    for unit in query_units(_query_tokens(query)):
+        if len(unit) == 1:
+            spans += [(a, b) for t, a, b in tokens if t == unit[0]]
+        elif all(g in grams for g in unit):
+            word = unit[0] + "".join(g[1] for g in unit[1:])
+            whole = [(m.start(), m.end()) for m in re.finditer(re.escape(word), folded)]
+            spans += whole or [(a, b) for t, a, b in tokens if t in unit]
+    out: list[str] = []
+    for a, b in _merged(spans):
+        start, end = origin[a], origin[b - 1] + 1
+        while end < len(text) and unicodedata.combining(text[end]):
+            end += 1  # an accent written as its own character belongs to its letter
+        if text[start:end] not in out:
+            out.append(text[start:end])
+    return out
+
+
+def _fold_with_origin(text: str) -> tuple[str, list[int]]:
+    """``text`` folded as :func:`_query_tokens` folds it, and for each folded character the
+    position of the character of ``text`` it comes from."""
+    chars: list[str] = []
+    origin: list[int] = []
+    for i, ch in enumerate(text):
+        for c in unicodedata.normalize("NFKD", ch.casefold()):
+            if not unicodedata.combining(c):
+                chars.append(c)
+                origin.append(i)
+    return "".join(chars), origin
+
+
+def _tokens_with_spans(folded: str) -> list[tuple[str, int, int]]:
+    """The index's tokens of folded text (words; CJK characters and pairs) and their spans."""
+    out: list[tuple[str, int, int]] = []
+    for m in _WORD.finditer(folded):
+        at = m.start()
+        for part in _CJK_SPLIT.split(m.group()):
+            if part and _CJK_RUN.fullmatch(part):
+                out += [(part[i:i + n], at + i, at + i + n) for i in range(len(part))
+                        for n in (1, 2) if i + n <= len(part)]
+            elif part:
+                out.append((part, at, at + len(part)))
+            at += len(part)
+    return out
+
+
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(set(spans)):
+        if out and a < out[-1][1]:
+            out[-1] = (out[-1][0], max(b, out[-1][1]))
+        else:
+            out.append((a, b))
+    return out
+
+
 def name_words(path: str | None) -> str:
     """Searchable words of a path: the file name and its folder's name."""
     if not path:
