@@ -17,6 +17,7 @@ characters (:func:`cjk_grams`), so a word is found inside a sentence without a d
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import unicodedata
@@ -175,11 +176,14 @@ def matched_words(query: str, text: str) -> list[str]:
     in ``text``, each once, in order. Words compare as the index keeps them (case and accents
     folded); a Chinese, Japanese or Korean query word of several characters matches when all
     its pairs are in the text, and is shown where it is written whole (else its pairs)."""
+    units = _units(query)
+    if not units or not text:
+        return []
     folded, origin = _fold_with_origin(text)
     tokens = _tokens_with_spans(folded)
     grams = {t for t, _, _ in tokens}
     spans: list[tuple[int, int]] = []
-    for unit in query_units(_query_tokens(query)):
+    for unit in units:
         if len(unit) == 1:
             spans += [(a, b) for t, a, b in tokens if t == unit[0]]
         elif all(g in grams for g in unit):
@@ -196,9 +200,17 @@ def matched_words(query: str, text: str) -> list[str]:
     return out
 
 
-def _fold_with_origin(text: str) -> tuple[str, list[int]]:
+@functools.lru_cache(maxsize=64)
+def _units(query: str) -> list[list[str]]:
+    """:func:`query_units` of a query (the same for every hit of a search)."""
+    return query_units(_query_tokens(query))
+
+
+def _fold_with_origin(text: str) -> tuple[str, Sequence[int]]:
     """``text`` folded as :func:`_query_tokens` folds it, and for each folded character the
     position of the character of ``text`` it comes from."""
+    if text.isascii():
+        return text.lower(), range(len(text))
     chars: list[str] = []
     origin: list[int] = []
     for i, ch in enumerate(text):
@@ -211,6 +223,8 @@ def _fold_with_origin(text: str) -> tuple[str, list[int]]:
 
 def _tokens_with_spans(folded: str) -> list[tuple[str, int, int]]:
     """The index's tokens of folded text (words; CJK characters and pairs) and their spans."""
+    if folded.isascii():
+        return [(m.group(), m.start(), m.end()) for m in _WORD.finditer(folded)]
     out: list[tuple[str, int, int]] = []
     for m in _WORD.finditer(folded):
         at = m.start()
