@@ -34,11 +34,14 @@ from .choose import LISTS_TRAIN_PER_CELL, graph_bytes_per_vector
 from .ivf import nprobe_grid
 from .kinds import register
 from .labels import LabelMap, Rows
+from .reduce import rotation
 
 COMPACT_AT = 0.2  # rebuild when tombstones exceed this share of labels
 EF_SEARCH = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072,
              4096)
-K_FACTOR = 2  # candidates per result re-scored exactly: 8-bit codes rank nearly exactly
+K_FACTOR = 2  # candidates per result re-scored exactly: 8-bit codes rank nearly exactly,
+GRAPH_K_FACTORS = (1, 2)  # so a walk on every dimension re-scores its own top k or 2k,
+REDUCED_K_FACTORS = (2, 4, 8)  # and one on fewer dimensions ranks more roughly
 QT_8BIT: Any = faiss.ScalarQuantizer.QT_8bit
 # Lists from which the coarse quantizer is itself a graph. A graph over the centroids loses
 # its way on text queries as a graph over the vectors does (at 200k on tight clusters recall
@@ -58,16 +61,19 @@ class GraphIndex(VectorIndex):
 
     kind = "graph"
 
-    def __init__(self, dim: int, metric: str = "ip", *, m: int = 32, ef_construction: int = 40,
-                 nlist: int = 0, codec: str = "sq8", planned_n: int = 0, _graph: Any = None,
-                 _lists: Any = None,
-                 _labels: LabelMap | None = None, _rows: Rows | None = None) -> None:
+    def __init__(self, dim: int, metric: str = "ip", *, m: int = 32, ef_construction: int = 80,
+                 nlist: int = 0, codec: str = "sq8", planned_n: int = 0, reduce: int = 0,
+                 _graph: Any = None, _lists: Any = None, _labels: LabelMap | None = None,
+                 _rows: Rows | None = None, _rotation: np.ndarray | None = None) -> None:
         super().__init__(dim, metric)
         if codec != "sq8":
             raise ValueError(f"the graph index stores sq8 codes, not {codec!r}")
         self.m, self.ef_construction, self.nlist, self.codec = \
             int(m), int(ef_construction), int(nlist), codec
         self.planned_n = int(planned_n)  # the size its parts were chosen for
+        # The graph walks on this many leading principal coordinates (0: all of them).
+        self.reduce = int(reduce) if 0 < int(reduce) < self.dim else 0
+        self._rotation = _rotation
         if not self.m and not self.nlist:
             raise ValueError("a graph index needs a graph (m > 0), lists (nlist > 0) or both")
         self._graph = _graph if _graph is not None else (
@@ -80,7 +86,7 @@ class GraphIndex(VectorIndex):
         self._params_cache: dict[tuple[bool, int], Any] = {}
 
     def _empty_graph(self) -> Any:
-        index = faiss.IndexHNSWSQ(self.dim, QT_8BIT, self.m,
+        index = faiss.IndexHNSWSQ(self.reduce or self.dim, QT_8BIT, self.m,
                                   _metric(self.metric))
         index.hnsw.efConstruction = self.ef_construction
         return index
@@ -116,10 +122,18 @@ class GraphIndex(VectorIndex):
     def is_trained(self) -> bool:
         return all(part is None or part.is_trained for part in (self._graph, self._lists))
 
+    def _walked(self, x: np.ndarray) -> np.ndarray:
+        """Vectors as the graph stores them (their leading principal coordinates)."""
+        if self._rotation is None:
+            return x
+        return np.ascontiguousarray(x @ self._rotation.T)
+
     def train(self, sample: Any) -> None:
         x = as_vectors(sample, self.dim)
         if self._graph is not None:
-            self._graph.train(x)
+            if self.reduce:
+                self._rotation = rotation(x, self.reduce)
+            self._graph.train(self._walked(x))
         if self._lists is not None:
             if len(x) < self.nlist:
                 raise ValueError(f"{len(x)} training vectors for {self.nlist} cells")
@@ -141,7 +155,7 @@ class GraphIndex(VectorIndex):
         self.remove(ids[self._labels.lookup(ids) >= 0])
         labels = self._labels.append(ids)
         if self._graph is not None:
-            self._graph.add(x)
+            self._graph.add(self._walked(x))
         if self._lists is not None:
             self._lists.add_with_ids(x, labels)
         self._rows.append(x)
@@ -192,7 +206,10 @@ class GraphIndex(VectorIndex):
         else:
             value = max(int(params.get("efSearch", 64)), kk)
         sp = self._search_parameters(lists, value, self._labels.selector(allow))
-        _, labels = (self._lists if lists else self._graph).search(q, kk, params=sp)
+        if lists:
+            _, labels = self._lists.search(q, kk, params=sp)
+        else:
+            _, labels = self._graph.search(self._walked(q), kk, params=sp)
         return self._rescore(q, labels, k)
 
     def _search_parameters(self, lists: bool, value: int, sel: Any) -> Any:
@@ -253,12 +270,17 @@ class GraphIndex(VectorIndex):
 
     def tuning_families(self) -> dict[str, list[dict[str, Any]]]:
         out = {}
-        if self._graph is not None:
-            out["graph"] = [{"via": "graph", "efSearch": ef, "k_factor": K_FACTOR}
-                            for ef in EF_SEARCH]
-        if self._lists is not None:
+        if self._lists is not None:  # first: cheap to walk, and it bounds the graph's walk
             out["lists"] = [{"via": "lists", "nprobe": p, "k_factor": K_FACTOR}
                             for p in nprobe_grid(self.nlist)]
+        if self._graph is not None:
+            # A walk on fewer dimensions ranks its candidates more roughly: more of them are
+            # re-scored (cheap next to the walk).
+            # (A walk keeps at least the k x k_factor candidates it re-scores: settings whose
+            # efSearch is below that would be the same walk.)
+            kfs = REDUCED_K_FACTORS if self.reduce else GRAPH_K_FACTORS
+            out["graph"] = [{"via": "graph", "efSearch": ef, "k_factor": kf}
+                            for ef in EF_SEARCH for kf in kfs if ef >= 10 * kf or kf == kfs[0]]
         return out
 
     def tuning_grid(self) -> list[dict[str, Any]]:
@@ -273,7 +295,7 @@ class GraphIndex(VectorIndex):
         if "lists" not in used:
             self._lists, self.nlist = None, 0
         elif "graph" not in used:
-            self._graph, self.m = None, 0
+            self._graph, self.m, self.reduce, self._rotation = None, 0, 0, None
             self.search_params["via"] = "lists"
         self._params_cache.clear()
 
@@ -285,6 +307,8 @@ class GraphIndex(VectorIndex):
     def extra_arrays(self) -> dict[str, np.ndarray]:
         out = {"labels": self._labels.ids, "dead": self._labels.dead,
                "vectors": self._rows.array()}
+        if self._rotation is not None and self._graph is not None:
+            out["rotation"] = self._rotation
         if self._graph is not None and self._lists is not None:
             out["lists"] = faiss.serialize_index(self._lists)
         return out
@@ -306,11 +330,14 @@ class GraphIndex(VectorIndex):
                    ef_construction=int(params["ef_construction"]),
                    nlist=int(params.get("nlist", 0)) if lists is not None else 0,
                    planned_n=int(params.get("planned_n", 0)),
-                   _graph=graph, _lists=lists, _labels=labels, _rows=Rows(dim, vectors))
+                   reduce=int(params.get("reduce", 0)) if graph is not None else 0,
+                   _graph=graph, _lists=lists, _labels=labels, _rows=Rows(dim, vectors),
+                   _rotation=np.load(extra["rotation"]) if "rotation" in extra else None)
 
     def params(self) -> dict[str, Any]:
         return {**super().params(), "m": self.m, "ef_construction": self.ef_construction,
-                "nlist": self.nlist, "codec": self.codec, "planned_n": self.planned_n}
+                "nlist": self.nlist, "codec": self.codec, "planned_n": self.planned_n,
+                "reduce": self.reduce}
 
     def bytes_per_vector(self) -> float:
-        return graph_bytes_per_vector(self.dim, self.m, self.nlist > 0)
+        return graph_bytes_per_vector(self.dim, self.m, self.nlist > 0, self.reduce)

@@ -37,6 +37,8 @@ def neighbour_recall(found: np.ndarray, truth: np.ndarray, k: int = 10) -> float
     return float(np.mean(hits)) if len(hits) else 1.0
 
 
+PRUNE = 3.0
+
 # A setting reaches the target when the recall it would have on queries not seen in tuning is
 # above it with 95% confidence (one-sided): mean minus 1.645 standard errors. On 500 tuning
 # queries of a kind this asks for about half a point more than the bare mean.
@@ -68,8 +70,14 @@ def tune(index: VectorIndex, queries: np.ndarray, truth: np.ndarray, *, k: int =
     if len(labels) != len(queries):
         raise ValueError("groups must label every query")
     kinds = sorted(set(labels.tolist()))
-    walks = [walk_grid(index, grid, queries, truth, labels, kinds, k, target)
-             for grid in index.tuning_families().values()]
+    walks: list[Walk] = []
+    for grid in index.tuning_families().values():
+        # A structure whose settings already cost PRUNE times what another one needed for
+        # every kind is not walked further (a graph walk wide enough for text queries on
+        # tight clusters costs twenty times a list scan).
+        stop = min((w.pooled_s for w in walks if w.pooled and w.pooled[2]), default=np.inf)
+        walks.append(walk_grid(index, grid, queries, truth, labels, kinds, k, target,
+                               PRUNE * stop))
     pooled = _fastest(index, [w.pooled for w in walks], queries)
     params, per, met = pooled
     index.search_params = {key: v for key, v in index.search_params.items() if key != "by_kind"}
@@ -104,16 +112,21 @@ class Walk:
 
     def __init__(self) -> None:
         self.pooled: Choice | None = None
+        self.pooled_s = np.inf  # batch seconds per query of the pooled setting
         self.by_kind: dict[str, Choice | None] = {}
 
 
 def walk_grid(index: VectorIndex, grid: list[dict[str, Any]], queries: np.ndarray,
-              truth: np.ndarray, labels: np.ndarray, kinds: list[str], k: int, target: float
-              ) -> Walk:
+              truth: np.ndarray, labels: np.ndarray, kinds: list[str], k: int, target: float,
+              stop_s: float = np.inf) -> Walk:
+    """Walk ``grid`` from its cheapest setting until every kind reaches ``target`` (or a
+    setting's batch search costs more than ``stop_s`` seconds a query)."""
     walk = Walk()
     best: dict[str, Choice] = {}  # best-so-far fallbacks, by kind and "*" for pooled
     for params in grid:
+        t = time.perf_counter()
         _, found = index.search(queries, k, params=params)
+        per_query = (time.perf_counter() - t) / max(1, len(queries))
         each = {g: query_recalls(found[labels == g], truth[labels == g], k) for g in kinds}
         per = {g: float(r.mean()) for g, r in each.items()}
         held = {g: lower_bound(r) >= target for g, r in each.items()}
@@ -126,7 +139,9 @@ def walk_grid(index: VectorIndex, grid: list[dict[str, Any]], queries: np.ndarra
         if "*" not in best or worst > min(best["*"][1].values()):
             best["*"] = (params, per, False)
         if all(held.values()):
-            walk.pooled = (params, per, True)
+            walk.pooled, walk.pooled_s = (params, per, True), per_query
+            break
+        if per_query > stop_s:
             break
     walk.pooled = walk.pooled or best.get("*") or ({}, {}, True)
     for g in kinds:
