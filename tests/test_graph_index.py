@@ -206,3 +206,20 @@ def test_lists_alone(tmp_path):
                                                         index.search(far, 10)[1])
     with pytest.raises(ValueError, match="graph"):
         build_index(D, "graph", m=0, nlist=0)
+
+
+def test_a_walk_stops_past_its_cost_bound():
+    """Tuning stops walking a structure once a setting costs more than another structure
+    needed (stop_s); with a bound of zero only the first setting is tried."""
+    from indexers.tune import walk_grid
+
+    xb, _, far = _kinds_data()
+    index = _graph(xb)
+    truth = exact_search(xb, np.arange(len(xb)), far, 10)[1]
+    grid = [{"via": "graph", "efSearch": 10, "k_factor": 1},
+            {"via": "graph", "efSearch": 2048, "k_factor": 2}]
+    labels = np.array(["text"] * len(far))
+    full = walk_grid(index, grid, far, truth, labels, ["text"], 10, 0.999)
+    cut = walk_grid(index, grid, far, truth, labels, ["text"], 10, 0.999, stop_s=0.0)
+    assert full.by_kind["text"][0]["efSearch"] == 2048
+    assert cut.by_kind["text"][0]["efSearch"] == 10 and not cut.by_kind["text"][2]
