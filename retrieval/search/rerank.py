@@ -67,9 +67,10 @@ class SecondModel(Protocol):
 
 # The pool that fusion and re-ranking work on, the same whatever the page (so that pages are
 # slices of one list), and so the deepest page they serve (offset + k). Every such search pays
-# for the whole pool (the stages read its stored vectors): on 4,000 demo images a re-ranked
-# search of k=10 took 3.3-5.2 ms with 500 candidates and 9.7-13.4 ms with 2,000, against
-# 1.2-1.6 ms with the earlier pool of four times the page's depth (README, "Query layer").
+# for the whole pool (the stages read its stored vectors, fusion ranks both lists): on 4,000
+# demo images, k=10, a re-ranked search took 2.9-3.8 ms with 500 candidates and 4.3-4.9 ms
+# with 2,000, a hybrid one 7.8 and 13.1 ms, against 1.2-1.5 and 5.6 ms with the earlier pool
+# of four times the page's depth (README, "Query layer").
 MAX_CANDIDATES = 500
 MAX_TOP_N = MAX_CANDIDATES  # the most items the model stage re-embeds
 BLOCK = 256  # candidates whose stored vectors are read (and the budget checked) at a time
