@@ -307,7 +307,8 @@ def test_search_texts_target(served: Served) -> None:
     lamp = by_id[served.texts["prod-lamp"]]
     assert lamp["text"] == "catalogue entry brass lamp" and lamp["path"] is None
     assert lamp["metadata"] == {"brand": "zeta", "price": 30, "source": "texts",
-                                "external_id": "prod-lamp"}
+                                "external_id": "prod-lamp", "score_kind": "similarity",
+                                "match": {"source": "text", "text": lamp["text"], "words": []}}
     caption = next(h for h in hits if h["text"] == RARE_CAPTION)
     assert caption["metadata"]["caption_of"] == served.ids["img000.jpg"]
     assert caption["path"] == str(served.file("img000.jpg"))
@@ -419,7 +420,8 @@ def test_paging_is_consistent(served: Served, body: dict[str, Any]) -> None:
     assert ids(pages) == ids(full)
     assert [h["score"] for h in pages] == pytest.approx([h["score"] for h in full], abs=1e-5)
     assert len(set(ids(full))) == len(full)
-    assert hits_of(http.post("/search", json={**body, "k": 5, "offset": 500})) == []
+    # past the end, within the pool that hybrid pages come from (offset + k at most 500)
+    assert hits_of(http.post("/search", json={**body, "k": 5, "offset": 495})) == []
 
 
 def test_paging_past_the_end_gives_a_short_page(served: Served) -> None:
