@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..pathnames import shown
-from ..storage.keywords import matched_words
 from ..storage.records import Item
 
 if TYPE_CHECKING:
@@ -101,6 +100,8 @@ SOURCES = {"texts": "text"}  # the catalog's name of a source, where the hit's d
 def explain(hit: Hit, score_kind: str, keywords: str | None) -> None:
     """Add ``score_kind`` and ``match`` (see the module) to a search's hit; ``keywords`` are
     the words the keyword search looked for when it found this hit, else None."""
+    from ..storage.keywords import matched_words  # SQLAlchemy: not on the CLI's start-up path
+
     hit.metadata["score_kind"] = score_kind
     if hit.kind == "text":
         texts = [(SOURCES.get(str(hit.metadata.get("source")), hit.metadata.get("source")),
