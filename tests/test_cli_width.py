@@ -63,13 +63,15 @@ def test_hits_table_fits_the_terminal_by_display_width(cjk_collection) -> None:
         start = lines[0].index("result")
         assert all(display_width(ln[:ln.index('"') + 1]) == start + 1 for ln in lines[1:])
         if columns == 80:
-            assert '"街道上的一只船和自行车"' in "\n".join(lines)  # as written, not escaped
+            # as written, not escaped; the matched word marked as in a pipe
+            assert '"街道上的一只船和[自行车]"' in "\n".join(lines)
 
 
 def test_hits_table_in_a_pipe_is_not_cut(cjk_collection) -> None:
     out = run_cli("search", "自行车", "--target", "texts", "--hybrid", "-k", "8",
                   collection=cjk_collection, env={"COLUMNS": "40"}).stdout
-    assert f'"{TEXTS[1]}"' in out  # 126 columns, whole
+    marked = TEXTS[1].replace("自行车", "[自行车]")
+    assert f'"{marked}"' in out  # 126 columns and the marks, whole
     assert max(display_width(ln) for ln in out.splitlines()) > 40
 
 

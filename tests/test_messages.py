@@ -192,7 +192,7 @@ def test_model_list_counts_exports(tmp_path: Path, tiny_spec: str,
 
 
 def test_counted() -> None:
-    from retrieval.interfaces.cli.group import counted
+    from retrieval.interfaces.cli.output import counted
 
     assert [counted(n, "export") for n in (0, 1, 2)] == ["0 exports", "1 export", "2 exports"]
     assert counted(1, "held-out image") == "1 held-out image"

@@ -49,15 +49,17 @@ class ModelSpec:
     pretrained: str | None = None
 
     @classmethod
-    def parse(cls, name: str, pretrained: str | None = None) -> ModelSpec:
-        """Normalise user input: resolve local paths to absolute ones, drop ignored tags."""
+    def parse(cls, name: str, pretrained: str | None = None, *, option: str = "--pretrained"
+              ) -> ModelSpec:
+        """Normalise user input: resolve local paths to absolute ones. ``option`` is how the
+        user gave ``pretrained``, for the message that refuses a tag a model cannot take."""
         name = name.strip()
         if not name:
             raise ModelNotFoundError("empty model name")
         if pretrained and pretrained.strip() and carries_weights(name):
             raise InputError(
-                f"--pretrained does not apply to model {name}, which carries its own weights; "
-                "drop --pretrained (it picks the weights of an open_clip architecture, as in "
+                f"{option} does not apply to model {name}, which carries its own weights; "
+                f"drop {option} (it picks the weights of an open_clip architecture, as in "
                 "--model ViT-B-32 --pretrained laion2b_s34b_b79k)")
         if name in BUILTIN_MODELS:
             return cls(name, None)

@@ -97,7 +97,7 @@ def captioner_spec(collection_spec: ModelSpec | None, captioner: str | ModelSpec
     if isinstance(captioner, ModelSpec):
         return captioner
     if captioner:
-        return ModelSpec.parse(captioner, pretrained)
+        return ModelSpec.parse(captioner, pretrained, option="--captioner-pretrained")
     found = default_captioner(collection_spec)
     if found is None:
         raise InputError(

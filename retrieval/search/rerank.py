@@ -310,7 +310,7 @@ class ModelRerank(Stage):
 
     def __init__(self, spec: str, top_n: int = 50) -> None:
         name, _, pretrained = spec.partition("@")
-        self.spec = ModelSpec.parse(name, pretrained or None)
+        self.spec = ModelSpec.parse(name, pretrained or None, option=f"the tag @{pretrained}")
         if self.spec.random_weights:
             raise QueryError(f"model re-ranking needs weights: use model:{name}@TAG")
         if not 1 <= top_n <= MAX_TOP_N:

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .group import cli, counted, json_option, open_collection, progress_option
-from .output import echo_json, progress_bars
+from .group import cli, json_option, open_collection, progress_option
+from .output import counted, echo_json, progress_bars
 
 if TYPE_CHECKING:
     from ...encoders.generation import GenerationOptions

@@ -92,11 +92,6 @@ def cli(ctx: click.Context, collection_path: Path | None, catalog_url: str | Non
     ctx.obj = {"collection": collection_path, "catalog": catalog_url}
 
 
-def counted(n: int, noun: str, plural: str | None = None) -> str:
-    """``1 export``, ``2 exports``: a count with its noun in the right number."""
-    return f"{n} {noun if n == 1 else plural or noun + 's'}"
-
-
 def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option("--device", default="auto", show_default=True,
                      help="cpu, cuda, cuda:N, or auto (CUDA when available).")(f)

@@ -6,15 +6,8 @@ from pathlib import Path
 
 import click
 
-from .group import (
-    cli,
-    counted,
-    json_option,
-    model_options,
-    open_collection,
-    progress_option,
-)
-from .output import json_text, print_summary, progress_bars
+from .group import cli, json_option, model_options, open_collection, progress_option
+from .output import counted, json_text, print_summary, progress_bars
 
 
 @cli.command()

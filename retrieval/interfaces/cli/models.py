@@ -11,8 +11,8 @@ import click
 
 from ...pathnames import shown
 from .describing import demo_caption, show_demo_captions
-from .group import cli, counted, json_option, open_collection, progress_option
-from .output import TrainProgress, describe_export, progress_bars
+from .group import cli, json_option, open_collection, progress_option
+from .output import TrainProgress, counted, describe_export, progress_bars
 
 if TYPE_CHECKING:
     from ...search import Hit

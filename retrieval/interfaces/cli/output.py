@@ -73,6 +73,11 @@ def progress_bars(option: bool | None, unit: str = "file") -> Iterator[Progress]
         bar.close()
 
 
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 export``, ``2 exports``: a count with its noun in the right number."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 def print_summary(summary: IndexSummary, as_json: bool, what: str = "images") -> None:
     if as_json:
         echo_json(summary.to_dict())
@@ -80,7 +85,7 @@ def print_summary(summary: IndexSummary, as_json: bool, what: str = "images") ->
     click.echo(
         f"{summary.added} added, {summary.updated} updated, {summary.removed} removed, "
         f"{summary.unchanged} unchanged, {summary.failed} failed "
-        f"({summary.embedded} {what} embedded)"
+        f"({counted(summary.embedded, what.rstrip('s'), what)} embedded)"
     )
     first = summary.errors[:20]
     for e in first:

@@ -11,7 +11,7 @@ import click
 from ...pathnames import shown
 from .describing import generation_options, take_generation
 from .group import cli, json_option, model_options, open_collection
-from .output import echo_json, echo_json_lines, echo_path, human_bytes, print_hits
+from .output import counted, echo_json, echo_json_lines, echo_path, human_bytes, print_hits
 
 
 def _terms(kind: str, values: tuple[str, ...], sign: float = 1.0) -> list[Any]:
@@ -160,7 +160,7 @@ def duplicates(ctx: click.Context, threshold: float, as_json: bool) -> None:
             same = ", ".join(map(str, m["identical_to"]))
             click.echo(f"  {sim:>5}  {m['id']:>{id_w}}  {shown(m['path'])}"
                        + (f"  (identical to {same})" if same else ""))
-    click.echo(f"{len(clusters)} clusters", err=True)
+    click.echo(counted(len(clusters), "cluster"), err=True)
 
 
 def _cluster_head(c: dict[str, Any]) -> str:
@@ -189,7 +189,8 @@ def info(ctx: click.Context, as_json: bool) -> None:
         ("collection", shown(data["path"])),
         ("model", name + (f", {data['dim']} dimensions" if data["dim"] else "")
          + (f", {data['precision']}" if data["precision"] != "fp32" else "")),
-        ("items", f"{data['counts']['image']} images, {data['counts']['text']} texts"),
+        ("items", f"{counted(data['counts']['image'], 'image')}, "
+                  f"{counted(data['counts']['text'], 'text')}"),
     ]
     rows += [(f"{modality} index", _describe_index(d)) for modality, d in data["index"].items()]
     rows += [("disk", human_bytes(data["disk_bytes"])),
