@@ -92,6 +92,18 @@ def test_pretrained_tag_offline(tmp_path: Path, hf_cache: Path) -> None:
     assert "[" not in line and "Error]" not in line and "FileNotFound" not in line
 
 
+def test_captioner_offline_names_the_captioner_options(tmp_path: Path, hf_cache: Path) -> None:
+    (image,) = make_images(tmp_path / "img", 1)
+    proc = run_cli("caption", image, "--generate", "--captioner", "coca_ViT-B-32",
+                   "--captioner-pretrained", "mscoco_finetuned_laion2b_s13b_b90k",
+                   collection=tmp_path / "col", check=False)
+    line = error_line(proc)
+    assert line.startswith("Error: weights of model coca_ViT-B-32 "
+                           "(mscoco_finetuned_laion2b_s13b_b90k) are not in the local cache")
+    assert line.endswith("pass a checkpoint file with --captioner-pretrained FILE, or try "
+                         "--captioner demo-captioner"), line
+
+
 # --- --pretrained beside a model that carries its own weights ----------------------------------
 
 @pytest.mark.parametrize("model", ["demo", "hf-hub:example/tiny-clip", "local-dir:LOCAL"])

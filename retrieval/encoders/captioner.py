@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelError
+from ..errors import ModelError, WeightsUnavailableError
+from .downloads import as_captioner
 from .generation import GenerationOptions, Tokens, beam_search, sample
 from .openclip import create_open_clip, image_spec_from_cfg, pixels_to_tensor, resolve_device
 from .spec import ModelSpec
@@ -33,7 +34,10 @@ class Captioner:
 
         self.spec = spec
         self.device = resolve_device(device)
-        self.loaded = create_open_clip(spec, self.device)
+        try:
+            self.loaded = create_open_clip(spec, self.device)
+        except WeightsUnavailableError as exc:
+            raise WeightsUnavailableError(as_captioner(str(exc))) from None
         self.model = self.loaded.model.eval()
         if not hasattr(self.model, "text_decoder"):
             raise ModelError(

@@ -89,3 +89,15 @@ def hub_model_unavailable(name: str, exc: BaseException, online: bool) -> str:
 def _either(fixes: list[str]) -> str:
     fixes = [f for f in fixes if f]
     return fixes[0] if len(fixes) == 1 else ", ".join(fixes[:-1]) + ", or " + fixes[-1]
+
+
+CAPTIONER_OPTIONS = (("--pretrained FILE", "--captioner-pretrained FILE"),
+                     ("--model local-dir:", "--captioner local-dir:"),
+                     ("try --model demo", "try --captioner demo-captioner"))
+
+
+def as_captioner(message: str) -> str:
+    """A message above, said of a captioner: its fixes name the captioner's options."""
+    for model_option, captioner_option in CAPTIONER_OPTIONS:
+        message = message.replace(model_option, captioner_option)
+    return message
