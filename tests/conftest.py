@@ -18,6 +18,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from models import write_tiny_model
 
+# Collections that several test files share, built once per run (fixtures of global reach).
+pytest_plugins = ["server_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def _shared_exports(tmp_path_factory: pytest.TempPathFactory) -> Path:
