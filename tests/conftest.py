@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from models import write_tiny_model
 
 # Collections that several test files share, built once per run (fixtures of global reach).
-pytest_plugins = ["server_fixtures"]
+pytest_plugins = ["query_fixtures", "server_fixtures"]
 
 
 @pytest.fixture(scope="session")

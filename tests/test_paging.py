@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from query_fixtures import Data
 
 from indexers import build_index
 from retrieval import Collection, QueryError
@@ -284,3 +285,19 @@ def test_dedup_asks_the_stages_before_for_more(kinds: tuple[str, ...]) -> None:
                            _pool(vecs, q), depth)
         assert [c.id for c in got[:depth]] == [0, 26, 25][:depth]
         assert got[0].duplicates == list(range(1, 25))
+
+
+# --- on the query tests' shared collection (query_fixtures.data) ----------------------------------
+
+@pytest.mark.parametrize("extra", [
+    {}, {"filters": ["orientation != square"]}, {"hybrid": True}, {"rerank": "exact,mmr:0.5"},
+    {"target": "texts"},
+])
+def test_paging(data: Data, extra: dict[str, Any]) -> None:
+    full = data.col.search("a picture", k=10, **extra)
+    second = data.col.search("a picture", k=5, offset=5, **extra)
+    assert len(full) == 10
+    assert [h.id for h in second] == [h.id for h in full[5:]]
+    assert [h.score for h in second] == pytest.approx([h.score for h in full[5:]])
+    beyond = data.col.search("a picture", k=5, offset=490, **extra)  # within every pool
+    assert beyond == []
