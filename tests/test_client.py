@@ -9,12 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from server_fixtures import (
-    RARE_CAPTION,
-    TOKEN,
-    Served,
-    jpeg_size,
-)
+from server_fixtures import RARE_CAPTION, TOKEN, Served, jpeg_size
 
 from retrieval.errors import QueryError
 from retrieval.interfaces.client import Client, ServiceError

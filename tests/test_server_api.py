@@ -4,10 +4,7 @@ page.
 
 from __future__ import annotations
 
-from server_fixtures import (
-    HIT_KEYS,
-    Served,
-)
+from server_fixtures import HIT_KEYS, Served
 
 API_PATHS = {"/health", "/info", "/search", "/search/upload", "/items/{item_id}",
              "/items/{item_id}/image", "/items/{item_id}/thumbnail", "/session"}

@@ -9,11 +9,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from server_fixtures import (
-    JSON,
-    TOKEN,
-    Served,
-)
+from server_fixtures import JSON, TOKEN, Served
 
 from retrieval.interfaces.server import create_app
 

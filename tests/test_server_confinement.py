@@ -11,12 +11,7 @@ import httpx
 import pytest
 from conftest import make_image, make_images
 from fastapi.testclient import TestClient
-from server_fixtures import (
-    Served,
-    _ids_by_name,
-    assert_error,
-    thumb_files,
-)
+from server_fixtures import Served, _ids_by_name, assert_error, thumb_files
 
 from retrieval import Collection
 from retrieval.interfaces.server import create_app

@@ -8,11 +8,7 @@ import base64
 from typing import Any
 
 import pytest
-from server_fixtures import (
-    JSON,
-    Served,
-    assert_error,
-)
+from server_fixtures import JSON, Served, assert_error
 
 ERROR_CASES: list[tuple[str, str, str, dict[str, Any], tuple[int, ...], str]] = [
     ("malformed json", "POST", "/search", {"content": b'{"text": "a', "headers": JSON},

@@ -13,11 +13,7 @@ from typing import Any
 import pytest
 from conftest import make_image
 from fastapi.testclient import TestClient
-from server_fixtures import (
-    Served,
-    assert_error,
-    hits_of,
-)
+from server_fixtures import Served, assert_error, hits_of
 
 from retrieval.interfaces.server import create_app
 

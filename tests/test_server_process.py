@@ -11,13 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import make_image, make_images, retrieval_exe
-from server_fixtures import (
-    JSON,
-    TOKEN,
-    _ids_by_name,
-    _swap_for_link,
-    jpeg_size,
-)
+from server_fixtures import JSON, TOKEN, _ids_by_name, _swap_for_link, jpeg_size
 from servers import ServerProcess
 
 from retrieval import Collection

@@ -12,13 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
-from server_fixtures import (
-    RARE_CAPTION,
-    Served,
-    b64,
-    hits_of,
-    ids,
-)
+from server_fixtures import RARE_CAPTION, Served, b64, hits_of, ids
 
 
 def test_text_search_matches_the_library(served: Served) -> None:
