@@ -144,18 +144,32 @@ def run_regime(name: str, args: argparse.Namespace, budget: int) -> dict[str, An
     print(f"[{name}] {len(xb)} x {xb.shape[1]}, mean best cosine image {best['image']:.3f} "
           f"text {best['text']:.3f} ({time.perf_counter() - t:.0f} s)", flush=True)
     builders = {"ours": lambda x, **kw: build_ours(x, budget, data), **PEERS}
+    built: list[am.Built] = []
     for method, build in builders.items():
         if method in args.skip:
             continue
-        built = build(xb, budget=budget)
-        res = {"build_s": round(built.build_s, 2), "build_cpu_s": round(built.build_cpu_s, 2),
-               "bytes_per_vector": round(built.bytes_per_vector, 1), **built.info,
-               "curves": {k: am.curve(built, k, data[k], truth[k], args.single) for k in KINDS}}
-        out["methods"][method] = res
-        am.release(built)
-        print(f"[{name}] {method}: build {res['build_s']:.0f} s; " + "; ".join(
-            f"{k} " + " ".join(f"{p['recall_at_10']:.3f}@{p['p50_ms']:.2f}"
-                               for p in res["curves"][k]) for k in KINDS), flush=True)
+        b = build(xb, budget=budget)
+        built.append(b)
+        out["methods"][method] = {"build_s": round(b.build_s, 2),
+                                  "build_cpu_s": round(b.build_cpu_s, 2),
+                                  "bytes_per_vector": round(b.bytes_per_vector, 1), **b.info,
+                                  "curves": {}}
+        print(f"[{name}] {method}: build {b.build_s:.0f} s", flush=True)
+    for kind in KINDS:
+        points = []
+        for b in built:
+            curve = am.walk(b, kind, data[kind], truth[kind])
+            out["methods"][b.name]["curves"][kind] = curve
+            points += [(b, p) for p in curve]
+        am.timed_rounds(points, data[kind], args.single)
+        for b in built:
+            curve = out["methods"][b.name]["curves"][kind]
+            for p in curve:
+                p.pop("raw", None)
+            print(f"[{name}] {b.name} {kind}: " + " ".join(
+                f"{p['recall_at_10']:.3f}@{p['p50_ms']:.2f}" for p in curve), flush=True)
+    del built
+    am.release(None)
     out["summary"] = summary(out)
     return out
 

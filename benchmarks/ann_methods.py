@@ -3,9 +3,11 @@
 Every method is built, then walked through its search parameter (hnswlib's ``ef``, FAISS's
 ``efSearch`` or ``nprobe``) from cheap to expensive; each point is recall@10 over all queries
 of a kind (one batch) and the median time of one query at a time on one thread, both as CPU
-time of the searching thread (``p50_ms``: what the search costs, whatever else the machine
-runs) and as wall time (``wall_p50_ms``). Build time is wall time with every core, plus the
-process's CPU time.
+time of the searching thread (``p50_ms``) and as wall time (``wall_p50_ms``). The machine is
+shared and its two cores may share caches, so even CPU time moves with what else runs: every
+point of every method is timed in rounds (``timed_rounds``: a block of queries per point per
+round, points in a shuffled order each round), so that the load weighs on all of them alike.
+Build time is wall time with every core, plus the process's CPU time.
 """
 
 from __future__ import annotations
@@ -58,44 +60,53 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
     return neighbour_recall(found, truth, K)
 
 
-def single_times(search: Callable[[np.ndarray, Any], np.ndarray], xq: np.ndarray,
-                 setting: Any, n: int) -> tuple[float, float, float]:
-    """(CPU p50, CPU p99, wall p50) in ms of one query at a time, one thread."""
+def walk(built: Built, kind: str, xq: np.ndarray, truth: np.ndarray) -> list[dict[str, Any]]:
+    """Recall of each setting, cheapest first, until it reaches STOP_RECALL (or a batch
+    search costs STOP_MS a query on all cores)."""
     import faiss
 
-    faiss.omp_set_num_threads(1)
-    try:
-        for q in xq[:3]:
-            search(q[None], setting)
-        cpu, wall = [], []
-        for q in xq[:n]:
-            t, c = time.perf_counter(), time.thread_time()
-            search(q[None], setting)
-            cpu.append(time.thread_time() - c)
-            wall.append(time.perf_counter() - t)
-    finally:
-        faiss.omp_set_num_threads(THREADS)
-    return (1000 * float(np.median(cpu)), 1000 * float(np.percentile(cpu, 99)),
-            1000 * float(np.median(wall)))
-
-
-def point(built: Built, xq: np.ndarray, truth: np.ndarray, setting: Any, n_single: int
-          ) -> dict[str, Any]:
-    rec = recall(built.search(xq, setting), truth)
-    p50, p99, wall = single_times(built.search, xq, setting, n_single)
-    return {"setting": built.label(setting), "recall_at_10": round(rec, 4),
-            "p50_ms": round(p50, 4), "p99_ms": round(p99, 4), "wall_p50_ms": round(wall, 4)}
-
-
-def curve(built: Built, kind: str, xq: np.ndarray, truth: np.ndarray, n_single: int
-          ) -> list[dict[str, Any]]:
+    faiss.omp_set_num_threads(THREADS)
     out = []
     for setting in built.settings(kind):
-        out.append(point(built, xq, truth, setting, n_single))
+        t = time.perf_counter()
+        found = built.search(xq, setting)
+        per_query_ms = 1000 * (time.perf_counter() - t) * THREADS / len(xq)
+        out.append({"setting": built.label(setting), "raw": setting,
+                    "recall_at_10": round(recall(found, truth), 4)})
         if setting is not None and (out[-1]["recall_at_10"] >= STOP_RECALL
-                                    or out[-1]["p50_ms"] >= STOP_MS):
+                                    or per_query_ms >= STOP_MS):
             break
     return out
+
+
+def timed_rounds(points: list[tuple[Built, dict[str, Any]]], xq: np.ndarray, n: int,
+                 block: int = 20, seed: int = 0) -> None:
+    """Time one query at a time on one thread for every (method, point), ``block`` queries
+    per point per round, in a shuffled order each round; adds p50/p99 (CPU ms) and the wall
+    p50 to each point."""
+    import faiss
+
+    rng = np.random.default_rng(seed)
+    cpu: list[list[float]] = [[] for _ in points]
+    wall: list[list[float]] = [[] for _ in points]
+    faiss.omp_set_num_threads(1)
+    try:
+        for built, p in points:  # warm up
+            built.search(xq[:1], p["raw"])
+        for lo in range(0, n, block):
+            for i in rng.permutation(len(points)):
+                built, p = points[i]
+                for q in xq[lo:min(n, lo + block)]:
+                    t, c = time.perf_counter(), time.thread_time()
+                    built.search(q[None], p["raw"])
+                    cpu[i].append(time.thread_time() - c)
+                    wall[i].append(time.perf_counter() - t)
+    finally:
+        faiss.omp_set_num_threads(THREADS)
+    for (_, p), c, w in zip(points, cpu, wall, strict=True):
+        p.update({"p50_ms": round(1000 * float(np.median(c)), 4),
+                  "p99_ms": round(1000 * float(np.percentile(c, 99)), 4),
+                  "wall_p50_ms": round(1000 * float(np.median(w)), 4)})
 
 
 def release(built: Built | None) -> None:

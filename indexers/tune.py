@@ -37,7 +37,7 @@ def neighbour_recall(found: np.ndarray, truth: np.ndarray, k: int = 10) -> float
     return float(np.mean(hits)) if len(hits) else 1.0
 
 
-PRUNE = 3.0
+PRUNE = 1.5
 
 # A setting reaches the target when the recall it would have on queries not seen in tuning is
 # above it with 95% confidence (one-sided): mean minus 1.645 standard errors. On 500 tuning
@@ -72,8 +72,9 @@ def tune(index: VectorIndex, queries: np.ndarray, truth: np.ndarray, *, k: int =
     kinds = sorted(set(labels.tolist()))
     walks: list[Walk] = []
     for grid in index.tuning_families().values():
-        # A structure whose settings already cost PRUNE times what another one needed for
-        # every kind is not walked further (a graph walk wide enough for text queries on
+        # A structure whose settings already cost more than another one needed for every
+        # kind (PRUNE times, for the noise of timing batches) cannot be the cheaper one for
+        # any kind: it is not walked further (a graph walk wide enough for text queries on
         # tight clusters costs twenty times a list scan).
         stop = min((w.pooled_s for w in walks if w.pooled and w.pooled[2]), default=np.inf)
         walks.append(walk_grid(index, grid, queries, truth, labels, kinds, k, target,
