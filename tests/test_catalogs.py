@@ -31,6 +31,44 @@ def _paths(hits: list[Any]) -> list[str]:
     return [os.path.basename(h.path) for h in hits]
 
 
+def _filters_agree(col: Collection) -> None:
+    """Filters: glob on paths, folder, orientation, dates, metadata as number and text."""
+    assert _paths(col.search("x", k=10, filters=["path ~ *beach*"])) == ["beach_sunset.png"]
+    assert _paths(col.search("x", k=10, filters=["path ~ */sub/*"])) == ["harbour-boats.jpg"]
+    assert _paths(col.search("x", k=10, filters=["path ~ *[h]arbour*"])) == [
+        "harbour-boats.jpg"]
+    assert _paths(col.search("x", k=10, filters=["orientation = portrait"])) == [
+        "harbour-boats.jpg"]
+    assert len(col.search("x", k=10, filters=["mtime > 2000-01-01"])) == 8
+    assert col.search("x", k=10, filters=["mtime < 2000-01-01"]) == []
+    assert col.search("x", k=10, filters=["caption = true"])[0].path.endswith(
+        "beach_sunset.png")
+    assert [h.text for h in col.search("x", target="text", filters=["stars > 3"])] == [
+        "a red bicycle"]
+    assert sorted(h.text for h in col.search("x", target="text", filters=["stars != 5"])
+                  ) == ["a blue boat", "unnamed"]
+    assert [h.text for h in col.search("x", target="text", filters=["stars = many"])] == [
+        "unnamed"]
+    assert [h.text for h in col.search("x", target="text", filters=["lang ~ e*"])] == [
+        "a blue boat"]
+
+
+def _keywords_agree(col: Collection, pics: Path) -> None:
+    """Keywords: file-name words, caption words (case and accents folded), tags."""
+    kw = col.catalog.keyword_search
+    beach = col.search(image=pics / "beach_sunset.png", k=1)[0].id
+    assert [i for i, _ in kw("sunset", "image", 5)] == [beach]
+    assert [i for i, _ in kw("CREME brulee", "image", 5)] == [beach]
+    assert [i for i, _ in kw("harbour boats", "image", 5)] == [
+        col.search(image=pics / "sub" / "harbour-boats.jpg", k=1)[0].id]
+    assert [col.get(i).text for i, _ in kw("bicycle", "text", 5)] == ["a red bicycle"]
+    assert kw("nothing-like-this", "image", 5) == []
+    assert kw("  ", "image", 5) == []
+    col.tag(["sunset sky", "ocean"], top=1, min_score=-1)
+    assert {i for i, _ in kw("ocean", "image", 20)} | {
+        i for i, _ in kw("sky", "image", 20)} == set(col.catalog.vector_ids("image"))
+
+
 def test_index_search_filters_and_keywords_agree(tmp_path: Path, encoder: Any,
                                                    catalog_url: str | None) -> None:
     pics = tmp_path / "pics"
@@ -51,46 +89,15 @@ def test_index_search_filters_and_keywords_agree(tmp_path: Path, encoder: Any,
         # image search finds each file by its own picture
         for p in sorted(pics.rglob("*.jpg"))[:3]:
             assert col.search(image=p, k=1)[0].path == str(p)
-        # filters: glob on paths, folder, orientation, dates, metadata as number and text
-        assert _paths(col.search("x", k=10, filters=["path ~ *beach*"])) == ["beach_sunset.png"]
-        assert _paths(col.search("x", k=10, filters=["path ~ */sub/*"])) == ["harbour-boats.jpg"]
-        assert _paths(col.search("x", k=10, filters=["path ~ *[h]arbour*"])) == [
-            "harbour-boats.jpg"]
-        assert _paths(col.search("x", k=10, filters=["orientation = portrait"])) == [
-            "harbour-boats.jpg"]
-        assert len(col.search("x", k=10, filters=["mtime > 2000-01-01"])) == 8
-        assert col.search("x", k=10, filters=["mtime < 2000-01-01"]) == []
-        assert col.search("x", k=10, filters=["caption = true"])[0].path.endswith(
-            "beach_sunset.png")
-        assert [h.text for h in col.search("x", target="text", filters=["stars > 3"])] == [
-            "a red bicycle"]
-        assert sorted(h.text for h in col.search("x", target="text", filters=["stars != 5"])
-                      ) == ["a blue boat", "unnamed"]
-        assert [h.text for h in col.search("x", target="text", filters=["stars = many"])] == [
-            "unnamed"]
-        assert [h.text for h in col.search("x", target="text", filters=["lang ~ e*"])] == [
-            "a blue boat"]
-
-        # keywords: file-name words, caption words (case and accents folded), tags
-        kw = col.catalog.keyword_search
-        beach = col.search(image=pics / "beach_sunset.png", k=1)[0].id
-        assert [i for i, _ in kw("sunset", "image", 5)] == [beach]
-        assert [i for i, _ in kw("CREME brulee", "image", 5)] == [beach]
-        assert [i for i, _ in kw("harbour boats", "image", 5)] == [
-            col.search(image=pics / "sub" / "harbour-boats.jpg", k=1)[0].id]
-        assert [col.get(i).text for i, _ in kw("bicycle", "text", 5)] == ["a red bicycle"]
-        assert kw("nothing-like-this", "image", 5) == []
-        assert kw("  ", "image", 5) == []
-        col.tag(["sunset sky", "ocean"], top=1, min_score=-1)
-        assert {i for i, _ in kw("ocean", "image", 20)} | {
-            i for i, _ in kw("sky", "image", 20)} == set(col.catalog.vector_ids("image"))
+        _filters_agree(col)
+        _keywords_agree(col, pics)
 
         hybrid = col.search("beach", k=3, hybrid=1.0)
         assert hybrid[0].path.endswith("beach_sunset.png")
 
         # removal and hash reuse behave the same
         assert col.remove([pics / "sub"]) == 1
-        assert kw("harbour", "image", 5) == []
+        assert col.catalog.keyword_search("harbour", "image", 5) == []
         shutil.copy(pics / "img000.jpg", pics / "copy.jpg")
         again = col.index([pics], workers=0)
         assert (again.added, again.embedded) == (2, 1)  # the copy reuses its vector
