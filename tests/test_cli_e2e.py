@@ -187,17 +187,9 @@ def test_incremental_reindexing(tmp_path: Path, tiny_spec: str) -> None:
 
 # --- captions, texts, search, info, remove -----------------------------------------------------
 
-def test_captions_texts_search_info_remove(tmp_path: Path, tiny_spec: str,
-                                           tiny_model: Path) -> None:
-    folder = tmp_path / "pics"
-    caption = "a photograph of a red bicycle leaning on a wall"
-    photo = make_image(folder / "photo.jpg", seed=20)
-    (folder / "photo.txt").write_text(caption + "\n")
-    imgs = make_images(folder, 4)
-    sub = make_images(folder / "sub", 2, start=4)
-    col = tmp_path / "col"
-    assert counts(index_json_process(col, folder, model=tiny_spec)) == (7, 0, 0, 0, 0, 7)
-
+def _add_texts(col: Path, tmp_path: Path) -> None:
+    """add-texts: a plain file (one text per line, blank lines and repeats ignored), then JSONL
+    with ids and metadata, where a malformed line is reported, not fatal."""
     # add-texts: a plain file, one text per line (blank lines and repeats ignored)
     plain = tmp_path / "texts.txt"
     plain.write_text("a cat on a sofa\n\na mountain lake\na cat on a sofa\n")
@@ -222,7 +214,9 @@ def test_captions_texts_search_info_remove(tmp_path: Path, tiny_spec: str,
     add = one_summary(smoke("add-texts", jsonl, "--json", collection=col).stdout)
     assert counts(add) == (0, 1, 0, 1, 0, 1)
 
-    # text search over texts: the caption comes first, linked to its image
+
+def _search_texts(col: Path, caption: str, photo: Path) -> None:
+    """Text search over texts: the caption comes first, linked to its image."""
     hits = json_lines(smoke("search", caption, "--target", "texts", "--json", "-k", 10,
                               collection=col).stdout)
     assert len(hits) == 5  # caption + 2 plain texts + 2 JSONL texts
@@ -238,6 +232,9 @@ def test_captions_texts_search_info_remove(tmp_path: Path, tiny_spec: str,
     assert by_text["snow on a roof"]["metadata"]["tags"] == ["winter"]
     assert by_text["a mountain lake"]["path"] is None
 
+
+def _search_images(col: Path, imgs: list[Path]) -> None:
+    """Image search (the file itself comes first), --like ID with --paths, weighted terms."""
     # image search: the file itself comes first
     hits = json_lines(smoke("search", "--image", imgs[1], "--json", "-k", 3,
                               collection=col).stdout)
@@ -260,6 +257,9 @@ def test_captions_texts_search_info_remove(tmp_path: Path, tiny_spec: str,
     assert len(hits) == 4 and {h["kind"] for h in hits} == {"image"}
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
 
+
+def _info_and_remove(col: Path, folder: Path, sub: list[Path], tiny_model: Path) -> None:
+    """Info, then removing a folder."""
     # info
     info = info_json(col)
     assert info["counts"] == {"image": 7, "text": 5}
@@ -275,6 +275,9 @@ def test_captions_texts_search_info_remove(tmp_path: Path, tiny_spec: str,
     assert info["index"]["image"]["ntotal"] == 5
     assert not {str(p) for p in sub} & indexed_paths(col)
 
+
+def _refusals(col: Path, folder: Path, tmp_path: Path, tiny_model: Path) -> None:
+    """A collection bound to one model refuses another; a missing query image is one line."""
     # a collection bound to one model refuses another
     other = write_tiny_model(tmp_path / "other-model", seed=1)
     proc = smoke("index", folder, "--model", f"local-dir:{other}", collection=col,
@@ -285,6 +288,24 @@ def test_captions_texts_search_info_remove(tmp_path: Path, tiny_spec: str,
     # a missing query image
     proc = smoke("search", "--image", tmp_path / "missing.jpg", collection=col, check=False)
     assert_one_error_line(proc, "missing.jpg")
+
+
+def test_captions_texts_search_info_remove(tmp_path: Path, tiny_spec: str,
+                                           tiny_model: Path) -> None:
+    folder = tmp_path / "pics"
+    caption = "a photograph of a red bicycle leaning on a wall"
+    photo = make_image(folder / "photo.jpg", seed=20)
+    (folder / "photo.txt").write_text(caption + "\n")
+    imgs = make_images(folder, 4)
+    sub = make_images(folder / "sub", 2, start=4)
+    col = tmp_path / "col"
+    assert counts(index_json_process(col, folder, model=tiny_spec)) == (7, 0, 0, 0, 0, 7)
+
+    _add_texts(col, tmp_path)
+    _search_texts(col, caption, photo)
+    _search_images(col, imgs)
+    _info_and_remove(col, folder, sub, tiny_model)
+    _refusals(col, folder, tmp_path, tiny_model)
 
 
 # --- errors ------------------------------------------------------------------------------------
