@@ -172,6 +172,73 @@ def _chromium_page(url: str, expected: tuple[str, ...] = ()
             browser.close()
 
 
+def _type_a_caption(page: Any, captions: dict[str, str], target: str) -> dict[str, Any]:
+    """Step 1: type an exact caption and press Enter; the page's response (a screenshot is
+    left in the artifacts)."""
+    page.fill("input[name=q]", captions[target])
+    text = _search_response(page, lambda: page.press("input[name=q]", "Enter"))
+    assert text["params"]["text"] == captions[target]
+    assert text["params"]["k"] == PER_PAGE and text["params"]["offset"] == 0
+    assert len(text["cards"]) == PER_PAGE
+    names = [c["name"] for c in text["cards"]]
+    assert target in names[:3], (captions[target], [
+        (c["name"], c["caption"]) for c in text["cards"][:5]])
+    card = text["cards"][names.index(target)]
+    assert card["caption"] == captions[target]
+    for c in text["cards"]:
+        assert c["caption"] == captions[c["name"]]  # every card shows its own caption
+    _thumbnails_loaded(page)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "browser-search.png"), full_page=True)
+    return text
+
+
+def _more_like_this(page: Any, first: dict[str, str]) -> None:
+    """Step 2: "more like this" on the first card puts that image first."""
+    like = _search_response(page, lambda: page.locator(".hit .more").first.click())
+    assert like["params"]["like"] == int(first["id"])
+    assert like["cards"][0]["id"] == first["id"]
+    assert like["cards"][0]["name"] == first["name"]
+    assert float(like["cards"][0]["score"]) == pytest.approx(1.0, abs=2e-3)
+
+
+def _upload(page: Any, captions: dict[str, str], path: Path) -> dict[str, Any]:
+    """Step 3: upload an image: its own card comes first."""
+    upload_name = path.name
+    up = _search_response(page, lambda: page.set_input_files("input[name=file]", str(path)))
+    assert up["params"]["kind"] == "upload"
+    assert up["cards"][0]["name"] == upload_name
+    assert up["cards"][0]["caption"] == captions[upload_name]
+    assert float(up["cards"][0]["score"]) == pytest.approx(1.0, abs=2e-3)
+    _thumbnails_loaded(page)
+    return up
+
+
+def _page_through(page: Any, srv: ServerProcess, up: dict[str, Any], path: Path) -> None:
+    """Step 4: paging: a full page shows Next; Next moves the offset to the next page."""
+    assert len(up["cards"]) == PER_PAGE
+    assert page.is_visible("#next") and page.is_hidden("#prev")
+    page1 = [c["id"] for c in up["cards"]]
+    nxt = _search_response(page, lambda: page.click("#next"))
+    assert nxt["params"]["kind"] == "upload"
+    page2 = [c["id"] for c in nxt["cards"]]
+    assert page2[0] != page1[0]
+    assert not set(page1) & set(page2)
+    assert len(page2) == PER_PAGE
+    assert page.is_visible("#prev")
+    last = _search_response(page, lambda: page.click("#next"))
+    page3 = [c["id"] for c in last["cards"]]
+    assert len(page3) == N_IMAGES - 2 * PER_PAGE  # the short last page
+    assert page.is_hidden("#next") and page.is_visible("#prev")
+    assert len(set(page1) | set(page2) | set(page3)) == N_IMAGES
+    # the pages are the API's pages at offsets 0, 24 and 48 for the same upload
+    for offset, shown in ((0, page1), (PER_PAGE, page2), (2 * PER_PAGE, page3)):
+        assert _api_upload_page(srv, path, offset) == [int(i) for i in shown], offset
+    back = _search_response(page, lambda: page.click("#prev"))
+    assert [c["id"] for c in back["cards"]] == page2
+    _thumbnails_loaded(page)
+
+
 def test_search_page_in_chromium(server: tuple[ServerProcess, dict[str, str]],
                                  tmp_path: Path) -> None:
     srv, captions = server
@@ -183,66 +250,11 @@ def test_search_page_in_chromium(server: tuple[ServerProcess, dict[str, str]],
         assert page.title() == "retrieval"
         assert page.locator(".hit").count() == 0
         assert page.is_hidden("#next") and page.is_hidden("#prev")
-
-        # 1. type an exact caption and press Enter
-        page.fill("input[name=q]", captions[target])
-        text = _search_response(page, lambda: page.press("input[name=q]", "Enter"))
-        assert text["params"]["text"] == captions[target]
-        assert text["params"]["k"] == PER_PAGE and text["params"]["offset"] == 0
-        assert len(text["cards"]) == PER_PAGE
-        names = [c["name"] for c in text["cards"]]
-        assert target in names[:3], (captions[target], [
-            (c["name"], c["caption"]) for c in text["cards"][:5]])
-        card = text["cards"][names.index(target)]
-        assert card["caption"] == captions[target]
-        for c in text["cards"]:
-            assert c["caption"] == captions[c["name"]]  # every card shows its own caption
-        _thumbnails_loaded(page)
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "browser-search.png"), full_page=True)
-
-        # 2. "more like this" on the first card puts that image first
-        first = text["cards"][0]
-        like = _search_response(page, lambda: page.locator(".hit .more").first.click())
-        assert like["params"]["like"] == int(first["id"])
-        assert like["cards"][0]["id"] == first["id"]
-        assert like["cards"][0]["name"] == first["name"]
-        assert float(like["cards"][0]["score"]) == pytest.approx(1.0, abs=2e-3)
-
-        # 3. upload an image: its own card comes first
-        upload_name = sorted(captions)[17]
-        path = tmp_path / "scenes" / upload_name
-        up = _search_response(page, lambda: page.set_input_files("input[name=file]",
-                                                                  str(path)))
-        assert up["params"]["kind"] == "upload"
-        assert up["cards"][0]["name"] == upload_name
-        assert up["cards"][0]["caption"] == captions[upload_name]
-        assert float(up["cards"][0]["score"]) == pytest.approx(1.0, abs=2e-3)
-        _thumbnails_loaded(page)
-
-        # 4. paging: a full page shows Next; Next moves the offset to the next page
-        assert len(up["cards"]) == PER_PAGE
-        assert page.is_visible("#next") and page.is_hidden("#prev")
-        page1 = [c["id"] for c in up["cards"]]
-        nxt = _search_response(page, lambda: page.click("#next"))
-        assert nxt["params"]["kind"] == "upload"
-        page2 = [c["id"] for c in nxt["cards"]]
-        assert page2[0] != page1[0]
-        assert not set(page1) & set(page2)
-        assert len(page2) == PER_PAGE
-        assert page.is_visible("#prev")
-        last = _search_response(page, lambda: page.click("#next"))
-        page3 = [c["id"] for c in last["cards"]]
-        assert len(page3) == N_IMAGES - 2 * PER_PAGE  # the short last page
-        assert page.is_hidden("#next") and page.is_visible("#prev")
-        assert len(set(page1) | set(page2) | set(page3)) == N_IMAGES
-        # the pages are the API's pages at offsets 0, 24 and 48 for the same upload
-        for offset, shown in ((0, page1), (PER_PAGE, page2), (2 * PER_PAGE, page3)):
-            assert _api_upload_page(srv, path, offset) == [int(i) for i in shown], offset
-        back = _search_response(page, lambda: page.click("#prev"))
-        assert [c["id"] for c in back["cards"]] == page2
-        _thumbnails_loaded(page)
-
+        text = _type_a_caption(page, captions, target)
+        _more_like_this(page, text["cards"][0])
+        path = tmp_path / "scenes" / sorted(captions)[17]
+        up = _upload(page, captions, path)
+        _page_through(page, srv, up, path)
         assert not problems, problems
 
     shot = ARTIFACTS / "browser-search.png"
