@@ -121,3 +121,17 @@ def test_modules_and_functions_are_small() -> None:
                 if length > MAX_FUNCTION_LINES:
                     big.append(f"{module}.{node.name}: {length} lines")
     assert big == []
+
+
+def test_test_functions_are_small() -> None:
+    """A test over the limit usually holds a helper or several scenarios: name them, or make
+    them tests of their own."""
+    long = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                    and node.name.startswith("test_")):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(ROOT)}::{node.name}: {length} lines")
+    assert long == []
