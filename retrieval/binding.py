@@ -46,16 +46,32 @@ class ModelBinding:
         self._dim: int | None = None
         self._seconds: dict[ModelSpec, Encoder] = {}
         self._texts: Any = None
+        self._stored: dict[str, Any] | None = None  # the settings, read once (see settings())
         self.spec, self.unbound = self._resolve(requested)
         self._precision = self._resolve_precision(precision)
 
     # -- what the collection is bound to ---------------------------------------------------------
 
-    def _settings(self) -> dict[str, Any]:
-        return self.catalog.get_settings() if self.catalog is not None else {}
+    def settings(self) -> dict[str, Any]:
+        """The collection's settings (model, identity, precision, dimension, catalog id), read
+        once per open: read again after this binding writes them, and by a writer about to
+        write (:meth:`commit`, :meth:`indexing_encoder`), which must see another process's.
+        What they hold never changes under a reader: a collection with vectors cannot be bound
+        to another model or precision, and one without is refused to searches until bound."""
+        if self.catalog is None:
+            return {}
+        if self._stored is None:
+            self._stored = self.catalog.get_settings()
+        return self._stored
+
+    def _bound_now(self) -> ModelSpec | None:
+        """The model the collection is bound to, read again: a writer holding the lock sees
+        what another process may have recorded since this one read the settings."""
+        self._stored = None
+        return self._bound()
 
     def _bound(self) -> ModelSpec | None:
-        m = self._settings().get("model")
+        m = self.settings().get("model")
         return ModelSpec(m["name"], m.get("pretrained")) if m else None
 
     def _resolve(self, requested: ModelSpec | None) -> tuple[ModelSpec, bool]:
@@ -122,7 +138,7 @@ class ModelBinding:
     def attach(self, catalog: Catalog) -> None:
         """The catalog of the collection, made (by this process or another) after it was
         opened here: what the binding still has to record is worked out again."""
-        self.catalog = catalog
+        self.catalog, self._stored = catalog, None
         self.spec, self.unbound = self._resolve(self.spec)
         self._precision = self._resolve_precision(self._precision)
 
@@ -134,13 +150,13 @@ class ModelBinding:
             return
         values: dict[str, Any] = {}
         if self.unbound:
-            bound = self._bound()
+            bound = self._bound_now()
             if bound != self.spec and bound is not None and self._has_vectors():
                 raise ModelMismatchError(  # another process indexed into it meanwhile
                     f"collection {self.folder} was bound to model {bound} by another process "
                     "after it was opened here; run the command again")
             encoder = self.load()
-            created = self._settings().get("created_at") or dt.datetime.now(
+            created = self.settings().get("created_at") or dt.datetime.now(
                 dt.timezone.utc).replace(microsecond=0).isoformat()
             values.update(model=self.spec.to_dict(), dim=int(encoder.dim),
                           model_identity=self._loaded_identity, created_at=created)
@@ -153,9 +169,10 @@ class ModelBinding:
         if self.catalog is None:
             raise CollectionNotFoundError(f"no collection at {self.folder}")
         self.catalog.set_settings(**values)
+        self._stored = None  # read again when next needed
 
     def _stored_precision(self) -> str:
-        return str(self._settings().get("precision") or "fp32")
+        return str(self.settings().get("precision") or "fp32")
 
     @property
     def precision(self) -> str:
@@ -165,13 +182,13 @@ class ModelBinding:
     @property
     def identity(self) -> str | None:
         """The hash of the config and weights the collection's vectors were made with."""
-        value = None if self.unbound else self._settings().get("model_identity")
+        value = None if self.unbound else self.settings().get("model_identity")
         return str(value) if value else None
 
     @property
     def dim(self) -> int:
         if self._dim is None:
-            dim = None if self.unbound else self._settings().get("dim")
+            dim = None if self.unbound else self.settings().get("dim")
             if dim is None:
                 return (self._encoder or self.encoder).dim
             self._dim = int(dim)
@@ -182,6 +199,11 @@ class ModelBinding:
     @property
     def encoder(self) -> Encoder:
         """The encoder for searches: the model's ONNX export when it has one (no torch)."""
+        return self.search_encoder()
+
+    def search_encoder(self) -> Encoder:
+        """:attr:`encoder`, loaded on first call (a search whose terms need no model, such as
+        a cached text or a stored item, never calls it)."""
         self.check_readable()
         with self._loading:
             if self._encoder is None:
@@ -221,7 +243,7 @@ class ModelBinding:
         the weights the vectors are made with."""
         if self.pending:
             self.commit()  # a writer holds the lock
-        elif self._bound() != self.spec:  # re-bound by another process
+        elif self._bound_now() != self.spec:  # re-bound by another process
             raise ModelMismatchError(
                 f"collection {self.folder} was bound to model {self._bound()} by another "
                 "process after it was opened here; run the command again")
@@ -234,7 +256,7 @@ class ModelBinding:
         """The encoder, once its dimension is checked against the collection's (``record``: a
         write records it where the collection has none yet)."""
         if self._dim is None:  # once: searches need not read the settings again
-            dim = self._settings().get("dim")
+            dim = self.settings().get("dim")
             if dim is None:
                 if record:
                     self._record(dim=int(encoder.dim))

@@ -60,7 +60,6 @@ class Collection:
         self.lock = WriteLock(self.path)
         self._url = catalog
         self._catalog: Catalog | None = None
-        self._catalog_id: str | None = None
         if requested is None or collection_exists(self.path, catalog):
             self._open(create=False)  # says how to make one when there is none
         elif encoder is None:
@@ -83,7 +82,6 @@ class Collection:
 
     def _open(self, create: bool) -> Catalog:
         self._catalog = open_catalog(self.path, create, self.lock, self._url)
-        self._catalog_id = self._catalog.ensure_catalog_id()
         return self._catalog
 
     def _reading(self) -> Catalog:
@@ -198,33 +196,39 @@ class Collection:
                 from .storage.vector_indexes import VectorIndexes
 
                 catalog = self._reading()
-                assert self._catalog_id is not None
+                catalog_id = self.model.settings().get("catalog_id")  # ties indexes to it
                 self._indexes = VectorIndexes(catalog, self.path / INDEX_DIR, self.dim,
-                                              self._catalog_id, self.lock)
+                                              catalog_id or catalog.ensure_catalog_id(),
+                                              self.lock)
             return self._indexes
 
     # -- reading ------------------------------------------------------------------------------
 
     def search(self, text: str | None = None, *,
                image: str | os.PathLike[str] | bytes | None = None, like: int | None = None,
-               vector: Sequence[float] | None = None, terms: Sequence[Term] = (), k: int = 10,
-               offset: int = 0, target: str = "image", filters: Sequence[Filter | str] = (),
-               hybrid: bool | Hybrid = False, rerank: str | Sequence[Stage] | None = None,
-               deadline: float | None = None, cancel: CancelFlag | None = None,
-               **more: Any) -> list[Hit]:
+               vector: Sequence[float] | None = None,
+               terms: Sequence[Term | Mapping[str, Any]] = (), target: str = "image",
+               k: int = 10, offset: int = 0, path: str | None = None, after: str | None = None,
+               before: str | None = None, tags: Sequence[str] = (),
+               filters: Sequence[Filter | str] = (), hybrid: bool | Hybrid = False,
+               keyword_weight: float | None = None, rerank: str | Sequence[Stage] | None = None,
+               deadline: float | None = None, cancel: CancelFlag | None = None) -> list[Hit]:
         """Search by any mix of text, image, stored item (``like``) and raw vector.
 
         ``terms`` adds weighted terms (negative weights push results away). ``target`` is
         ``image`` or ``text``. ``filters`` are ``"FIELD OP VALUE"`` strings (or
         :class:`~retrieval.search.filters.Filter`); ``path``, ``after``, ``before`` and
-        ``tags`` keywords add the usual ones. ``hybrid`` fuses keyword matches (file names,
-        captions, texts, tags) with the vector ranking; ``rerank`` is a pipeline such as
-        ``"exact,mmr:0.7,dedup:0.95"``. ``deadline`` and ``cancel`` bound the search's time
-        (see :meth:`run`). See :func:`~retrieval.search.builder.build_query`."""
-        return self.run(build_query(text, image=image, like=like, vector=vector, terms=terms,
-                                    k=k, offset=offset, target=target, filters=filters,
-                                    hybrid=hybrid, rerank=rerank, **more),
-                        deadline=deadline, cancel=cancel)
+        ``tags`` add the usual ones. ``hybrid`` fuses keyword matches (file names, captions,
+        texts, tags) with the vector ranking (``keyword_weight``: the keyword ranking's
+        weight); ``rerank`` is a pipeline such as ``"exact,mmr:0.7,dedup:0.95"``. ``deadline``
+        and ``cancel`` bound the search's time (see :meth:`run`). The query's fields are
+        declared in :mod:`retrieval.search.fields`; see
+        :func:`~retrieval.search.builder.build_query`."""
+        query = build_query(text, image=image, like=like, vector=vector, terms=terms,
+                            target=target, k=k, offset=offset, path=path, after=after,
+                            before=before, tags=tags, filters=filters, hybrid=hybrid,
+                            keyword_weight=keyword_weight, rerank=rerank)
+        return self.run(query, deadline=deadline, cancel=cancel)
 
     def run(self, query: Query, *, deadline: float | None = None,
             cancel: CancelFlag | None = None) -> list[Hit]:
@@ -238,10 +242,14 @@ class Collection:
 
         with self._lazy:
             if self._searcher is None:
+                from .search.embedding import QueryEmbedder
                 from .search.searcher import Searcher
 
-                self._searcher = Searcher.over(self._reading(), self.model,
-                                               lambda m: self._vector_indexes().searching(m))
+                catalog, model = self._reading(), self.model
+                embedder = QueryEmbedder(catalog, model.search_encoder, model.dim,
+                                         model.text_cache)
+                self._searcher = Searcher(catalog, self._vector_indexes(), embedder,
+                                          model.second_model)
         return self._searcher.run(query, Budget(deadline, cancel))
 
     def get(self, item_id: int) -> Hit:

@@ -41,6 +41,7 @@ MAX_RERANK_DEPTH = MAX_CANDIDATES
 # Keyword fusion ranks the same pool of candidates whatever the page (pages are slices of one
 # list), so a hybrid search's offset + k is within that pool too.
 MAX_HYBRID_DEPTH = MAX_CANDIDATES
+MAX_KEYWORD_WEIGHT = 100
 _TARGET_NAMES = {"image": "image", "images": "image", "text": "text", "texts": "text"}
 
 
@@ -54,11 +55,11 @@ def build_query(
     target: str = "image",
     k: int = 10,
     offset: int = 0,
-    filters: Sequence[Filter | str] = (),
     path: str | None = None,
     after: str | None = None,
     before: str | None = None,
     tags: Sequence[str] = (),
+    filters: Sequence[Filter | str] = (),
     hybrid: bool | Hybrid = False,
     keyword_weight: float | None = None,
     rerank: str | Sequence[Stage] | None = None,
@@ -67,7 +68,8 @@ def build_query(
     of weight 1; ``terms`` are :class:`Term` objects or ``{"kind", "value", "weight"}``
     mappings. ``filters`` are :class:`Filter` objects or ``"FIELD OP VALUE"`` strings;
     ``path``, ``after``, ``before`` and ``tags`` add the usual filters. ``target`` is
-    ``image`` or ``text`` (plurals accepted)."""
+    ``image`` or ``text`` (plurals accepted). The parameters are the fields of
+    :data:`~retrieval.search.fields.FIELDS`."""
     all_terms = [as_term(t) for t in terms]
     for kind, value in (("text", text), ("image", image), ("like", like), ("vector", vector)):
         if value is not None:
@@ -77,17 +79,34 @@ def build_query(
                   hybrid=_hybrid(hybrid, keyword_weight),
                   rerank=parse_pipeline(rerank if isinstance(rerank, str | None) else
                                         list(rerank)))
-    validate(query)
+    _check_rules(query)  # its terms were checked as they were made
     return query
 
 
 def validate(query: Query) -> None:
-    """The rules every query meets, however it was made."""
+    """The rules every query meets, however it was made (a query built or changed by hand)."""
     if not query.terms:
         raise QueryError("nothing to search for: give a text, an image or an item id")
     if len(query.terms) > MAX_TERMS:
         raise QueryError(f"at most {MAX_TERMS} query terms, got {len(query.terms)}")
     query.terms = [as_term(t) for t in query.terms]
+    _check_rules(query)
+
+
+def ensure_valid(query: Query) -> Query:
+    """``query`` checked once: :func:`validate` runs unless the query was checked (by
+    :func:`build_query` or an earlier run) and is unchanged since (:attr:`Query.checked`)."""
+    if not query.checked:
+        validate(query)
+    return query
+
+
+def _check_rules(query: Query) -> None:
+    """The rules on a query whose terms are checked; marks it checked."""
+    if not query.terms:
+        raise QueryError("nothing to search for: give a text, an image or an item id")
+    if len(query.terms) > MAX_TERMS:
+        raise QueryError(f"at most {MAX_TERMS} query terms, got {len(query.terms)}")
     images = sum(t.kind == "image" for t in query.terms)
     if images > MAX_IMAGE_TERMS:
         raise QueryError(f"at most {MAX_IMAGE_TERMS} image terms, got {images}")
@@ -104,6 +123,7 @@ def validate(query: Query) -> None:
     if query.hybrid is not None and query.offset + query.k > MAX_HYBRID_DEPTH:
         raise QueryError(f"with hybrid, offset + k is at most {MAX_HYBRID_DEPTH}, "
                          f"got {query.offset + query.k}")
+    query.mark_checked()
 
 
 def _check_rerank(query: Query) -> None:
@@ -136,7 +156,10 @@ def as_term(raw: Term | Mapping[str, Any]) -> Term:
         raise QueryError(f"term weight must be a finite number, got {weight!r}")
     value = {"text": _text, "image": _image, "like": item_id, "vector": _vector}[raw.kind](
         raw.value)
-    return Term(raw.kind, value, float(weight))
+    limit = raw.max_pixels
+    if limit is not None and (not _is_int(limit) or limit < 1):
+        raise QueryError(f"an image term's pixel limit is a positive integer, got {limit!r}")
+    return Term(raw.kind, value, float(weight), limit)
 
 
 def item_id(value: Any) -> int:
@@ -212,8 +235,8 @@ def _hybrid(hybrid: bool | Hybrid, keyword_weight: float | None) -> Hybrid | Non
     if isinstance(hybrid, Hybrid):
         return hybrid
     if keyword_weight is not None and (not _is_number(keyword_weight) or
-                                       not 0 <= keyword_weight <= 100):
-        raise QueryError(f"keyword weight must be a number between 0 and 100, "
+                                       not 0 <= keyword_weight <= MAX_KEYWORD_WEIGHT):
+        raise QueryError(f"keyword weight must be a number between 0 and {MAX_KEYWORD_WEIGHT}, "
                          f"got {keyword_weight!r}")
     if not hybrid:
         return None

@@ -60,13 +60,14 @@ def embed_stored(catalog: Catalog, ids: Sequence[int], encoder: Encoder
 
 
 class QueryEmbedder:
-    """The collection's query vectors. ``encoder`` is called only when a term needs the model:
-    a query for a stored item, a raw vector or a cached text never loads it."""
+    """The collection's query vectors, of dimension ``dim``. ``encoder`` and ``text_cache``
+    are called only when a term needs them: a query for a stored item or a raw vector loads
+    neither, a cached text no model."""
 
-    def __init__(self, catalog: Catalog, encoder: Callable[[], Encoder], dim: Callable[[], int],
-                 text_cache: Callable[[], Any], max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    def __init__(self, catalog: Catalog, encoder: Callable[[], Encoder], dim: int,
+                 text_cache: Callable[[], Any]) -> None:
         self.catalog, self.encoder, self.dim = catalog, encoder, dim
-        self.text_cache, self.max_pixels = text_cache, max_pixels
+        self.text_cache = text_cache
 
     def vector(self, terms: Sequence[Term], check: Callable[[], None] = lambda: None
                ) -> np.ndarray:
@@ -81,7 +82,8 @@ class QueryEmbedder:
         for i, t in enumerate(terms):
             check()
             if t.kind == "image":
-                vectors[i] = embed_image(self.encoder(), t.value, self.max_pixels)
+                vectors[i] = embed_image(self.encoder(), t.value,
+                                         t.max_pixels or DEFAULT_MAX_PIXELS)
             elif t.kind == "like":
                 vectors[i] = self.stored(int(t.value))
             elif t.kind == "vector":
@@ -92,7 +94,7 @@ class QueryEmbedder:
         """Query texts through the persistent text cache: a repeated query creates no model
         session at all."""
         cache = self.text_cache()
-        found = cache.get(texts, self.dim()) if cache is not None else {}
+        found = cache.get(texts, self.dim) if cache is not None else {}
         missing = [t for t in dict.fromkeys(texts) if t not in found]
         if missing:
             fresh = dict(zip(missing, self.encoder().embed_texts(missing), strict=True))
@@ -102,16 +104,16 @@ class QueryEmbedder:
         return np.stack([found[t] for t in texts])
 
     def stored(self, item_id: int) -> np.ndarray:
-        ids, vecs = self.catalog.vectors([item_id], self.dim())
+        ids, vecs = self.catalog.vectors([item_id], self.dim)
         if not len(ids):
             raise ItemNotFoundError(f"no item with id {item_id}")
         return vecs[0]
 
     def raw(self, value: Any) -> np.ndarray:
         v = np.asarray(value, dtype=np.float32)
-        if v.shape != (self.dim(),):
+        if v.shape != (self.dim,):
             raise QueryError(f"query vector has {v.shape[0]} dimensions, the collection "
-                             f"{self.dim()}")
+                             f"{self.dim}")
         return v
 
 
@@ -132,7 +134,8 @@ class SecondModelScorer:
             if t.kind == "text":
                 vecs.append(self.encoder.embed_texts([str(t.value)])[0])
             elif t.kind == "image":
-                vecs.append(embed_image(self.encoder, t.value))
+                vecs.append(embed_image(self.encoder, t.value,
+                                        t.max_pixels or DEFAULT_MAX_PIXELS))
             else:
                 found = embed_stored(self.catalog, [int(t.value)], self.encoder)
                 if int(t.value) not in found:

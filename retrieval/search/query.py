@@ -28,17 +28,21 @@ TermKind = Literal["text", "image", "like", "vector"]
 TERM_KINDS: tuple[str, ...] = ("text", "image", "like", "vector")
 TARGETS = ("image", "text")
 
+_END = object()  # ends a list in a query's state (see Query.checked)
 _WEIGHTED = re.compile(r"^\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*:(.*)$", re.S)
 
 
 @dataclass(frozen=True)
 class Term:
     """One part of a query and its weight: a ``text``; an ``image`` (a path, or the file's
-    bytes); ``like``, a stored item's id (more like it); or a raw ``vector``."""
+    bytes); ``like``, a stored item's id (more like it); or a raw ``vector``. ``max_pixels``
+    bounds the decoding of an image term (a service passes its upload limit; None: the
+    library's default)."""
 
     kind: TermKind
     value: Any
     weight: float = 1.0
+    max_pixels: int | None = None
 
 
 def parse_weighted(arg: str) -> tuple[float, str]:
@@ -71,6 +75,26 @@ class Query:
     filters: list[Filter] = field(default_factory=list)
     hybrid: Hybrid | None = None
     rerank: list[Stage] = field(default_factory=list)
+    _checked_as: tuple[object, ...] | None = field(default=None, init=False, repr=False,
+                                                   compare=False)
+
+    @property
+    def checked(self) -> bool:
+        """Whether the query met the builder's rules and is unchanged since: every field, and
+        every element of its lists, is still the object it was then (a query changed since is
+        checked again when it runs)."""
+        old, now = self._checked_as, self._state()
+        return old is not None and len(old) == len(now) and all(
+            a is b for a, b in zip(old, now, strict=True))
+
+    def mark_checked(self) -> None:
+        """Record that the query, as it is now, meets the builder's rules (the builder calls
+        this)."""
+        self._checked_as = self._state()
+
+    def _state(self) -> tuple[object, ...]:
+        return (self.target, self.k, self.offset, self.hybrid, *self.terms, _END, *self.filters,
+                _END, *self.rerank)
 
     def keyword_text(self) -> str:
         """The words the keyword half of a hybrid search looks for: positive text terms."""

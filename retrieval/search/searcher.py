@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from ..encoders.spec import ModelSpec
 from ..errors import QueryError
 from .budget import UNLIMITED, Budget
-from .builder import validate
+from .builder import ensure_valid
 from .embedding import QueryEmbedder
 from .filters import compile_filters
 from .hits import Hit, explain, hydrate
@@ -28,33 +28,34 @@ from .query import Query
 from .rerank import MAX_CANDIDATES, Candidate, RerankContext, SecondModel, run_pipeline
 
 if TYPE_CHECKING:
-    from ..binding import ModelBinding
+    from indexers import VectorIndex
+
     from ..storage import Catalog
 
 
-class Searcher:
-    """Queries against one collection, from any number of threads. ``index(modality)`` gives
-    the vector index in step with the catalog, to search inside a ``with`` block;
-    ``second_model(spec)`` a second model for the re-ranking stage."""
+class Indexes(Protocol):
+    """The collection's vector indexes, as searches use them."""
 
-    def __init__(self, catalog: Catalog, index: Callable[[str], AbstractContextManager[object]],
-                 embedder: QueryEmbedder,
+    def searching(self, modality: str) -> AbstractContextManager[VectorIndex]:
+        """The index of ``modality``, in step with the catalog, to search inside the block."""
+        ...
+
+
+class Searcher:
+    """Queries against one collection, from any number of threads: the catalog, the vector
+    ``indexes``, the ``embedder`` of query terms, and ``second_model(spec)`` for the
+    re-ranking stage."""
+
+    def __init__(self, catalog: Catalog, indexes: Indexes, embedder: QueryEmbedder,
                  second_model: Callable[[ModelSpec], SecondModel]) -> None:
-        self.catalog, self.index, self.embedder = catalog, index, embedder
+        self.catalog, self.indexes, self.embedder = catalog, indexes, embedder
         self.second_model = second_model
 
-    @classmethod
-    def over(cls, catalog: Catalog, model: ModelBinding,
-             index: Callable[[str], AbstractContextManager[object]]) -> Searcher:
-        """A searcher for a collection's catalog, model and vector indexes."""
-        embedder = QueryEmbedder(catalog, lambda: model.encoder, lambda: model.dim,
-                                 model.text_cache)
-        return cls(catalog, index, embedder, model.second_model)
-
     def run(self, query: Query, budget: Budget = UNLIMITED) -> list[Hit]:
-        """The query's hits; raises SearchTimeout / SearchCancelled when ``budget`` says so."""
+        """The query's hits; raises SearchTimeout / SearchCancelled when ``budget`` says so.
+        A query from :func:`~.builder.build_query` is not checked again."""
         budget.check()
-        validate(query)
+        ensure_valid(query)
         q = self.embedder.vector(query.terms, budget.check)
         need = query.offset + query.k
         pool = candidate_pool(query)
@@ -63,9 +64,8 @@ class Searcher:
             conditions = compile_filters(query.filters, self.catalog, query.target)
             allow = self.catalog.ids_where(query.target, conditions)
             budget.check()
-        with self.index(query.target) as index:
-            pairs, _plan = filtered_search(index, q, pool, allow,  # type: ignore[arg-type]
-                                           budget.check)
+        with self.indexes.searching(query.target) as index:
+            pairs, _plan = filtered_search(index, q, pool, allow, budget.check)
         budget.check()
         cands = [Candidate(i, s, scores={"vector": s}) for i, s in pairs]
         if query.hybrid is not None:
@@ -84,7 +84,7 @@ class Searcher:
         return self._page(query, cands[query.offset:need])
 
     def _stored(self, ids: list[int]) -> np.ndarray:
-        found, vecs = self.catalog.vectors(ids, self.embedder.dim())
+        found, vecs = self.catalog.vectors(ids, self.embedder.dim)
         if len(found) != len(ids):
             missing = set(ids) - set(found.tolist())
             raise QueryError(f"items {sorted(missing)[:5]} vanished during the search; retry")

@@ -128,8 +128,7 @@ def open_catalog(folder: Path, create: bool, lock: WriteLock, url: str | None = 
         lock.shared = DatabaseLock(catalog.url, catalog.where)
         if joining:
             _write_url(folder, catalog.url)
-        catalog.ensure_catalog_id()
-        return catalog
+        return catalog  # its id is ensured when its indexes are first opened (Collection)
     if (folder / CATALOG_FILE).exists():
         _check_not_emptied(folder)
         return Catalog(folder / CATALOG_FILE)

@@ -81,8 +81,7 @@ class VectorIndexes:
         self.folder = folder
         self.dim = dim
         self.catalog_id = catalog_id
-        self.memory_budget = int(catalog.get_settings().get("index_memory")
-                                 or DEFAULT_MEMORY_BUDGET)
+        self._memory_budget: int | None = None  # read when a plan needs it (see below)
         self.recall_target = recall_target
         self.lock = lock
         self._loaded: dict[str, _Loaded] = {}
@@ -108,6 +107,15 @@ class VectorIndexes:
         with self._rw.reading():
             yield index
 
+    @property
+    def memory_budget(self) -> int:
+        """The indexes' memory bound, read from the settings when an index is first planned:
+        a search that loads its indexes from disk never reads it."""
+        if self._memory_budget is None:
+            self._memory_budget = int(self.catalog.get_settings().get("index_memory")
+                                      or DEFAULT_MEMORY_BUDGET)
+        return self._memory_budget
+
     def set_memory_budget(self, size: int | str) -> None:
         """Bound the indexes' memory (bytes, or a size such as "2G"); kept for later runs."""
         try:
@@ -117,7 +125,7 @@ class VectorIndexes:
         if budget <= 0:
             raise InputError(f"index memory must be positive, got {size!r}")
         self.catalog.set_settings(index_memory=budget)
-        self.memory_budget = budget
+        self._memory_budget = budget
 
     def get(self, modality: str) -> VectorIndex:
         """The index of ``modality``, current with the catalog."""
