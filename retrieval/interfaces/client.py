@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import QueryError, ServiceError
-from ..search import Hit
+from ..search import Hit, Term
 
 
 class Client:
@@ -39,26 +39,26 @@ class Client:
             raise ServiceError(res.status_code, str(detail))
         return res
 
-    def search(self, text: str | None = None, *, image: str | os.PathLike[str] | bytes | None
-               = None, like: int | None = None, vector: Sequence[float] | None = None,
-               k: int = 10, offset: int = 0, target: str = "image",
+    def search(self, text: str | None = None, *,
+               image: str | os.PathLike[str] | bytes | None = None, like: int | None = None,
+               vector: Sequence[float] | None = None,
+               terms: Sequence[Term | Mapping[str, Any]] = (), target: str = "image",
+               k: int = 10, offset: int = 0, path: str | None = None, after: str | None = None,
+               before: str | None = None, tags: Sequence[str] = (),
                filters: Sequence[str] = (), hybrid: bool = False,
-               rerank: str | None = None, **more: Any) -> list[Hit]:
-        """The same search as :meth:`retrieval.Collection.search`, over HTTP (``more``:
-        ``path``, ``after``, ``before``, ``tags``, ``keyword_weight``, ``terms``)."""
-        body: dict[str, Any] = {"k": k, "offset": offset, "target": target,
-                                "filters": list(filters), "hybrid": hybrid, "rerank": rerank,
-                                **more}
-        if text is not None:
-            body["text"] = text
-        if like is not None:
-            body["like"] = like
-        if vector is not None:
-            body["vector"] = [float(x) for x in vector]
-        if image is not None:
-            data = image if isinstance(image, bytes) else _read(image)
-            body["image"] = base64.b64encode(data).decode()
-        res = self._call("POST", "/search", json=body)
+               keyword_weight: float | None = None, rerank: str | None = None) -> list[Hit]:
+        """The same search as :meth:`retrieval.Collection.search`, over HTTP. ``image`` (a
+        file or its bytes) and the images of :class:`~retrieval.Term` terms are sent
+        base64-encoded; ``terms`` given as mappings go as they are (the JSON body's form)."""
+        body: dict[str, Any] = {
+            "text": text, "image": None if image is None else _base64(image), "like": like,
+            "vector": None if vector is None else [float(x) for x in vector],
+            "terms": [_term(t) for t in terms], "target": target, "k": k, "offset": offset,
+            "path": path, "after": after, "before": before, "tags": list(tags),
+            "filters": list(filters), "hybrid": hybrid, "keyword_weight": keyword_weight,
+            "rerank": rerank}
+        res = self._call("POST", "/search",
+                         json={key: value for key, value in body.items() if value is not None})
         return [Hit(**h) for h in res.json()["hits"]]
 
     def item(self, item_id: int) -> Hit:
@@ -82,6 +82,23 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _term(term: Term | Mapping[str, Any]) -> Any:
+    """A term as the JSON body takes it."""
+    if not isinstance(term, Term):
+        return dict(term)
+    value = term.value
+    if term.kind == "image":
+        value = _base64(value)
+    elif term.kind == "vector":
+        value = [float(x) for x in value]
+    return {"kind": term.kind, "value": value, "weight": term.weight}
+
+
+def _base64(image: str | os.PathLike[str] | bytes) -> str:
+    data = image if isinstance(image, bytes) else _read(image)
+    return base64.b64encode(data).decode()
 
 
 def _read(path: str | os.PathLike[str]) -> bytes:

@@ -24,19 +24,18 @@ import base64
 import binascii
 import contextlib
 import hashlib
-import io
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO, Literal
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, Literal, TypeAlias
 
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi import Path as FPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from ..collection import Collection, Hit
 from ..errors import (
@@ -51,8 +50,10 @@ from ..errors import (
 )
 from ..fileio import atomic_path
 from ..pathnames import shown
-from ..search.builder import MAX_ITEM_ID, MAX_K, MAX_OFFSET, MAX_TERMS, MAX_TEXT, build_query
+from ..search.builder import MAX_ITEM_ID, build_query
+from ..search.fields import FIELDS, QueryField
 from ..search.files import OCTET_STREAM
+from ..search.query import Term
 from .http_guards import (
     DEFAULT_CSP,
     FILE_CSP,
@@ -84,29 +85,37 @@ class TermIn(BaseModel):
     weight: float = 1.0
 
 
-class SearchIn(BaseModel):
-    """A search request; at least one of text, image, like, vector or terms. Values are
-    checked by the engine's query builder, the same rules as for the command line and the
-    Python API (a 400 with a one-line ``detail`` when one is broken)."""
+def _request_model(name: str, doc: str, fields: Sequence[QueryField],
+                   extra: Literal["forbid", "ignore"]) -> type[BaseModel]:
+    """A request model of these query fields: JSON types, defaults, descriptions and bounds
+    from the declaration (:mod:`retrieval.search.fields`); terms are :class:`TermIn`."""
+    spec: dict[str, Any] = {}
+    for f in fields:
+        kw: dict[str, Any] = {"description": f.description}
+        if f.max_length is not None:
+            kw["max_length"] = f.max_length
+        if f.example is not None:
+            kw["examples"] = [f.example]
+        default = {"default_factory": list} if f.repeatable else {"default": f.default}
+        spec[f.name] = (list[TermIn] if f.name == "terms" else f.json, Field(**default, **kw))
+    return create_model(name, __config__=ConfigDict(extra=extra), __doc__=doc, **spec)
 
-    model_config = ConfigDict(extra="forbid")
-    text: str | None = Field(None, description=f"at most {MAX_TEXT} characters")
-    image: str | None = Field(None, description="base64-encoded image file")
-    like: int | None = Field(None, description="search like this stored item")
-    vector: list[float] | None = Field(None, description="a raw query vector")
-    terms: list[TermIn] = Field(default_factory=list, description=f"at most {MAX_TERMS}")
-    k: int = Field(10, description=f"1 to {MAX_K}")
-    offset: int = Field(0, description=f"0 to {MAX_OFFSET}")
-    target: Literal["image", "text", "images", "texts"] = "image"
-    filters: list[str] = Field(default_factory=list, max_length=32,
-                               description="'FIELD OP VALUE' conditions")
-    path: str | None = Field(None, description="a glob, or a folder")
-    after: str | None = Field(None, description="taken (or modified) on or after this date")
-    before: str | None = Field(None, description="taken (or modified) before this date")
-    tags: list[str] = Field(default_factory=list, max_length=32)
-    hybrid: bool = False
-    keyword_weight: float | None = Field(None, description="0 to 100 (default 1)")
-    rerank: str | None = Field(None, max_length=500, examples=["exact,mmr:0.7,dedup:0.95"])
+
+if TYPE_CHECKING:
+    SearchIn: TypeAlias = BaseModel
+    SearchForm: TypeAlias = BaseModel
+else:
+    SearchIn = _request_model(
+        "SearchIn", "A search request; at least one of text, image, like, vector or terms. "
+        "Values are checked by the engine's query builder, the same rules as for the command "
+        "line and the Python API (a 400 with a one-line ``detail`` when one is broken).",
+        FIELDS, extra="forbid")
+    # The upload form: its file is the image; vector and terms have no form spelling (a form
+    # field is a string: hundreds of numbers, or objects, are no form field). Unknown form
+    # fields are ignored, and an empty one is the field's default.
+    SearchForm = _request_model(
+        "SearchForm", "The fields of an upload search besides its image file.",
+        [f for f in FIELDS if f.form], extra="ignore")
 
 
 class HitOut(BaseModel):
@@ -179,7 +188,7 @@ class _Service:
     async def on_engine(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.engine, fn, *args)
 
-    async def bounded_search(self, request: Request, body: SearchIn,
+    async def bounded_search(self, request: Request, fields: dict[str, Any],
                              upload: bytes | None = None) -> SearchOut:
         """A search on an engine thread, within the service's deadline (time spent waiting
         for a thread counts); a client that goes away, or the server stopping, cancels it."""
@@ -188,34 +197,38 @@ class _Service:
         self.inflight.add(cancel)
         watcher = asyncio.ensure_future(_until_disconnected(request, cancel))
         try:
-            return await self.on_engine(self.search, body, upload, deadline, cancel)
+            return await self.on_engine(self.search, fields, upload, deadline, cancel)
         finally:
             cancel.set()  # finished, abandoned or interrupted: no engine work goes on for it
             watcher.cancel()
             self.inflight.discard(cancel)
 
-    def search(self, body: SearchIn, upload: bytes | None = None,
+    def search(self, fields: dict[str, Any], upload: bytes | None = None,
                deadline: float | None = None, cancel: threading.Event | None = None
                ) -> SearchOut:
-        terms: list[dict[str, Any]] = [t.model_dump() for t in body.terms]
-        for t in terms:
-            if t["kind"] == "image":
-                t["value"] = _b64(t["value"])
-        for data in (upload, _b64(body.image) if body.image is not None else None):
+        """A search from a request's query fields (of a JSON body or an upload form, images
+        in base64) and an uploaded file; each image is decoded once, by the search, within
+        the service's pixel limit."""
+        fields = dict(fields)
+        terms = [self._image(_b64(t["value"]), t["weight"]) if t["kind"] == "image" else t
+                 for t in fields.pop("terms", ())]
+        image = fields.pop("image", None)
+        for data in (upload, _b64(image) if image is not None else None):
             if data is not None:
-                terms.append({"kind": "image", "value": data})
-        query = build_query(
-            body.text, like=body.like, vector=body.vector, terms=terms, target=body.target,
-            k=body.k, offset=body.offset, filters=body.filters, path=body.path,
-            after=body.after, before=body.before, tags=body.tags, hybrid=body.hybrid,
-            keyword_weight=body.keyword_weight, rerank=body.rerank)
-        for term in query.terms:  # the service's own limits on uploaded images
-            if term.kind == "image":
-                _upload(term.value, self.max_upload_bytes, self.max_pixels)
+                terms.append(self._image(data))
+        query = build_query(terms=terms, **fields)
+        for term in query.terms:  # the service's own limit on uploaded bytes
+            if term.kind == "image" and len(term.value) > self.max_upload_bytes:
+                raise QueryError("uploaded image is larger than the limit of "
+                                 f"{size_text(self.max_upload_bytes)}")
         start = time.perf_counter()
         hits = self.collection.run(query, deadline=deadline, cancel=cancel)
         return SearchOut(hits=[_hit_out(h) for h in hits],
                          took_ms=round((time.perf_counter() - start) * 1000, 2))
+
+    def _image(self, data: bytes, weight: Any = 1.0) -> Term:
+        """An uploaded image as a term, decoded (by the search) within the service's limit."""
+        return Term("image", data, weight, max_pixels=self.max_pixels)
 
     def thumbnail(self, item_id: int, size: int) -> Path:
         size = min((s for s in THUMB_SIZES if s >= size), default=THUMB_SIZES[-1])
@@ -311,27 +324,20 @@ def _search_routes(app: FastAPI, service: _Service) -> None:
     async def search(body: SearchIn, request: Request) -> Response:
         """Search by text, base64 image, stored item, raw vector or weighted terms, with
         filters, hybrid keyword fusion and a re-ranking pipeline."""
-        return _json(await service.bounded_search(request, body))
+        return _json(await service.bounded_search(request, body.model_dump()))
 
     @app.post("/search/upload", response_model=SearchOut, tags=["search"])
     async def search_upload(
         request: Request,
         image: Annotated[UploadFile, File(description="an image file")],
-        k: Annotated[int, Form()] = 10,
-        offset: Annotated[int, Form()] = 0,
-        target: Annotated[Literal["image", "text", "images", "texts"], Form()] = "image",
-        text: Annotated[str | None, Form()] = None,
-        filters: Annotated[list[str] | None, Form()] = None,
-        rerank: Annotated[str | None, Form(max_length=500)] = None,
+        form: Annotated[SearchForm, Form()],
     ) -> Response:
-        """Search with an uploaded image file (multipart form), optionally plus text."""
-        try:  # the form's fields checked as a JSON body's are: a 422 naming the field
-            body = SearchIn(text=text or None, k=k, offset=offset, target=target,
-                            filters=[f for f in (filters or []) if f], rerank=rerank or None)
-        except ValidationError as exc:
-            raise RequestValidationError(exc.errors()) from None
+        """Search with an uploaded image file (multipart form), optionally plus text, with the
+        fields of a JSON search but vector and terms."""
+        fields = {name: [v for v in value if v] if isinstance(value, list) else value
+                  for name, value in form.model_dump().items()}  # empty list entries left out
         data = await image.read(service.max_upload_bytes + 1)
-        return _json(await service.bounded_search(request, body, data))
+        return _json(await service.bounded_search(request, fields, data))
 
 
 def _item_routes(app: FastAPI, service: _Service) -> None:
@@ -395,22 +401,6 @@ def _b64(text: Any) -> bytes:
                                 validate=True)
     except (binascii.Error, ValueError):
         raise QueryError("image is not valid base64") from None
-
-
-def _upload(data: bytes, max_bytes: int, max_pixels: int) -> bytes:
-    """An uploaded image within the service's limits (bytes, and pixels read from its
-    header), or a 400 saying which it broke."""
-    from ..media import ImageDecodeError, open_image
-
-    if len(data) > max_bytes:
-        raise QueryError(f"uploaded image is larger than the limit of {size_text(max_bytes)}")
-    if not data:
-        raise QueryError("uploaded image is empty")
-    try:
-        open_image(io.BytesIO(data), max_pixels).close()
-    except ImageDecodeError as exc:
-        raise QueryError(f"uploaded image: {exc.reason}") from None
-    return data
 
 
 def _make_thumbnail(src: BinaryIO, dest: Path, size: int) -> None:

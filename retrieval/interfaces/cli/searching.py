@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import types
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 import click
 
 from ...pathnames import shown
+from ...search.fields import FIELDS, QueryField
 from .describing import generation_options, take_generation
 from .group import cli, json_option, model_options, open_collection
 from .output import counted, echo_json, echo_json_lines, echo_path, human_bytes, print_hits
@@ -27,6 +30,32 @@ def _terms(kind: str, values: tuple[str, ...], sign: float = 1.0) -> list[Any]:
     return terms
 
 
+def query_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The query's options, one per field of the declaration that has a command-line flag
+    (:data:`~retrieval.search.fields.FIELDS`), in its order; each reaches the command under
+    the field's name."""
+    for field in reversed([q for q in FIELDS if q.flags]):
+        f = click.option(*field.flags, field.name, default=field.default, help=field.help,
+                         metavar=field.metavar, show_default=field.show_default,
+                         **_click_type(field))(f)
+    return f
+
+
+def _click_type(field: QueryField) -> dict[str, Any]:
+    """How click parses a field of this JSON type: a flag, a repeatable option, a choice or a
+    number (a text needs nothing)."""
+    if field.json is bool:
+        return {"is_flag": True}
+    if field.repeatable:
+        return {"multiple": True}
+    kind = field.json
+    if isinstance(kind, types.UnionType):  # X | None: an option that may be left out
+        kind = next(a for a in get_args(kind) if a is not type(None))
+    if get_origin(kind) is Literal:
+        return {"type": click.Choice(get_args(kind))}
+    return {"type": kind} if kind in (int, float) else {}
+
+
 @cli.command()
 @click.argument("texts", nargs=-1)
 @click.option("--image", "images", multiple=True, metavar="[W:]PATH",
@@ -36,46 +65,22 @@ def _terms(kind: str, values: tuple[str, ...], sign: float = 1.0) -> list[Any]:
 @click.option("--add", "adds", multiple=True, metavar="TEXT", help="Add a text term.")
 @click.option("--subtract", "subtracts", multiple=True, metavar="TEXT",
               help="Subtract a text term (push results away from it).")
-@click.option("--target", type=click.Choice(["image", "text", "images", "texts"]),
-              default="image", show_default=True,
-              help="Search images, or stored texts and captions.")
-@click.option("-k", "--top", "k", type=int, default=10, show_default=True,
-              help="Number of results.")
-@click.option("--offset", type=int, default=0, help="Skip this many results (paging).")
-@click.option("--path", "path_glob", metavar="GLOB",
-              help="Only paths matching a glob (e.g. '*/2021/*.jpg'), or under a folder.")
-@click.option("--after", metavar="DATE", help="Taken (or modified) on or after DATE.")
-@click.option("--before", metavar="DATE", help="Taken (or modified) before DATE.")
-@click.option("--tag", "tags", multiple=True, help="Only items with this tag (repeatable).")
-@click.option("--where", "wheres", multiple=True, metavar="'FIELD OP VALUE'",
-              help="Any filter, e.g. 'width >= 1024', 'camera ~ *canon*', 'meta.brand = acme' "
-                   "(repeatable; see docs for fields).")
-@click.option("--hybrid", is_flag=True,
-              help="Fuse keyword matches (file names, captions, texts, tags) with the vector "
-                   "ranking (reciprocal rank fusion).")
-@click.option("--keyword-weight", type=float, default=None,
-              help="Weight of the keyword ranking in --hybrid (default 1).")
-@click.option("--rerank", metavar="STAGES",
-              help="Re-ranking pipeline, e.g. exact,mmr:0.7,dedup:0.95,model:ViT-B-32@TAG")
+@query_options
 @json_option("One JSON object per hit.")
 @click.option("--paths", "paths_only", is_flag=True, help="Print bare paths, one per line.")
 @model_options
 @click.pass_context
 def search(ctx: click.Context, texts: tuple[str, ...], images: tuple[str, ...],
            likes: tuple[str, ...], adds: tuple[str, ...], subtracts: tuple[str, ...],
-           target: str, k: int, offset: int, path_glob: str | None, after: str | None,
-           before: str | None, tags: tuple[str, ...], wheres: tuple[str, ...], hybrid: bool,
-           keyword_weight: float | None, rerank: str | None, as_json: bool, paths_only: bool,
-           model: str | None, pretrained: str | None, device: str) -> None:
+           as_json: bool, paths_only: bool, model: str | None, pretrained: str | None,
+           device: str, **fields: Any) -> None:
     """Search by text, image or stored item. Each TEXT argument is a term; prefix a weight
     to weigh it, e.g. '2:red car' or '-1:people'. Terms are combined as a weighted sum."""
     from ...search import build_query
 
     terms = (_terms("text", texts) + _terms("text", adds) + _terms("text", subtracts, -1.0)
              + _terms("image", images) + _terms("like", likes))
-    query = build_query(terms=terms, target=target, k=k, offset=offset, filters=wheres,
-                        path=path_glob, after=after, before=before, tags=tags, hybrid=hybrid,
-                        keyword_weight=keyword_weight, rerank=rerank)
+    query = build_query(terms=terms, **fields)  # the options of query_options
     hits = open_collection(ctx, model, pretrained, device, one_shot=True).run(query)
     if as_json:
         echo_json_lines(h.to_dict() for h in hits)
