@@ -18,10 +18,9 @@ import pytest
 from conftest import make_image
 
 from retrieval import Collection
-from retrieval.enrich.captions import GENERATED, write_generated
 from retrieval.media import hash_text
 from retrieval.storage.keywords import matched_words
-from retrieval.storage.records import TextRecord
+from retrieval.storage.records import GENERATED, TextRecord
 
 SIDECARS = {"a.jpg": "a sandy beach with palm trees", "c.jpg": "red circle",
             "e.jpg": "Café au lait"}
@@ -58,7 +57,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory, encoder: Any) -> Iterator[Se
                               parent_id=ids[name], metadata={"captioner": "scripted"})
                    for (name, t), v in zip(GENERATED_CAPTIONS.items(),
                                            encoder.embed_texts(texts), strict=True)]
-        col.catalog._write(write_generated, records)
+        col.catalog.write_generated(records)
         col.add_texts(TEXTS)
         for it in col.catalog.get_items(col.catalog.vector_ids("text").tolist()).values():
             if it.external_id:

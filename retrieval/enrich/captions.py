@@ -20,15 +20,12 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import select
 
 from ..encoders.spec import BUILTIN_MODELS, LOCAL_DIR_PREFIX, ModelSpec
 from ..errors import InputError
 from ..ingest.report import FileError, IndexProgress, no_progress
 from ..pathnames import shown
-from ..storage.records import TextRecord
-from ..storage.schema import IMAGE, TEXT, items
-from ..storage.writes import chunks, ids_by, log_changes, refresh_keywords, upsert
+from ..storage.records import GENERATED, TextRecord
 
 if TYPE_CHECKING:
     from ..collection import Collection
@@ -37,7 +34,6 @@ if TYPE_CHECKING:
     from ..encoders.generation import GenerationOptions
     from ..storage import Catalog
 
-GENERATED = "generated"
 DEMO_CAPTIONER = "demo-captioner"
 
 
@@ -136,8 +132,9 @@ def caption_run(catalog: Catalog, captioner: Captioner, encoder: Callable[[], En
     report = progress or no_progress
     key = captioner.key(options)
     summary = CaptionSummary(str(captioner.spec))
-    images = _images(catalog)
-    current = _generated(catalog, [i for i, _, _ in images])
+    images = catalog.image_contents()
+    current = {image: (meta.get("image_hash"), meta.get("captioner_key")) for image, meta
+               in catalog.generated_metadata(i for i, _, _ in images).items()}
     todo = [(i, p, h) for i, p, h in images
             if force or current.get(i) != (h, key)]
     summary.unchanged = len(images) - len(todo)
@@ -155,8 +152,8 @@ def caption_run(catalog: Catalog, captioner: Captioner, encoder: Callable[[], En
         if batch:
             texts = captioner.generate(np.stack(pixels), options)
             vectors = encoder().embed_texts(texts)
-            catalog._write(write_generated, _records(batch, texts, vectors, key,
-                                                     str(captioner.spec), options))
+            catalog.write_generated(_records(batch, texts, vectors, key, str(captioner.spec),
+                                             options))
             summary.generated += len(batch)
         done = min(start + batch_size, len(todo))
         rate = done / max(1e-9, time.perf_counter() - t0)
@@ -172,25 +169,6 @@ def _reason(exc: Exception) -> str:
     return exc.reason if isinstance(exc, ImageDecodeError) else f"{type(exc).__name__}: {exc}"
 
 
-def _images(catalog: Catalog) -> list[tuple[int, str, str | None]]:
-    """(id, path, content hash) of every image, in id order."""
-    rows = catalog._read(select(items.c.id, items.c.path, items.c.content_hash)
-                         .where(items.c.kind == IMAGE).order_by(items.c.id))
-    return [(r.id, r.path, r.content_hash) for r in rows]
-
-
-def _generated(catalog: Catalog, image_ids: Sequence[int]
-               ) -> dict[int, tuple[str | None, str | None]]:
-    """Image id -> (image hash, captioner key) its generated caption was made from."""
-    out: dict[int, tuple[str | None, str | None]] = {}
-    for part in chunks(list(image_ids)):
-        for r in catalog._read(select(items.c.parent_id, items.c.metadata).where(
-                items.c.source == GENERATED, items.c.parent_id.in_(part))):
-            meta = r.metadata or {}
-            out[r.parent_id] = (meta.get("image_hash"), meta.get("captioner_key"))
-    return out
-
-
 def _records(batch: Sequence[tuple[int, str | None]], texts: Sequence[str],
              vectors: np.ndarray, key: str, captioner: str, options: GenerationOptions
              ) -> list[TextRecord]:
@@ -201,26 +179,6 @@ def _records(batch: Sequence[tuple[int, str | None]], texts: Sequence[str],
                        metadata={"captioner": captioner, "captioner_key": key,
                                  "image_hash": content, "options": options.key()})
             for (image_id, content), text, vec in zip(batch, texts, vectors, strict=True)]
-
-
-def write_generated(conn: Any, records: Sequence[TextRecord]) -> list[int]:
-    """Insert or replace generated captions, one per image (keyed by the image); one
-    transaction with their vectors, change log and keyword rows (the text's and its image's).
-    An image deleted since the batch was read is left out."""
-    from ..storage.schema import utcnow
-
-    alive = set(ids_by(conn, items.c.id, [r.parent_id for r in records], items.c.kind == IMAGE))
-    records = [r for r in records if r.parent_id in alive]
-    now = utcnow()
-    rows = [dict(kind=TEXT, text=r.text, content_hash=r.content_hash, source=GENERATED,
-                 metadata=r.metadata, parent_id=r.parent_id, updated_at=now) for r in records]
-    existing = ids_by(conn, items.c.parent_id, [r.parent_id for r in records],
-                      items.c.source == GENERATED)
-    ids = upsert(conn, rows, [existing.get(r.parent_id) for r in records],
-                 [r.vector for r in records], now)
-    log_changes(conn, ((i, TEXT) for i in ids))
-    refresh_keywords(conn, ids + [r.parent_id for r in records if r.parent_id is not None])
-    return ids
 
 
 def caption_images(images: Sequence[str | bytes], captioner: str | ModelSpec | None = None, *,

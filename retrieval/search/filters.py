@@ -1,4 +1,5 @@
-"""Filters on catalog fields, parsed from the CLI and compiled to SQL.
+"""Filters on catalog fields: parsed from the CLI, checked, and handed to the catalog as plain
+conditions (:class:`~retrieval.storage.records.Condition`), which it compiles to SQL.
 
 A filter is ``FIELD OP VALUE``. Fields:
 
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import QueryError
+from ..storage.records import Condition
 
 OPS = ("!=", "<=", ">=", "=", "<", ">", "~")
 _WHERE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*([!<>=~]+)\s*(.*?)\s*$", re.S)
@@ -118,21 +120,17 @@ def path_filter(value: str) -> Filter:
     return Filter("path", "under", os.path.abspath(os.path.expanduser(value)).rstrip(os.sep))
 
 
-def _glob_escape(text: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", text)
-
-
-def compile_filters(filters: list[Filter], catalog: Any, kind: str) -> list[Any]:
-    """SQLAlchemy conditions on ``Item`` for these filters; raises :class:`QueryError` for an
-    unknown field, a field the searched kind of item does not have, a bad operator for the
-    field, or a malformed value."""
+def compile_filters(filters: list[Filter], catalog: Any, kind: str) -> list[Condition]:
+    """The catalog's conditions for these filters (values read, fields resolved; the catalog
+    compiles them into SQL); raises :class:`QueryError` for an unknown field, a field the
+    searched kind of item does not have, a bad operator for the field, or a malformed value."""
     conditions = []
     keys = _Keys(catalog)
     for f in filters:
         if f.op not in OPS and not (f.op == "under" and f.field == "path"):
             raise QueryError(f"unknown operator {f.op!r} in filter '{f}'")
         field = f.field if f.field in FIELDS else _metadata_field(f, keys, kind)
-        conditions.append(_compile(Filter(field, f.op, f.value), kind))
+        conditions.append(_condition(Filter(field, f.op, f.value), kind))
     return conditions
 
 
@@ -177,148 +175,82 @@ def _metadata_field(f: Filter, keys: _Keys, kind: str) -> str:
     return f"meta.{key}"
 
 
-def _compare(column: Any, op: str, value: Any) -> Any:
-    return {"=": column == value, "!=": column != value, "<": column < value,
-            "<=": column <= value, ">": column > value, ">=": column >= value}[op]
-
-
-def _compile(f: Filter, kind: str) -> Any:
+def _condition(f: Filter, kind: str) -> Condition:
     if f.field in DATES:
-        return _date(f)
+        return _date(f, kind)
     if f.field in NUMERIC:
-        return _number(f)
+        return _number(f, kind)
     if f.field.startswith("meta."):
-        return _metadata(f)
+        return _metadata(f, kind)
     return {"path": _path, "orientation": _orientation, "camera": _camera, "tag": _tag,
             "caption": _caption}[f.field](f, kind)
 
 
-def _path(f: Filter, kind: str) -> Any:
-    from sqlalchemy import or_, select
-
-    from ..storage.dialects import Glob
-    from ..storage.schema import items
-
-    parent = items.alias("parent")
-    path = (select(parent.c.path).where(parent.c.id == items.c.parent_id).scalar_subquery()
-            if kind == "text" else items.c.path)
-    if f.op == "~":
-        return Glob(path, f.value)
-    if f.op == "under":
-        return or_(path == f.value, Glob(path, _glob_escape(f.value) + os.sep + "*"))
+def _path(f: Filter, kind: str) -> Condition:
+    if f.op in ("~", "under"):
+        return Condition("path", f.op, f.value, kind)
     if f.op in ("=", "!="):
-        return _compare(path, f.op, os.path.abspath(os.path.expanduser(f.value)))
+        return Condition("path", f.op, os.path.abspath(os.path.expanduser(f.value)), kind)
     raise QueryError(f"filter '{f}': path takes = != or ~ (a glob)")
 
 
-def _date(f: Filter) -> Any:
-    from sqlalchemy import and_, func, not_
-
-    from ..storage.dialects import EpochTime
-    from ..storage.schema import items
-
+def _date(f: Filter, kind: str) -> Condition:
     when = parse_date(f.value, f"filter '{f}'")
-    mtime = EpochTime(items.c.mtime_ns / 1_000_000_000)
-    column = {"taken": items.c.taken_at, "mtime": mtime,
-              "date": func.coalesce(items.c.taken_at, mtime)}[f.field]
     if f.op == "~":
         raise QueryError(f"filter '{f}': dates compare with = != < <= > >=")
     if f.op in ("=", "!="):  # the whole period the value names: a day, a month, a year
-        inside = and_(column >= when, column < _period_end(f.value))
-        return inside if f.op == "=" else not_(inside)
-    return _compare(column, f.op, when)
+        return Condition(f.field, f.op, when, kind, until=_period_end(f.value))
+    return Condition(f.field, f.op, when, kind)
 
 
-def _number(f: Filter) -> Any:
-    from ..storage.schema import items
-
+def _number(f: Filter, kind: str) -> Condition:
     try:
         number = float(f.value)
     except ValueError:
         raise QueryError(f"filter '{f}': {f.field} needs a number, got {f.value!r}") from None
     if f.op == "~":
         raise QueryError(f"filter '{f}': numbers compare with = != < <= > >=")
-    return _compare(items.c[f.field], f.op, number)
+    return Condition(f.field, f.op, number, kind)
 
 
-def _orientation(f: Filter, _kind: str) -> Any:
-    from sqlalchemy import case
-
-    from ..storage.schema import items
-
-    shape = case((items.c.width > items.c.height, "landscape"),
-                 (items.c.width < items.c.height, "portrait"), else_="square")
+def _orientation(f: Filter, kind: str) -> Condition:
     if f.value.lower() not in ("landscape", "portrait", "square") or f.op not in ("=", "!="):
         raise QueryError(f"filter '{f}': orientation = landscape, portrait or square")
-    return _compare(shape, f.op, f.value.lower())
+    return Condition("orientation", f.op, f.value.lower(), kind)
 
 
-def _camera(f: Filter, _kind: str) -> Any:
-    from sqlalchemy import func, not_, or_
-
-    from ..storage.dialects import Glob
-    from ..storage.schema import items
-
-    camera = func.lower(func.trim(func.coalesce(items.c.camera_make, "") + " " +
-                                  func.coalesce(items.c.camera_model, "")))
-    if f.op == "~":
-        return Glob(camera, f.value.lower())
-    if f.op in ("=", "!="):
-        hit = or_(camera == f.value.lower(), func.lower(items.c.camera_model) == f.value.lower())
-        return hit if f.op == "=" else not_(hit)
+def _camera(f: Filter, kind: str) -> Condition:
+    if f.op in ("~", "=", "!="):
+        return Condition("camera", f.op, f.value.lower(), kind)
     raise QueryError(f"filter '{f}': camera takes = != or ~ (a glob)")
 
 
-def _tag(f: Filter, _kind: str) -> Any:
-    from sqlalchemy import exists, not_
-
-    from ..storage.schema import items, tags
-
+def _tag(f: Filter, kind: str) -> Condition:
     if f.op not in ("=", "!="):
         raise QueryError(f"filter '{f}': tag takes = or !=")
-    has = exists().where(tags.c.item_id == items.c.id, tags.c.tag == f.value)
-    return has if f.op == "=" else not_(has)
+    return Condition("tag", f.op, f.value, kind)
 
 
-def _caption(f: Filter, _kind: str) -> Any:
+def _caption(f: Filter, kind: str) -> Condition:
     """Sidecar and generated captions alike: ``~`` globs their text (case-insensitive)."""
-    from sqlalchemy import exists, func, not_
-
-    from ..storage.dialects import Glob
-    from ..storage.schema import items
-
-    cap = items.alias("caption")
-    of_image = (cap.c.parent_id == items.c.id) & cap.c.source.in_(("caption", "generated"))
     if f.op == "~":
-        return exists().where(of_image, Glob(func.lower(cap.c.text), f.value.lower()))
+        return Condition("caption", "~", f.value.lower(), kind)
     truth = f.value.lower() in ("true", "yes", "1")
     if f.value.lower() not in ("true", "yes", "1", "false", "no", "0") or f.op not in ("=", "!="):
         raise QueryError(f"filter '{f}': caption = true or false, or caption ~ a glob")
-    has = exists().where(of_image)
-    return has if (f.op == "=") == truth else not_(has)
+    return Condition("caption", f.op, truth, kind)
 
 
-def _metadata(f: Filter) -> Any:
-    from sqlalchemy import and_, or_
-
-    from ..storage.dialects import Glob, JsonValue
-    from ..storage.schema import items
-
-    key = f.field[len("meta."):]
-    text = JsonValue(items.c.metadata, key)
-    number = JsonValue(items.c.metadata, key, number=True)
+def _metadata(f: Filter, kind: str) -> Condition:
+    """A metadata value may be stored as text or as a number: one that reads as a number
+    compares as either."""
     if f.op == "~":
-        return Glob(text, f.value)
+        return Condition(f.field, "~", f.value, kind)
     try:
-        value: float | None = float(f.value)
+        number: float | None = float(f.value)
     except ValueError:
-        value = None
-    if f.op == "=":  # the value may be stored as text or as a number
-        return text == f.value if value is None else or_(text == f.value, number == value)
-    if f.op == "!=":
-        return text != f.value if value is None else and_(
-            text != f.value, or_(number.is_(None), number != value))
-    return _compare(text, f.op, f.value) if value is None else _compare(number, f.op, value)
+        number = None
+    return Condition(f.field, f.op, f.value, kind, number=number)
 
 
 def _period_end(text: str) -> dt.datetime:

@@ -17,10 +17,20 @@ from sqlalchemy import Engine, delete, event, func, select, text
 from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 
 from ..errors import CatalogError, disk_full, first_line, is_disk_full
-from . import keywords, sqlite_files, writes
+from . import keywords, reads, sqlite_files, writes
 from .engines import engine_for, normalize_url, scrub, server_error, shown_url
+from .filter_sql import compile_condition
 from .migrations import SCHEMA_VERSION, current_version, migrate, pending
-from .records import FileState, Hydrated, ImageRecord, Item, TextRecord, decode_vectors
+from .records import (
+    GENERATED,
+    Condition,
+    FileState,
+    Hydrated,
+    ImageRecord,
+    Item,
+    TextRecord,
+    decode_vectors,
+)
 from .schema import (
     IMAGE,
     TEXT,
@@ -30,7 +40,6 @@ from .schema import (
     schema_version,
     settings,
     tag_runs,
-    tags,
     vectors,
 )
 from .writes import chunks
@@ -222,15 +231,15 @@ class Catalog:
 
     def get_items(self, ids: Iterable[int]) -> dict[int, Item]:
         with self._reads.connect() as conn:
-            return _items(conn, ids)
+            return reads.items_by_id(conn, ids)
 
     def hydrate(self, ids: Iterable[int]) -> Hydrated:
         """Everything a list of hits shows, read in one transaction: the items with their tags
         and their images' captions (one statement: a database server is a round trip away),
         then the parents of captions (images) when there are any."""
         with self._reads.connect() as conn:
-            found = _hydrate_items(conn, ids)
-            parents = _items(conn, {it.parent_id for it in found.items.values()
+            found = reads.hydrate_items(conn, ids)
+            parents = reads.items_by_id(conn, {it.parent_id for it in found.items.values()
                                     if it.parent_id is not None} - set(found.items))
             parents.update({i: found.items[i] for it in found.items.values()
                             if (i := it.parent_id) is not None and i in found.items})
@@ -306,10 +315,11 @@ class Catalog:
                             for r in conn.execute(q)})
         return out
 
-    def ids_where(self, kind: str, conditions: Sequence[Any]) -> np.ndarray:
-        """Ids of items of ``kind`` that have a vector and satisfy all SQL ``conditions``."""
+    def ids_where(self, kind: str, conditions: Sequence[Condition]) -> np.ndarray:
+        """Ids of items of ``kind`` that have a vector and satisfy all ``conditions``."""
+        where = [compile_condition(c) for c in conditions]
         rows = self._read(select(items.c.id).join(vectors, vectors.c.item_id == items.c.id)
-                          .where(items.c.kind == kind, *conditions).order_by(items.c.id))
+                          .where(items.c.kind == kind, *where).order_by(items.c.id))
         return np.asarray([r[0] for r in rows], dtype=np.int64)
 
     def metadata_keys(self, kind: str | None = None) -> set[str]:
@@ -331,7 +341,23 @@ class Catalog:
 
     def tags_of(self, ids: Iterable[int]) -> dict[int, list[tuple[str, float | None]]]:
         with self._reads.connect() as conn:
-            return _tags(conn, ids)
+            return reads.tags_by_id(conn, ids)
+
+    def image_contents(self) -> list[tuple[int, str, str | None]]:
+        """(id, path, content hash) of every image, in id order."""
+        rows = self._read(select(items.c.id, items.c.path, items.c.content_hash)
+                          .where(items.c.kind == IMAGE).order_by(items.c.id))
+        return [(r.id, r.path, r.content_hash) for r in rows]
+
+    def generated_metadata(self, image_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """Image id -> the metadata of its generated caption (what it was made from)."""
+        out: dict[int, dict[str, Any]] = {}
+        with self._reads.connect() as conn:
+            for part in chunks(list(image_ids)):
+                for r in conn.execute(select(items.c.parent_id, items.c.metadata).where(
+                        items.c.source == GENERATED, items.c.parent_id.in_(part))):
+                    out[r.parent_id] = r.metadata or {}
+        return out
 
     def untagged(self, signature: str) -> np.ndarray:
         """Images with a vector that the tagging run ``signature`` has not covered yet."""
@@ -364,6 +390,11 @@ class Catalog:
         """Insert or update texts (captions by parent, others by external id)."""
         return list(self._write(writes.write_texts, records))
 
+    def write_generated(self, records: Sequence[TextRecord]) -> list[int]:
+        """Insert or replace generated captions, one per image (images deleted since are left
+        out); returns their ids."""
+        return list(self._write(writes.write_generated, records))
+
     def delete_items(self, ids: Iterable[int]) -> int:
         """Delete items and everything attached to them; returns items deleted."""
         ids = list(ids)
@@ -393,50 +424,3 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA journal_mode = WAL")
     cur.execute("PRAGMA synchronous = NORMAL")
     cur.close()
-
-
-def _items(conn: Any, ids: Iterable[int]) -> dict[int, Item]:
-    out: dict[int, Item] = {}
-    for part in chunks(list(ids)):
-        for row in conn.execute(select(items).where(items.c.id.in_(part))):
-            out[row.id] = Item(**row._mapping)
-    return out
-
-
-CAPTION_SOURCES = {"caption": "captions", "generated": "generated"}
-_CAPTION_ITEMS = items.alias("cap")
-
-
-def _hydrate_items(conn: Any, ids: Iterable[int]) -> Hydrated:
-    """Items, their tags (best first) and, for images, their sidecar and generated captions,
-    from one statement per chunk of ids."""
-    out = Hydrated({}, {}, {}, {}, {})
-    cap = _CAPTION_ITEMS
-    for part in chunks(list(ids)):
-        q = (select(items, tags.c.tag, tags.c.score, cap.c.source.label("cap_source"),
-                    cap.c.text.label("cap_text"))
-             .outerjoin(tags, tags.c.item_id == items.c.id)
-             .outerjoin(cap, (cap.c.parent_id == items.c.id) & (items.c.kind == IMAGE)
-                        & cap.c.source.in_(list(CAPTION_SOURCES)))
-             .where(items.c.id.in_(part)).order_by(items.c.id, tags.c.score.desc()))
-        seen_tags: set[tuple[int, str]] = set()
-        for row in conn.execute(q):
-            m = row._mapping
-            item_id = m[items.c.id]
-            if item_id not in out.items:
-                out.items[item_id] = Item(**{c.name: m[c] for c in items.c})
-            if m[tags.c.tag] is not None and (item_id, m[tags.c.tag]) not in seen_tags:
-                seen_tags.add((item_id, m[tags.c.tag]))
-                out.tags.setdefault(item_id, []).append((m[tags.c.tag], m[tags.c.score]))
-            if m["cap_source"] is not None:
-                getattr(out, CAPTION_SOURCES[m["cap_source"]])[item_id] = m["cap_text"]
-    return out
-
-
-def _tags(conn: Any, ids: Iterable[int]) -> dict[int, list[tuple[str, float | None]]]:
-    out: dict[int, list[tuple[str, float | None]]] = {}
-    for part in chunks(list(ids)):
-        q = select(tags.c.item_id, tags.c.tag, tags.c.score).where(tags.c.item_id.in_(part))
-        for r in conn.execute(q.order_by(tags.c.score.desc())):
-            out.setdefault(r.item_id, []).append((r.tag, r.score))
-    return out

@@ -11,6 +11,7 @@ import numpy as np
 
 IMAGE, TEXT = "image", "text"
 MODALITIES = (IMAGE, TEXT)
+GENERATED = "generated"  # the source of a generated caption (a text whose parent is its image)
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,22 @@ class Hydrated:
     captions: dict[int, str]
     tags: dict[int, list[tuple[str, float | None]]]
     generated: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One filter, checked and read, as the catalog compiles it into SQL
+    (:mod:`.filter_sql`). ``field`` is a filter field (``path``, ``date``, ``width``, ...,
+    ``caption``) or ``meta.KEY``; ``op`` one of ``= != < <= > >= ~`` or ``under`` (a path's
+    folder); ``value`` is of the field's type (a datetime, a number, a lower-case camera or
+    glob, a bool for ``caption =``); ``kind`` is the kind of item searched."""
+
+    field: str
+    op: str
+    value: Any
+    kind: str
+    until: dt.datetime | None = None  # a date's = and !=: the end of the period it names
+    number: float | None = None  # a metadata value that also reads as a number
 
 
 def encode_vector(v: np.ndarray) -> bytes:

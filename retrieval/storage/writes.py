@@ -15,7 +15,7 @@ import numpy as np
 from sqlalchemy import bindparam, delete, insert, select, update
 
 from . import keywords
-from .records import ImageRecord, TextRecord, encode_vector
+from .records import GENERATED, ImageRecord, TextRecord, encode_vector
 from .schema import IMAGE, TEXT, aux_vectors, changes, items, tag_runs, tags, utcnow, vectors
 
 CHUNK = 900  # bound parameters per statement (SQLite allows 999 by default)
@@ -105,6 +105,24 @@ def write_texts(conn: Any, records: Sequence[TextRecord]) -> list[int]:
     existing = [by_parent.get(r.parent_id) if r.source == "caption" else
                 by_ext.get(r.external_id) for r in records]
     ids = upsert(conn, rows, existing, [r.vector for r in records], now)
+    log_changes(conn, ((i, TEXT) for i in ids))
+    refresh_keywords(conn, ids + [r.parent_id for r in records if r.parent_id is not None])
+    return ids
+
+
+def write_generated(conn: Any, records: Sequence[TextRecord]) -> list[int]:
+    """Insert or replace generated captions, one per image (keyed by the image); one
+    transaction with their vectors, change log and keyword rows (the text's and its image's).
+    An image deleted since the batch was read is left out."""
+    alive = set(ids_by(conn, items.c.id, [r.parent_id for r in records], items.c.kind == IMAGE))
+    records = [r for r in records if r.parent_id in alive]
+    now = utcnow()
+    rows = [dict(kind=TEXT, text=r.text, content_hash=r.content_hash, source=GENERATED,
+                 metadata=r.metadata, parent_id=r.parent_id, updated_at=now) for r in records]
+    existing = ids_by(conn, items.c.parent_id, [r.parent_id for r in records],
+                      items.c.source == GENERATED)
+    ids = upsert(conn, rows, [existing.get(r.parent_id) for r in records],
+                 [r.vector for r in records], now)
     log_changes(conn, ((i, TEXT) for i in ids))
     refresh_keywords(conn, ids + [r.parent_id for r in records if r.parent_id is not None])
     return ids
