@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -65,17 +63,22 @@ def id_selector(allow: Any = None, deny: Any = None) -> Any:
 _THREADS = max(1, os.cpu_count() or 1)
 
 
-@contextlib.contextmanager
-def threads_for(nq: int) -> Iterator[None]:
+class threads_for:  # used as a function: ``with threads_for(len(q)):``
     """One OpenMP thread for a single query (waking a thread team costs more than it saves on
-    one query), all cores for batches."""
-    import faiss
+    one query), all cores for batches. (A class rather than a generator: a single query
+    takes tens of microseconds, and this runs for every one.)"""
 
-    faiss.omp_set_num_threads(1 if nq <= 1 else _THREADS)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(_THREADS)
+    def __init__(self, nq: int) -> None:
+        import faiss
+
+        self._set = faiss.omp_set_num_threads
+        self._nq = nq
+
+    def __enter__(self) -> None:
+        self._set(1 if self._nq <= 1 else _THREADS)
+
+    def __exit__(self, *exc: object) -> None:
+        self._set(_THREADS)
 
 
 def pad(scores: np.ndarray, ids: np.ndarray, k: int, metric: str
@@ -178,15 +181,21 @@ class VectorIndex(ABC):
 
     def _search_groups(self, q: np.ndarray, k: int, allow: Any, params: dict[str, Any] | None
                        ) -> tuple[np.ndarray, np.ndarray]:
-        """Search each kind of query (as the router tells them apart) with its settings."""
-        base = {key: v for key, v in self.search_params.items() if key != "by_kind"}
-        by_kind = self.search_params.get("by_kind") or {}
+        """Search each kind of query (as the router tells them apart) with its settings.
+        (The settings passed on may hold the "by_kind" entry: the types read only their own
+        keys.)"""
+        base = self.search_params
+        by_kind = base.get("by_kind")
+        groups: list[tuple[Any, dict[str, Any]]]
         if params is not None or self.router is None or not by_kind:
-            groups: list[tuple[Any, dict[str, Any]]] = [(slice(None), {**base, **(params or {})})]
+            groups = [(slice(None), {**base, **params} if params else base)]
+        elif len(q) == 1:  # the common case, kept short
+            kind = self.router.kind_of(q[0])
+            groups = [(slice(None), {**base, **by_kind[kind]} if kind in by_kind else base)]
         else:
             kinds = self.router.kinds(q)
-            groups = [(kinds == kind if len(q) > 1 else slice(None),
-                       {**base, **by_kind.get(kind, {})}) for kind in set(kinds.tolist())]
+            groups = [(kinds == kind, {**base, **by_kind.get(kind, {})})
+                      for kind in set(kinds.tolist())]
         parts = []
         for rows, p in groups:
             if allow is not None:  # a selective filter needs a wider walk to find k

@@ -141,7 +141,7 @@ class Rows:
         """Rows of these labels (all below ``len(self)``)."""
         nb = len(self._base)
         if not self._tail_rows or (len(labels) and int(labels.max()) < nb):
-            return np.asarray(self._base[labels], np.float32)
+            return self._base.take(labels, axis=0)
         if self._joined is None:
             self._joined = np.concatenate(self._tail)
         out = np.empty((len(labels), self.dim), np.float32)

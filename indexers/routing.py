@@ -55,6 +55,11 @@ class Router:
         out[s >= self.high_above] = self.high
         return out
 
+    def kind_of(self, query: np.ndarray) -> str:
+        """The kind of one query vector (POOLED where it cannot tell)."""
+        s = float(query @ self.direction)
+        return self.low if s < self.low_below else self.high if s >= self.high_above else POOLED
+
     def share_placed(self, queries: np.ndarray) -> float:
         return float(np.mean(self.kinds(queries) != POOLED)) if len(queries) else 0.0
 
