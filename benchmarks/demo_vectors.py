@@ -36,15 +36,15 @@ def make(cache: Path, n: int, nq: int = 1000, seed: int = 0,
          log: bool = True) -> dict[str, np.ndarray]:
     """{"xb": n image vectors, "image": nq image vectors of other images, "text": nq caption
     vectors, "tune_image"/"tune_text": 500 more of each}, made or read from ``cache``."""
-    from retrieval import ModelSpec, load_encoder
-    from retrieval.training.synthetic import random_scene
-
     cache.mkdir(parents=True, exist_ok=True)
     base = cache / f"demo-images-{n}-s{seed}.npy"
     extra = cache / f"demo-queries-{nq}-s{seed}.npz"
-    encoder = None
-    if not base.exists() or not extra.exists():
-        encoder = load_encoder(ModelSpec.parse("demo"), device="cpu")
+    if base.exists() and extra.exists():  # made before: no model needed
+        return _read(base, extra)
+    from retrieval import ModelSpec, load_encoder
+    from retrieval.training.synthetic import random_scene
+
+    encoder = load_encoder(ModelSpec.parse("demo"), device="cpu")
     if not base.exists():
         part = base.with_suffix(".partial.npy")
         out = np.lib.format.open_memmap(part, mode="w+", dtype=np.float32, shape=(n, 96))
@@ -68,11 +68,15 @@ def make(cache: Path, n: int, nq: int = 1000, seed: int = 0,
             scenes = [random_scene(rng) for _ in range(m)]
             if name.endswith("text"):
                 texts = [rng.choice(s.captions()) for s in scenes]
-                sets[name] = encoder.embed_texts(texts)  # type: ignore[union-attr]
+                sets[name] = encoder.embed_texts(texts)
             else:
                 sets[name] = _embed_scenes(encoder, scenes, [rng.randrange(2**31)
                                                              for _ in range(m)])
         np.savez(extra, **sets)
+    return _read(base, extra)
+
+
+def _read(base: Path, extra: Path) -> dict[str, np.ndarray]:
     return {"xb": np.load(base), **{k: np.asarray(v, np.float32)
                                     for k, v in np.load(extra).items()}}
 
