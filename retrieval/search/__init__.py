@@ -1,6 +1,7 @@
 """Search: from a query to hits.
 
 * :mod:`.query`: the query model (weighted terms, target, k, filters, fusion, re-ranking);
+* :mod:`.fields`: the query's input fields, declared once for every surface;
 * :mod:`.builder`: raw input (command line, JSON, keyword arguments) to a checked query;
 * :mod:`.filters`: ``FIELD OP VALUE`` conditions compiled to SQL;
 * :mod:`.embedding`: query terms to vectors (with the text cache), and second models;

@@ -53,6 +53,7 @@ class QueryField:
 
     @property
     def repeatable(self) -> bool:
+        """A list: a JSON array, a repeatable option, a form field given any number of times."""
         return self.default == ()
 
 
@@ -96,8 +97,3 @@ FIELDS: tuple[QueryField, ...] = (
 )
 
 NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
-
-
-def defaults() -> dict[str, Any]:
-    """Every field's default, by name."""
-    return {f.name: f.default for f in FIELDS}
