@@ -101,3 +101,35 @@ def test_plain_text_skips_ftfy_safely(text):
 def test_fast_path_excludes_what_ftfy_changes():
     for text in ("&amp;", "“x”", "ｘ", "Ã©", "\x1b[31m", "a\rb"):
         assert not _PLAIN.fullmatch(text), text
+
+
+# --- Hugging Face tokenizers as open_clip's HFTokenizer uses them (SigLIP 2: Gemma's) -----------
+
+@pytest.mark.parametrize("config", [
+    {},  # GemmaTokenizer's own default: pads on the left
+    {"padding_side": "right"},
+    {"padding_side": "right", "truncation_side": "left"},
+    {"add_bos_token": False, "add_eos_token": True},
+])
+def test_gemma_style_tokenizer_as_open_clip_uses_it(tmp_path, config):
+    """A tokenizer of the kind SigLIP 2 uses (Gemma's: byte-fallback BPE, <pad> 0, <bos> 2),
+    with open_clip's canonicalising cleaning and SigLIP's context of 64: the torch-free copy an
+    export stores gives open_clip's ids, padding and truncation sides included. (The real
+    Gemma tokenizer is gated on the Hugging Face Hub and could not be checked here.)"""
+    pytest.importorskip("transformers", reason="needs the multilingual extra")
+    from families import write_gemma_tokenizer
+    from open_clip.tokenizer import HFTokenizer as OpenClipHFTokenizer
+
+    from retrieval.encoders.tokenizer import load_tokenizer
+    from retrieval.encoders.towers import tokenizer_for_export
+
+    folder = write_gemma_tokenizer(tmp_path / "gemma", **config)
+    reference = OpenClipHFTokenizer(str(folder), context_length=64, clean="canonicalize")
+    ours = tokenizer_for_export(reference)
+    texts = TRICKY + _strings(200, seed=2)
+    assert np.array_equal(ours(texts), reference(texts).numpy())
+    assert np.array_equal(ours(texts, 8), reference(texts, context_length=8).numpy())
+    saved = tmp_path / "export"
+    saved.mkdir()
+    ours.save(saved)
+    assert np.array_equal(load_tokenizer(saved, ours.describe())(texts), ours(texts))

@@ -6,6 +6,7 @@
 * :mod:`.hf_text`: Hugging Face text towers (multilingual models): the extra they need, NLLB's
   language codes;
 * :mod:`.export`: exporting both towers to ONNX once per model identity, parity-checked;
+* :mod:`.towers`: what each family's towers are exported as, and the torch-free tokenizer;
 * :mod:`.export_store`: where exports live and how a model spec finds its export without torch;
 * :mod:`.integrity`: the checksums of an export's files, checked cheaply on every load;
 * :mod:`.runtime`: embedding with an export on ONNX Runtime, never importing torch;

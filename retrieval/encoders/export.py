@@ -3,8 +3,9 @@
 The image tower takes uint8 pixels (N, H, W, 3) as the decoders produce them and does the
 normalisation itself; the text tower takes int64 token ids. Both return L2-normalised float32
 vectors, with a dynamic batch axis (and a dynamic sequence axis where it is exact to cut after
-the end token, see :mod:`.runtime`). torch's ONNX exporter (``dynamo=True``) writes the weights
-as external data, which ONNX Runtime memory-maps when a session is created.
+the end token; what each family's towers are exported as is :mod:`.towers`). torch's ONNX
+exporter (``dynamo=True``) writes the weights as external data, which ONNX Runtime memory-maps
+when a session is created.
 
 Before an export is committed, it must agree with torch on a probe batch of real images (drawn,
 encoded as PNG and JPEG, decoded by the same code as indexing) and of texts (tricky ones
@@ -29,7 +30,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelError, disk_full, is_disk_full
+from ..errors import disk_full, is_disk_full
 from ..fileio import atomic_path
 from ..media import ImageSpec
 from .export_store import (
@@ -51,11 +51,11 @@ from .export_store import (
     file_state,
     image_spec_dict,
 )
-from .hf_text import LanguageTokenizer
 from .integrity import check_export, intact, record_files
 from .openclip import OpenClipEncoder
 from .runtime import OnnxEncoder
-from .tokenizer import SCRIPT_LANGUAGES, ClipTokenizer, HFTokenizer
+from .tokenizer import ClipTokenizer, HFTokenizer
+from .towers import ExportFailed, for_inference, tokenizer_for_export, towers
 
 log = logging.getLogger("retrieval")
 
@@ -72,10 +72,6 @@ PROBE_TEXTS = (
     "", "   ", "<start_of_text> literal <end_of_text>", "I'm sure they'll've been there",
     "IMG_2041.JPG 3.5 x 1,000", "a " + "very " * 100 + "long caption",
 )
-
-
-class ExportFailed(ModelError):
-    """The model cannot be exported faithfully; it stays on torch."""
 
 
 def model_identity(model: Any, config: dict[str, Any]) -> str:
@@ -98,70 +94,6 @@ def encoder_identity(encoder: OpenClipEncoder) -> str:
         cached = model_identity(encoder.model, encoder.loaded.config)
         encoder._identity = cached  # type: ignore[attr-defined]
     return str(cached)
-
-
-# --- the towers as exported modules ---------------------------------------------------------------
-
-def _towers(model: Any, mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[Any, Any, bool]:
-    """(image module, text module, whether the text module cuts after the end token)."""
-    import torch
-    import torch.nn.functional as F
-
-    class ImageTower(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-            self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0)
-            self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0)
-
-        def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-            x = (pixels.permute(0, 3, 1, 2).float() - self.mean) / self.std
-            return F.normalize(self.model.encode_image(x).float(), dim=-1)
-
-    trim = _trimmable(model)
-
-    class TextTower(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-            m = self.model
-            if not trim or _hf_text_tower(m) is not None:
-                # a Hugging Face tower masks its padding itself: any length is exact
-                return F.normalize(m.encode_text(tokens).float(), dim=-1)
-            # open_clip's CLIP.encode_text on a sequence cut after the end token: the
-            # positional embedding and the causal mask are sliced to its length.
-            n = tokens.shape[1]
-            x = m.token_embedding(tokens) + m.positional_embedding[:n]
-            x = m.transformer(x, attn_mask=m.attn_mask[:n, :n])
-            x = m.ln_final(x)
-            x = x[torch.arange(x.shape[0]), tokens.argmax(dim=-1)]
-            x = m.text_projection(x) if isinstance(m.text_projection, torch.nn.Linear) \
-                else x @ m.text_projection
-            return F.normalize(x.float(), dim=-1)
-
-    return ImageTower().eval(), TextTower().eval(), trim
-
-
-def _trimmable(model: Any) -> bool:
-    """Text towers whose output does not depend on the padding after the last text's end:
-    standard CLIP (causal mask, pooled at the end token, the largest id), and Hugging Face
-    towers that mask their padding and pool by mean or at the first token."""
-    import open_clip
-
-    hf = _hf_text_tower(model)
-    if hf is not None:
-        return type(model) is open_clip.CustomTextCLIP and type(hf.pooler).__name__ in (
-            "MeanPooler", "ClsPooler")
-    return (type(model) is open_clip.CLIP and getattr(model, "attn_mask", None) is not None
-            and getattr(model, "text_pool_type", "argmax") == "argmax")
-
-
-def _hf_text_tower(model: Any) -> Any:
-    """The model's open_clip ``HFTextEncoder``, or None."""
-    text = getattr(model, "text", None)
-    return text if type(text).__name__ == "HFTextEncoder" else None
 
 
 @contextlib.contextmanager
@@ -189,47 +121,6 @@ def _export(module: Any, example: Any, input_name: str, dynamic: dict[int, Any],
             dynamic_shapes=(dynamic,),
             opset_version=OPSET, dynamo=True, external_data=True)
         program.save(str(path), external_data=True)
-
-
-def _tokenizer_for_export(tokenizer: Any) -> ClipTokenizer | HFTokenizer:
-    """A torch-free copy of an open_clip tokenizer, or :class:`ExportFailed` saying why not."""
-    from open_clip import tokenizer as oct
-
-    if type(tokenizer).__name__ == "SimpleTokenizer":
-        if getattr(tokenizer, "reduction_fn", None) is not None:
-            raise ExportFailed("its tokenizer drops tokens at random (reduction mask)")
-        clean = next((mode for mode in ("lower", "whitespace", "canonicalize")
-                      if tokenizer.clean_fn is oct.get_clean_fn(mode)), None)
-        if clean is None:
-            raise ExportFailed("its tokenizer uses an unknown cleaning function")
-        merges = [" ".join(m) for m in sorted(tokenizer.bpe_ranks, key=tokenizer.bpe_ranks.get)]
-        specials = [tokenizer.decoder[i] for i in tokenizer.all_special_ids]
-        return ClipTokenizer(merges, context_length=tokenizer.context_length, clean=clean,
-                             special_tokens=specials)
-    languages: dict[str, int] | None = None
-    default_language = None
-    if isinstance(tokenizer, LanguageTokenizer):  # NLLB: a language code per text
-        tokenizer, default_language = tokenizer.tokenizer, tokenizer.default_language
-        codes = {default_language, *(code for _, code in SCRIPT_LANGUAGES)}
-        languages = {code: int(tokenizer.tokenizer.convert_tokens_to_ids(code))
-                     for code in sorted(codes)}
-    if type(tokenizer).__name__ == "HFTokenizer":
-        if getattr(tokenizer, "tokenizer_mode", ""):
-            raise ExportFailed(f"its tokenizer mode {tokenizer.tokenizer_mode!r} is not supported")
-        hf = tokenizer.tokenizer
-        if not getattr(hf, "is_fast", False):
-            raise ExportFailed("its Hugging Face tokenizer has no fast (tokenizers) version")
-        clean = next((mode for mode in ("lower", "whitespace", "canonicalize")
-                      if tokenizer.clean_fn is oct.get_clean_fn(mode)), "whitespace")
-        with tempfile.TemporaryDirectory() as tmp:
-            hf.backend_tokenizer.save(os.path.join(tmp, "tokenizer.json"))
-            return HFTokenizer(Path(tmp) / "tokenizer.json",
-                               context_length=tokenizer.context_length, clean=clean,
-                               pad_id=hf.pad_token_id or 0, sep_id=hf.sep_token_id,
-                               strip_sep_token=tokenizer.strip_sep_token,
-                               languages=languages, default_language=default_language)
-    raise ExportFailed(f"its tokenizer ({type(tokenizer).__name__}) cannot be reproduced "
-                       "without torch")
 
 
 # --- probes -------------------------------------------------------------------------------------
@@ -360,6 +251,22 @@ def _versions() -> dict[str, str]:
             "onnxruntime": onnxruntime.__version__, "format": str(EXPORT_FORMAT)}
 
 
+def _export_text(module: Any, tokenizer: ClipTokenizer | HFTokenizer, tokens: np.ndarray,
+                 trim: bool, batch: Any, path: Path) -> None:
+    """The text tower, with a dynamic sequence axis when it is cut after the end token."""
+    import torch
+
+    ctx = tokenizer.context_length
+    axes: dict[int, Any] = {0: batch}
+    example = torch.from_numpy(tokens[:2])
+    if trim:
+        axes[1] = torch.export.Dim("seq", min=2, max=ctx)
+        example = example[:, :min(ctx, 8)].clone()
+        if isinstance(tokenizer, ClipTokenizer):
+            example[:, -1] = int(tokenizer.eot_id)
+    _export(module, example, "token_ids", axes, path)
+
+
 def _write_towers(encoder: OpenClipEncoder, folder: Path) -> dict[str, Any]:
     """Export both towers into ``folder``, check them, measure them; the manifest's parts."""
     import torch
@@ -367,26 +274,22 @@ def _write_towers(encoder: OpenClipEncoder, folder: Path) -> dict[str, Any]:
     model = encoder.model
     if encoder.device != "cpu" or next(model.parameters()).dtype != torch.float32:
         model = copy.deepcopy(model).to("cpu", torch.float32)
-    tokenizer = _tokenizer_for_export(encoder.loaded.tokenizer)
+    tokenizer = tokenizer_for_export(encoder.loaded.tokenizer)
     texts = list(PROBE_TEXTS)
     ref_tokens = encoder.loaded.tokenizer(texts).numpy()
     if not np.array_equal(tokenizer(texts), ref_tokens):
         raise ExportFailed("its tokenizer cannot be reproduced without torch (token ids differ)")
-    image, text, trim = _towers(model, encoder.image_spec.mean, encoder.image_spec.std)
+    image, text, trim = towers(for_inference(model), encoder.image_spec.mean,
+                               encoder.image_spec.std)
+    # cutting the padding is exact only where the padding comes after the text
+    trim = trim and getattr(tokenizer, "padding_side", "right") == "right"
     h, w = encoder.image_spec.size
     batch = torch.export.Dim("batch", min=1, max=65536)
     _export(image, torch.zeros((2, h, w, 3), dtype=torch.uint8), "pixels", {0: batch},
             folder / "image.onnx")
-    ctx = tokenizer.context_length
-    text_axes: dict[int, Any] = {0: batch}
-    example = torch.from_numpy(ref_tokens[:2])
-    if trim:
-        text_axes[1] = torch.export.Dim("seq", min=2, max=ctx)
-        example = example[:, :min(ctx, 8)].clone()
-        if isinstance(tokenizer, ClipTokenizer):
-            example[:, -1] = int(tokenizer.eot_id)
-    _export(text, example, "token_ids", text_axes, folder / "text.onnx")
+    _export_text(text, tokenizer, ref_tokens, trim, batch, folder / "text.onnx")
     tokenizer.save(folder)
+    ctx = tokenizer.context_length
     parts: dict[str, Any] = {
         "text": {"tokenizer": tokenizer.describe(), "trim": trim, "context_length": ctx},
         "variants": {"fp32": {"image": "image.onnx", "text": "text.onnx"}}}

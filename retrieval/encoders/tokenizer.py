@@ -232,14 +232,16 @@ def text_language(text: str, default: str) -> str:
 # --- Hugging Face tokenizers --------------------------------------------------------------------
 
 class HFTokenizer:
-    """A Hugging Face ``tokenizers`` tokenizer with open_clip's cleaning, padding to the context
-    length with the tokenizer's pad id, truncation, and optionally the separator token
-    replaced by 0 (``strip_sep_token``), as open_clip's ``HFTokenizer`` does."""
+    """A Hugging Face ``tokenizers`` tokenizer used as open_clip's ``HFTokenizer`` uses it: the
+    same cleaning, the special tokens the file's post-processor adds, truncation to the
+    context length from ``truncation_side``, padding to it with the pad id on
+    ``padding_side`` (Gemma's tokenizer, SigLIP 2's, pads on the left), and optionally the
+    separator token replaced by 0 (``strip_sep_token``)."""
 
     def __init__(self, path: Path, *, context_length: int, clean: str = "whitespace",
                  pad_id: int = 0, sep_id: int | None = None, strip_sep_token: bool = False,
-                 languages: dict[str, int] | None = None, default_language: str | None = None
-                 ) -> None:
+                 languages: dict[str, int] | None = None, default_language: str | None = None,
+                 padding_side: str = "right", truncation_side: str = "right") -> None:
         try:
             from tokenizers import Tokenizer as RustTokenizer
         except ImportError:
@@ -249,11 +251,15 @@ class HFTokenizer:
                 "this model's text tower uses a Hugging Face tokenizer, which needs the "
                 "tokenizers package; install the extra: pip install 'retrieval[multilingual]' "
                 "(pip install -e '.[multilingual]' in a checkout)") from None
+        for side in (padding_side, truncation_side):
+            if side not in ("left", "right"):
+                raise ValueError(f"unknown padding or truncation side {side!r}")
         self.path = path
         self.context_length = int(context_length)
         self.clean_mode = clean
         self._clean = clean_function(clean)
         self.pad_id, self.sep_id, self.strip_sep_token = pad_id, sep_id, strip_sep_token
+        self.padding_side, self.truncation_side = padding_side, truncation_side
         # NLLB: the file's template starts every text with the default language's code; it is
         # replaced by the code of the text's script (see text_language)
         self.languages, self.default_language = languages, default_language
@@ -268,24 +274,30 @@ class HFTokenizer:
                    pad_id=config.get("pad_id", 0), sep_id=config.get("sep_id"),
                    strip_sep_token=config.get("strip_sep_token", False),
                    languages=config.get("languages"),
-                   default_language=config.get("default_language"))
+                   default_language=config.get("default_language"),
+                   padding_side=config.get("padding_side", "right"),
+                   truncation_side=config.get("truncation_side", "right"))
 
     def __call__(self, texts: Sequence[str], context_length: int | None = None) -> np.ndarray:
         length = context_length or self.context_length
-        self._tok.enable_truncation(length)
+        self._tok.enable_truncation(length, direction=self.truncation_side)
         try:
             encoded = self._tok.encode_batch([self._clean(t) for t in texts])
         finally:
             self._tok.no_truncation()
         out = np.full((len(texts), length), self.pad_id, dtype=np.int64)
+        first = np.zeros(len(texts), dtype=np.int64)  # where each text's ids start
         for row, enc in enumerate(encoded):
-            out[row, :len(enc.ids)] = enc.ids[:length]
+            ids = enc.ids[:length]
+            if self.padding_side == "left":
+                first[row] = length - len(ids)
+            out[row, first[row]:first[row] + len(ids)] = ids
         if self.languages and self.default_language:
             default = self.languages[self.default_language]
             for row, text in enumerate(texts):
                 code = text_language(text, self.default_language)
-                if out[row, 0] == default and code in self.languages:
-                    out[row, 0] = self.languages[code]
+                if out[row, first[row]] == default and code in self.languages:
+                    out[row, first[row]] = self.languages[code]
         if self.strip_sep_token and self.sep_id is not None:
             out[out == self.sep_id] = 0
         return out
@@ -294,7 +306,8 @@ class HFTokenizer:
         return {"kind": "hf", "context_length": self.context_length, "clean": self.clean_mode,
                 "file": HF_TOKENIZER_FILE, "pad_id": self.pad_id, "sep_id": self.sep_id,
                 "strip_sep_token": self.strip_sep_token, "languages": self.languages,
-                "default_language": self.default_language}
+                "default_language": self.default_language, "padding_side": self.padding_side,
+                "truncation_side": self.truncation_side}
 
     def save(self, folder: Path) -> None:
         self._tok.save(str(folder / HF_TOKENIZER_FILE))
