@@ -20,6 +20,7 @@ from conftest import assert_one_error_line, make_image, make_images, run_cli
 from retrieval import Collection
 from retrieval.errors import CatalogError, CollectionLockedError, CollectionNotFoundError
 from retrieval.storage import keywords
+from retrieval.storage.backends.postgresql import pg_query
 from retrieval.storage.dialects import glob_to_regex
 
 
@@ -154,8 +155,8 @@ def test_glob_to_regex() -> None:
 
 
 def test_keyword_queries_are_quoted() -> None:
-    assert keywords.pg_query("") == ""
-    assert keywords.pg_query("it's a 'test' & | !") == (
+    assert pg_query("") == ""
+    assert pg_query("it's a 'test' & | !") == (
         "('it' <-> 's' <-> 'a' <-> 'test') | 'it' | 's' | 'a' | 'test'")
     assert keywords.words("Crème_Brûlée ÉCOLE") == ["creme", "brulee", "ecole"]
 

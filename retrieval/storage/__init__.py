@@ -1,12 +1,19 @@
-"""Storage: the SQL catalog (the source of truth) and the vector indexes derived from it.
+"""Storage: the SQL catalog (the source of truth) and the vector indexes derived from it. The
+only package that speaks SQL (``tests/test_structure.py`` checks that no other imports
+SQLAlchemy or ``sqlite3``).
 
 * :mod:`.schema`: the tables; :mod:`.migrations`: ordered schema changes applied on open;
-* :mod:`.catalog`: :class:`Catalog`, reads and settings; :mod:`.writes`: its transactions;
-* :mod:`.keywords`: the keyword (full-text) index kept beside the items;
+* :mod:`.catalog`: :class:`Catalog`, reads and settings; :mod:`.reads`, :mod:`.writes`: its
+  statements and transactions;
+* :mod:`.backends`: what differs between databases (SQLite, PostgreSQL), one module each,
+  chosen by the catalog URL's scheme; :mod:`.engines`: engines and URLs as messages show them;
+* :mod:`.keywords`: the keyword (full-text) index kept beside the items, as words;
+* :mod:`.filter_sql`: filters (:class:`~.records.Condition`) as SQL, with the constructs of
+  :mod:`.dialects`;
 * :mod:`.records`: the records read and written;
+* :mod:`.folder`: a collection's folder; :mod:`.lock`: its write lock;
 * :mod:`.vector_indexes`: one FAISS index per modality, kept in step with the catalog's
-  change log;
-* :mod:`.lock`: the write lock of a collection folder.
+  change log.
 
 Importing this package does not import SQLAlchemy; naming :class:`Catalog` does.
 """

@@ -10,14 +10,15 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import Engine, delete, event, func, select, text
+from sqlalchemy import Engine, delete, event, func, select
 from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 
 from ..errors import CatalogError, disk_full, first_line, is_disk_full
-from . import keywords, reads, sqlite_files, writes
+from . import reads, writes
+from .backends import for_url
 from .engines import engine_for, normalize_url, scrub, server_error, shown_url
 from .filter_sql import compile_condition
 from .migrations import SCHEMA_VERSION, current_version, migrate, pending
@@ -44,32 +45,24 @@ from .schema import (
 )
 from .writes import chunks
 
+if TYPE_CHECKING:
+    from .backends.base import Backend
+
 
 class Catalog:
     """Typed access to one catalog database."""
 
     def __init__(self, url_or_path: str | os.PathLike[str], *, create: bool = False) -> None:
         url = os.fspath(url_or_path)
-        self.file: str | None = None
         self._closed = False
-        if "://" not in url:
-            self.file = os.path.abspath(url)
-            if not create and not os.path.exists(self.file):
-                raise CatalogError(f"catalog not found: {self.file}")
-            sqlite_files.check_files(self.file)  # before anything reads, or writes over, it
-            os.makedirs(os.path.dirname(self.file), exist_ok=True)
-            url = f"sqlite:///{self.file}"
+        self.backend: Backend = for_url(url)  # a path is a SQLite file
+        self.file, url = self.backend.locate(url, create)
         self.url = url = normalize_url(url)
         self.where = self.file or shown_url(url)  # for messages: never the password
         self.engine: Engine = engine_for(url, self.where)
-        if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
         event.listen(self.engine, "handle_error", self._on_error)
-        # Reads on a server run without a transaction around them: BEGIN and ROLLBACK would be
-        # two more round trips per read (each read is one statement, or tolerates a change
-        # between its statements). Writes always run in one transaction (``engine.begin()``).
-        self._reads = (self.engine if self.engine.dialect.name == "sqlite" else
-                       self.engine.execution_options(isolation_level="AUTOCOMMIT"))
+        # Writes always run in one transaction (``engine.begin()``); reads as the backend says.
+        self._reads = self.backend.reads(self.engine)
         try:
             self._migrate(self.where)
         except (DatabaseError, OperationalError) as exc:
@@ -83,7 +76,7 @@ class Catalog:
     @property
     def shared(self) -> bool:
         """True for a database server several processes and hosts may write to."""
-        return self.file is None and self.engine.dialect.name != "sqlite"
+        return self.backend.server
 
     def _on_error(self, context: Any) -> None:
         """A full disk, from any statement or commit, as one line naming the folder; a
@@ -91,10 +84,9 @@ class Catalog:
         if is_disk_full(context.original_exception):
             where = os.path.dirname(self.file) if self.file else "the catalog's database"
             raise disk_full("the catalog", where)
-        if self.file is not None and sqlite_files.is_damage(context.original_exception):
-            raise CatalogError(f"catalog damaged: {self.file}: "
-                               f"{first_line(context.original_exception)}; restore it from a "
-                               "backup")
+        damaged = self.backend.damage(context.original_exception, self.file)
+        if damaged is not None:
+            raise damaged
         if self.shared and (context.is_disconnect or isinstance(
                 context.sqlalchemy_exception, OperationalError)):
             raise server_error(self.where, context.original_exception, self.url)
@@ -106,19 +98,15 @@ class Catalog:
             if current_version(conn) <= SCHEMA_VERSION and not pending(conn):
                 return
         with self.engine.connect() as conn:
-            if self.engine.dialect.name == "sqlite":
-                # Take SQLite's write lock before reading the version (waits for the other).
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-            elif self.engine.dialect.name == "postgresql":  # released at commit
-                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
+            self.backend.lock_migrations(conn)  # the other waits, then finds nothing to do
             migrate(conn, where)
             conn.commit()
 
     def close(self) -> None:
         """Close its connections; a SQLite catalog is checkpointed first, so that its file
         alone is then a whole copy of it."""
-        if self.file is not None and not self._closed:
-            sqlite_files.checkpoint(self.engine, self.file)
+        if not self._closed:
+            self.backend.close(self.engine, self.file)
         self._closed = True
         self.engine.dispose()
 
@@ -335,9 +323,7 @@ class Catalog:
         """(id, score) of items of ``kind`` whose name, text, caption or tags match ``query``,
         best first."""
         with self._reads.connect() as conn:
-            if not keywords.available(conn):
-                raise CatalogError("keyword search needs a SQLite or PostgreSQL catalog")
-            return keywords.search(conn, query, kind, limit)
+            return self.backend.search_keywords(conn, query, kind, limit)
 
     def tags_of(self, ids: Iterable[int]) -> dict[int, list[tuple[str, float | None]]]:
         with self._reads.connect() as conn:
@@ -408,19 +394,7 @@ class Catalog:
         self._write(writes.put_aux_vectors, model, vecs)
 
 
-MIGRATION_LOCK = 0x5245_5452_4D49_4752  # "RETRMIGR": one migrating process per database
-
-
 def _set(conn: Any, values: dict[str, Any]) -> None:
     for key, value in values.items():
         conn.execute(delete(settings).where(settings.c.key == key))
         conn.execute(settings.insert().values(key=key, value=value))
-
-
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA foreign_keys = ON")
-    cur.execute("PRAGMA busy_timeout = 30000")
-    cur.execute("PRAGMA journal_mode = WAL")
-    cur.execute("PRAGMA synchronous = NORMAL")
-    cur.close()

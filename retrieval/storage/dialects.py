@@ -1,7 +1,8 @@
-"""SQL that differs between SQLite and PostgreSQL, written once as SQLAlchemy constructs.
+"""SQL that differs between databases, written once as SQLAlchemy constructs.
 
-Filters and keyword search build queries from these; each compiles to the database's own form
-(SQLite's ``GLOB`` and ``json_extract``, PostgreSQL's regular expressions and ``->>``).
+Filters (:mod:`.filter_sql`) build queries from these; each backend compiles them in its own
+form (:mod:`.backends.sqlite`: ``GLOB`` and ``json_extract``; :mod:`.backends.postgresql`:
+regular expressions and ``->>``). A database whose backend gives no form refuses the filter.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from typing import Any
 
 from sqlalchemy import Boolean, DateTime, Float, Text
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.expression import ColumnElement, FunctionElement, literal
+from sqlalchemy.sql.expression import ColumnElement, FunctionElement
+
+from ..errors import CatalogError
 
 
 class Glob(ColumnElement[bool]):
@@ -24,19 +27,6 @@ class Glob(ColumnElement[bool]):
     def __init__(self, value: Any, pattern: str) -> None:
         self.value = value
         self.pattern = pattern
-
-
-@compiles(Glob)
-def _glob(element: Glob, compiler: Any, **kw: Any) -> str:
-    value = compiler.process(element.value, **kw)
-    return f"({value} GLOB {compiler.process(literal(element.pattern), **kw)})"
-
-
-@compiles(Glob, "postgresql")
-def _glob_pg(element: Glob, compiler: Any, **kw: Any) -> str:
-    value = compiler.process(element.value, **kw)
-    regex = glob_to_regex(element.pattern)
-    return f"({value} ~ {compiler.process(literal(regex), **kw)})"
 
 
 def glob_to_regex(pattern: str) -> str:
@@ -81,17 +71,6 @@ class EpochTime(FunctionElement[Any]):
     type = DateTime()
 
 
-@compiles(EpochTime)
-def _epoch(element: EpochTime, compiler: Any, **kw: Any) -> str:
-    return f"datetime({compiler.process(element.clauses, **kw)}, 'unixepoch')"
-
-
-@compiles(EpochTime, "postgresql")
-def _epoch_pg(element: EpochTime, compiler: Any, **kw: Any) -> str:
-    return (f"(to_timestamp({compiler.process(element.clauses, **kw)}) "
-            "AT TIME ZONE 'UTC')")
-
-
 class JsonValue(FunctionElement[Any]):
     """The value under a key of a JSON column: text, or (``number=True``) a number where the
     stored value is one, else NULL. Not cached: the key is rendered at compile time."""
@@ -106,21 +85,10 @@ class JsonValue(FunctionElement[Any]):
         super().__init__(column)
 
 
+@compiles(Glob)
+@compiles(EpochTime)
 @compiles(JsonValue)
-def _json(element: JsonValue, compiler: Any, **kw: Any) -> str:
-    column = compiler.process(element.clauses, **kw)
-    path = compiler.process(literal(f'$."{element.key}"'), **kw)
-    if element.number:
-        return (f"(CASE WHEN json_type({column}, {path}) IN ('integer', 'real') "
-                f"THEN json_extract({column}, {path}) END)")
-    return f"json_extract({column}, {path})"
-
-
-@compiles(JsonValue, "postgresql")
-def _json_pg(element: JsonValue, compiler: Any, **kw: Any) -> str:
-    column = compiler.process(element.clauses, **kw)
-    key = compiler.process(literal(element.key), **kw)
-    if element.number:
-        return (f"(CASE WHEN json_typeof({column} -> {key}) = 'number' "
-                f"THEN ({column} ->> {key})::float8 END)")
-    return f"({column} ->> {key})"
+def _no_form(element: Any, compiler: Any, **kw: Any) -> str:
+    """A database whose backend did not give this construct a form (see :mod:`.backends`)."""
+    raise CatalogError(f"filters need a SQLite or PostgreSQL catalog (the {compiler.dialect.name} "
+                       f"catalog has no form of {type(element).__name__})")

@@ -1,5 +1,5 @@
-"""Engines for catalog URLs: a SQLite file, or a database server (PostgreSQL through psycopg 3)
-whose pooled connections are checked after they sat idle; URLs as messages show them.
+"""Engines for catalog URLs, each made by the URL's backend (:mod:`.backends`); URLs as
+messages show them.
 
 A URL's secrets (the password in its user info, and the value of every query parameter whose
 name says it is one: ``password``, ``sslpassword``, ``passfile``, ``sslkey``...) never appear
@@ -10,27 +10,20 @@ finds them in ``$PGPASSWORD`` or ``~/.pgpass`` (``$PGPASSFILE``), or the URL is 
 from __future__ import annotations
 
 import re
-import time
-from typing import Any
 
-from sqlalchemy import URL, Engine, create_engine, event, make_url
-from sqlalchemy.exc import ArgumentError, DisconnectionError
+from sqlalchemy import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError
 
 from ..errors import CatalogError, first_line
+from .backends import for_url
 
 MASK = "***"
 SECRET_WORDS = ("pass", "secret", "token", "key")  # in a query parameter's name
-PASSWORD_HINT = ("; give the password in $PGPASSWORD or ~/.pgpass ($PGPASSFILE), or give the "
-                 "whole URL again in $RETRIEVAL_DATABASE_URL or --catalog (the collection's "
-                 "catalog.url keeps no password)")
 
 
 def normalize_url(url: str) -> str:
-    """``postgresql://`` (and ``postgres://``) mean psycopg 3, whatever SQLAlchemy's default."""
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
-    return url
+    """The URL as its backend has SQLAlchemy read it (``postgresql://`` means psycopg 3)."""
+    return for_url(url).normalize_url(url)
 
 
 def _secret(name: str) -> bool:
@@ -116,54 +109,21 @@ def server_error(where: str, exc: BaseException | str, url: str) -> CatalogError
     """A database server's refusal as one line naming it, never quoting a secret; a missing
     or wrong password says where to give one."""
     text = scrub(first_line(exc), url)
-    hint = PASSWORD_HINT if ("no password supplied" in text or
-                             "password authentication failed" in text) else ""
-    return CatalogError(f"catalog database {where}: {text}{hint}")
+    return CatalogError(f"catalog database {where}: {text}{for_url(url).password_hint(text)}")
 
 
 def engine_for(url: str, where: str) -> Engine:
-    """An engine for ``url``; a URL that names a database this package has no driver for says
-    which package to install."""
+    """An engine for ``url``, made by its backend; a URL that names a database this package
+    has no driver for says which package to install."""
     parsed = parse_url(url)
+    backend = for_url(url)
     try:
-        if url.startswith("sqlite"):
-            return create_engine(parsed)
-        engine = create_engine(parsed)
-        _ping_when_idle(engine)
-        return engine
+        return backend.engine(parsed)
     except ModuleNotFoundError as exc:
-        hint = (" (pip install 'retrieval[postgresql]')" if url.startswith("postgres") else "")
         raise CatalogError(f"catalog {where}: the database driver {exc.name!r} is not "
-                           f"installed{hint}") from None
+                           f"installed{backend.driver_hint}") from None
     except ArgumentError as exc:
         raise CatalogError(f"catalog {where}: not a database URL "
                            f"({scrub(first_line(exc), url)})") from None
     except Exception as exc:  # NoSuchModuleError: an unknown database name
         raise CatalogError(f"catalog {where}: {scrub(first_line(exc), url)}") from None
-
-
-IDLE_PING_S = 5.0
-
-
-def _ping_when_idle(engine: Engine) -> None:
-    """A pooled connection idle for a while is checked before it is handed out (a server that
-    restarted or dropped it: the pool opens a new one). Busy connections are not: a ping per
-    use would add a round trip to every read of a search."""
-
-    def stamp(_dbapi: Any, record: Any, *_: Any) -> None:
-        record.info["idle_since"] = time.monotonic()
-
-    def check(dbapi: Any, record: Any, _proxy: Any) -> None:
-        if time.monotonic() - record.info.get("idle_since", 0.0) < IDLE_PING_S:
-            return
-        try:
-            cur = dbapi.cursor()
-            cur.execute("SELECT 1")
-            cur.close()
-            dbapi.rollback()
-        except Exception as exc:  # any failure: the connection is not usable
-            raise DisconnectionError(str(exc)) from exc
-
-    event.listen(engine.pool, "connect", stamp)
-    event.listen(engine.pool, "checkin", stamp)
-    event.listen(engine.pool, "checkout", check)

@@ -1,6 +1,6 @@
 """A collection's folder: opened, or created when a model to bind it to is given.
 
-    catalog.sqlite      the SQL catalog (source of truth), or
+    catalog.sqlite      the SQL catalog (source of truth), a SQLite file, or
     catalog.url         the URL of a catalog on a database server (PostgreSQL), shared with
                         the folders of the same collection on other hosts
     indexes/            FAISS indexes derived from the catalog, one per modality
@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CatalogError, CollectionError, CollectionNotFoundError
+from .backends import for_url
+from .backends.sqlite_files import never_written
 from .records import MODALITIES
 
 if TYPE_CHECKING:
@@ -62,11 +64,11 @@ def server_url(folder: Path, url: str | None) -> str | None:
                     return normalize_url(given)
         return found
     url = url or os.environ.get(DATABASE_URL_ENV) or None
-    if url is not None and url.startswith("sqlite"):
+    if url is not None and "://" in url and not for_url(url).server:
         from .engines import shown_url
 
-        raise CollectionError(f"catalog URL {shown_url(url)}: a SQLite catalog lives in the "
-                              "collection's folder; give a database server's URL "
+        raise CollectionError(f"catalog URL {shown_url(url)}: a {for_url(url).name} catalog "
+                              "lives in the collection's folder; give a database server's URL "
                               "(postgresql://...)")
     return url
 
@@ -112,7 +114,6 @@ def open_catalog(folder: Path, create: bool, lock: WriteLock, url: str | None = 
     is writing), else it is an error that says how to make one. ``url`` names a catalog on a
     database server for a new folder."""
     from .catalog import Catalog
-    from .lock import DatabaseLock
 
     url = server_url(folder, url)
     if url is not None:
@@ -125,7 +126,7 @@ def open_catalog(folder: Path, create: bool, lock: WriteLock, url: str | None = 
                 f"into it to create it (retrieval --collection {folder} --catalog URL index "
                 "FOLDER)")
         catalog = Catalog(url, create=True)  # its migrations take a lock of their own
-        lock.shared = DatabaseLock(catalog.url, catalog.where)
+        lock.shared = catalog.backend.writer_lock(catalog.url, catalog.where)
         if joining:
             _write_url(folder, catalog.url)
         return catalog  # its id is ensured when its indexes are first opened (Collection)
@@ -149,8 +150,7 @@ def _check_not_emptied(folder: Path) -> None:
     """An empty catalog file is a collection whose first run ended before it wrote anything,
     unless the folder holds indexes built from the catalog: then it was emptied."""
     path = folder / CATALOG_FILE
-    wal = folder / f"{CATALOG_FILE}-wal"
-    if path.stat().st_size == 0 and not (wal.exists() and wal.stat().st_size) and any(
+    if never_written(str(path)) and any(
             p.suffix == ".faiss" for p in (folder / INDEX_DIR).glob("*")):
         raise CatalogError(f"catalog damaged: {path}: empty, yet {folder / INDEX_DIR} holds "
                            "indexes built from it; restore it from a backup")

@@ -5,10 +5,11 @@ when the process dies). Re-entrant within one holder, so a write that calls anot
 not lock itself out. Where ``fcntl`` does not exist, SQLite's own locking is all there is.
 
 A catalog on a database server is shared by processes on several hosts, each with its own
-folder: writers then also take a PostgreSQL advisory lock (:class:`DatabaseLock`), held by a
-connection of its own, so a writer that dies releases it with its socket. Writers one at a
-time also keep the catalog's change log in commit order, which readers on every host rely on
-to catch their indexes up.
+folder: writers then also take the lock its backend keeps in the database (PostgreSQL: an
+advisory lock, :class:`~.backends.postgresql.DatabaseLock`), held by a connection of its own,
+so a writer that dies releases it with its socket. Writers one at a time also keep the
+catalog's change log in commit order, which readers on every host rely on to catch their
+indexes up.
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..errors import CollectionLockedError
+
+if TYPE_CHECKING:
+    from .backends.base import SharedLock
 
 LOCK_FILE = "lock"
 
@@ -30,7 +34,7 @@ class WriteLock:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.shared: DatabaseLock | None = None  # set when the catalog is on a server
+        self.shared: SharedLock | None = None  # set when the catalog is on a server
         self._fd: int | None = None
         self._depth = 0
         self._shared_depth = 0
@@ -119,62 +123,6 @@ class WriteLock:
         finally:
             if got:
                 self.release(local=True)
-
-
-class DatabaseLock:
-    """A session-level PostgreSQL advisory lock on its own connection (never pooled, so closing
-    it really ends the session and whatever it held)."""
-
-    KEY = 0x5245_5452_5752_4954  # "RETRWRIT"
-
-    def __init__(self, url: str, where: str) -> None:
-        self.url = url
-        self.where = where
-        self._conn: Any = None
-        self._engine: Any = None
-
-    def acquire(self) -> bool:
-        from sqlalchemy import create_engine, text
-        from sqlalchemy.exc import OperationalError
-        from sqlalchemy.pool import NullPool
-
-        if self._engine is None:
-            self._engine = create_engine(self.url, poolclass=NullPool)
-        try:
-            conn = self._engine.connect()
-            got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"),
-                                    {"k": self.KEY}).scalar())
-            conn.commit()
-        except OperationalError as exc:
-            from .engines import server_error
-
-            raise server_error(self.where, exc.orig or exc, self.url) from None
-        if not got:
-            conn.close()
-            return False
-        self._conn = conn
-        return True
-
-    def release(self) -> None:
-        from sqlalchemy import text
-        from sqlalchemy.exc import DBAPIError
-
-        conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        try:
-            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self.KEY})
-            conn.commit()
-        except DBAPIError:  # a dead connection held nothing any more
-            pass
-        finally:
-            conn.close()
-
-    def close(self) -> None:
-        self.release()
-        if self._engine is not None:
-            self._engine.dispose()
-            self._engine = None
 
 
 class ReadWriteLock:

@@ -12,7 +12,6 @@ from typing import Any
 from sqlalchemy import func, inspect, select, text
 
 from ..errors import CatalogError
-from . import keywords
 from .schema import (
     aux_vectors,
     changes,
@@ -24,6 +23,7 @@ from .schema import (
     utcnow,
     vectors,
 )
+from .writes import rebuild_keywords
 
 
 def _1_core(conn: Any) -> None:
@@ -35,7 +35,7 @@ def _2_tags_aux_keywords(conn: Any) -> None:
     """Tags, tagging runs, second-model vectors, and the keyword index."""
     for table in (tags, tag_runs, aux_vectors):
         table.create(conn, checkfirst=True)
-    keywords.create(conn)
+    rebuild_keywords(conn)
 
 
 def _3_path_escape(conn: Any) -> None:
@@ -54,7 +54,7 @@ def _4_generated_captions(conn: Any) -> None:
 
 def _5_cjk_keywords(conn: Any) -> None:
     """The keyword index spells CJK text as characters and pairs: rebuilt from the catalog."""
-    keywords.create(conn)
+    rebuild_keywords(conn)
 
 
 MIGRATIONS: dict[int, Callable[[Any], None]] = {1: _1_core, 2: _2_tags_aux_keywords,

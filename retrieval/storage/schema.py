@@ -21,6 +21,7 @@ classes cost a tenth of a second to import and configure.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -41,6 +42,7 @@ from sqlalchemy import (
 from sqlalchemy import text as sql_text
 
 from ..pathnames import from_stored, to_stored
+from .backends import PARTIAL_INDEXES
 from .records import IMAGE, MODALITIES, TEXT
 
 __all__ = ["IMAGE", "MODALITIES", "TEXT"]
@@ -66,6 +68,11 @@ class FilePath(TypeDecorator[str]):
 
 metadata = MetaData()
 ItemId = BigInteger().with_variant(Integer, "sqlite")  # SQLite's rowid alias is INTEGER
+
+
+def _where(condition: str) -> dict[str, Any]:
+    """A partial index's condition, for every backend whose indexes take one."""
+    return {f"{dialect}_where": sql_text(condition) for dialect in PARTIAL_INDEXES}
 
 
 def _item_ref(primary_key: bool = False) -> Column[int]:
@@ -104,17 +111,12 @@ items = Table(
     Column("metadata", JSON),
     Column("created_at", DateTime, nullable=False, default=utcnow),
     Column("updated_at", DateTime, nullable=False, default=utcnow),
-    Index("ux_items_image_path", "path", unique=True,
-          sqlite_where=sql_text("kind = 'image'"), postgresql_where=sql_text("kind = 'image'")),
-    Index("ux_items_caption_parent", "parent_id", unique=True,
-          sqlite_where=sql_text("source = 'caption'"),
-          postgresql_where=sql_text("source = 'caption'")),
+    Index("ux_items_image_path", "path", unique=True, **_where("kind = 'image'")),
+    Index("ux_items_caption_parent", "parent_id", unique=True, **_where("source = 'caption'")),
     Index("ux_items_generated_parent", "parent_id", unique=True,
-          sqlite_where=sql_text("source = 'generated'"),
-          postgresql_where=sql_text("source = 'generated'")),
+          **_where("source = 'generated'")),
     Index("ux_items_text_external_id", "external_id", unique=True,
-          sqlite_where=sql_text("kind = 'text' AND external_id IS NOT NULL"),
-          postgresql_where=sql_text("kind = 'text' AND external_id IS NOT NULL")),
+          **_where("kind = 'text' AND external_id IS NOT NULL")),
     sqlite_autoincrement=True,
 )
 

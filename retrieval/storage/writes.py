@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import bindparam, delete, insert, select, update
 
-from . import keywords
+from .backends import for_dialect
 from .records import GENERATED, ImageRecord, TextRecord, encode_vector
 from .schema import IMAGE, TEXT, aux_vectors, changes, items, tag_runs, tags, utcnow, vectors
 
@@ -37,8 +37,17 @@ def log_changes(conn: Any, changed: Iterable[tuple[int, str]]) -> None:
 
 
 def refresh_keywords(conn: Any, ids: Sequence[int]) -> None:
-    for part in chunks(list(ids)):
-        keywords.refresh(conn, part)
+    """Recompute the keyword rows of these items, where the database has a keyword index."""
+    backend = for_dialect(conn.dialect.name)
+    if backend.keywords:
+        for part in chunks(list(ids)):
+            backend.refresh_keywords(conn, part)
+
+
+def rebuild_keywords(conn: Any) -> None:
+    """Create the keyword index (where the database has one) and fill it from the catalog."""
+    if for_dialect(conn.dialect.name).create_keywords(conn):
+        refresh_keywords(conn, [r[0] for r in conn.execute(select(items.c.id))])
 
 
 def ids_by(conn: Any, column: Any, keys: Sequence[Any], where: Any) -> dict[Any, int]:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CatalogError
+from ...errors import CatalogError
 
 log = logging.getLogger("retrieval")
 
@@ -158,6 +158,12 @@ def _frame_checksums(frames: np.ndarray, previous: np.ndarray, big: bool) -> np.
         total = np.einsum("kij,nkj->ni", weights, b)
         total += np.einsum("ij,nj->ni", powers[k], previous)
     return total & 0xFFFFFFFF
+
+
+def never_written(path: str) -> bool:
+    """True for a catalog file created and never written (its WAL holds nothing either)."""
+    wal = path + "-wal"
+    return os.path.getsize(path) == 0 and not (os.path.exists(wal) and os.path.getsize(wal))
 
 
 def is_damage(exc: BaseException) -> bool:
