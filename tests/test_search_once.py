@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from conftest import make_image, make_images
 from fastapi.testclient import TestClient
 
-from retrieval import Collection, Query, Term
+from retrieval import Collection, Query, QueryError, Term
 from retrieval.interfaces.cli import cli
 from retrieval.interfaces.server import create_app
 from retrieval.search import builder
@@ -78,7 +78,7 @@ def test_a_hand_made_query_is_checked_once_per_change(col: Collection, checks: C
     assert len(col.run(query)) == 2
     assert checks == {"validate": 2, "as_term": 2}
     query.terms.append(Term("text", "   "))  # changed in place: checked, and refused
-    with pytest.raises(Exception, match="empty text term"):
+    with pytest.raises(QueryError, match="empty text term"):
         col.run(query)
 
 

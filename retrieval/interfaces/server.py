@@ -110,9 +110,8 @@ else:
         "Values are checked by the engine's query builder, the same rules as for the command "
         "line and the Python API (a 400 with a one-line ``detail`` when one is broken).",
         FIELDS, extra="forbid")
-    # The upload form: its file is the image; vector and terms have no form spelling (a form
-    # field is a string: hundreds of numbers, or objects, are no form field). Unknown form
-    # fields are ignored, and an empty one is the field's default.
+    # The upload form: the fields with ``form`` (its file is the image; vector and terms have
+    # no form spelling). Unknown form fields are ignored, an empty one is the field's default.
     SearchForm = _request_model(
         "SearchForm", "The fields of an upload search besides its image file.",
         [f for f in FIELDS if f.form], extra="ignore")
