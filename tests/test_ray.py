@@ -294,9 +294,10 @@ def test_decode_tasks_skip_pixels_of_known_content(tmp_path: Path, encoder: Any,
 
     import ray
 
-    from retrieval.ingest.distributed import _prefix_set, decode_rows, hash_prefixes
+    from retrieval.ingest.distributed import _prefix_set, decode_rows
     from retrieval.ingest.workers import DecodeTask
     from retrieval.media import hash_file
+    from retrieval.storage.records import hash_prefixes
 
     paths = make_images(tmp_path, 2)
     tasks = np.array([pickle.dumps(DecodeTask(str(p), 1, 1)) for p in paths], dtype=object)

@@ -6,7 +6,7 @@ results changes. A Ray Data pipeline over the files to do:
 
 * decode tasks (CPU) hash, validate and preprocess each file with the local run's own
   :func:`~.workers.decode_file`, skipping pixels for content the catalog already holds (the
-  driver ships a compact set of the known hashes);
+  driver ships a compact set of the known hashes, as a local run gives its decode workers);
 * an actor pool embeds: each actor builds the collection's encoder the way the local run builds
   it (from the model spec, checked against the recorded model identity; ONNX Runtime or torch
   as this machine's export chose, CUDA where the node has a GPU). An encoder handed to the
@@ -34,7 +34,7 @@ import os
 import pickle
 import sys
 import warnings
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -110,13 +110,6 @@ class EncoderRecipe:
 _known_prefixes: dict[str, np.ndarray] = {}
 
 
-def hash_prefixes(hashes: Iterable[str | None]) -> np.ndarray:
-    """Sorted 64-bit prefixes of SHA-256 hex digests: a compact set a worker can search. A
-    false match only sends the file back without pixels; the driver then decodes it itself."""
-    values = {int(h[:16], 16) for h in hashes if h and len(h) >= 16}
-    return np.array(sorted(values), dtype=np.uint64)
-
-
 def _prefix_set(known: Any) -> np.ndarray:
     import ray
 
@@ -133,7 +126,7 @@ def decode_batch(batch: dict[str, np.ndarray], spec: ImageSpec, max_pixels: int,
                  known: Any) -> dict[str, np.ndarray]:
     """Decode task: a batch of pickled :class:`DecodeTask` rows in, rows of a pickled
     :class:`DecodeResult` (without pixels) plus a pixel column out. ``known`` is a reference
-    to :func:`hash_prefixes` of the content the catalog holds."""
+    to the content the catalog holds (:meth:`~retrieval.storage.Catalog.content_prefixes`)."""
     _lower_priority()
     return decode_rows(batch, spec, max_pixels, _prefix_set(known))
 
@@ -142,12 +135,7 @@ def decode_rows(batch: dict[str, np.ndarray], spec: ImageSpec, max_pixels: int,
                 prefixes: np.ndarray) -> dict[str, np.ndarray]:
     """What a decode task returns, in this process."""
 
-    def is_known(h: str) -> bool:
-        p = np.uint64(int(h[:16], 16))
-        i = int(np.searchsorted(prefixes, p))
-        return i < len(prefixes) and prefixes[i] == p
-
-    init_worker(spec, max_pixels, None, known=is_known if len(prefixes) else None)
+    init_worker(spec, max_pixels, prefixes)
     results = [decode_file(pickle.loads(t)) for t in batch["task"]]
     h, w = spec.size
     pixels = np.zeros((len(results), h, w, 3), dtype=np.uint8)

@@ -101,18 +101,18 @@ class _Batches:
         workers = worker_count(self.options.workers)
         window = max(2 * workers, -(-2 * max(1, self.options.batch_size) // CHUNK))
         return decoded(todo, spec=self.encoder.image_spec, workers=workers,
-                       max_pixels=self.options.max_pixels, catalog_file=self.catalog.file,
+                       max_pixels=self.options.max_pixels, known=self.catalog.content_prefixes,
                        window=window)
 
     def ray_source(self, todo: list[DecodeTask]) -> Generator[DecodeResult, None, None]:
         """Results in any order from a Ray cluster, embedded there (vectors)."""
-        from .distributed import EncoderRecipe, hash_prefixes, ray_results
+        from .distributed import EncoderRecipe, ray_results
 
         return ray_results(todo, address=self.options.ray or "auto",
                            recipe=EncoderRecipe.of(self.catalog, self.encoder),
                            spec=self.encoder.image_spec, max_pixels=self.options.max_pixels,
                            batch_size=self.options.batch_size,
-                           known=hash_prefixes(s.content_hash for s in self.known.values()),
+                           known=self.catalog.content_prefixes(),
                            fallback=self.local_source)
 
     def run(self, todo: list[DecodeTask], results: Generator[DecodeResult, None, None],

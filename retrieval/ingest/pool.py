@@ -28,8 +28,10 @@ import subprocess
 import sys
 import threading
 from collections import deque
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any, BinaryIO
+
+import numpy as np
 
 from ..errors import IndexingError
 from ..media import ImageSpec
@@ -203,10 +205,12 @@ class DecodePool:
 
 
 def decoded(tasks: Sequence[DecodeTask], *, spec: ImageSpec, max_pixels: int, workers: int,
-            catalog_file: str | None = None, window: int | None = None
+            known: Callable[[], np.ndarray] | None = None, window: int | None = None
             ) -> Generator[DecodeResult, None, None]:
     """Decode results in task order, from a bounded window of worker jobs (``workers=0``
-    decodes here, without catalog peeking or lower priority).
+    decodes here, without lower priority or skipping known content). ``known`` gives the
+    contents the catalog holds (:meth:`~retrieval.storage.Catalog.content_prefixes`), read
+    when workers start.
 
     Close the iterator (``contextlib.closing``) when stopping early: that stops the workers."""
     chunks = [list(tasks[i:i + CHUNK]) for i in range(0, len(tasks), CHUNK)]
@@ -215,7 +219,8 @@ def decoded(tasks: Sequence[DecodeTask], *, spec: ImageSpec, max_pixels: int, wo
         for chunk in chunks:
             yield from decode_chunk(chunk)
         return
-    with DecodePool(min(workers, len(chunks)), (spec, max_pixels, catalog_file, True)) as pool:
+    init = (spec, max_pixels, known() if known is not None else None, True)
+    with DecodePool(min(workers, len(chunks)), init) as pool:
         for results in pool.map(chunks, window or 2 * workers):
             yield from results
 

@@ -3,7 +3,8 @@
 
 Workers run at the lowest CPU priority: the model's threads keep both cores and a worker runs
 when the model leaves one free, instead of preempting a model thread and stalling the others at
-the next barrier. Each worker opens the catalog read-only to skip decoding content that is
+the next barrier. Each worker is given the contents the catalog holds (a compact set of their
+hashes' prefixes, read once per run on any backend) to skip preprocessing content that is
 already embedded (a rename, a copy); the main process still decides, this only saves work.
 Results come back in task order from a bounded window of jobs.
 """
@@ -14,7 +15,6 @@ import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -28,6 +28,7 @@ from ..media import (
     read_info,
     to_model_input,
 )
+from ..storage.records import prefix_test
 
 CHUNK = 8  # files per worker round trip
 WORKER_NICENESS = 19
@@ -69,35 +70,20 @@ def worker_count(requested: int | None) -> int:
 class _State:
     spec: ImageSpec
     max_pixels: int
-    known_hash: Any = None  # callable(str) -> bool, or None
+    known_hash: Callable[[str], bool] | None = None
 
 
-def init_worker(spec: ImageSpec, max_pixels: int, catalog_file: str | None,
-                background: bool = False, known: Callable[[str], bool] | None = None) -> None:
-    """Process initialiser: remember the spec, lower the priority, open the catalog read-only
-    (or take ``known``, a test of content hashes already embedded)."""
+def init_worker(spec: ImageSpec, max_pixels: int, known: np.ndarray | None = None,
+                background: bool = False) -> None:
+    """Process initialiser: remember the spec and ``known``, the contents the catalog holds
+    (:meth:`~retrieval.storage.Catalog.content_prefixes`), and lower the priority."""
     _State.spec = spec
     _State.max_pixels = max_pixels
-    _State.known_hash = known
+    _State.known_hash = prefix_test(known) if known is not None and len(known) else None
     if background:
         with contextlib.suppress(AttributeError, OSError):
             os.nice(WORKER_NICENESS)
     heif_available()
-    if catalog_file:
-        import sqlite3
-
-        conn = sqlite3.connect(f"file:{catalog_file}?mode=ro", uri=True, check_same_thread=False)
-
-        def in_catalog(h: str) -> bool:
-            try:
-                row = conn.execute(
-                    "SELECT 1 FROM items WHERE content_hash = ? AND kind = 'image' LIMIT 1", (h,)
-                ).fetchone()
-            except sqlite3.Error:
-                return False
-            return row is not None
-
-        _State.known_hash = in_catalog
 
 
 def decode_file(task: DecodeTask, *, skip_known: bool = True) -> DecodeResult:

@@ -31,6 +31,7 @@ from .records import (
     Item,
     TextRecord,
     decode_vectors,
+    hash_prefixes,
 )
 from .schema import (
     IMAGE,
@@ -216,6 +217,14 @@ class Catalog:
                 for h, blob in conn.execute(q):
                     out.setdefault(h, np.frombuffer(blob, dtype="<f4").astype(np.float32))
         return out
+
+    def content_prefixes(self, kind: str = IMAGE) -> np.ndarray:
+        """The contents items of ``kind`` hold, as :func:`~.records.hash_prefixes`: what decode
+        workers test a file's hash against, on any backend (a rename, a copy: the stored
+        vector is reused)."""
+        rows = self._read(select(func.substr(items.c.content_hash, 1, 16))
+                          .where(items.c.kind == kind))
+        return hash_prefixes(r[0] for r in rows)
 
     def get_items(self, ids: Iterable[int]) -> dict[int, Item]:
         with self._reads.connect() as conn:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,3 +118,24 @@ def decode_vectors(blobs: Sequence[bytes], dim: int) -> np.ndarray:
         return np.zeros((0, dim), dtype=np.float32)
     return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), dim).astype(
         np.float32, copy=False)
+
+
+def hash_prefixes(hashes: Iterable[str | None]) -> np.ndarray:
+    """Sorted 64-bit prefixes of SHA-256 hex digests: a compact set of contents (8 bytes each)
+    that a decode worker searches (:func:`prefix_test`). A false match only sends a file back
+    without pixels; the driver then decodes it itself."""
+    heads = [h[:16] for h in hashes if h and len(h) >= 16]
+    if not heads:
+        return np.zeros(0, dtype=np.uint64)
+    return np.unique(np.frombuffer(bytes.fromhex("".join(heads)), dtype=">u8").astype(np.uint64))
+
+
+def prefix_test(prefixes: np.ndarray) -> Callable[[str], bool]:
+    """Whether a content hash is in the set :func:`hash_prefixes` made."""
+
+    def known(h: str) -> bool:
+        p = np.uint64(int(h[:16], 16))
+        i = int(np.searchsorted(prefixes, p))
+        return i < len(prefixes) and prefixes[i] == p
+
+    return known
