@@ -135,3 +135,58 @@ def test_test_functions_are_small() -> None:
                 if length > MAX_FUNCTION_LINES:
                     long.append(f"{path.relative_to(ROOT)}::{node.name}: {length} lines")
     assert long == []
+
+
+# Only storage speaks SQL: a new catalog backend touches retrieval/storage/ alone. The one
+# exception is the text-embedding cache, a cache file of the encoders (text -> vector, keyed by
+# model) beside the home's other caches, not part of any catalog.
+SQL_PACKAGES = {"sqlalchemy", "sqlite3"}
+SQL_ALLOWED = {"retrieval.encoders.text_cache": {"sqlite3"}}
+
+
+def _external_imports(source: str) -> set[str]:
+    """Top-level packages a module imports by absolute name at run time (at the top or inside
+    a function; ``if TYPE_CHECKING:`` blocks are for type checkers only)."""
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if _type_checking_block(child):
+                continue
+            if isinstance(child, ast.Import):
+                found.update(a.name.split(".")[0] for a in child.names)
+            elif isinstance(child, ast.ImportFrom) and not child.level and child.module:
+                found.add(child.module.split(".")[0])
+            visit(child)
+
+    visit(ast.parse(source))
+    return found
+
+
+def test_only_storage_imports_sql() -> None:
+    speaking = []
+    for module, path in _modules().items():
+        if module == "retrieval.storage" or module.startswith("retrieval.storage."):
+            continue
+        sql = _external_imports(path.read_text(encoding="utf-8")) & SQL_PACKAGES
+        if sql - SQL_ALLOWED.get(module, set()):
+            speaking.append(f"{module}: {', '.join(sorted(sql))}")
+    assert speaking == []
+    storage = [m for m, p in _modules().items() if m.startswith("retrieval.storage.")
+               and _external_imports(p.read_text(encoding="utf-8")) & SQL_PACKAGES]
+    assert len(storage) > 5  # the walk sees storage's own imports
+
+
+def test_an_sql_import_would_be_found() -> None:
+    source = '''
+from typing import TYPE_CHECKING
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+def f():
+    import sqlite3.dbapi2
+    from sqlalchemy.exc import DBAPIError
+    from .storage import Catalog
+'''
+    assert _external_imports(source) & SQL_PACKAGES == {"sqlite3", "sqlalchemy"}
+    assert _external_imports("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                             "    import sqlalchemy\n") & SQL_PACKAGES == set()
