@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 from coca import write_tiny_coca
-from conftest import make_images, run_cli
+from conftest import assert_one_error_line, make_images, run_cli
 
 from retrieval import Collection
 from retrieval.encoders.captioner import load_captioner
@@ -86,6 +86,24 @@ def test_caption_generate_cli(tmp_path, coca):
                    "--captioner-pretrained", "mscoco_finetuned_laion2b_s13b_b90k", check=False)
     assert gone.returncode == 1 and "not in the local cache" in gone.stderr
     assert len(gone.stderr.strip().splitlines()) == 1
+
+
+def test_caption_generate_without_collection_names_the_captioners(tmp_path):
+    """Asked for a caption with no captioner and no collection, the user hears which
+    captioners exist rather than only that there is no collection."""
+    import open_clip
+
+    from retrieval.enrich.captions import CAPTIONERS, DEMO_CAPTIONER
+
+    (image,) = make_images(tmp_path / "img", 1)
+    line = assert_one_error_line(run_cli("caption", image, "--generate", check=False),
+                                 "no captioner named", f"--captioner: {DEMO_CAPTIONER}")
+    coca = {(n, tags) for n, tags in open_clip.list_pretrained() if n.startswith("coca")}
+    assert coca == {(n, tag) for n, tags in CAPTIONERS for tag in tags}  # open_clip's, all
+    for name, tags in CAPTIONERS:
+        assert f"{name} with --captioner-pretrained {' or '.join(tags)}" in line
+    # an item id still needs its collection: that error is unchanged
+    assert_one_error_line(run_cli("caption", "7", "--generate", check=False), "no collection")
 
 
 @pytest.fixture()

@@ -35,6 +35,10 @@ if TYPE_CHECKING:
     from ..storage import Catalog
 
 DEMO_CAPTIONER = "demo-captioner"
+# open_clip's CoCa captioners and their pretrained tags (tests/test_captions.py checks the list
+# against open_clip's), named when a caption is asked for with no captioner to take
+CAPTIONERS = (("coca_ViT-B-32", ("mscoco_finetuned_laion2b_s13b_b90k", "laion2b_s13b_b90k")),
+              ("coca_ViT-L-14", ("mscoco_finetuned_laion2b_s13b_b90k", "laion2b_s13b_b90k")))
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,15 @@ def captioner_spec(collection_spec: ModelSpec | None, captioner: str | ModelSpec
             f"mscoco_finetuned_laion2b_s13b_b90k, or --captioner {DEMO_CAPTIONER} "
             f"(built in: {', '.join(sorted(BUILTIN_MODELS))})")
     return found
+
+
+def captioner_choices() -> str:
+    """The captioners to choose from, as ``--captioner`` options."""
+    coca = "; ".join(f"{name} with --captioner-pretrained {' or '.join(tags)}"
+                     for name, tags in CAPTIONERS)
+    return (f"{DEMO_CAPTIONER} (built in; it knows only the demo's coloured shapes); {coca} "
+            "(weights downloaded once; the mscoco_finetuned tags write MSCOCO-style captions); "
+            "or a CoCa of your own as hf-hub:ORG/REPO or local-dir:FOLDER")
 
 
 def generate_captions(col: Collection, captioner: str | ModelSpec | None = None, *,

@@ -127,12 +127,22 @@ def caption(ctx: click.Context, image: Path, k: int, generate: bool, as_json: bo
 
 def _generate(ctx: click.Context, target: Path | int, device: str, as_json: bool,
               kwargs: dict[str, Any]) -> None:
-    from ...enrich.captions import caption_images
+    from ...config import default_collection_path
+    from ...enrich.captions import caption_images, captioner_choices
+    from ...errors import CollectionNotFoundError, InputError
 
     captioner, tag, options = take_generation(kwargs)
     col = None
     if not captioner or isinstance(target, int):
-        col = open_collection(ctx, one_shot=True)  # its default captioner, or the item's file
+        try:  # its default captioner, or the item's file
+            col = open_collection(ctx, one_shot=True)
+        except CollectionNotFoundError:
+            if isinstance(target, int):
+                raise
+            where = ctx.obj["collection"] or default_collection_path()
+            raise InputError(f"no captioner named, and no collection at {where} to take one "
+                             f"from; name one with --captioner: {captioner_choices()}"
+                             ) from None
     path = col.get(target).path if col is not None and isinstance(target, int) else str(target)
     if path is None:
         raise click.ClickException(f"item {target} is a text, not an image")
