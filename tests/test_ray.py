@@ -153,6 +153,9 @@ class SlowEncoder:
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         return self.inner.embed_texts(texts)  # type: ignore[no-any-return]
 
+    def warm(self, *towers: str) -> None:
+        self.inner.warm(*towers)
+
 
 def _by_value() -> None:
     """The actors cannot import this test module: its classes travel by value."""

@@ -343,6 +343,9 @@ class OpenClipEncoder:
     def model(self) -> torch.nn.Module:
         return self._model
 
+    def warm(self, *towers: str) -> None:
+        """Nothing to do: the model loads whole when the encoder is made."""
+
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         import torch
 

@@ -1,5 +1,8 @@
 """Which runtime embeds for whom: ONNX Runtime where it serves, torch where it must.
 
+The choice, with its reason, is :data:`RUNTIMES` (the first whose condition holds); the rest
+of this module gathers what the choice depends on (:class:`Need`) and builds the encoder.
+
 * Searches (and other one-shot reads) use the collection's ONNX export on the CPU and never
   import torch. Only ``device="cuda..."`` asked for by name loads torch for a search. A
   collection without an export (made before exports existed) searches with torch and says once
@@ -21,6 +24,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 from ..errors import InputError, ModelMismatchError
 from .export_store import PRECISIONS, Export, ExportStore
@@ -58,6 +62,51 @@ def wants_cuda(device: str | None) -> bool:
     if device in (None, "", "auto"):
         return cuda_present()
     return device.startswith("cuda")
+
+
+@dataclass(frozen=True)
+class Need:
+    """What the choice of runtime depends on."""
+
+    indexing: bool  # many images and texts (else: searches, one-shot reads)
+    cuda: bool  # CUDA asked for (by name; for indexing, also ``auto`` on a machine with a GPU)
+    export: Export | None  # the usable ONNX export, if any
+    precision: str
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """A way of running a model, the condition under which it is chosen, and why."""
+
+    name: str  # "torch-cuda", "torch" (CPU, or the device asked for), "onnx" (CPU)
+    when: Callable[[Need], bool]
+    reason: str
+
+
+def _torch_measured_faster(need: Need) -> bool:
+    return (need.indexing and need.export is not None and need.precision == "fp32"
+            and need.export.cpu_image_runtime() == "torch")
+
+
+# In order: the first whose condition holds serves. A new runtime is one entry here and one
+# encoder class that follows the :class:`~.spec.Encoder` protocol.
+RUNTIMES: tuple[Runtime, ...] = (
+    Runtime("torch-cuda", lambda need: need.cuda,
+            "CUDA asked for (for indexing, also 'auto' on a machine with a GPU)"),
+    Runtime("torch", _torch_measured_faster,
+            "torch embedded images faster than ONNX Runtime when the model was exported on "
+            "this machine (the export's manifest records it)"),
+    Runtime("onnx", lambda need: need.export is not None,
+            "the model's ONNX export on the CPU: no torch import, a fast start"),
+    Runtime("torch", lambda need: True, "the model has no usable ONNX export here"),
+)
+
+
+def choose(need: Need) -> Runtime:
+    """The runtime that serves ``need``, with its reason."""
+    runtime = next(r for r in RUNTIMES if r.when(need))
+    log.debug("runtime %s: %s", runtime.name, runtime.reason)
+    return runtime
 
 
 def check_precision(precision: str) -> str:
@@ -112,12 +161,19 @@ def text_cache_key(spec: ModelSpec, identity: str, precision: str, device: str |
     export never meets vectors from before. A damaged export's searches fall back to torch,
     whose vectors are right for the identity, so they are kept under the same key."""
     key = f"{identity}:{precision}"
-    export = None
-    if device is None or not device.startswith("cuda"):
-        export = search_export(spec, identity, precision, store or ExportStore())
-    if export is None:
+    need = _search_need(spec, identity, precision, device, store or ExportStore())
+    if need.export is None or choose(need).name != "onnx":
         return f"{key}:torch"
+    export = need.export
     return f"{key}:{export.text_key(precision if export.has(precision) else 'fp32')}"
+
+
+def _search_need(spec: ModelSpec, identity: str | None, precision: str, device: str | None,
+                 store: ExportStore) -> Need:
+    """What the runtime of a search depends on: CUDA only when asked for by name."""
+    cuda = device is not None and device.startswith("cuda")
+    export = None if cuda else search_export(spec, identity, precision, store)
+    return Need(indexing=False, cuda=cuda, export=export, precision=precision)
 
 
 def for_search(spec: ModelSpec, *, identity: str | None, precision: str = "fp32",
@@ -128,17 +184,16 @@ def for_search(spec: ModelSpec, *, identity: str | None, precision: str = "fp32"
     ``one_shot`` trades per-query speed for a faster start (one search per process);
     ``threads`` bounds the threads of one encoding (ONNX Runtime; default: every core);
     ``repair`` is the command a warning about a damaged export names."""
-    store = store or ExportStore()
-    if device is None or not device.startswith("cuda"):
-        export = search_export(spec, identity, precision, store)
-        if export is not None:
-            return OnnxEncoder(export, precision if export.has(precision) else "fp32",
-                               threads=threads, prepack=not one_shot,
-                               on_damage=torch_instead(spec, identity, repair))
-        if warn:
-            _warn_once(f"no-export:{spec}:{identity}", (
-                f"model {spec} has no ONNX export here, so searches load torch (several "
-                "seconds). " + (hint or "Run `retrieval model export` once to make them fast.")))
+    need = _search_need(spec, identity, precision, device, store or ExportStore())
+    export = need.export
+    if choose(need).name == "onnx" and export is not None:
+        return OnnxEncoder(export, precision if export.has(precision) else "fp32",
+                           threads=threads, prepack=not one_shot,
+                           on_damage=torch_instead(spec, identity, repair))
+    if warn and not need.cuda:
+        _warn_once(f"no-export:{spec}:{identity}", (
+            f"model {spec} has no ONNX export here, so searches load torch (several "
+            "seconds). " + (hint or "Run `retrieval model export` once to make them fast.")))
     encoder = load_encoder(spec, device)
     if identity is not None:
         check_identity(encoder, identity)
@@ -151,47 +206,65 @@ def for_indexing(spec: ModelSpec, *, identity: str | None, precision: str = "fp3
     """The encoder for embedding many images and texts, and the model identity it has.
 
     Exports the model when it has no export yet (once per model and machine)."""
-    from .export import export_model, quantize_export
-
     check_precision(precision)
     store = store or ExportStore()
-    if wants_cuda(device):
+    need = Need(indexing=True, cuda=wants_cuda(device), export=None, precision=precision)
+    if choose(need).name == "torch-cuda":
+        return _on_cuda(spec, identity, precision, device, store, on_event)
+    export, encoder, found = _cpu_export(spec, identity, precision, store, on_event)
+    runtime = choose(replace(need, export=export if export.ok else None))
+    if runtime.name == "onnx":
+        return _indexing_onnx(export, precision, store, on_event), found
+    if not export.ok:
         if precision != "fp32":
-            raise InputError("int8 precision is for indexing on the CPU; on CUDA the model "
-                             "runs in float16 (use --device cpu for int8)")
-        encoder = load_encoder(spec, device)
-        found = check_identity(encoder, identity)
-        export_model(encoder, store=store, on_event=on_event)  # for this model's searches
-        return encoder, found
+            raise InputError(f"{precision} precision needs an ONNX export, and model {spec} "
+                             f"has none: {export.reason}")
+        _warn_once(f"failed:{found}", f"model {spec} runs on torch: {export.reason}")
+    return encoder or load_encoder(spec, "cpu"), found
+
+
+def _on_cuda(spec: ModelSpec, identity: str | None, precision: str, device: str | None,
+             store: ExportStore, on_event: Callable[[str], None] | None
+             ) -> tuple[Encoder, str]:
+    """torch on CUDA for an index run, the model exported on the way for its searches."""
+    from .export import export_model
+
+    if precision != "fp32":
+        raise InputError("int8 precision is for indexing on the CPU; on CUDA the model "
+                         "runs in float16 (use --device cpu for int8)")
+    encoder = load_encoder(spec, device)
+    found = check_identity(encoder, identity)
+    export_model(encoder, store=store, on_event=on_event)  # for this model's searches
+    return encoder, found
+
+
+def _cpu_export(spec: ModelSpec, identity: str | None, precision: str, store: ExportStore,
+                on_event: Callable[[str], None] | None
+                ) -> tuple[Export, OpenClipEncoder | None, str]:
+    """The export an index run on the CPU works with (made, made again when damaged, or
+    quantised first, where needed; possibly a failed one), the torch encoder loaded on the way
+    (if any), and the model identity."""
+    from .export import export_model, quantize_export
+
     export = store.for_spec(spec)
     damaged = False
     if export is not None and export.ok:
         if identity is not None and export.identity != identity:
             raise _mismatch(spec, identity, export.identity)
         damaged = not _intact(export, precision)
-    if export is not None and export.ok and not damaged:
-        if precision != "fp32" and not export.has(precision):
-            with store.lock(export.identity):
-                if on_event:
-                    on_event(f"quantising {spec} to {precision}")
-                export = quantize_export(store, export)
-        if export.cpu_image_runtime() == "torch" and precision == "fp32":
-            return load_encoder(spec, "cpu"), export.identity
-        return _indexing_onnx(export, precision, store, on_event), export.identity
+        if not damaged:
+            if precision != "fp32" and not export.has(precision):
+                with store.lock(export.identity):
+                    if on_event:
+                        on_event(f"quantising {spec} to {precision}")
+                    export = quantize_export(store, export)
+            return export, None, export.identity
     encoder = load_encoder(spec, "cpu")
     found = check_identity(encoder, identity)
     if export is None or damaged:
         export = export_model(encoder, store=store, int8=precision == "int8", force=damaged,
                               on_event=on_event)
-    if export.ok:
-        if export.cpu_image_runtime() == "torch" and precision == "fp32":
-            return encoder, found
-        return _indexing_onnx(export, precision, store, on_event), found
-    if precision != "fp32":
-        raise InputError(f"{precision} precision needs an ONNX export, and model {spec} has "
-                         f"none: {export.reason}")
-    _warn_once(f"failed:{found}", f"model {spec} runs on torch: {export.reason}")
-    return encoder, found
+    return export, encoder, found
 
 
 def _intact(export: Export, precision: str) -> bool:

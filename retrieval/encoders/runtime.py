@@ -141,10 +141,12 @@ class OnnxEncoder:
                                             f"({_first_line(exc)})") from None
         return self._tokenizer
 
-    def load(self, *towers: str) -> None:
+    def warm(self, *towers: str) -> None:
         """Create the sessions of these towers now (a server does, before its first request)."""
         for tower in towers or ("image", "text"):
             self._session(tower)
+        if self.fallback is not None:
+            self.fallback.warm(*towers)
 
     def tokenize(self, texts: Sequence[str]) -> np.ndarray:
         """Token ids as the text tower takes them (cut after the last end token if it can)."""

@@ -127,3 +127,9 @@ class Encoder(Protocol):
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Embed a batch of texts."""
         ...
+
+    def warm(self, *towers: str) -> None:
+        """Load now what embedding with these towers (``"image"``, ``"text"``; none named:
+        both) needs, so that the first call does not wait; a no-op for a runtime that loads
+        everything when it is made."""
+        ...

@@ -77,9 +77,7 @@ def serve(ctx: click.Context, host: str, port: int, token: str | None, max_uploa
         app = create_app(col, token=token, max_upload_bytes=max_upload * 1024 * 1024,
                          search_threads=search_threads, allowed_hosts=hosts,
                          search_timeout=search_timeout)
-        encoder = col.encoder  # load the model before the first request, and fail early
-        if hasattr(encoder, "load"):
-            encoder.load("text", "image")
+        col.encoder.warm("text", "image")  # load the model before the first request; fail early
         if host not in ("127.0.0.1", "localhost", "::1") and not token:
             click.echo("warning: serving on a public address without --token", err=True)
         port = sock.getsockname()[1]  # the one chosen for --port 0
