@@ -20,6 +20,7 @@ from retrieval.search.embedding import embed_image
 from retrieval.search.query import Query, Term, combine
 from retrieval.search.rerank import (
     MMR,
+    STAGES,
     Candidate,
     Dedup,
     Exact,
@@ -140,6 +141,14 @@ def test_parse_pipeline_unknown_message() -> None:
         parse_pipeline("exact,bogus")
     with pytest.raises(QueryError, match="unknown rerank stage 'mmr:abc'"):
         parse_pipeline("mmr:abc")
+
+
+def test_stages_are_registered_by_kind_and_listed_by_usage() -> None:
+    assert list(STAGES) == ["exact", "mmr", "dedup", "model"]
+    assert all(cls.kind == kind and cls.usage.startswith(kind) for kind, cls in STAGES.items())
+    with pytest.raises(QueryError, match=r"stages: exact, mmr\[:LAMBDA\], dedup\[:COSINE\], "
+                                         r"model:SPEC\[@PRETRAINED\]\[:TOP_N\]$"):
+        parse_pipeline("bogus")
 
 
 # --- on the shared collection ---------------------------------------------------------------------

@@ -1,5 +1,8 @@
 """Re-ranking stages: small classes with one method, chained from a spec string.
 
+Each stage type registers itself under its ``kind`` (:func:`stage`); a new stage is one
+class here with its :meth:`Stage.parse` and ``usage``.
+
     exact            re-score candidates with the stored full-precision vectors
     mmr:LAMBDA       maximal marginal relevance: trade relevance (LAMBDA) against diversity
     dedup:COSINE     collapse near-duplicates into the best one, listed on its hit
@@ -30,7 +33,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
 
@@ -116,10 +119,19 @@ class RerankContext:
 
 
 class Stage(ABC):
-    """One re-ranking step. ``kind`` names the stage's type (a query has each kind once)."""
+    """One re-ranking step. ``kind`` names the stage's type (a query has each kind once) and
+    its spelling in a pipeline, ``usage`` how a pipeline spells it with its argument."""
 
     name: str = ""
     kind: str = ""
+    usage: str = ""
+
+    @classmethod
+    def parse(cls, arg: str) -> Stage:
+        """The stage spelled ``KIND:ARG`` (``arg`` empty for ``KIND`` alone); ValueError when
+        ``arg`` does not spell one. A stage that no pipeline spells (one passed as an object)
+        leaves this as is and is not registered."""
+        raise ValueError(arg)
 
     @abstractmethod
     def apply(self, ctx: RerankContext, cands: list[Candidate]) -> list[Candidate]:
@@ -136,10 +148,27 @@ class Stage(ABC):
         return self.name
 
 
+STAGES: dict[str, type[Stage]] = {}  # by kind, in the order their usage is listed
+S = TypeVar("S", bound=type[Stage])
+
+
+def stage(cls: S) -> S:
+    """Class decorator: make a stage type known by its ``kind``."""
+    STAGES[cls.kind] = cls
+    return cls
+
+
+@stage
 class Exact(Stage):
     """Re-score with the catalog's float32 vectors (an approximate index's scores are not)."""
 
-    name = kind = "exact"
+    name = kind = usage = "exact"
+
+    @classmethod
+    def parse(cls, arg: str) -> Stage:
+        if arg:
+            raise ValueError(arg)
+        return cls()
 
     def apply(self, ctx: RerankContext, cands: list[Candidate]) -> list[Candidate]:
         if not cands:
@@ -156,6 +185,7 @@ class Exact(Stage):
         return out, len(out)
 
 
+@stage
 class MMR(Stage):
     """Maximal marginal relevance: each pick maximises
     ``lam * sim(query, d) - (1 - lam) * max(sim(d, picked))``.
@@ -164,6 +194,11 @@ class MMR(Stage):
     product per pick: k picks over C candidates cost k·C·d, never a C x C matrix."""
 
     kind = "mmr"
+    usage = "mmr[:LAMBDA]"
+
+    @classmethod
+    def parse(cls, arg: str) -> Stage:
+        return cls(float(arg) if arg else 0.7)
 
     def __init__(self, lam: float = 0.7) -> None:
         if not 0 <= lam <= 1:
@@ -205,6 +240,7 @@ class MMR(Stage):
         return out, len(out) if picks >= len(out) - 1 else picks
 
 
+@stage
 class Dedup(Stage):
     """Keep the best of each group of near-duplicates (cosine >= threshold).
 
@@ -215,6 +251,11 @@ class Dedup(Stage):
     kept ones, and what merges into them, need only m of them (:meth:`ranked`)."""
 
     kind = "dedup"
+    usage = "dedup[:COSINE]"
+
+    @classmethod
+    def parse(cls, arg: str) -> Stage:
+        return cls(float(arg) if arg else 0.95)
 
     def __init__(self, threshold: float = 0.95) -> None:
         if not -1 <= threshold <= 1:
@@ -300,13 +341,25 @@ def _column(vecs: np.ndarray, i: int) -> np.ndarray:
     return np.einsum("ij,j->i", vecs, vecs[i])
 
 
+@stage
 class ModelRerank(Stage):
     """Re-score the top N with a second (usually stronger) open_clip model. Its embeddings of
     items are cached in the catalog, keyed by the model and the item's content. The top N are
     embedded a batch at a time, with a budget check between batches."""
 
     kind = "model"
+    usage = "model:SPEC[@PRETRAINED][:TOP_N]"
     batch = 64  # items embedded between budget checks (the default top N is one batch)
+
+    @classmethod
+    def parse(cls, arg: str) -> Stage:
+        if not arg:
+            raise ValueError(arg)
+        model, top = arg, 50
+        head, _, last = arg.rpartition(":")
+        if head and last.isdigit():
+            model, top = head, int(last)
+        return cls(model, top)
 
     def __init__(self, spec: str, top_n: int = 50) -> None:
         name, _, pretrained = spec.partition("@")
@@ -350,24 +403,12 @@ def parse_pipeline(spec: str | list[Stage] | tuple[Stage, ...] | None) -> list[S
         return list(spec or [])
     stages: list[Stage] = []
     for part in filter(None, (p.strip() for p in spec.split(","))):
-        name, _, arg = part.partition(":")
+        kind, _, arg = part.partition(":")
         try:
-            if name == "exact" and not arg:
-                stages.append(Exact())
-            elif name == "mmr":
-                stages.append(MMR(float(arg) if arg else 0.7))
-            elif name == "dedup":
-                stages.append(Dedup(float(arg) if arg else 0.95))
-            elif name == "model" and arg:
-                model, top = arg, 50
-                head, _, last = arg.rpartition(":")
-                if head and last.isdigit():
-                    model, top = head, int(last)
-                stages.append(ModelRerank(model, top))
-            else:
-                raise ValueError
+            if kind not in STAGES:
+                raise ValueError(kind)
+            stages.append(STAGES[kind].parse(arg))
         except ValueError:
-            raise QueryError(
-                f"unknown rerank stage {part!r}; stages: exact, mmr[:LAMBDA], "
-                "dedup[:COSINE], model:SPEC[@PRETRAINED][:TOP_N]") from None
+            usages = ", ".join(s.usage for s in STAGES.values())
+            raise QueryError(f"unknown rerank stage {part!r}; stages: {usages}") from None
     return stages
