@@ -73,7 +73,8 @@ def make_photos(folder: Path, n: int, seed: int = 0) -> int:
 def driver_commit_rate(catalog, dim: int, n: int, batch_size: int) -> float:
     """Images/s the driver of a Ray run commits when vectors arrive ready-made: per batch, the
     content-hash lookup for reuse and one catalog transaction (what caps adding nodes)."""
-    from retrieval.storage.records import IMAGE, ImageRecord
+    from retrieval.items import IMAGE
+    from retrieval.storage.records import ImageRecord
 
     rng = np.random.default_rng(2)
     vectors = rng.standard_normal((n, dim)).astype(np.float32)

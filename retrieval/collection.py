@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .binding import ModelBinding
 from .config import default_collection_path
 from .encoders import Encoder, ModelSpec
+from .items import IMAGE
 from .search import Hit, Hybrid, Query, Term, build_query
 from .storage.folder import INDEX_DIR, collection_exists, open_catalog
 from .storage.lock import WriteLock
@@ -298,7 +299,7 @@ class Collection:
         """Clusters of near-duplicate images (cosine >= threshold), largest first."""
         from .search.duplicates import duplicate_clusters
 
-        with self._vector_indexes().searching("image") as index:
+        with self._vector_indexes().searching(IMAGE) as index:
             return duplicate_clusters(self.catalog, index, self.dim, threshold, neighbours)
 
     def info(self) -> dict[str, Any]:

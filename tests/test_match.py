@@ -18,9 +18,10 @@ import pytest
 from conftest import make_image
 
 from retrieval import Collection
+from retrieval.items import GENERATED
 from retrieval.media import hash_text
 from retrieval.storage.keywords import matched_words
-from retrieval.storage.records import GENERATED, TextRecord
+from retrieval.storage.records import TextRecord
 
 SIDECARS = {"a.jpg": "a sandy beach with palm trees", "c.jpg": "red circle",
             "e.jpg": "Café au lait"}

@@ -24,8 +24,9 @@ import numpy as np
 from ..encoders.spec import BUILTIN_MODELS, LOCAL_DIR_PREFIX, ModelSpec
 from ..errors import InputError
 from ..ingest.report import FileError, IndexProgress, no_progress
+from ..items import GENERATED
 from ..pathnames import shown
-from ..storage.records import GENERATED, TextRecord
+from ..storage.records import TextRecord
 
 if TYPE_CHECKING:
     from ..collection import Collection

@@ -19,6 +19,7 @@ import numpy as np
 from ..encoders import Encoder
 from ..errors import InputError
 from ..ingest.report import IndexProgress, ProgressCallback, no_progress
+from ..items import IMAGE
 
 if TYPE_CHECKING:
     from ..storage import Catalog
@@ -62,7 +63,7 @@ def tag_images(catalog: Catalog, encoder: Encoder, dim: int, labels: Sequence[st
     labels = check_labels(labels, templates)
     done = _tag(catalog, encoder, dim, labels, templates, signature(
         model, labels, templates, top, min_score), top, min_score, progress or no_progress)
-    return {"tagged": done, "unchanged": catalog.counts()["image"] - done,
+    return {"tagged": done, "unchanged": catalog.counts()[IMAGE] - done,
             "labels": len(labels)}
 
 

@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..encoders import Encoder
+from ..items import IMAGE, SIDECAR
 from ..media import hash_text
-from ..storage.records import IMAGE, FileState, ImageRecord, TextRecord
+from ..storage.records import FileState, ImageRecord, TextRecord
 from .confine import FoundFileError, Sidecar, read_sidecar
 from .pool import decoded
 from .report import IndexOptions, IndexProgress, IndexSummary, ProgressCallback, no_progress
@@ -261,7 +262,7 @@ def _sync_captions(catalog: Catalog, get_encoder: Callable[[], Encoder], ids: di
             keep.append((item_id, cap))
         vecs = embed_texts(catalog, encoder, texts, None)  # 'embedded' counts images
         catalog.write_texts([
-            TextRecord(text=t, vector=v, content_hash=hash_text(t), source="caption",
+            TextRecord(text=t, vector=v, content_hash=hash_text(t), source=SIDECAR,
                        parent_id=item_id, path=cap.path, size=cap.size, mtime_ns=cap.mtime_ns)
             for t, v, (item_id, cap) in zip(texts, vecs, keep, strict=True)])
         progress(IndexProgress("captions", min(start + batch, len(todo)), len(todo)))

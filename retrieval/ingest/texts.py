@@ -13,9 +13,10 @@ import numpy as np
 
 from ..encoders import Encoder
 from ..errors import InputError
+from ..items import ADDED, TEXT
 from ..media import hash_text
 from ..pathnames import clean_data, clean_text
-from ..storage.records import TEXT, TextRecord
+from ..storage.records import TextRecord
 from .report import FileError, IndexProgress, IndexSummary, ProgressCallback, no_progress
 
 if TYPE_CHECKING:
@@ -134,7 +135,7 @@ def add_texts(catalog: Catalog, get_encoder: Callable[[], Encoder], inputs: Sequ
         part = todo[start:start + batch]
         vecs = embed_texts(catalog, encoder, [t.text for t, _ in part], summary)
         catalog.write_texts([
-            TextRecord(text=t.text, vector=v, content_hash=hash_text(t.text), source="texts",
+            TextRecord(text=t.text, vector=v, content_hash=hash_text(t.text), source=ADDED,
                        external_id=t.id, metadata=t.metadata)
             for (t, _), v in zip(part, vecs, strict=True)])
         for _, is_new in part:

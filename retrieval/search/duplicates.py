@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import QueryError
-from ..storage.records import IMAGE
+from ..items import IMAGE
 
 if TYPE_CHECKING:
     from ..storage import Catalog

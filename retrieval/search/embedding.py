@@ -13,8 +13,8 @@ import numpy as np
 
 from ..encoders import Encoder
 from ..errors import ItemNotFoundError, QueryError
+from ..items import IMAGE
 from ..media import DEFAULT_MAX_PIXELS, ImageDecodeError, load_image
-from ..storage.records import IMAGE
 from .query import Term, combine
 
 if TYPE_CHECKING:

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import FileChangedError, FileOutsideError, ItemNotFoundError
+from ..items import IMAGE
 from ..media import ImageDecodeError, open_image
-from ..storage.records import IMAGE
 
 if TYPE_CHECKING:
     from ..storage import Catalog

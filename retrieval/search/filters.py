@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import QueryError
+from ..items import IMAGE
 from ..storage.records import Condition
 
 OPS = ("!=", "<=", ">=", "=", "<", ">", "~")
@@ -149,7 +150,7 @@ class _Keys:
 
     def images(self) -> set[str]:
         if self._images is None:
-            self._images = set(self.catalog.metadata_keys("image"))
+            self._images = set(self.catalog.metadata_keys(IMAGE))
         return self._images
 
 
@@ -166,7 +167,7 @@ def _metadata_field(f: Filter, keys: _Keys, kind: str) -> str:
         extra = f"; metadata fields: {', '.join(sorted(keys.all()))}" if keys.all() else ""
         raise QueryError(f"unknown filter field {key!r}{hint} (known: {', '.join(FIELDS)}, "
                          f"meta.KEY{extra})")
-    if kind == "image" and key not in keys.images():
+    if kind == IMAGE and key not in keys.images():
         if key in keys.all():
             raise QueryError(f"filter '{f}': {key} is a field of texts, not of images; "
                              "search texts with --target text")

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..items import FILE_NAME, GENERATED, IMAGE, SIDECAR, TEXT, shown_source
 from ..pathnames import shown
 from ..storage.records import Item
 
@@ -75,7 +76,7 @@ def hydrate(catalog: Catalog, pairs: Sequence[tuple[int, float | None]]) -> list
 
 def _hit(item: Item, score: float | None, parents: dict[int, Item], captions: dict[int, str]
          ) -> Hit:
-    if item.kind == "image":
+    if item.kind == IMAGE:
         meta = {
             "width": item.width, "height": item.height, "taken_at": iso(item.taken_at),
             "camera_make": item.camera_make, "camera_model": item.camera_model,
@@ -83,7 +84,7 @@ def _hit(item: Item, score: float | None, parents: dict[int, Item], captions: di
             "mtime": iso(dt.datetime.fromtimestamp(item.mtime_ns / 1e9, dt.timezone.utc))
             if item.mtime_ns else None,
         }
-        return Hit(item.id, score, "image", item.path, captions.get(item.id), meta)
+        return Hit(item.id, score, IMAGE, item.path, captions.get(item.id), meta)
     meta = dict(item.metadata or {})
     meta.update(source=item.source, external_id=item.external_id)
     path = None
@@ -91,10 +92,7 @@ def _hit(item: Item, score: float | None, parents: dict[int, Item], captions: di
         meta["caption_of"] = item.parent_id
         parent = parents.get(item.parent_id)
         path = parent.path if parent else None
-    return Hit(item.id, score, "text", path, item.text, meta)
-
-
-SOURCES = {"texts": "text"}  # the catalog's name of a source, where the hit's differs
+    return Hit(item.id, score, TEXT, path, item.text, meta)
 
 
 def explain(hit: Hit, score_kind: str, keywords: str | None) -> None:
@@ -103,17 +101,16 @@ def explain(hit: Hit, score_kind: str, keywords: str | None) -> None:
     from ..storage.keywords import matched_words  # SQLAlchemy: not on the CLI's start-up path
 
     hit.metadata["score_kind"] = score_kind
-    if hit.kind == "text":
-        texts = [(SOURCES.get(str(hit.metadata.get("source")), hit.metadata.get("source")),
-                  hit.text)]
+    if hit.kind == TEXT:
+        texts = [(shown_source(hit.metadata.get("source")), hit.text)]
     else:
-        texts = [("caption", hit.text), ("generated", hit.metadata.get("generated_caption")),
-                 ("name", _name(hit.path))]
+        texts = [(SIDECAR, hit.text), (GENERATED, hit.metadata.get("generated_caption")),
+                 (FILE_NAME, _name(hit.path))]
     found = [(source, text, matched_words(keywords, text) if keywords else [])
              for source, text in texts if text]
     best = max(found, key=lambda f: len({w.casefold() for w in f[2]}), default=None)
     if best is not None and not best[2]:  # no words: a caption, never a bare name
-        best = next((f for f in found if f[0] != "name"), None)
+        best = next((f for f in found if f[0] != FILE_NAME), None)
     if best is not None:
         hit.metadata["match"] = {"source": best[0], "text": best[1], "words": best[2]}
 

@@ -36,8 +36,9 @@ if TYPE_CHECKING:
 class Indexes(Protocol):
     """The collection's vector indexes, as searches use them."""
 
-    def searching(self, modality: str) -> AbstractContextManager[VectorIndex]:
-        """The index of ``modality``, in step with the catalog, to search inside the block."""
+    def searching(self, kind: str) -> AbstractContextManager[VectorIndex]:
+        """The index of items of ``kind``, in step with the catalog, to search inside the
+        block."""
         ...
 
 

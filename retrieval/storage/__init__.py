@@ -12,7 +12,7 @@ SQLAlchemy or ``sqlite3``).
   :mod:`.dialects`;
 * :mod:`.records`: the records read and written;
 * :mod:`.folder`: a collection's folder; :mod:`.lock`: its write lock;
-* :mod:`.vector_indexes`: one FAISS index per modality, kept in step with the catalog's
+* :mod:`.vector_indexes`: one FAISS index per kind of item, kept in step with the catalog's
   change log.
 
 Importing this package does not import SQLAlchemy; naming :class:`Catalog` does.
@@ -20,10 +20,8 @@ Importing this package does not import SQLAlchemy; naming :class:`Catalog` does.
 
 from typing import Any
 
+from ..items import IMAGE, KINDS, TEXT
 from .records import (
-    IMAGE,
-    MODALITIES,
-    TEXT,
     FileState,
     Hydrated,
     ImageRecord,
@@ -40,5 +38,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["IMAGE", "MODALITIES", "TEXT", "Catalog", "FileState", "Hydrated", "ImageRecord",
+__all__ = ["IMAGE", "KINDS", "TEXT", "Catalog", "FileState", "Hydrated", "ImageRecord",
            "Item", "TextRecord"]

@@ -17,13 +17,13 @@ from sqlalchemy import Engine, delete, event, func, select
 from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 
 from ..errors import CatalogError, disk_full, first_line, is_disk_full
+from ..items import ADDED, GENERATED, SIDECAR
 from . import reads, writes
 from .backends import for_url
 from .engines import engine_for, normalize_url, scrub, server_error, shown_url
 from .filter_sql import compile_condition
 from .migrations import SCHEMA_VERSION, current_version, migrate, pending
 from .records import (
-    GENERATED,
     Condition,
     FileState,
     Hydrated,
@@ -153,12 +153,12 @@ class Catalog:
     def max_seq(self) -> int:
         return int(self._scalar(select(func.max(changes.c.seq))) or 0)
 
-    def changed_since(self, seq: int, modality: str) -> tuple[int, list[int]]:
-        """(latest seq, distinct item ids of ``modality`` changed after ``seq``)."""
+    def changed_since(self, seq: int, kind: str) -> tuple[int, list[int]]:
+        """(latest seq, distinct item ids of ``kind`` changed after ``seq``)."""
         with self._reads.connect() as conn:
             latest = int(conn.execute(select(func.max(changes.c.seq))).scalar() or 0)
             ids = conn.execute(select(changes.c.item_id).where(
-                changes.c.seq > seq, changes.c.seq <= latest, changes.c.modality == modality
+                changes.c.seq > seq, changes.c.seq <= latest, changes.c.modality == kind
             ).distinct()).scalars().all()
         return latest, list(ids)
 
@@ -200,7 +200,7 @@ class Catalog:
             for part in chunks(list(image_ids)):
                 q = select(items.c.id, items.c.parent_id, items.c.path, items.c.size,
                            items.c.mtime_ns, items.c.content_hash).where(
-                    items.c.source == "caption", items.c.parent_id.in_(part))
+                    items.c.source == SIDECAR, items.c.parent_id.in_(part))
                 for r in conn.execute(q):
                     out[r.parent_id] = (FileState(r.id, r.size, r.mtime_ns, r.content_hash),
                                         r.path)
@@ -253,10 +253,9 @@ class Catalog:
         present = [i for i in ids if i in found]
         return np.asarray(present, dtype=np.int64), decode_vectors([found[i] for i in present], dim)
 
-    def iter_vectors(self, modality: str, dim: int, batch: int = 20_000
+    def iter_vectors(self, kind: str, dim: int, batch: int = 20_000
                      ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """All (ids, vectors) of one modality, in id order, a batch at a time."""
-        kind = IMAGE if modality == IMAGE else TEXT
+        """All (ids, vectors) of items of one kind, in id order, a batch at a time."""
         last = -1
         while True:
             rows = self._read(
@@ -276,19 +275,18 @@ class Catalog:
         out.update({kind: int(n) for kind, n in rows})
         return out
 
-    def vector_ids(self, modality: str) -> np.ndarray:
-        """Ids of all items of ``modality`` that have a vector, ascending."""
-        kind = IMAGE if modality == IMAGE else TEXT
+    def vector_ids(self, kind: str) -> np.ndarray:
+        """Ids of all items of ``kind`` that have a vector, ascending."""
         rows = self._read(select(vectors.c.item_id).join(items, items.c.id == vectors.c.item_id)
                           .where(items.c.kind == kind).order_by(vectors.c.item_id))
         return np.asarray([r[0] for r in rows], dtype=np.int64)
 
     def counts_with_vectors(self) -> dict[str, int]:
-        """Number of vectors per modality (what the indexes must hold)."""
+        """Number of vectors per kind of item (what the indexes must hold)."""
         rows = self._read(select(items.c.kind, func.count())
                           .join(vectors, vectors.c.item_id == items.c.id).group_by(items.c.kind))
         out = {IMAGE: 0, TEXT: 0}
-        out.update({writes.modality(kind): int(n) for kind, n in rows})
+        out.update({writes.indexed_as(kind): int(n) for kind, n in rows})
         return out
 
     def text_ids_by_hash(self, hashes: Iterable[str]) -> dict[str, int]:
@@ -297,7 +295,7 @@ class Catalog:
         with self._reads.connect() as conn:
             for part in chunks(list(hashes)):
                 q = select(items.c.content_hash, items.c.id).where(
-                    items.c.kind == TEXT, items.c.source == "texts",
+                    items.c.kind == TEXT, items.c.source == ADDED,
                     items.c.external_id.is_(None), items.c.content_hash.in_(part))
                 out.update({r.content_hash: r.id for r in conn.execute(q)})
         return out
@@ -323,7 +321,7 @@ class Catalog:
         """Keys users gave items as free metadata (fields of JSONL texts), of items of ``kind``
         or of all; generated captions' bookkeeping (captioner, image hash) is not theirs."""
         query = select(items.c.metadata).where(items.c.metadata.is_not(None),
-                                               items.c.source.is_distinct_from("generated"))
+                                               items.c.source.is_distinct_from(GENERATED))
         rows = self._read((query if kind is None else query.where(items.c.kind == kind))
                           .limit(10_000))
         return {k for (m,) in rows if isinstance(m, dict) for k in m}

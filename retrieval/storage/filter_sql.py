@@ -14,8 +14,9 @@ from typing import Any
 
 from sqlalchemy import and_, case, exists, func, not_, or_, select
 
+from ..items import CAPTIONS, TEXT
 from .dialects import EpochTime, Glob, JsonValue
-from .records import TEXT, Condition
+from .records import Condition
 from .schema import items, tags
 
 DATES = ("date", "taken", "mtime")
@@ -86,7 +87,7 @@ def _tag(c: Condition) -> Any:
 def _caption(c: Condition) -> Any:
     """Sidecar and generated captions alike."""
     cap = items.alias("caption")
-    of_image = (cap.c.parent_id == items.c.id) & cap.c.source.in_(("caption", "generated"))
+    of_image = (cap.c.parent_id == items.c.id) & cap.c.source.in_(CAPTIONS)
     if c.op == "~":
         return exists().where(of_image, Glob(func.lower(cap.c.text), c.value))
     has = exists().where(of_image)

@@ -3,7 +3,7 @@
     catalog.sqlite      the SQL catalog (source of truth), a SQLite file, or
     catalog.url         the URL of a catalog on a database server (PostgreSQL), shared with
                         the folders of the same collection on other hosts
-    indexes/            FAISS indexes derived from the catalog, one per modality
+    indexes/            FAISS indexes derived from the catalog, one per kind of item
     lock                taken by writers
 
 A catalog on a server is chosen when the collection is created (``catalog=URL``, else
@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CatalogError, CollectionError, CollectionNotFoundError
+from ..items import KINDS
 from .backends import for_url
 from .backends.sqlite_files import never_written
-from .records import MODALITIES
 
 if TYPE_CHECKING:
     from ..encoders import ModelSpec
@@ -185,7 +185,7 @@ def describe(folder: Path, catalog: Catalog, spec: ModelSpec, indexes: VectorInd
     described: dict[str, Any] = {}
     if indexes is not None:
         with indexes.lock.hold_if_free():
-            described = {m: indexes.describe(m) for m in MODALITIES}
+            described = {m: indexes.describe(m) for m in KINDS}
     return {
         "path": str(folder), "model": spec.to_dict(), "dim": settings.get("dim"),
         "precision": settings.get("precision") or "fp32",

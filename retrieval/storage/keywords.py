@@ -21,8 +21,9 @@ from typing import Any
 
 from sqlalchemy import select
 
+from ..items import CAPTIONS, IMAGE
 from ..pathnames import clean_text
-from .schema import IMAGE, items, tags
+from .schema import items, tags
 
 _WORD = re.compile(r"[^\W_]+")
 # Han (with extensions and compatibility forms), kana, Hangul (syllables and jamo)
@@ -174,8 +175,8 @@ def rows(conn: Any, ids: Sequence[int]) -> list[tuple[int, str, str, str]]:
                                 items.c.external_id).where(items.c.id.in_(ids))).all()
     captions: dict[int, str] = {}  # sidecar first, then generated
     for parent, caption in conn.execute(select(items.c.parent_id, items.c.text).where(
-            items.c.source.in_(("caption", "generated")), items.c.parent_id.in_(ids))
-            .order_by(items.c.source)):
+            items.c.source.in_(CAPTIONS), items.c.parent_id.in_(ids))
+            .order_by(items.c.source)):  # "caption" (sidecar) sorts before "generated"
         captions[parent] = f"{captions[parent]} {caption}" if parent in captions else caption
     labels: dict[int, list[str]] = {}
     for item_id, tag in conn.execute(select(tags.c.item_id, tags.c.tag)

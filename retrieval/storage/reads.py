@@ -9,8 +9,9 @@ from typing import Any
 
 from sqlalchemy import select
 
+from ..items import GENERATED, IMAGE, SIDECAR
 from .records import Hydrated, Item
-from .schema import IMAGE, items, tags
+from .schema import items, tags
 from .writes import chunks
 
 
@@ -22,7 +23,7 @@ def items_by_id(conn: Any, ids: Iterable[int]) -> dict[int, Item]:
     return out
 
 
-CAPTION_SOURCES = {"caption": "captions", "generated": "generated"}
+CAPTION_SOURCES = {SIDECAR: "captions", GENERATED: "generated"}  # Hydrated's field of each
 _CAPTION_ITEMS = items.alias("cap")
 
 

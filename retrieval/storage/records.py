@@ -9,9 +9,7 @@ from typing import Any
 
 import numpy as np
 
-IMAGE, TEXT = "image", "text"
-MODALITIES = (IMAGE, TEXT)
-GENERATED = "generated"  # the source of a generated caption (a text whose parent is its image)
+from ..items import ADDED
 
 
 @dataclass(frozen=True)
@@ -62,7 +60,7 @@ class TextRecord:
     text: str
     vector: np.ndarray
     content_hash: str
-    source: str = "texts"
+    source: str = ADDED
     external_id: str | None = None
     parent_id: int | None = None
     path: str | None = None

@@ -41,11 +41,12 @@ from sqlalchemy import (
 )
 from sqlalchemy import text as sql_text
 
+from ..items import GENERATED as GENERATED_SOURCE
+from ..items import IMAGE, KINDS, SIDECAR, TEXT
 from ..pathnames import from_stored, to_stored
 from .backends import PARTIAL_INDEXES
-from .records import IMAGE, MODALITIES, TEXT
 
-__all__ = ["IMAGE", "MODALITIES", "TEXT"]
+__all__ = ["IMAGE", "KINDS", "TEXT"]
 
 
 def utcnow() -> dt.datetime:
@@ -111,12 +112,12 @@ items = Table(
     Column("metadata", JSON),
     Column("created_at", DateTime, nullable=False, default=utcnow),
     Column("updated_at", DateTime, nullable=False, default=utcnow),
-    Index("ux_items_image_path", "path", unique=True, **_where("kind = 'image'")),
-    Index("ux_items_caption_parent", "parent_id", unique=True, **_where("source = 'caption'")),
+    Index("ux_items_image_path", "path", unique=True, **_where(f"kind = '{IMAGE}'")),
+    Index("ux_items_caption_parent", "parent_id", unique=True, **_where(f"source = '{SIDECAR}'")),
     Index("ux_items_generated_parent", "parent_id", unique=True,
-          **_where("source = 'generated'")),
+          **_where(f"source = '{GENERATED_SOURCE}'")),
     Index("ux_items_text_external_id", "external_id", unique=True,
-          **_where("kind = 'text' AND external_id IS NOT NULL")),
+          **_where(f"kind = '{TEXT}' AND external_id IS NOT NULL")),
     sqlite_autoincrement=True,
 )
 
@@ -130,7 +131,7 @@ changes = Table(
     "changes", metadata,
     Column("seq", ItemId, primary_key=True),
     Column("item_id", BigInteger, nullable=False),
-    Column("modality", String(8), nullable=False),
+    Column("modality", String(8), nullable=False),  # the item's kind (its index); an old name
     sqlite_autoincrement=True,
 )
 

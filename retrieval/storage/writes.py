@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 from sqlalchemy import bindparam, delete, insert, select, update
 
+from ..items import FILE, GENERATED, IMAGE, SIDECAR, TEXT
 from .backends import for_dialect
-from .records import GENERATED, ImageRecord, TextRecord, encode_vector
-from .schema import IMAGE, TEXT, aux_vectors, changes, items, tag_runs, tags, utcnow, vectors
+from .records import ImageRecord, TextRecord, encode_vector
+from .schema import aux_vectors, changes, items, tag_runs, tags, utcnow, vectors
 
 CHUNK = 900  # bound parameters per statement (SQLite allows 999 by default)
 
@@ -26,12 +27,13 @@ def chunks(seq: Sequence[Any], n: int = CHUNK) -> Iterator[Sequence[Any]]:
         yield seq[i:i + n]
 
 
-def modality(kind: str) -> str:
+def indexed_as(kind: str) -> str:
+    """The vector index that holds items of ``kind`` (one per kind, so far)."""
     return IMAGE if kind == IMAGE else TEXT
 
 
 def log_changes(conn: Any, changed: Iterable[tuple[int, str]]) -> None:
-    rows = [{"item_id": i, "modality": modality(kind)} for i, kind in changed]
+    rows = [{"item_id": i, "modality": indexed_as(kind)} for i, kind in changed]
     if rows:
         conn.execute(changes.insert(), rows)
 
@@ -82,7 +84,7 @@ def upsert(conn: Any, rows: list[dict[str, Any]], existing: list[int | None],
 def write_images(conn: Any, records: Sequence[ImageRecord]) -> list[int]:
     """Insert or update image items by path, with their vectors; returns their ids."""
     now = utcnow()
-    rows = [dict(kind=IMAGE, source="file", path=r.path, size=r.size, mtime_ns=r.mtime_ns,
+    rows = [dict(kind=IMAGE, source=FILE, path=r.path, size=r.size, mtime_ns=r.mtime_ns,
                  content_hash=r.content_hash, width=r.width, height=r.height,
                  taken_at=r.taken_at, camera_make=r.camera_make, camera_model=r.camera_model,
                  updated_at=now) for r in records]
@@ -106,12 +108,12 @@ def write_texts(conn: Any, records: Sequence[TextRecord]) -> list[int]:
                  external_id=r.external_id, parent_id=r.parent_id, updated_at=now)
             for r in records]
     by_parent = ids_by(conn, items.c.parent_id,
-                       [r.parent_id for r in records if r.source == "caption"],
-                       items.c.source == "caption")
+                       [r.parent_id for r in records if r.source == SIDECAR],
+                       items.c.source == SIDECAR)
     by_ext = ids_by(conn, items.c.external_id,
-                    [r.external_id for r in records if r.source != "caption"],
+                    [r.external_id for r in records if r.source != SIDECAR],
                     items.c.kind == TEXT)
-    existing = [by_parent.get(r.parent_id) if r.source == "caption" else
+    existing = [by_parent.get(r.parent_id) if r.source == SIDECAR else
                 by_ext.get(r.external_id) for r in records]
     ids = upsert(conn, rows, existing, [r.vector for r in records], now)
     log_changes(conn, ((i, TEXT) for i in ids))

@@ -207,7 +207,7 @@ def info(ctx: click.Context, as_json: bool) -> None:
         ("items", f"{counted(data['counts']['image'], 'image')}, "
                   f"{counted(data['counts']['text'], 'text')}"),
     ]
-    rows += [(f"{modality} index", _describe_index(d)) for modality, d in data["index"].items()]
+    rows += [(f"{kind} index", _describe_index(d)) for kind, d in data["index"].items()]
     rows += [("disk", human_bytes(data["disk_bytes"])),
              ("last indexed", data["last_indexed"] or "never")]
     for key, value in rows:

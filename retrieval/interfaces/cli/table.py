@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ...items import FILE_NAME, GENERATED, IMAGE, RECOGNISED, SIDECAR, TEXT
 from ...pathnames import shown
 from .width import Span, clip, clip_spans, clip_start, display_width
 
@@ -32,8 +33,8 @@ if TYPE_CHECKING:
 
 SCORE_HEADERS = {"similarity": "similarity", "fused": "fused rank score",
                  "reranked": "re-ranked"}
-SOURCE_LABELS = {"caption": "caption", "generated": "generated caption", "text": "text",
-                 "name": "file name", "ocr": "recognised text"}
+SOURCE_LABELS = {SIDECAR: "caption", GENERATED: "generated caption", TEXT: "text",
+                 FILE_NAME: "file name", RECOGNISED: "recognised text"}
 OUT_OF_ORDER = "note: the re-ranking stages set this order, so the scores are not in order"
 MIN_PATH = 12  # columns a path cut from its start needs to show something of its name
 _TOKEN = re.compile(r"[^\W_]+")
@@ -90,12 +91,12 @@ def _match(hit: Hit) -> tuple[str, str, list[str]] | None:
     account (``metadata["match"]``), else an image's sidecar or generated caption."""
     match = hit.metadata.get("match")
     if isinstance(match, dict) and match.get("text"):
-        return (str(match.get("source") or "text"), str(match["text"]),
+        return (str(match.get("source") or TEXT), str(match["text"]),
                 [str(w) for w in match.get("words") or []])
-    if hit.kind == "image" and hit.text:
-        return "caption", hit.text, []
-    if hit.kind == "image" and hit.metadata.get("generated_caption"):
-        return "generated", str(hit.metadata["generated_caption"]), []
+    if hit.kind == IMAGE and hit.text:
+        return SIDECAR, hit.text, []
+    if hit.kind == IMAGE and hit.metadata.get("generated_caption"):
+        return GENERATED, str(hit.metadata["generated_caption"]), []
     return None
 
 
@@ -103,18 +104,18 @@ def hit_rows(hit: Hit) -> list[Row]:
     """The lines of one hit's result column: what it is, then why it matched, whose caption
     it is, and what was merged into it."""
     match = _match(hit)
-    if hit.kind == "text":
+    if hit.kind == TEXT:
         words = match[2] if match else []
         rows = [Row(_quoted(hit.text or "", words))]
         if hit.path:
-            made = "generated caption" if hit.metadata.get("source") == "generated" else "caption"
+            made = SOURCE_LABELS[GENERATED if hit.metadata.get("source") == GENERATED else SIDECAR]
             rows.append(Row([(f"{made} of ", False), (shown(hit.path), False)], path=True))
     else:
         rows = [Row([(shown(hit.path), False)], path=True)]
-        if match and not (match[0] == "name" and not match[2]):  # a bare name is the path
+        if match and not (match[0] == FILE_NAME and not match[2]):  # a bare name is the path
             source, text, words = match
             label = SOURCE_LABELS.get(source, source)
-            spans = (mark_words(shown(text), words) if source == "name"
+            spans = (mark_words(shown(text), words) if source == FILE_NAME
                      else _quoted(text, words))
             rows.append(Row([(f"{label}: ", False), *spans]))
     merged = hit.metadata.get("duplicates") or []
