@@ -224,8 +224,8 @@ class ModelBinding:
         return self._encoder
 
     def load(self, progress: ProgressCallback | None = None) -> Encoder:
-        """The encoder for embedding many items, loaded (the model exported first if it has no
-        export); writes nothing to the collection."""
+        """The encoder for embedding many items, loaded (a model with no export yet is exported
+        beside the run: see :meth:`finish_export`); writes nothing to the collection."""
         if self.injected:
             assert self._encoder is not None
             return self._encoder
@@ -234,10 +234,17 @@ class ModelBinding:
 
             encoder, identity = for_indexing(
                 self.spec, identity=self.identity, precision=self.precision,
-                device=self.device, on_event=messages(progress, "model"))
+                device=self.device, on_event=messages(progress, "model"), beside=True)
             self._loaded_identity = identity
             self._indexer = self._encoder = encoder  # searches in this process reuse it
         return self._indexer
+
+    def finish_export(self, progress: ProgressCallback | None = None) -> None:
+        """Wait for the model's first export where :meth:`load` started one beside the run."""
+        from .encoders import first_export
+
+        if first_export.running():
+            first_export.finish(messages(progress, "model"))
 
     def indexing_encoder(self, progress: ProgressCallback | None = None) -> Encoder:
         """The encoder of a write that embeds (after :meth:`commit`); records the identity of

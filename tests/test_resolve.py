@@ -14,18 +14,17 @@ from retrieval.encoders.runtime import OnnxEncoder
 from retrieval.encoders.spec import Encoder
 
 
-def _export(faster: str = "onnx") -> Any:
-    return cast(Any, SimpleNamespace(cpu_image_runtime=lambda: faster))
+def _export() -> Any:
+    return cast(Any, SimpleNamespace(ok=True))
 
 
 @pytest.mark.parametrize(("need", "chosen", "why"), [
     (Need(indexing=True, cuda=True, export=_export(), precision="fp32"), "torch-cuda", "CUDA"),
     (Need(indexing=False, cuda=True, export=None, precision="fp32"), "torch-cuda", "CUDA"),
-    (Need(indexing=True, cuda=False, export=_export("torch"), precision="fp32"), "torch",
-     "faster"),
-    (Need(indexing=True, cuda=False, export=_export("torch"), precision="int8"), "onnx", "ONNX"),
-    (Need(indexing=False, cuda=False, export=_export("torch"), precision="fp32"), "onnx",
-     "ONNX"),
+    (Need(indexing=True, cuda=False, export=None, precision="fp32", exporting=True), "torch",
+     "beside"),
+    (Need(indexing=True, cuda=False, export=_export(), precision="int8"), "onnx", "ONNX"),
+    (Need(indexing=False, cuda=False, export=_export(), precision="fp32"), "onnx", "ONNX"),
     (Need(indexing=True, cuda=False, export=_export(), precision="fp32"), "onnx", "ONNX"),
     (Need(indexing=False, cuda=False, export=None, precision="fp32"), "torch", "no usable"),
 ])

@@ -32,7 +32,6 @@ import json
 import logging
 import shutil
 import tempfile
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -163,16 +162,6 @@ def _check(name: str, got: dict[str, float]) -> None:
             f"{MAX_ABS_DIFF:g})")
 
 
-def _images_per_second(embed: Callable[[np.ndarray], Any], pixels: np.ndarray) -> float:
-    embed(pixels[:2])
-    best = float("inf")
-    for _ in range(2):
-        start = time.perf_counter()
-        embed(pixels)
-        best = min(best, time.perf_counter() - start)
-    return len(pixels) / best
-
-
 # --- exporting ------------------------------------------------------------------------------------
 
 def export_model(encoder: OpenClipEncoder, *, store: ExportStore | None = None,
@@ -268,7 +257,7 @@ def _export_text(module: Any, tokenizer: ClipTokenizer | HFTokenizer, tokens: np
 
 
 def _write_towers(encoder: OpenClipEncoder, folder: Path) -> dict[str, Any]:
-    """Export both towers into ``folder``, check them, measure them; the manifest's parts."""
+    """Export both towers into ``folder`` and check them; the manifest's parts."""
     import torch
 
     model = encoder.model
@@ -307,13 +296,6 @@ def _write_towers(encoder: OpenClipEncoder, folder: Path) -> dict[str, Any]:
     text_got = _agreement(onnx.embed_texts(texts), encoder.embed_texts(texts))
     _check("text", text_got)
     parts["parity"] = {"image": got, "text": text_got, "token_ids_equal": len(texts)}
-    if encoder.device == "cpu":
-        bench = np.concatenate([pixels] * 2)[:16]
-        t_torch = _images_per_second(encoder.embed_images, bench)
-        t_onnx = _images_per_second(onnx.embed_images, bench)
-        parts["speed"] = {"torch_images_per_s": round(t_torch, 2),
-                          "onnx_images_per_s": round(t_onnx, 2),
-                          "image_runtime": "onnx" if t_onnx >= t_torch else "torch"}
     return parts
 
 

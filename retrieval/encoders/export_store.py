@@ -143,10 +143,6 @@ class Export:
                    for n in self.tower_names("text", precision))]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
-    def cpu_image_runtime(self) -> str:
-        """'onnx' or 'torch': whichever embedded images faster on this machine at export."""
-        return str(self.manifest.get("speed", {}).get("image_runtime", "onnx"))
-
 
 def _well_formed(export: Export) -> bool:
     """Whether a manifest holds what is read from it: one cut short or edited by hand is no

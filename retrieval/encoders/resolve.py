@@ -8,8 +8,11 @@ of this module gathers what the choice depends on (:class:`Need`) and builds the
   collection without an export (made before exports existed) searches with torch and says once
   how to make that fast.
 * Indexing uses CUDA through torch when the machine has it (``device="auto"``). On the CPU it
-  uses whichever runtime embedded images faster when the model was exported on this machine
-  (recorded in the export's manifest), exporting the model first when it has no export yet.
+  uses the model's ONNX export (its int8 variant on request). The first index run of a model
+  on a machine embeds with the torch model it had to load anyway while the export is made
+  beside it (:mod:`.first_export`); an int8 run, which needs the export's files, exports first.
+  No speed test decides between the runtimes: one measured at export time (a few batches) was
+  noise on a busy machine, and chose torch, whose import every later run then paid.
 * A model identity recorded by a collection is checked wherever the weights are read: weights
   that changed under a collection are refused instead of mixing incompatible vectors.
 * An export whose files are damaged (see :mod:`.integrity`) never embeds: a search goes on with
@@ -72,6 +75,7 @@ class Need:
     cuda: bool  # CUDA asked for (by name; for indexing, also ``auto`` on a machine with a GPU)
     export: Export | None  # the usable ONNX export, if any
     precision: str
+    exporting: bool = False  # the model's first export is being made beside this run
 
 
 @dataclass(frozen=True)
@@ -83,19 +87,14 @@ class Runtime:
     reason: str
 
 
-def _torch_measured_faster(need: Need) -> bool:
-    return (need.indexing and need.export is not None and need.precision == "fp32"
-            and need.export.cpu_image_runtime() == "torch")
-
-
 # In order: the first whose condition holds serves. A new runtime is one entry here and one
 # encoder class that follows the :class:`~.spec.Encoder` protocol.
 RUNTIMES: tuple[Runtime, ...] = (
     Runtime("torch-cuda", lambda need: need.cuda,
             "CUDA asked for (for indexing, also 'auto' on a machine with a GPU)"),
-    Runtime("torch", _torch_measured_faster,
-            "torch embedded images faster than ONNX Runtime when the model was exported on "
-            "this machine (the export's manifest records it)"),
+    Runtime("torch", lambda need: need.exporting,
+            "the model's first ONNX export is being made beside this index run; the torch model "
+            "loaded for it embeds meanwhile"),
     Runtime("onnx", lambda need: need.export is not None,
             "the model's ONNX export on the CPU: no torch import, a fast start"),
     Runtime("torch", lambda need: True, "the model has no usable ONNX export here"),
@@ -202,20 +201,24 @@ def for_search(spec: ModelSpec, *, identity: str | None, precision: str = "fp32"
 
 def for_indexing(spec: ModelSpec, *, identity: str | None, precision: str = "fp32",
                  device: str | None = "auto", store: ExportStore | None = None,
-                 on_event: Callable[[str], None] | None = None) -> tuple[Encoder, str]:
+                 on_event: Callable[[str], None] | None = None,
+                 beside: bool = False) -> tuple[Encoder, str]:
     """The encoder for embedding many images and texts, and the model identity it has.
 
-    Exports the model when it has no export yet (once per model and machine)."""
+    Exports the model when it has no export yet (once per model and machine); ``beside``: on
+    a thread while the caller embeds with torch, the caller then waits for it with
+    :func:`.first_export.finish`."""
     check_precision(precision)
     store = store or ExportStore()
     need = Need(indexing=True, cuda=wants_cuda(device), export=None, precision=precision)
     if choose(need).name == "torch-cuda":
         return _on_cuda(spec, identity, precision, device, store, on_event)
-    export, encoder, found = _cpu_export(spec, identity, precision, store, on_event)
-    runtime = choose(replace(need, export=export if export.ok else None))
-    if runtime.name == "onnx":
-        return _indexing_onnx(export, precision, store, on_event), found
-    if not export.ok:
+    export, encoder, found = _cpu_export(spec, identity, precision, store, on_event, beside)
+    usable = export if export is not None and export.ok else None
+    runtime = choose(replace(need, export=usable, exporting=export is None))
+    if runtime.name == "onnx" and usable is not None:
+        return _indexing_onnx(usable, precision, store, on_event), found
+    if export is not None and not export.ok:
         if precision != "fp32":
             raise InputError(f"{precision} precision needs an ONNX export, and model {spec} "
                              f"has none: {export.reason}")
@@ -239,11 +242,12 @@ def _on_cuda(spec: ModelSpec, identity: str | None, precision: str, device: str 
 
 
 def _cpu_export(spec: ModelSpec, identity: str | None, precision: str, store: ExportStore,
-                on_event: Callable[[str], None] | None
-                ) -> tuple[Export, OpenClipEncoder | None, str]:
+                on_event: Callable[[str], None] | None, beside: bool = False
+                ) -> tuple[Export | None, OpenClipEncoder | None, str]:
     """The export an index run on the CPU works with (made, made again when damaged, or
-    quantised first, where needed; possibly a failed one), the torch encoder loaded on the way
-    (if any), and the model identity."""
+    quantised first, where needed; possibly a failed one; None while a first export is made
+    ``beside`` the run), the torch encoder loaded on the way (if any), and the model
+    identity."""
     from .export import export_model, quantize_export
 
     export = store.for_spec(spec)
@@ -261,6 +265,13 @@ def _cpu_export(spec: ModelSpec, identity: str | None, precision: str, store: Ex
             return export, None, export.identity
     encoder = load_encoder(spec, "cpu")
     found = check_identity(encoder, identity)
+    if export is None and beside and precision == "fp32":
+        from . import first_export
+
+        if on_event:
+            on_event(f"exporting {spec} to ONNX beside this run (once per model)")
+        first_export.start(encoder, found, store)
+        return None, encoder, found
     if export is None or damaged:
         export = export_model(encoder, store=store, int8=precision == "int8", force=damaged,
                               on_event=on_event)

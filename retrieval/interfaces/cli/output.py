@@ -142,10 +142,6 @@ def describe_export(export: Any) -> str:
         lines.append("  parity with torch: " + ", ".join(
             f"{tower} min cosine {parity[tower]['min_cos']:.6f} max diff "
             f"{parity[tower]['max_abs']:.1e}" for tower in ("image", "text")))
-    speed = export.manifest.get("speed")
-    if speed:
-        lines.append(f"  images/s on this CPU: onnx {speed['onnx_images_per_s']}, torch "
-                     f"{speed['torch_images_per_s']} (indexing uses {speed['image_runtime']})")
     return "\n".join(lines)
 
 

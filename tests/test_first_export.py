@@ -1,0 +1,58 @@
+"""A model's first index run: torch embeds while the ONNX export is made beside the run; the
+run ends with the export in place, and its vectors agree with the export's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import make_images
+from models import write_tiny_model
+
+from retrieval import Collection
+from retrieval.encoders import first_export
+from retrieval.encoders.export_store import ExportStore
+from retrieval.encoders.openclip import OpenClipEncoder
+from retrieval.encoders.runtime import OnnxEncoder
+from retrieval.ingest.report import IndexProgress
+
+
+@pytest.fixture
+def fresh_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A model no test exported before, and an empty export store."""
+    monkeypatch.setenv("RETRIEVAL_EXPORTS", str(tmp_path / "exports"))
+    return f"local-dir:{write_tiny_model(tmp_path / 'model', seed=7)}"
+
+
+def test_first_run_embeds_with_torch_while_the_export_is_made(tmp_path: Path,
+                                                               fresh_model: str) -> None:
+    images = make_images(tmp_path / "imgs", 6)
+    events: list[IndexProgress] = []
+    col = Collection(tmp_path / "first", model=fresh_model)
+    summary = col.index([tmp_path / "imgs"], workers=0, progress=events.append)
+    assert summary.embedded == 6 and summary.failed == 0
+    said = [e.detail for e in events if e.detail]
+    assert any("beside this run" in m for m in said), said
+    assert isinstance(col.encoder, OpenClipEncoder)  # the run's own torch model
+    assert not first_export.running()  # the run waited for its export
+    export = ExportStore().by_identity(col.model_identity)
+    assert export is not None and export.ok and "speed" not in export.manifest
+    assert export.manifest["parity"]["image"]["min_cos"] >= 0.9999
+    col.close()
+
+    second = Collection(tmp_path / "second", model=fresh_model)
+    second.index([tmp_path / "imgs"], workers=0)  # the export serves: no torch model loaded
+    assert isinstance(second.encoder, OnnxEncoder)
+    first = Collection(tmp_path / "first")  # searches on the export, vectors from torch
+    for p in images:
+        assert first.search(image=p, k=1)[0].path == str(p)
+    for query in ("a shape", "a red square", "blue"):
+        assert ([h.path for h in first.search(query, k=6)]
+                == [h.path for h in second.search(query, k=6)])
+
+
+def test_int8_first_run_exports_before_it_embeds(tmp_path: Path, fresh_model: str) -> None:
+    make_images(tmp_path / "imgs", 3)
+    col = Collection(tmp_path / "c", model=fresh_model, precision="int8")
+    col.index([tmp_path / "imgs"], workers=0)
+    assert isinstance(col.encoder, OnnxEncoder) and col.encoder.precision == "int8"
