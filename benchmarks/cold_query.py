@@ -92,13 +92,13 @@ def build_large(path: Path, images: Path, ckpt: Path, n: int) -> None:
     col.index([images])
     rng = np.random.default_rng(0)
     centers = rng.standard_normal((1000, col.dim)).astype(np.float32)
-    remaining = n - col.catalog.counts()["image"]
+    remaining = n - col._catalog.counts()["image"]
     for start in range(0, remaining, 10_000):
         m = min(10_000, remaining - start)
         x = centers[rng.integers(0, len(centers), m)] + 0.6 * rng.standard_normal(
             (m, col.dim)).astype(np.float32)
         x /= np.linalg.norm(x, axis=1, keepdims=True)
-        col.catalog.write_images([
+        col._catalog.write_images([
             ImageRecord(path=f"/synthetic/{start + i:07d}.jpg", size=1000, mtime_ns=0,
                         content_hash=f"synthetic-{start + i}", vector=v, width=640, height=480)
             for i, v in enumerate(x)])

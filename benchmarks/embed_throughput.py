@@ -217,7 +217,7 @@ def main() -> None:
             results["ray_vs_local"] = {"ratio": ratio, "round_ratios": local}
         if "ray" in rows:
             with Collection(tmp_path / "ray-0") as col:
-                commit = driver_commit_rate(col.catalog, col.dim, 4096, args.batch_size)
+                commit = driver_commit_rate(col._catalog, col.dim, 4096, args.batch_size)
             per_node = statistics.median(rates["ray"])
             print(f"driver alone (reuse lookup + commit of ready vectors): {commit:.0f} "
                   f"images/s, {commit / per_node:.0f}x this machine's ray row: the projected "

@@ -80,7 +80,7 @@ def main() -> None:
 
             def keyword(text: str, col: Collection = col) -> list[str]:
                 return [col.get(i).text or ""
-                        for i, _ in col.catalog.keyword_search(text, "text", K)]
+                        for i, _ in col._catalog.keyword_search(text, "text", K)]
 
             def hybrid(text: str, col: Collection = col) -> list[str]:
                 return [h.text or "" for h in col.search(text, target="text", k=K,

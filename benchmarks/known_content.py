@@ -188,7 +188,7 @@ def main() -> None:
         col.index([root / "a"], workers=0)
         t0 = time.perf_counter()
         dim = col.dim
-        add_fake_images(col.catalog, args.rows, dim)
+        add_fake_images(col._catalog, args.rows, dim)
         col.sync()  # the vector indexes hold them: a run then adds its own images only
         print(f"prepared {args.rows} fake image rows in {time.perf_counter() - t0:.1f} s")
         col.close()

@@ -84,7 +84,7 @@ def vit_encode(root: Path, requests: int) -> dict[str, float]:
                     "gen_imgs.py", root / "jpegs", "200", "1"], check=True, capture_output=True)
     col = Collection(root / "vit", model="ViT-B-32", pretrained=str(ckpt), device="cpu")
     col.index([root / "jpegs"])
-    col.model.threads = 1  # as the server sets it: one core per search, one search per core
+    col.set_search_threads(1)  # as the server sets it: one core per search, one search per core
     encoder = col.encoder  # the encoder a server opens: ONNX, weights pre-packed
     for q in distinct(20, "warm"):
         encoder.embed_texts([q])

@@ -30,6 +30,7 @@ class LabelMap:
         self._dead_count = int(self.dead.sum())  # kept up to date: searches ask every time
         self._resort()
         self._bitmap: np.ndarray | None = None
+        self._live_selector: Any = None  # the selector of every live label, while unchanged
 
     def _resort(self) -> None:
         live = np.flatnonzero(~self.dead)
@@ -55,7 +56,7 @@ class LabelMap:
         start = len(self.ids)
         self.ids = np.concatenate([self.ids, as_ids(ids)])
         self.dead = np.concatenate([self.dead, np.zeros(len(ids), bool)])
-        self._bitmap = None
+        self._bitmap = self._live_selector = None
         if len(self.ids) - self._covered > RESORT_SHARE * max(self._covered, 65536):
             self._resort()
         return np.arange(start, len(self.ids), dtype=np.int64)
@@ -85,19 +86,22 @@ class LabelMap:
         if len(labels):
             self._dead_count += int((~self.dead[labels]).sum())
             self.dead[labels] = True
-            self._bitmap = None
+            self._bitmap = self._live_selector = None
 
     def live_ids(self) -> np.ndarray:
         return self.ids[~self.dead]
 
     def selector(self, allow: Any = None) -> Any:
-        """A FAISS selector over labels: the live ones (None when none is dead), or the live
+        """A FAISS selector over labels: the live ones (None when none is dead; the same object
+        until labels change, so that searches can keep parameters holding it), or the live
         labels of the ``allow`` ids."""
         import faiss
 
         if allow is None:
             if not self.tombstones:
                 return None
+            if self._live_selector is not None:
+                return self._live_selector
             if self._bitmap is None:
                 self._bitmap = np.packbits(~self.dead, bitorder="little")
             bits = self._bitmap
@@ -108,6 +112,8 @@ class LabelMap:
             bits = np.packbits(keep, bitorder="little")
         sel = faiss.IDSelectorBitmap(len(self.ids), faiss.swig_ptr(bits))
         sel.referenced = bits  # the selector reads the array: keep it alive with it
+        if allow is None:
+            self._live_selector = sel
         return sel
 
 

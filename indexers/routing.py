@@ -31,21 +31,49 @@ class Router:
 
     @classmethod
     def fit(cls, queries: np.ndarray, labels: np.ndarray) -> Router | None:
-        """The router of two labelled kinds; None for one kind or more than two."""
+        """The router of two labelled kinds; None for one kind or more than two.
+
+        Two candidate directions: between the kinds' means, and the discriminant one (the
+        same difference, whitened by the kinds' pooled covariance, a little shrunk): the
+        second tells apart kinds whose means differ along directions the samples also vary
+        in a lot (the demo model's images and captions: 5% of image queries placed by the
+        means, 99.8% by the discriminant). Each is fitted on half the samples and scored on
+        the other half; the one that places more held-out queries (a wrong placement
+        counted as ten missed) is fitted on all of them."""
         kinds = sorted(set(labels.tolist()))
         if len(kinds) != 2:
             return None
         a, b = (np.asarray(queries[labels == kind], np.float64) for kind in kinds)
-        w = b.mean(0) - a.mean(0)
-        if not np.linalg.norm(w):
+        if not np.linalg.norm(b.mean(0) - a.mean(0)):
             return None
-        w /= np.linalg.norm(w)
+        best, best_score = _mean_direction, -np.inf
+        for direction in (_mean_direction, _discriminant):
+            score = float(np.mean([cls._held_out(direction, a, b, i) for i in (0, 1)]))
+            if score > best_score + 1e-9:
+                best, best_score = direction, score
+        return cls._along(best(a, b), a, b, kinds)
+
+    @classmethod
+    def _along(cls, w: np.ndarray, a: np.ndarray, b: np.ndarray, kinds: list[str]) -> Router:
         sa, sb = a @ w, b @ w
         if sa.max() < sb.min():  # apart: split halfway between them
             mid = float((sa.max() + sb.min()) / 2)
             return cls(w.astype(np.float32), kinds[0], kinds[1], mid, mid)
         # Overlapping: only queries beyond every sample of the other kind are placed.
         return cls(w.astype(np.float32), kinds[0], kinds[1], float(sb.min()), float(sa.max()))
+
+    @classmethod
+    def _held_out(cls, direction: Any, a: np.ndarray, b: np.ndarray, half: int) -> float:
+        """Share of the held-out half placed right, less ten times the share placed wrong."""
+        ta, tb = a[half::2], b[half::2]
+        fit_a, fit_b = a[1 - half::2], b[1 - half::2]
+        if not (len(ta) and len(tb) and len(fit_a) and len(fit_b)):
+            return 0.0
+        r = cls._along(direction(fit_a, fit_b), fit_a, fit_b, ["a", "b"])
+        ka, kb = r.kinds(ta.astype(np.float32)), r.kinds(tb.astype(np.float32))
+        right = (np.sum(ka == "a") + np.sum(kb == "b")) / (len(ka) + len(kb))
+        wrong = (np.sum(ka == "b") + np.sum(kb == "a")) / (len(ka) + len(kb))
+        return float(right - 10 * wrong)
 
     def kinds(self, queries: np.ndarray) -> np.ndarray:
         """The kind of each query row (POOLED where it cannot tell)."""
@@ -76,3 +104,21 @@ class Router:
         if self.low_below == self.high_above:
             return f"{self.low} | {self.high}"
         return f"{self.low} | pooled | {self.high}"
+
+
+# Shrinkage of the pooled covariance toward its mean variance: with a few hundred samples of
+# each kind in hundreds of dimensions, the covariance alone is singular.
+SHRINK = 0.01
+
+
+def _mean_direction(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    w = b.mean(0) - a.mean(0)
+    return np.asarray(w / np.linalg.norm(w))
+
+
+def _discriminant(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    c = np.cov(np.vstack([a - a.mean(0), b - b.mean(0)]).T).reshape(a.shape[1], a.shape[1])
+    c += SHRINK * max(float(np.trace(c)) / len(c), 1e-12) * np.eye(len(c))
+    w = np.linalg.solve(c, b.mean(0) - a.mean(0))
+    norm = np.linalg.norm(w)
+    return np.asarray(w / norm) if norm else _mean_direction(a, b)

@@ -22,10 +22,12 @@ from .storage.folder import INDEX_DIR, collection_exists, open_catalog
 from .storage.lock import WriteLock
 
 if TYPE_CHECKING:
+    from .enrich.captions import CaptionSummary
     from .ingest import IndexSummary, ProgressCallback, TextInput
     from .search.budget import CancelFlag
     from .search.files import ItemFile
     from .search.filters import Filter
+    from .search.hits import Hits
     from .search.rerank import Stage
     from .search.searcher import Searcher
     from .storage import Catalog
@@ -58,37 +60,37 @@ class Collection:
         self.path = Path(path or default_collection_path()).expanduser().absolute()
         requested = encoder.spec if encoder is not None else (
             ModelSpec.parse(model, pretrained) if isinstance(model, str) else model)
-        self.lock = WriteLock(self.path)
+        self._lock = WriteLock(self.path)
         self._url = catalog
-        self._catalog: Catalog | None = None
+        self._opened: Catalog | None = None  # see _catalog
         if requested is None or collection_exists(self.path, catalog):
             self._open(create=False)  # says how to make one when there is none
         elif encoder is None:
             requested = with_weights(requested, None)  # refused before anything is made
-        self.model = ModelBinding(self._catalog, self.path, requested, self.lock, device=device,
+        self._binding = ModelBinding(self._opened, self.path, requested, self._lock, device=device,
                                   encoder=encoder, one_shot=one_shot, precision=precision)
         self._indexes: VectorIndexes | None = None
         self._searcher: Searcher | None = None
         self._lazy = threading.RLock()  # searches may come from many threads
 
     @property
-    def catalog(self) -> Catalog:
+    def _catalog(self) -> Catalog:
         """The collection's catalog (an error before the collection exists)."""
-        if self._catalog is None and collection_exists(self.path, self._url):
-            self.model.attach(self._open(create=False))  # made by another process since
-        if self._catalog is None:
-            self.model.check_readable()  # raises: no collection here yet
-        assert self._catalog is not None
-        return self._catalog
+        if self._opened is None and collection_exists(self.path, self._url):
+            self._binding.attach(self._open(create=False))  # made by another process since
+        if self._opened is None:
+            self._binding.check_readable()  # raises: no collection here yet
+        assert self._opened is not None
+        return self._opened
 
     def _open(self, create: bool) -> Catalog:
-        self._catalog = open_catalog(self.path, create, self.lock, self._url)
-        return self._catalog
+        self._opened = open_catalog(self.path, create, self._lock, self._url)
+        return self._opened
 
     def _reading(self) -> Catalog:
         """The catalog of a read: the collection as it is (see ``check_readable``)."""
-        catalog = self.catalog
-        self.model.check_readable()
+        catalog = self._catalog
+        self._binding.check_readable()
         return catalog
 
     @contextlib.contextmanager
@@ -96,20 +98,20 @@ class Collection:
         """Hold the write lock. The first write of a new collection (or of a model or precision
         it does not have yet) loads the model first, then makes the collection and records
         them: a model that cannot be had leaves nothing behind."""
-        if self.model.pending:
-            self.model.load(progress)
-            if self._catalog is None:
-                self.model.attach(self._open(create=True))
-        with self.lock.hold():
-            self.model.commit()
-            yield self.catalog
+        if self._binding.pending:
+            self._binding.load(progress)
+            if self._opened is None:
+                self._binding.attach(self._open(create=True))
+        with self._lock.hold():
+            self._binding.commit()
+            yield self._catalog
 
-    spec = property(lambda self: self.model.spec, doc="The model the collection is bound to.")
-    precision = property(lambda self: self.model.precision, doc="fp32 or int8.")
-    model_identity = property(lambda self: self.model.identity,
+    spec = property(lambda self: self._binding.spec, doc="The model the collection is bound to.")
+    precision = property(lambda self: self._binding.precision, doc="fp32 or int8.")
+    model_identity = property(lambda self: self._binding.identity,
                               doc="The hash of the weights the vectors were made with.")
-    dim = property(lambda self: self.model.dim, doc="The vectors' dimension.")
-    encoder = property(lambda self: self.model.encoder, doc="The encoder searches use.")
+    dim = property(lambda self: self._binding.dim, doc="The vectors' dimension.")
+    encoder = property(lambda self: self._binding.encoder, doc="The encoder searches use.")
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -139,7 +141,7 @@ class Collection:
         with self._writing(progress) as catalog:
             if index_memory is not None:
                 self._vector_indexes().set_memory_budget(index_memory)
-            summary = index_run(catalog, lambda: self.model.indexing_encoder(progress),
+            summary = index_run(catalog, lambda: self._binding.indexing_encoder(progress),
                                 roots, options, progress)
             self._sync(progress)
         if strict:
@@ -155,7 +157,7 @@ class Collection:
 
         inputs, errors = text_inputs(texts)
         with self._writing(progress) as catalog:
-            summary = add_texts_run(catalog, lambda: self.model.indexing_encoder(progress),
+            summary = add_texts_run(catalog, lambda: self._binding.indexing_encoder(progress),
                                     inputs, errors, progress)
             self._sync()
         return summary
@@ -170,8 +172,8 @@ class Collection:
         :class:`~retrieval.errors.InputError`, and then nothing is removed."""
         from .ingest.runs import remove_run
 
-        catalog = self.catalog
-        with self.lock.hold():
+        catalog = self._catalog
+        with self._lock.hold():
             removed = remove_run(catalog, paths)
             self._sync()
         return removed
@@ -180,13 +182,13 @@ class Collection:
         """Bring the vector indexes in step with the catalog now (for catalogs written by
         other means, such as another host sharing them)."""
         self._reading()
-        with self.lock.hold(local=True):
+        with self._lock.hold(local=True):
             self._sync(progress)
 
     def _sync(self, progress: ProgressCallback | None = None) -> None:
         from .ingest.report import IndexProgress, messages
 
-        if self.catalog.get_settings().get("dim") is not None:
+        if self._catalog.get_settings().get("dim") is not None:
             if progress:
                 progress(IndexProgress("index", 0))
             self._vector_indexes().sync(messages(progress, "index"))
@@ -197,10 +199,10 @@ class Collection:
                 from .storage.vector_indexes import VectorIndexes
 
                 catalog = self._reading()
-                catalog_id = self.model.settings().get("catalog_id")  # ties indexes to it
+                catalog_id = self._binding.settings().get("catalog_id")  # ties indexes to it
                 self._indexes = VectorIndexes(catalog, self.path / INDEX_DIR, self.dim,
                                               catalog_id or catalog.ensure_catalog_id(),
-                                              self.lock)
+                                              self._lock)
             return self._indexes
 
     # -- reading ------------------------------------------------------------------------------
@@ -213,7 +215,8 @@ class Collection:
                before: str | None = None, tags: Sequence[str] = (),
                filters: Sequence[Filter | str] = (), hybrid: bool | Hybrid = False,
                keyword_weight: float | None = None, rerank: str | Sequence[Stage] | None = None,
-               deadline: float | None = None, cancel: CancelFlag | None = None) -> list[Hit]:
+               min_score: float | None = None, cutoff: str | None = None,
+               deadline: float | None = None, cancel: CancelFlag | None = None) -> Hits:
         """Search by any mix of text, image, stored item (``like``) and raw vector.
 
         ``terms`` adds weighted terms (negative weights push results away). ``target`` is
@@ -221,18 +224,21 @@ class Collection:
         :class:`~retrieval.search.filters.Filter`); ``path``, ``after``, ``before`` and
         ``tags`` add the usual ones. ``hybrid`` fuses keyword matches (file names, captions,
         texts, tags) with the vector ranking (``keyword_weight``: the keyword ranking's
-        weight); ``rerank`` is a pipeline such as ``"exact,mmr:0.7,dedup:0.95"``. ``deadline``
+        weight); ``rerank`` is a pipeline such as ``"exact,mmr:0.7,dedup:0.95"``.
+        ``min_score`` (a cosine) and ``cutoff="auto"`` end the results before paging; the hits
+        then carry ``total`` and ``threshold`` (:mod:`retrieval.search.cutoff`). ``deadline``
         and ``cancel`` bound the search's time (see :meth:`run`). The query's fields are
         declared in :mod:`retrieval.search.fields`; see
         :func:`~retrieval.search.builder.build_query`."""
         query = build_query(text, image=image, like=like, vector=vector, terms=terms,
                             target=target, k=k, offset=offset, path=path, after=after,
                             before=before, tags=tags, filters=filters, hybrid=hybrid,
-                            keyword_weight=keyword_weight, rerank=rerank)
+                            keyword_weight=keyword_weight, rerank=rerank, min_score=min_score,
+                            cutoff=cutoff)
         return self.run(query, deadline=deadline, cancel=cancel)
 
     def run(self, query: Query, *, deadline: float | None = None,
-            cancel: CancelFlag | None = None) -> list[Hit]:
+            cancel: CancelFlag | None = None) -> Hits:
         """Run a :class:`Query`: embed, filter, search, fuse, re-rank, page, hydrate.
 
         ``deadline`` is a :func:`time.monotonic` instant: past it the search stops with
@@ -246,7 +252,7 @@ class Collection:
                 from .search.embedding import QueryEmbedder
                 from .search.searcher import Searcher
 
-                catalog, model = self._reading(), self.model
+                catalog, model = self._reading(), self._binding
                 embedder = QueryEmbedder(catalog, model.search_encoder, model.dim,
                                          model.text_cache)
                 self._searcher = Searcher(catalog, self._vector_indexes(), embedder,
@@ -274,14 +280,29 @@ class Collection:
         source = {"like": image} if isinstance(image, int) else {"image": image}
         return best_distinct(lambda n: self.search(target="text", k=n, **source), k)
 
-    def describe(self, captioner: str | ModelSpec | None = None, **options: Any) -> Any:
+    def generate_captions(self, captioner: str | ModelSpec | None = None, *,
+                          progress: ProgressCallback | None = None, **options: Any
+                          ) -> CaptionSummary:
         """Generate a caption for every image lacking a current one (a CoCa model: by default
-        the collection's own if it is one); options as
-        :func:`~retrieval.enrich.captions.generate_captions`. Returns a ``CaptionSummary``."""
+        the collection's own if it is one), then bring the indexes up to date; options
+        (``pretrained``, ``options``, ``batch_size``, ``force``, ``device``) as
+        :func:`~retrieval.enrich.captions.generate_captions`."""
         from .enrich.captions import generate_captions
 
-        self._reading()
-        return generate_captions(self, captioner, **options)
+        catalog = self._reading()
+        with self._lock.hold():
+            summary = generate_captions(catalog, self.spec,
+                                        lambda: self._binding.indexing_encoder(progress),
+                                        captioner, progress=progress, **options)
+        self.sync(progress)
+        return summary
+
+    describe = generate_captions  # its name before, kept for scripts that call it
+
+    def set_search_threads(self, threads: int | None) -> None:
+        """The threads one search's encoding may use (None: every core); a server that runs
+        searches side by side sets 1. Applies to the search encoder when it loads."""
+        self._binding.threads = threads
 
     def tag(self, labels: Sequence[str], *, templates: Sequence[str] | None = None, top: int = 3,
             min_score: float = 0.1, progress: ProgressCallback | None = None) -> dict[str, int]:
@@ -290,8 +311,8 @@ class Collection:
         from .enrich.tagging import tag_images
 
         catalog = self._reading()
-        with self.lock.hold():
-            return tag_images(catalog, self.model.encoder, self.dim, labels,
+        with self._lock.hold():
+            return tag_images(catalog, self._binding.encoder, self.dim, labels,
                               model=str(self.spec), templates=templates, top=top,
                               min_score=min_score, progress=progress)
 
@@ -300,7 +321,7 @@ class Collection:
         from .search.duplicates import duplicate_clusters
 
         with self._vector_indexes().searching(IMAGE) as index:
-            return duplicate_clusters(self.catalog, index, self.dim, threshold, neighbours)
+            return duplicate_clusters(self._catalog, index, self.dim, threshold, neighbours)
 
     def info(self) -> dict[str, Any]:
         """Model, dimension, counts, indexes and disk use; never loads the model."""
@@ -315,14 +336,14 @@ class Collection:
         """Export the collection's model to ONNX now (searches then never load torch); with
         ``int8`` also its int8 variant. Returns the export (``.ok``, ``.reason``, ``.folder``)."""
         self._reading()
-        with self.lock.hold():
-            return self.model.export(int8=int8, force=force, progress=progress)
+        with self._lock.hold():
+            return self._binding.export(int8=int8, force=force, progress=progress)
 
     def close(self) -> None:
-        self.model.close()
-        self.lock.close()
-        if self._catalog is not None:
-            self._catalog.close()
+        self._binding.close()
+        self._lock.close()
+        if self._opened is not None:
+            self._opened.close()
 
     def __enter__(self) -> Collection:
         return self

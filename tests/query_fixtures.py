@@ -73,7 +73,7 @@ class Data:
     tag_result: dict[str, int]
 
     def vector_of(self, item_id: int) -> np.ndarray:
-        ids, vecs = self.col.catalog.vectors([item_id], self.col.dim)
+        ids, vecs = self.col._catalog.vectors([item_id], self.col.dim)
         assert list(ids) == [item_id]
         return vecs[0]
 
@@ -121,7 +121,7 @@ def data(tmp_path_factory: pytest.TempPathFactory, encoder: Any) -> Any:
     tag_result = col.tag(TAG_LABELS)
 
     by_path = {str(img.path): img for img in images}
-    items = col.catalog.get_items(col.catalog.vector_ids("image").tolist())
+    items = col._catalog.get_items(col._catalog.vector_ids("image").tolist())
     assert len(items) == len(images)
     for item_id, item in items.items():
         img = by_path[item.path]
@@ -130,10 +130,10 @@ def data(tmp_path_factory: pytest.TempPathFactory, encoder: Any) -> Any:
         img.size = st_.st_size
         img.mtime = dt.datetime.fromtimestamp(st_.st_mtime_ns / 1e9, dt.timezone.utc).replace(
             tzinfo=None)
-    tags = col.catalog.tags_of(items)
+    tags = col._catalog.tags_of(items)
     for img in images:
         img.tags = {t for t, _ in tags.get(img.id, [])}
-    text_items = col.catalog.get_items(col.catalog.vector_ids("text").tolist())
+    text_items = col._catalog.get_items(col._catalog.vector_ids("text").tolist())
     by_ext = {it.external_id: i for i, it in text_items.items() if it.external_id}
     texts = {r["id"]: dict(r, item=by_ext[r["id"]]) for r in records}
     by_name = {f"{img.folder}/{img.path.name}": img for img in images}

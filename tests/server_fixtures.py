@@ -111,10 +111,10 @@ def served(tmp_path_factory: pytest.TempPathFactory, encoder: Any) -> Iterator[S
                "a plain sentence about the weather"]
     assert col.add_texts(records).added == 3
 
-    items = col.catalog.get_items(col.catalog.vector_ids("image").tolist())
+    items = col._catalog.get_items(col._catalog.vector_ids("image").tolist())
     ids = {os.path.relpath(it.path, root): i for i, it in items.items()}
     assert len(ids) == 23 and "linkdir/hidden.jpg" in ids and "link.jpg" in ids
-    texts = col.catalog.get_items(col.catalog.vector_ids("text").tolist())
+    texts = col._catalog.get_items(col._catalog.vector_ids("text").tolist())
     by_ext = {it.external_id: i for i, it in texts.items() if it.external_id}
     yield Served(col, base, root, outside, ids, by_ext, captions,
                  TestClient(create_app(col), raise_server_exceptions=False))
@@ -133,7 +133,7 @@ def small(tmp_path: Path, encoder: Any) -> Iterator[tuple[Collection, Path, Test
 
 
 def _ids_by_name(col: Collection, root: Path) -> dict[str, int]:
-    items = col.catalog.get_items(col.catalog.vector_ids("image").tolist())
+    items = col._catalog.get_items(col._catalog.vector_ids("image").tolist())
     return {os.path.relpath(it.path, root): i for i, it in items.items()}
 
 
@@ -165,7 +165,7 @@ def hits_of(resp: httpx.Response, k: int | None = None) -> list[dict[str, Any]]:
     assert resp.status_code == 200, (resp.status_code, resp.text)
     assert resp.headers["content-type"].startswith("application/json")
     body = resp.json()
-    assert set(body) == {"hits", "took_ms"}, body
+    assert set(body) == {"hits", "took_ms", "total", "threshold"}, body
     assert isinstance(body["took_ms"], float) and body["took_ms"] >= 0
     for h in body["hits"]:
         check_hit(h)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -239,6 +240,24 @@ def _page_through(page: Any, srv: ServerProcess, up: dict[str, Any], path: Path)
     _thumbnails_loaded(page)
 
 
+def _cut_off(page: Any, srv: ServerProcess, caption: str) -> None:
+    """Step 5: with the cutoff on auto, the results end where the matches do: the status says
+    how many there are in all (as the API does), and Next shows only when more are left."""
+    page.select_option("#filters [name=cutoff]", "auto")
+    page.fill("input[name=q]", caption)
+    cut = _search_response(page, lambda: page.press("input[name=q]", "Enter"))
+    assert cut["params"]["cutoff"] == "auto" and "min_score" not in cut["params"]
+    status = page.inner_text("#status")
+    found = re.search(r"; (\d+) in all, down to similarity (-?\d\.\d{3})$", status)
+    assert found, status
+    api = httpx.post(f"{srv.url}/search", json={"text": caption, "k": PER_PAGE,
+                                                "cutoff": "auto"}, timeout=60).json()
+    assert int(found[1]) == api["total"]
+    assert abs(float(found[2]) - api["threshold"]) <= 0.0005 + 1e-9
+    assert page.is_hidden("#next") == (api["total"] <= PER_PAGE)
+    page.select_option("#filters [name=cutoff]", "")
+
+
 def test_search_page_in_chromium(server: tuple[ServerProcess, dict[str, str]],
                                  tmp_path: Path) -> None:
     srv, captions = server
@@ -255,6 +274,7 @@ def test_search_page_in_chromium(server: tuple[ServerProcess, dict[str, str]],
         path = tmp_path / "scenes" / sorted(captions)[17]
         up = _upload(page, captions, path)
         _page_through(page, srv, up, path)
+        _cut_off(page, srv, captions[target])
         assert not problems, problems
 
     shot = ARTIFACTS / "browser-search.png"

@@ -20,7 +20,7 @@ def test_caption(data: Data) -> None:
     assert len(by_file) == 4 and all(h.kind == "text" and h.text for h in by_file)
     assert [h.id for h in by_file] == [h.id for h in by_id]
     v = data.vector_of(img.id)
-    ids, vecs = data.col.catalog.vectors(data.col.catalog.vector_ids("text").tolist(),
+    ids, vecs = data.col._catalog.vectors(data.col._catalog.vector_ids("text").tolist(),
                                          data.col.dim)
     _assert_ranking(by_id, list(zip(ids.tolist(), (vecs @ unit(v)).tolist(), strict=True)), 4)
     assert len(data.col.caption(img.id, k=100)) == 27

@@ -1,6 +1,6 @@
 """Generated captions: the CoCa captioner (loading, generation options), ``caption --generate``,
-and ``describe`` over a collection (incremental, resumable, beside sidecar captions, found by
-text, keyword and ``caption ~`` searches, shown by the HTTP API).
+and ``generate-captions`` over a collection (incremental, resumable, beside sidecar captions,
+found by text, keyword and ``caption ~`` searches, shown by the HTTP API).
 
 The captioner is a tiny CoCa with random weights written in open_clip's ``local-dir`` layout,
 so its captions are strings of random words; the tests use the words it actually wrote."""
@@ -17,7 +17,7 @@ from conftest import assert_one_error_line, make_images, run_cli
 from retrieval import Collection
 from retrieval.encoders.captioner import load_captioner
 from retrieval.encoders.generation import GenerationOptions
-from retrieval.enrich.captions import GENERATED, generate_captions
+from retrieval.enrich.captions import GENERATED
 from retrieval.errors import InputError, ModelError
 
 
@@ -123,7 +123,7 @@ def _generated(col: Collection) -> dict[str, tuple[int, str]]:
     return {h.path: (h.id, h.text) for h in hits if h.metadata.get("source") == GENERATED}
 
 
-def test_describe_is_incremental_and_resumable(collection, coca, other_coca):
+def test_generate_captions_is_incremental_and_resumable(collection, coca, other_coca):
     col, folder = collection
     opts = GenerationOptions("top_k", seq_len=8, min_seq_len=3)
     seen: list = []
@@ -134,16 +134,17 @@ def test_describe_is_incremental_and_resumable(collection, coca, other_coca):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        generate_captions(col, coca, options=opts, batch_size=3, device="cpu",
+        col.generate_captions(coca, options=opts, batch_size=3, device="cpu",
                  progress=stop_after_first_batch)
     assert seen[0].total == 7 and len(_generated(col)) == 3  # the first batch is committed
-    rest = col.describe(coca, options=opts, batch_size=3, device="cpu", progress=seen.append)
+    rest = col.generate_captions(coca, options=opts, batch_size=3, device="cpu",
+                                 progress=seen.append)
     assert (rest.generated, rest.unchanged, rest.failed) == (4, 3, 0)
     last = [p for p in seen if p.phase == "generate"][-1]
     assert last.rate is not None and last.done == last.total == 4
     first = _generated(col)
     assert len(first) == 7
-    again = col.describe(coca, options=opts, device="cpu")
+    again = col.generate_captions(coca, options=opts, device="cpu")
     assert (again.generated, again.unchanged) == (0, 7) and _generated(col) == first
     # the sidecar caption is still there, unchanged, beside the generated one
     image = col.search(image=folder / "img001.jpg", k=1)[0]
@@ -152,11 +153,11 @@ def test_describe_is_incremental_and_resumable(collection, coca, other_coca):
     # a changed image is captioned again, alone
     make_images(folder, 1, start=40)[0].replace(folder / "img002.jpg")
     col.index([folder], workers=0)
-    changed = generate_captions(col, coca, options=opts, device="cpu")
+    changed = col.generate_captions(coca, options=opts, device="cpu")
     assert (changed.generated, changed.unchanged) == (1, 6)
     # another captioner (or other options) writes every caption again, over its own only
-    assert generate_captions(col, other_coca, options=opts, device="cpu").generated == 7
-    assert generate_captions(col, other_coca, options=GenerationOptions("top_k", seq_len=9),
+    assert col.generate_captions(other_coca, options=opts, device="cpu").generated == 7
+    assert col.generate_captions(other_coca, options=GenerationOptions("top_k", seq_len=9),
                     device="cpu").generated == 7
     assert len(_generated(col)) == 7
     assert col.search(image=folder / "img001.jpg", k=1)[0].text.startswith("a sidecar")
@@ -164,7 +165,7 @@ def test_describe_is_incremental_and_resumable(collection, coca, other_coca):
 
 def test_generated_captions_are_searchable(collection, coca, tmp_path):
     col, folder = collection
-    generate_captions(col, coca, options=GenerationOptions("top_k", seq_len=8, min_seq_len=3),
+    col.generate_captions(coca, options=GenerationOptions("top_k", seq_len=8, min_seq_len=3),
              device="cpu")
     path = str(folder / "img004.jpg")
     item_id, text = _generated(col)[path]
@@ -200,17 +201,21 @@ def test_generated_captions_are_searchable(collection, coca, tmp_path):
         assert texts["hits"][0]["metadata"]["source"] == GENERATED
 
 
-def test_describe_cli_and_default_captioner(collection, coca):
+def test_generate_captions_cli_and_default_captioner(collection, coca):
     col, _ = collection
-    bad = run_cli("describe", collection=col.path, check=False)
+    bad = run_cli("generate-captions", collection=col.path, check=False)
     assert bad.returncode == 1 and "--captioner" in bad.stderr  # the tiny model is no CoCa
-    out = run_cli("describe", "--captioner", coca, "--seq-len", "8", "--generation-type",
-                  "top_k", "--json", collection=col.path)
+    out = run_cli("generate-captions", "--captioner", coca, "--seq-len", "8",
+                  "--generation-type", "top_k", "--json", collection=col.path)
     summary = json.loads(out.stdout)
     assert (summary["generated"], summary["failed"]) == (7, 0)
+    # "describe", the command's old name, still works and is not listed
     plain = run_cli("describe", "--captioner", coca, "--seq-len", "8", "--generation-type",
                     "top_k", collection=col.path)
     assert "0 captions generated" in plain.stdout and "7 up to date" in plain.stdout
+    listed = run_cli("--help").stdout
+    assert "generate-captions" in listed and " describe " not in listed
+    assert Collection.describe is Collection.generate_captions  # the method's old name too
 
 
 def test_a_coca_is_also_an_embedding_model(tmp_path, coca, captioner):
@@ -228,7 +233,7 @@ def test_a_coca_is_also_an_embedding_model(tmp_path, coca, captioner):
                                _torch_texts(captioner, texts), atol=1e-5)
     path = str(folder / "img002.jpg")
     assert col.search(image=path, k=1)[0].path == path
-    summary = generate_captions(col, options=GenerationOptions("top_k", seq_len=8),
+    summary = col.generate_captions(options=GenerationOptions("top_k", seq_len=8),
                                 device="cpu")
     assert summary.captioner == coca and summary.generated == 4
     col.close()

@@ -56,7 +56,7 @@ def _filters_agree(col: Collection) -> None:
 
 def _keywords_agree(col: Collection, pics: Path) -> None:
     """Keywords: file-name words, caption words (case and accents folded), tags."""
-    kw = col.catalog.keyword_search
+    kw = col._catalog.keyword_search
     beach = col.search(image=pics / "beach_sunset.png", k=1)[0].id
     assert [i for i, _ in kw("sunset", "image", 5)] == [beach]
     assert [i for i, _ in kw("CREME brulee", "image", 5)] == [beach]
@@ -67,7 +67,7 @@ def _keywords_agree(col: Collection, pics: Path) -> None:
     assert kw("  ", "image", 5) == []
     col.tag(["sunset sky", "ocean"], top=1, min_score=-1)
     assert {i for i, _ in kw("ocean", "image", 20)} | {
-        i for i, _ in kw("sky", "image", 20)} == set(col.catalog.vector_ids("image"))
+        i for i, _ in kw("sky", "image", 20)} == set(col._catalog.vector_ids("image"))
 
 
 def test_index_search_filters_and_keywords_agree(tmp_path: Path, encoder: Any,
@@ -85,7 +85,7 @@ def test_index_search_filters_and_keywords_agree(tmp_path: Path, encoder: Any,
                                {"text": "a blue boat", "id": "t2", "stars": 2, "lang": "en"},
                                {"text": "unnamed", "id": "t3", "stars": "many"}])
         assert texts.added == 3
-        assert col.catalog.counts() == {"image": 8, "text": 4}  # + the sidecar caption
+        assert col._catalog.counts() == {"image": 8, "text": 4}  # + the sidecar caption
 
         # image search finds each file by its own picture
         for p in sorted(pics.rglob("*.jpg"))[:3]:
@@ -98,11 +98,11 @@ def test_index_search_filters_and_keywords_agree(tmp_path: Path, encoder: Any,
 
         # removal and hash reuse behave the same
         assert col.remove([pics / "sub"]) == 1
-        assert col.catalog.keyword_search("harbour", "image", 5) == []
+        assert col._catalog.keyword_search("harbour", "image", 5) == []
         shutil.copy(pics / "img000.jpg", pics / "copy.jpg")
         again = col.index([pics], workers=0)
         assert (again.added, again.embedded) == (2, 1)  # the copy reuses its vector
-        assert col.info()["catalog"] == (col.catalog.where)
+        assert col.info()["catalog"] == (col._catalog.where)
 
 
 def test_keyword_ranking_weighs_rare_words(tmp_path: Path, encoder: Any,
@@ -112,7 +112,7 @@ def test_keyword_ranking_weighs_rare_words(tmp_path: Path, encoder: Any,
              + ["a blue circle", "a red circle", "circle red a", "a blue square"])
     with _open(tmp_path / "col", encoder, catalog_url) as col:
         col.add_texts(texts)
-        kw = col.catalog.keyword_search
+        kw = col._catalog.keyword_search
 
         def top(q: str, n: int = 1) -> list[str]:
             return [col.get(i).text for i, _ in kw(q, "text", n)]
@@ -199,10 +199,10 @@ def test_two_hosts_share_one_collection(tmp_path: Path, encoder: Any, postgres: 
             assert len(b.search(vector=np.ones(a.dim), k=10)) == 6
 
             # One writer at a time across hosts: the advisory lock, named in the message.
-            with a.lock.hold():
+            with a._lock.hold():
                 with pytest.raises(CollectionLockedError, match="on this or another host"):
                     b.add_texts(["blocked"])
-                with b.lock.hold(local=True):  # its own index files: not blocked
+                with b._lock.hold(local=True):  # its own index files: not blocked
                     pass
             b.add_texts(["now it may"])
             assert a.search("x", target="text", k=5)[0].text == "now it may"
@@ -312,7 +312,7 @@ def test_server_lost_mid_run_keeps_committed_batches(tmp_path: Path, encoder: An
         own._run(f"{own.bindir}/pg_ctl", "-D", own.data, "-l", f"{own.base}/log", "-w", "-o",
                  f"-c listen_addresses=127.0.0.1 -p {own.port} -k {own.base}", "start")
         with _open(tmp_path / "col", encoder, None) as again:
-            kept = again.catalog.counts()["image"]
+            kept = again._catalog.counts()["image"]
             assert 4 <= kept < 10
             summary = again.index([pics], workers=0, batch_size=4)
             assert summary.added == 10 - kept
@@ -336,7 +336,7 @@ def test_cjk_keywords_find_words_inside_sentences(tmp_path: Path, encoder: Any,
     make_image(pics / "other.jpg", 3)
     with _open(tmp_path / "col", encoder, catalog_url) as col:
         col.add_texts([{"text": c.text, "id": str(i)} for i, c in enumerate(captions)])
-        kw = col.catalog.keyword_search
+        kw = col._catalog.keyword_search
         per: dict[str, list[float]] = {lang: [] for lang in LANGS}
         for text, lang, thing in queries():
             found = [col.get(i).text or "" for i, _ in kw(text, "text", 5)]
@@ -349,7 +349,7 @@ def test_cjk_keywords_find_words_inside_sentences(tmp_path: Path, encoder: Any,
         assert holding >= 5 and all("自行车" in t for t in bikes[:holding]), bikes
 
         col.index([pics], workers=0)
-        images = {col.get(i).path: i for i in col.catalog.vector_ids("image")}
+        images = {col.get(i).path: i for i in col._catalog.vector_ids("image")}
         assert [col.get(i).path for i, _ in kw("自行车", "image", 5)] == [
             str(pics / "街道上的自行车.jpg")]
         assert [col.get(i).path for i, _ in kw("猫", "image", 5)] == [str(pics / "海辺の猫.png")]

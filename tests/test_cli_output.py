@@ -152,7 +152,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory, tiny_spec: str) -> Setup:
     run_cli("index", root, "--model", tiny_spec, "--workers", "0", collection=col, env=env)
     run_cli("add-texts", texts, collection=col, env=env)
     coca = write_tiny_coca(base / "coca")  # generated captions, whose bookkeeping is internal
-    run_cli("describe", "--captioner", f"local-dir:{coca}", "--seq-len", "6",
+    run_cli("generate-captions", "--captioner", f"local-dir:{coca}", "--seq-len", "6",
             "--generation-type", "top_k", collection=col, env=env)
     return Setup(col, beach, copy, resaved, env)
 

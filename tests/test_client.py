@@ -45,7 +45,7 @@ def test_client_in_process(served: Served) -> None:
         assert hybrid[0].id == served.ids["img000.jpg"]
         deduped = client.search(like=served.ids["img001.jpg"], k=2, rerank="dedup:0.99")
         assert deduped[0].metadata["duplicates"]
-        _, vec = served.col.catalog.vectors([served.ids["img009.jpg"]], served.col.dim)
+        _, vec = served.col._catalog.vectors([served.ids["img009.jpg"]], served.col.dim)
         assert client.search(vector=np.asarray(vec[0]), k=1)[0].id == served.ids["img009.jpg"]
         page2 = client.search("a red circle", k=2, offset=2)
         assert [h.id for h in page2] == [h.id for h in hits[2:4]]

@@ -133,13 +133,13 @@ def test_path_filter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_fixture_catalog_matches_generated(data: Data) -> None:
     """The independent bookkeeping agrees with what the catalog stored."""
-    items = data.col.catalog.get_items(img.id for img in data.images)
+    items = data.col._catalog.get_items(img.id for img in data.images)
     for img in data.images:
         it = items[img.id]
         assert (it.width, it.height, it.size) == (img.width, img.height, img.size), img.path
         assert it.taken_at == img.taken
     assert sum(img.caption is not None for img in data.images) == 15
-    assert data.col.catalog.counts() == {"image": 63, "text": 15 + 12}
+    assert data.col._catalog.counts() == {"image": 63, "text": 15 + 12}
     assert any(img.tags for img in data.images)
 
 
@@ -198,7 +198,7 @@ def test_filtered_search_equals_brute_force(data: Data, picks: list[int], k: int
     q = unit(np.random.default_rng(seed).normal(size=data.col.dim))
     hits = data.col.search(vector=q, k=k, filters=[f for f, _ in chosen])
     match = [img for img in data.images if all(pred(img) for _, pred in chosen)]
-    ids, vecs = data.col.catalog.vectors([img.id for img in match], data.col.dim)
+    ids, vecs = data.col._catalog.vectors([img.id for img in match], data.col.dim)
     expected = list(zip(ids.tolist(), (vecs @ q).tolist(), strict=True))
     _assert_ranking(hits, expected, k)
     assert all(h.kind == "image" for h in hits)
@@ -209,7 +209,7 @@ def test_each_filter_alone_equals_brute_force(data: Data) -> None:
     q = unit(np.random.default_rng(11).normal(size=data.col.dim))
     for f, pred in _image_candidates(data):
         match = [img for img in data.images if pred(img)]
-        ids, vecs = data.col.catalog.vectors([img.id for img in match], data.col.dim)
+        ids, vecs = data.col._catalog.vectors([img.id for img in match], data.col.dim)
         expected = list(zip(ids.tolist(), (vecs @ q).tolist(), strict=True))
         for k in (3, 100):
             _assert_ranking(data.col.search(vector=q, k=k, filters=[f]), expected, k)

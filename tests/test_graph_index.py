@@ -223,3 +223,38 @@ def test_a_walk_stops_past_its_cost_bound():
     cut = walk_grid(index, grid, far, truth, labels, ["text"], 10, 0.999, stop_s=0.0)
     assert full.by_kind["text"][0]["efSearch"] == 2048
     assert cut.by_kind["text"][0]["efSearch"] == 10 and not cut.by_kind["text"][2]
+
+
+def test_removed_vectors_leave_the_lists(tmp_path):
+    """A removal takes the labels out of the lists at once (their scan then needs no
+    selector); lists saved still holding removed labels never return them either."""
+    xb = clustered(500, seed=7)
+    index = build_index(D, "graph", m=0, nlist=16)
+    index.train(xb)
+    index.add(np.arange(500), xb)
+    index.remove(np.arange(50))
+    assert index.to_faiss().ntotal == 450
+    index._labels.kill(index._labels.lookup(np.arange(50, 60)))  # as saved before
+    save_index(index, tmp_path, "v")
+    for mmap in (False, True):
+        loaded, _ = load_index(tmp_path, "v", mmap=mmap)
+        assert loaded.to_faiss().ntotal == 450 and loaded.ntotal == 440
+        _, found = loaded.search(xb[:60], 10, params={"via": "lists", "nprobe": 16})
+        assert not set(found.reshape(-1).tolist()) & set(range(60))
+
+
+def test_router_finds_the_direction_that_tells_kinds_apart():
+    """Kinds whose means differ most along a direction the queries vary in a lot (and
+    slightly along a quiet one): the means' direction cannot tell them apart, the
+    discriminant one can, and held-out queries of each kind are placed."""
+    rng = np.random.default_rng(0)
+
+    def kind(shift: float, n: int) -> np.ndarray:
+        x = rng.standard_normal((n, 8)) * np.array([10.0, 0.05, 1, 1, 1, 1, 1, 1])
+        return (x + np.array([3 * shift, shift, 0, 0, 0, 0, 0, 0])).astype(np.float32)
+
+    router = Router.fit(np.vstack([kind(0, 300), kind(1, 300)]),
+                        np.array(["a"] * 300 + ["b"] * 300))
+    assert router is not None and router.describe() == "a | b"
+    assert np.mean(router.kinds(kind(0, 500)) == "a") > 0.99
+    assert np.mean(router.kinds(kind(1, 500)) == "b") > 0.99

@@ -29,7 +29,7 @@ def _index_ids(col: Collection, modality: str) -> list[int]:
 
 
 def _catalog_ids(col: Collection, modality: str) -> list[int]:
-    return sorted(int(i) for ids, _ in col.catalog.iter_vectors(modality, col.dim) for i in ids)
+    return sorted(int(i) for ids, _ in col._catalog.iter_vectors(modality, col.dim) for i in ids)
 
 
 def _by_path(col: Collection, path: Path) -> Any:
@@ -55,7 +55,7 @@ def test_index_summary_fields(tmp_path: Path, encoder: Any) -> None:
                           "errors"}
         assert d["errors"] == [{"path": str(folder / "broken.jpg"),
                                 "reason": "not a recognised image format"}]
-        assert col.catalog.counts() == {"image": 5, "text": 0}
+        assert col._catalog.counts() == {"image": 5, "text": 0}
 
         again = col.index([folder], workers=0)
         assert (again.added, again.unchanged, again.embedded, again.failed) == (0, 5, 0, 1)
@@ -91,13 +91,13 @@ def test_copy_reuses_stored_vector(tmp_path: Path, encoder: Any) -> None:
         summary = col.index([folder], workers=1)
         assert (summary.added, summary.unchanged, summary.embedded) == (1, 10, 0)
 
-        states = col.catalog.file_states([str(folder)])
+        states = col._catalog.file_states([str(folder)])
         a, b = states[str(files[3])], states[str(copy)]
         assert a.id != b.id and a.content_hash == b.content_hash
-        ids, vecs = col.catalog.vectors([a.id, b.id], col.dim)
+        ids, vecs = col._catalog.vectors([a.id, b.id], col.dim)
         assert list(ids) == [a.id, b.id]
         assert np.array_equal(vecs[0], vecs[1])
-        _, other = col.catalog.vectors([states[str(files[4])].id], col.dim)
+        _, other = col._catalog.vectors([states[str(files[4])].id], col.dim)
         assert not np.array_equal(vecs[0], other[0])  # the comparison can tell images apart
 
 
@@ -131,7 +131,7 @@ def test_interrupted_run_keeps_finished_batches(tmp_path: Path, encoder: Any) ->
 
     def interrupt(p: IndexProgress) -> None:
         if p.phase == "embed":
-            n = col.catalog.counts()["image"]
+            n = col._catalog.counts()["image"]
             if n:  # a batch has been committed
                 stored_when_interrupted.append(n)
                 raise KeyboardInterrupt
@@ -195,8 +195,8 @@ def test_image_formats(tmp_path: Path, encoder: Any) -> None:
             assert (meta["width"], meta["height"]) == size, name
 
         # a GIF is embedded from its first frame
-        states = col.catalog.file_states([str(folder)])
-        _, (gif_vec,) = col.catalog.vectors([states[str(gif)].id], col.dim)
+        states = col._catalog.file_states([str(folder)])
+        _, (gif_vec,) = col._catalog.vectors([states[str(gif)].id], col.dim)
         f0 = embed_image(col.encoder, refs / "frame0.png")
         f1 = embed_image(col.encoder, refs / "frame1.png")
         assert float(gif_vec @ f0) > 0.9999
@@ -212,7 +212,7 @@ def test_texts_search_remove_and_index_consistency(tmp_path: Path, encoder: Any)
         summary = col.add_texts(["a", "b"])
         assert (summary.added, summary.embedded) == (2, 2)
         assert col.add_texts(["a", "b"]).unchanged == 2
-        assert col.catalog.counts() == {"image": 7, "text": 3}  # 2 texts + 1 caption
+        assert col._catalog.counts() == {"image": 7, "text": 3}  # 2 texts + 1 caption
 
         hits = col.search("a", target="texts", k=10)
         assert {h.kind for h in hits} == {"text"}
@@ -224,13 +224,13 @@ def test_texts_search_remove_and_index_consistency(tmp_path: Path, encoder: Any)
         assert _by_path(col, files[0]).text == "a red bicycle"
 
         assert col.remove([folder / "a"]) == 4  # images removed; their caption goes too
-        assert col.catalog.counts() == {"image": 3, "text": 2}
+        assert col._catalog.counts() == {"image": 3, "text": 2}
         hits = col.search(image=files[0], k=10)
         assert sorted(h.path for h in hits) == sorted(str(f) for f in files[4:])
         assert col.remove([files[5]]) == 1
         with pytest.raises(InputError, match="nothing in the collection is at or under"):
             col.remove([tmp_path / "nowhere"])  # and nothing else is removed either
-        assert col.catalog.counts() == {"image": 2, "text": 2}
+        assert col._catalog.counts() == {"image": 2, "text": 2}
 
         # re-indexing brings the removed files back and picks up a changed one
         make_image(files[4], seed=99)
@@ -258,5 +258,5 @@ def test_changed_file_that_became_unreadable_is_removed(tmp_path: Path, encoder:
         assert (summary.failed, summary.removed, summary.unchanged) == (1, 1, 2)
         assert summary.errors[0].path == str(files[1])
         assert "truncated" in summary.errors[0].reason.lower()
-        assert col.catalog.counts()["image"] == 2
+        assert col._catalog.counts()["image"] == 2
         assert _index_ids(col, "image") == _catalog_ids(col, "image")

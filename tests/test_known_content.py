@@ -36,7 +36,7 @@ def test_workers_skip_content_the_catalog_holds(tmp_path: Path, encoder: Any,
     try:
         col.add_texts([{"text": "a text is not an image", "id": "t"}])
         col.index([tmp_path / "pics"], workers=0)
-        prefixes = col.catalog.content_prefixes()
+        prefixes = col._catalog.content_prefixes()
         assert prefixes.tolist() == hash_prefixes(hash_file(p) for p in pics).tolist()
         copies = tmp_path / "copies"
         copies.mkdir()
@@ -46,7 +46,7 @@ def test_workers_skip_content_the_catalog_holds(tmp_path: Path, encoder: Any,
         files = sorted(copies.iterdir())
         tasks = [DecodeTask(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
         results = list(decoded(tasks, spec=encoder.image_spec, max_pixels=10**8, workers=2,
-                               known=col.catalog.content_prefixes))
+                               known=col._catalog.content_prefixes))
         assert [r.path for r in results] == [str(p) for p in files]
         skipped = {Path(r.path).name for r in results if r.pixels is None}
         assert skipped == {f"copy-{p.name}" for p in pics}

@@ -50,17 +50,17 @@ def setup(tmp_path_factory: pytest.TempPathFactory, encoder: Any) -> Iterator[Se
         mp.setenv("RETRIEVAL_HOME", str(root / "home"))
         col = Collection(root / "col", encoder=encoder)
         col.index([pics], workers=0)
-        ids = {Path(it.path).name: i for i, it in col.catalog.get_items(
-            col.catalog.vector_ids("image").tolist()).items()}
-        # generated captions written as ``describe`` writes them
+        ids = {Path(it.path).name: i for i, it in col._catalog.get_items(
+            col._catalog.vector_ids("image").tolist()).items()}
+        # generated captions written as ``generate-captions`` writes them
         texts = list(GENERATED_CAPTIONS.values())
         records = [TextRecord(text=t, vector=v, content_hash=hash_text(t), source=GENERATED,
                               parent_id=ids[name], metadata={"captioner": "scripted"})
                    for (name, t), v in zip(GENERATED_CAPTIONS.items(),
                                            encoder.embed_texts(texts), strict=True)]
-        col.catalog.write_generated(records)
+        col._catalog.write_generated(records)
         col.add_texts(TEXTS)
-        for it in col.catalog.get_items(col.catalog.vector_ids("text").tolist()).values():
+        for it in col._catalog.get_items(col._catalog.vector_ids("text").tolist()).values():
             if it.external_id:
                 ids[it.external_id] = it.id
         yield Setup(col, ids)
@@ -171,10 +171,10 @@ def test_marked_words_are_what_the_keyword_index_matched(tmp_path: Path, encoder
     col = Collection(tmp_path / "col", encoder=encoder)
     try:
         col.add_texts(texts)
-        items = col.catalog.get_items(col.catalog.vector_ids("text").tolist())
+        items = col._catalog.get_items(col._catalog.vector_ids("text").tolist())
         for query in ("creme", "BRÛLÉE", "bicycle red", "自行车", "船", "straße", "2041",
                       "meer am", "absent"):
-            found = {i for i, _ in col.catalog.keyword_search(query, "text", 50)}
+            found = {i for i, _ in col._catalog.keyword_search(query, "text", 50)}
             marked = {i for i, it in items.items() if matched_words(query, it.text or "")}
             assert found == marked, query
     finally:

@@ -151,7 +151,7 @@ def test_collection_without_export_warns_once_then_model_export(tmp_path, tiny_s
     make_images(tmp_path / "imgs", 4)
     col = Collection(tmp_path / "c", model=tiny_spec)
     col.index([tmp_path / "imgs"], workers=0)
-    col.catalog.set_settings(model_identity=None)  # as collections made before exports
+    col._catalog.set_settings(model_identity=None)  # as collections made before exports
     col.close()
     monkeypatch.setenv("RETRIEVAL_EXPORTS", str(tmp_path / "empty-store"))
     import retrieval.encoders.resolve as resolve
@@ -180,17 +180,17 @@ def test_repeated_query_text_is_answered_from_the_cache(tmp_path, tiny_spec):
     want = first.search("a cached query", k=3)
     second = Collection(tmp_path / "c")
     got = second.search("a cached query", k=3)
-    assert second.model.loaded is None  # no model session was created
+    assert second._binding._encoder is None  # no model session was created
     assert [(h.id, round(h.score, 5)) for h in got] == [(h.id, round(h.score, 5)) for h in want]
     second.search("a new query", k=1)
-    assert second.model.loaded is not None
+    assert second._binding._encoder is not None
 
 
 def test_int8_collection(tmp_path, tiny_spec):
     make_images(tmp_path / "imgs", 6)
     col = Collection(tmp_path / "c", model=tiny_spec, precision="int8")
     col.index([tmp_path / "imgs"], workers=0)
-    assert col.precision == "int8" and col.model.indexing_encoder().precision == "int8"
+    assert col.precision == "int8" and col._binding.indexing_encoder().precision == "int8"
     export = ExportStore().by_identity(col.model_identity, "int8")
     agreement = export.manifest["variants"]["int8"]["agreement"]
     assert agreement["image"]["min_cos"] > 0.99
@@ -198,9 +198,9 @@ def test_int8_collection(tmp_path, tiny_spec):
     check_export(export, full=True)
     full = Collection(tmp_path / "f", model=tiny_spec)
     full.index([tmp_path / "imgs"], workers=0)
-    ids = full.catalog.vector_ids("image").tolist()
-    a = col.catalog.vectors(ids, col.dim)[1]
-    b = full.catalog.vectors(ids, full.dim)[1]
+    ids = full._catalog.vector_ids("image").tolist()
+    a = col._catalog.vectors(ids, col.dim)[1]
+    b = full._catalog.vectors(ids, full.dim)[1]
     assert np.min(np.sum(a * b, axis=1)) > 0.99
     with pytest.raises(ModelMismatchError, match="holds int8 vectors"):
         Collection(tmp_path / "c", precision="fp32")

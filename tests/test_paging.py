@@ -134,7 +134,7 @@ def test_every_page_is_a_slice_of_the_full_list(tmp_path_factory: pytest.TempPat
                                                 query: str) -> None:
     col = _collection(tmp_path_factory.mktemp("paging") / "col", tagged, picks)
     try:
-        n = len(col.catalog.vector_ids("text"))  # more than picks on a shared database
+        n = len(col._catalog.vector_ids("text"))  # more than picks on a shared database
         for opts in MODES.values():
             _assert_pages(col, query, n, opts)
     finally:

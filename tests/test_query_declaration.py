@@ -14,7 +14,7 @@ import inspect
 import types
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal, Union, get_args, get_origin
 
 import pytest
 from click.testing import CliRunner
@@ -112,7 +112,7 @@ def _sample(f: QueryField) -> Any:
         return not f.default
     if get_origin(kind) is list:
         return {str: ["a b", "c"], float: [0.5, 0.25]}.get(get_args(kind)[0])
-    if isinstance(kind, types.UnionType):
+    if isinstance(kind, types.UnionType) or get_origin(kind) is Union:  # Literal[...] | None
         kind = next(a for a in get_args(kind) if a is not type(None))
         if get_origin(kind) is list:
             return [0.5, 0.25]

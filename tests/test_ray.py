@@ -66,7 +66,7 @@ def ray_cluster() -> Iterator[str]:
 def _vectors(col: Collection) -> dict[str, np.ndarray]:
     """Path -> stored vector of every image item."""
     out = {}
-    for ids, vecs in col.catalog.iter_vectors("image", col.dim):
+    for ids, vecs in col._catalog.iter_vectors("image", col.dim):
         for i, v in zip(ids, vecs, strict=True):
             path = col.get(int(i)).path
             assert path is not None and path not in out
@@ -75,7 +75,7 @@ def _vectors(col: Collection) -> dict[str, np.ndarray]:
 
 
 def _same_catalog(a: Collection, b: Collection) -> None:
-    assert a.catalog.counts() == b.catalog.counts()
+    assert a._catalog.counts() == b._catalog.counts()
     va, vb = _vectors(a), _vectors(b)
     assert sorted(va) == sorted(vb)
     for path, v in va.items():
@@ -188,7 +188,7 @@ def test_an_actor_killed_mid_run_loses_and_duplicates_nothing(
         restarted = {int(p.name) for p in pids.iterdir()} - {os.getpid(), *killed}
         assert restarted, "Ray restarted the actor in a new process"
         assert (summary.added, summary.failed, summary.embedded) == (21, 1, 20)
-        assert col.catalog.counts() == {"image": 21, "text": 1}
+        assert col._catalog.counts() == {"image": 21, "text": 1}
         with Collection(tmp_path / "local", encoder=slow.inner) as local:
             local.index([folder], workers=0)
             _same_catalog(local, col)
@@ -206,7 +206,7 @@ def test_an_interrupted_ray_run_resumes(tmp_path: Path, tiny_spec: str, ray_clus
     with Collection(tmp_path / "ray", model=tiny_spec) as col:
         with pytest.raises(KeyboardInterrupt):
             col.index([folder], ray=ray_cluster, batch_size=4, progress=interrupt)
-        done = col.catalog.counts()["image"]
+        done = col._catalog.counts()["image"]
         assert 0 < done < 25
         # The next run (the command this time) picks up where the first one stopped.
         proc = run_cli("index", folder, "--ray", ray_cluster, "--batch-size", "4", "--json",

@@ -81,7 +81,7 @@ def test_a_search_never_rebinds_an_empty_collection(indexed: Path, tiny_spec: st
     removed) was rebound to the demo model by `search red --model demo`."""
     run_cli("remove", indexed.parent / "pics", collection=indexed)
     with Collection(indexed) as col:  # the text added with add-texts goes too
-        col.catalog.delete_items(col.catalog.vector_ids("text").tolist())
+        col._catalog.delete_items(col._catalog.vector_ids("text").tolist())
     before = snapshot(indexed)
     assert before[2]["model"]["name"] == tiny_spec
     proc = run_cli("search", "red", "--model", "demo", collection=indexed, check=False)

@@ -156,7 +156,7 @@ def test_stages_are_registered_by_kind_and_listed_by_usage() -> None:
 def test_exact_on_collection(data: Data) -> None:
     q = unit(np.random.default_rng(7).normal(size=data.col.dim))
     hits = data.col.search(vector=q, k=10, rerank="exact")
-    ids, vecs = data.col.catalog.vectors([img.id for img in data.images], data.col.dim)
+    ids, vecs = data.col._catalog.vectors([img.id for img in data.images], data.col.dim)
     _assert_ranking(hits, list(zip(ids.tolist(), (vecs @ q).tolist(), strict=True)), 10)
     assert all(h.metadata["scores"]["exact"] == pytest.approx(h.score) for h in hits)
 
@@ -199,7 +199,7 @@ def test_model_rerank(data: Data, second_model: Path, monkeypatch: pytest.Monkey
     pool = col.search(text, k=50)  # the candidates the stage re-scores: its default top N
     assert len(pool) == 50
     pool_ids = [h.id for h in pool]
-    assert col.catalog.aux_vectors(key, pool_ids) == {}
+    assert col._catalog.aux_vectors(key, pool_ids) == {}
 
     aux = load_encoder(ModelSpec.parse(spec), "cpu")
     qv = combine([aux.embed_texts([text])[0]], [1.0])
@@ -219,7 +219,7 @@ def test_model_rerank(data: Data, second_model: Path, monkeypatch: pytest.Monkey
     assert [h.id for h in hits] != pool_ids[:k], "the second model did not re-order anything"
     assert all(h.metadata["scores"]["model"] == pytest.approx(h.score) for h in hits)
     assert len(calls) == 1 and sorted(calls[0]) == sorted(pool_ids)
-    cached = col.catalog.aux_vectors(key, pool_ids)
+    cached = col._catalog.aux_vectors(key, pool_ids)
     assert set(cached) == set(pool_ids)
     for i, s in expected[:5]:
         assert float(cached[i] @ qv) == pytest.approx(s, abs=1e-4)
@@ -253,21 +253,21 @@ def test_model_rerank_uses_cached_vectors(data: Data, second_model: Path,
     pool_ids = [h.id for h in col.search(text, k=50)]  # the stage's default top N
     aux = load_encoder(ModelSpec.parse(spec), "cpu")
     qv = combine([aux.embed_texts([text])[0]], [1.0])
-    items = col.catalog.get_items(pool_ids)
+    items = col._catalog.get_items(pool_ids)
     vecs = {i: embed_image(aux, items[i].path) for i in pool_ids}
     expected = [(i, float(v @ qv)) for i, v in vecs.items()]
 
     def clear() -> None:
-        with col.catalog.engine.begin() as conn:
+        with col._catalog.engine.begin() as conn:
             conn.execute(delete(aux_vectors).where(aux_vectors.c.model == key))
 
     clear()
     try:
-        with col.catalog.engine.begin() as conn:
+        with col._catalog.engine.begin() as conn:
             conn.execute(insert(aux_vectors), [
                 {"model": key, "item_id": i, "content_hash": items[i].content_hash,
                  "data": encode_vector(v)} for i, v in vecs.items()])
-        assert set(col.catalog.aux_vectors(key, pool_ids)) == set(pool_ids)
+        assert set(col._catalog.aux_vectors(key, pool_ids)) == set(pool_ids)
 
         def no_embedding(*_: Any) -> Any:
             raise AssertionError("a cached item was embedded again")

@@ -55,7 +55,7 @@ def checks(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
 
 
 def _an_image(col: Collection) -> int:
-    return int(col.catalog.vector_ids("image")[0])
+    return int(col._catalog.vector_ids("image")[0])
 
 
 # --- a query is checked once --------------------------------------------------------------------

@@ -11,7 +11,7 @@ API_PATHS = {"/health", "/info", "/search", "/search/upload", "/items/{item_id}"
 
 
 def test_fixture_indexed_what_it_wrote(served: Served) -> None:
-    assert served.col.catalog.counts() == {"image": 23, "text": 5}
+    assert served.col._catalog.counts() == {"image": 23, "text": 5}
     assert served.col.roots() == [str(served.root)]
 
 

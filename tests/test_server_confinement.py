@@ -71,7 +71,7 @@ def _set_path(col: Collection, item_id: int, path: str) -> None:
 
     from retrieval.storage.schema import items
 
-    with col.catalog.engine.begin() as conn:
+    with col._catalog.engine.begin() as conn:
         conn.execute(update(items).where(items.c.id == item_id).values(path=path))
 
 
@@ -108,8 +108,8 @@ def test_roots_are_only_what_was_indexed(encoder: Any, tmp_path: Path) -> None:
         col.index([lone], workers=0)
         assert sorted(col.roots()) == sorted([str(folder), str(lone)])
         http = TestClient(create_app(col), raise_server_exceptions=False)
-        names = {Path(it.path).name: i for i, it in col.catalog.get_items(
-            col.catalog.vector_ids("image").tolist()).items()}
+        names = {Path(it.path).name: i for i, it in col._catalog.get_items(
+            col._catalog.vector_ids("image").tolist()).items()}
         assert http.get(f"/items/{names['lone.jpg']}/image").content == lone.read_bytes()
         # a file next to an indexed single file is not under a root
         _set_path(col, names["lone.jpg"], str(neighbour))

@@ -140,7 +140,7 @@ def test_a_hard_link_to_another_file_is_not_served(
     assert_error(r, 409, needle="changed since it was indexed")
     assert b"hunter2" not in r.content
     # Even with the indexed size and time copied onto it, a file that is no image is refused.
-    item = col.catalog.get_items([i])[i]
+    item = col._catalog.get_items([i])[i]
     secret.write_bytes(b"x" * item.size)
     os.utime(secret, ns=(item.mtime_ns, item.mtime_ns))
     r = http.get(f"/items/{i}/image")

@@ -96,11 +96,11 @@ def test_like_and_vector(served: Served) -> None:
     i = served.ids["img009.jpg"]
     hits = hits_of(served.http.post("/search", json={"like": i, "k": 5}), k=5)
     assert hits[0]["id"] == i and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
-    _, vecs = served.col.catalog.vectors([i], served.col.dim)
+    _, vecs = served.col._catalog.vectors([i], served.col.dim)
     by_vec = hits_of(served.http.post("/search", json={"vector": vecs[0].tolist(), "k": 5}))
     assert ids(by_vec) == ids(hits)
     # scores are the cosine with the stored vectors
-    _, all_vecs = served.col.catalog.vectors(ids(hits), served.col.dim)
+    _, all_vecs = served.col._catalog.vectors(ids(hits), served.col.dim)
     assert [h["score"] for h in hits] == pytest.approx((all_vecs @ vecs[0]).tolist(), abs=1e-4)
 
 
@@ -127,9 +127,9 @@ def test_terms_are_the_same_as_shorthands(served: Served) -> None:
         "text": "a blue square", "terms": [{"kind": "like", "value": a, "weight": -3}],
         "k": 23}), k=23)
     t = served.col.encoder.embed_texts(["a blue square"])[0]
-    found, vecs = served.col.catalog.vectors(ids(away), served.col.dim)
+    found, vecs = served.col._catalog.vectors(ids(away), served.col.dim)
     assert found.tolist() == ids(away)
-    _, va = served.col.catalog.vectors([a], served.col.dim)
+    _, va = served.col._catalog.vectors([a], served.col.dim)
     q = t / np.linalg.norm(t) - 3 * va[0] / np.linalg.norm(va[0])
     q /= np.linalg.norm(q)
     expected_scores = vecs @ q

@@ -29,7 +29,6 @@ from ..pathnames import shown
 from ..storage.records import TextRecord
 
 if TYPE_CHECKING:
-    from ..collection import Collection
     from ..encoders import Encoder
     from ..encoders.captioner import Captioner
     from ..encoders.generation import GenerationOptions
@@ -118,23 +117,23 @@ def captioner_choices() -> str:
             "or a CoCa of your own as hf-hub:ORG/REPO or local-dir:FOLDER")
 
 
-def generate_captions(col: Collection, captioner: str | ModelSpec | None = None, *,
-             pretrained: str | None = None, options: GenerationOptions | None = None,
-             batch_size: int = 16, force: bool = False, device: str | None = "auto",
-             progress: Callable[[IndexProgress], None] | None = None) -> CaptionSummary:
-    """Generate captions for the images of ``col`` that lack a current one (every image with
-    ``force``); returns what was done. The vector indexes are brought up to date after."""
+def generate_captions(catalog: Catalog, collection_spec: ModelSpec | None,
+                      encoder: Callable[[], Encoder], captioner: str | ModelSpec | None = None,
+                      *, pretrained: str | None = None, options: GenerationOptions | None = None,
+                      batch_size: int = 16, force: bool = False, device: str | None = "auto",
+                      progress: Callable[[IndexProgress], None] | None = None
+                      ) -> CaptionSummary:
+    """Generate captions for the images of ``catalog`` that lack a current one (every image
+    with ``force``), embedded with ``encoder()``; returns what was done. The caller holds the
+    collection's write lock and brings its vector indexes up to date after
+    (:meth:`retrieval.Collection.generate_captions`)."""
     from ..encoders.captioner import load_captioner
     from ..encoders.generation import GenerationOptions
 
-    spec = captioner_spec(col.spec, captioner, pretrained)
-    opts = options or GenerationOptions()
-    with col.lock.hold():
-        loaded = load_captioner(spec, device=device)
-        summary = caption_run(col.catalog, loaded, lambda: col.model.indexing_encoder(progress),
-                               opts, batch_size=batch_size, force=force, progress=progress)
-    col.sync(progress)
-    return summary
+    spec = captioner_spec(collection_spec, captioner, pretrained)
+    loaded = load_captioner(spec, device=device)
+    return caption_run(catalog, loaded, encoder, options or GenerationOptions(),
+                       batch_size=batch_size, force=force, progress=progress)
 
 
 def caption_run(catalog: Catalog, captioner: Captioner, encoder: Callable[[], Encoder],

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..errors import QueryError, ServiceError
 from ..search import Hit, Term
+from ..search.hits import Hits
 
 
 class Client:
@@ -46,20 +47,24 @@ class Client:
                k: int = 10, offset: int = 0, path: str | None = None, after: str | None = None,
                before: str | None = None, tags: Sequence[str] = (),
                filters: Sequence[str] = (), hybrid: bool = False,
-               keyword_weight: float | None = None, rerank: str | None = None) -> list[Hit]:
+               keyword_weight: float | None = None, rerank: str | None = None,
+               min_score: float | None = None, cutoff: str | None = None) -> Hits:
         """The same search as :meth:`retrieval.Collection.search`, over HTTP. ``image`` (a
         file or its bytes) and the images of :class:`~retrieval.Term` terms are sent
-        base64-encoded; ``terms`` given as mappings go as they are (the JSON body's form)."""
+        base64-encoded; ``terms`` given as mappings go as they are (the JSON body's form).
+        With ``min_score`` or ``cutoff`` the hits carry ``total`` and ``threshold``."""
         body: dict[str, Any] = {
             "text": text, "image": None if image is None else _base64(image), "like": like,
             "vector": None if vector is None else [float(x) for x in vector],
             "terms": [_term(t) for t in terms], "target": target, "k": k, "offset": offset,
             "path": path, "after": after, "before": before, "tags": list(tags),
             "filters": list(filters), "hybrid": hybrid, "keyword_weight": keyword_weight,
-            "rerank": rerank}
+            "rerank": rerank, "min_score": min_score, "cutoff": cutoff}
         res = self._call("POST", "/search",
                          json={key: value for key, value in body.items() if value is not None})
-        return [Hit(**h) for h in res.json()["hits"]]
+        data = res.json()
+        return Hits((Hit(**h) for h in data["hits"]), total=data.get("total"),
+                    threshold=data.get("threshold"))
 
     def item(self, item_id: int) -> Hit:
         return Hit(**self._call("GET", f"/items/{item_id}").json())

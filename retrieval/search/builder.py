@@ -43,6 +43,7 @@ MAX_RERANK_DEPTH = MAX_CANDIDATES
 MAX_HYBRID_DEPTH = MAX_CANDIDATES
 MAX_KEYWORD_WEIGHT = 100
 _TARGET_NAMES = {"image": "image", "images": "image", "text": "text", "texts": "text"}
+CUTOFFS = (None, "auto")
 
 
 def build_query(
@@ -63,12 +64,15 @@ def build_query(
     hybrid: bool | Hybrid = False,
     keyword_weight: float | None = None,
     rerank: str | Sequence[Stage] | None = None,
+    min_score: float | None = None,
+    cutoff: str | None = None,
 ) -> Query:
     """A checked query. ``text``, ``image``, ``like`` and ``vector`` are shorthands for terms
     of weight 1; ``terms`` are :class:`Term` objects or ``{"kind", "value", "weight"}``
     mappings. ``filters`` are :class:`Filter` objects or ``"FIELD OP VALUE"`` strings;
     ``path``, ``after``, ``before`` and ``tags`` add the usual filters. ``target`` is
-    ``image`` or ``text`` (plurals accepted). The parameters are the fields of
+    ``image`` or ``text`` (plurals accepted). ``min_score`` (a cosine) and ``cutoff``
+    (``"auto"``) end the ranked list (:mod:`.cutoff`). The parameters are the fields of
     :data:`~retrieval.search.fields.FIELDS`."""
     all_terms = [as_term(t) for t in terms]
     for kind, value in (("text", text), ("image", image), ("like", like), ("vector", vector)):
@@ -78,7 +82,7 @@ def build_query(
                   filters=_filters(filters, path, after, before, tags),
                   hybrid=_hybrid(hybrid, keyword_weight),
                   rerank=parse_pipeline(rerank if isinstance(rerank, str | None) else
-                                        list(rerank)))
+                                        list(rerank)), min_score=min_score, cutoff=cutoff)
     _check_rules(query)  # its terms were checked as they were made
     return query
 
@@ -123,7 +127,27 @@ def _check_rules(query: Query) -> None:
     if query.hybrid is not None and query.offset + query.k > MAX_HYBRID_DEPTH:
         raise QueryError(f"with hybrid, offset + k is at most {MAX_HYBRID_DEPTH}, "
                          f"got {query.offset + query.k}")
+    if query.min_score is not None or query.cutoff is not None:
+        _check_cut(query)
     query.mark_checked()
+
+
+def _check_cut(query: Query) -> None:
+    """``min_score`` and ``cutoff`` judge the collection model's cosine similarities: not the
+    fused ranks of a hybrid search, nor the scores of a second model."""
+    score = query.min_score
+    if score is not None and (not _is_number(score) or not -1 <= score <= 1):
+        raise QueryError(f"min score is a cosine similarity between -1 and 1, got {score!r}")
+    if query.cutoff not in CUTOFFS:
+        raise QueryError(f"unknown cutoff {query.cutoff!r}; expected auto")
+    what = "min score" if query.cutoff is None else "cutoff"
+    if query.hybrid is not None:
+        raise QueryError(f"{what} applies to cosine similarities, and a hybrid search scores "
+                         "by fused ranks: leave out one or the other")
+    if any(stage.kind == "model" for stage in query.rerank):
+        raise QueryError(f"{what} applies to this collection model's cosine similarities, and "
+                         "the model rerank stage scores with another model: leave out one or "
+                         "the other")
 
 
 def _check_rerank(query: Query) -> None:

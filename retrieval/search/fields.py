@@ -19,6 +19,7 @@ from typing import Any, Literal
 from .builder import MAX_K, MAX_KEYWORD_WEIGHT, MAX_OFFSET, MAX_TERMS, MAX_TEXT
 
 Target = Literal["image", "text", "images", "texts"]  # the plurals are accepted too
+Cutoff = Literal["auto"]
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,14 @@ FIELDS: tuple[QueryField, ...] = (
     QueryField("rerank", None, "Re-ranking pipeline, e.g. "
                "exact,mmr:0.7,dedup:0.95,model:ViT-B-32@TAG", str | None, flags=("--rerank",),
                metavar="STAGES", max_length=500, example="exact,mmr:0.7,dedup:0.95"),
+    # Both cut the ranked list before paging (see retrieval.search.cutoff).
+    QueryField("min_score", None, "Only results whose similarity (cosine) is at least S; not "
+               "with --hybrid or a model rerank stage.", float | None, limits="-1 to 1",
+               flags=("--min-score",), metavar="S"),
+    QueryField("cutoff", None, "End the results where their similarity stops standing out "
+               "from what the query scores on the collection at large (auto: calibrated per "
+               "query); not with --hybrid or a model rerank stage.", Cutoff | None,
+               flags=("--cutoff",)),
 )
 
 NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)

@@ -19,7 +19,7 @@ A search's hits also say what their score is and why they matched (:func:`explai
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +49,18 @@ class Hit:
         return {"id": self.id, "score": self.score, "kind": self.kind,
                 "path": shown(self.path) if self.path else self.path,
                 "text": self.text, "metadata": self.metadata}
+
+
+class Hits(list[Hit]):
+    """A search's hits, a list; with ``min_score`` or ``cutoff`` also where the results end:
+    ``total``, how many results the cut kept in all (every page together, counted up to
+    20,000, the end of the deepest page), and ``threshold``, the lowest score it kept. Both are
+    None for a search without a cut."""
+
+    def __init__(self, hits: Iterable[Hit] = (), total: int | None = None,
+                 threshold: float | None = None) -> None:
+        super().__init__(hits)
+        self.total, self.threshold = total, threshold
 
 
 def iso(value: dt.datetime | None) -> str | None:

@@ -65,8 +65,9 @@ class Hybrid:
 @dataclass
 class Query:
     """What to search for, and where: weighted terms, the target (``image`` or ``text``
-    items), k and an offset for paging, filters, optional keyword fusion, and a re-ranking
-    pipeline."""
+    items), k and an offset for paging, filters, optional keyword fusion, a re-ranking
+    pipeline, and where the results end: ``min_score`` (a cosine) and ``cutoff`` (``"auto"``),
+    which cut the ranked list before it is paged (:mod:`.cutoff`)."""
 
     terms: list[Term] = field(default_factory=list)
     target: str = "image"
@@ -75,6 +76,8 @@ class Query:
     filters: list[Filter] = field(default_factory=list)
     hybrid: Hybrid | None = None
     rerank: list[Stage] = field(default_factory=list)
+    min_score: float | None = None
+    cutoff: str | None = None
     _checked_as: tuple[object, ...] | None = field(default=None, init=False, repr=False,
                                                    compare=False)
 
@@ -93,8 +96,8 @@ class Query:
         self._checked_as = self._state()
 
     def _state(self) -> tuple[object, ...]:
-        return (self.target, self.k, self.offset, self.hybrid, *self.terms, _END, *self.filters,
-                _END, *self.rerank)
+        return (self.target, self.k, self.offset, self.hybrid, self.min_score, self.cutoff,
+                *self.terms, _END, *self.filters, _END, *self.rerank)
 
     def keyword_text(self) -> str:
         """The words the keyword half of a hybrid search looks for: positive text terms."""

@@ -5,7 +5,9 @@ is checked between these phases and inside the re-ranking stages.
 Results are a total order and a page is a slice of it: plain and filtered searches order by
 score and item id (:mod:`.planning`); fusion and re-ranking work on a pool that does not
 depend on the page (:func:`candidate_pool`), and the stages answer their first results as a
-run over the whole pool would (:func:`.rerank.run_pipeline`).
+run over the whole pool would (:func:`.rerank.run_pipeline`). A cut (``min_score``,
+``cutoff``) ends the vector ranking at a threshold that does not depend on the page either
+(:mod:`.cutoff`), before the stages and the page.
 """
 
 from __future__ import annotations
@@ -20,10 +22,19 @@ from ..encoders.spec import ModelSpec
 from ..errors import QueryError
 from .budget import UNLIMITED, Budget
 from .builder import ensure_valid
+from .cutoff import (
+    COUNT_LIMIT,
+    FIRST_FETCH,
+    Cut,
+    Sampler,
+    cut_ranking,
+    threshold,
+    wants_cut,
+)
 from .embedding import QueryEmbedder
 from .filters import compile_filters
-from .hits import Hit, explain, hydrate
-from .planning import filtered_search, fuse
+from .hits import Hit, Hits, explain, hydrate
+from .planning import Pairs, filtered_search, fuse
 from .query import Query
 from .rerank import MAX_CANDIDATES, Candidate, RerankContext, SecondModel, run_pipeline
 
@@ -51,8 +62,9 @@ class Searcher:
                  second_model: Callable[[ModelSpec], SecondModel]) -> None:
         self.catalog, self.indexes, self.embedder = catalog, indexes, embedder
         self.second_model = second_model
+        self.sampler = Sampler(catalog, embedder.dim)
 
-    def run(self, query: Query, budget: Budget = UNLIMITED) -> list[Hit]:
+    def run(self, query: Query, budget: Budget = UNLIMITED) -> Hits:
         """The query's hits; raises SearchTimeout / SearchCancelled when ``budget`` says so.
         A query from :func:`~.builder.build_query` is not checked again."""
         budget.check()
@@ -65,8 +77,7 @@ class Searcher:
             conditions = compile_filters(query.filters, self.catalog, query.target)
             allow = self.catalog.ids_where(query.target, conditions)
             budget.check()
-        with self.indexes.searching(query.target) as index:
-            pairs, _plan = filtered_search(index, q, pool, allow, budget.check)
+        pairs, cut = self._vector_search(query, q, pool, allow, budget)
         budget.check()
         cands = [Candidate(i, s, scores={"vector": s}) for i, s in pairs]
         if query.hybrid is not None:
@@ -80,9 +91,30 @@ class Searcher:
                      for i, f, parts in fuse(pairs, keyword, query.hybrid)[:pool]]
         if query.rerank:
             ctx = RerankContext(query, q, need, self._stored, self.second_model, budget)
-            cands = run_pipeline(query.rerank, ctx, cands[:MAX_CANDIDATES], need)
+            # a cut list is ranked whole: its length after dedup is the total
+            cands = run_pipeline(query.rerank, ctx, cands[:MAX_CANDIDATES],
+                                 need if cut is None else len(cands))
         budget.check()
-        return self._page(query, cands[query.offset:need])
+        hits = self._page(query, cands[query.offset:need])
+        if cut is None:
+            return Hits(hits)
+        return Hits(hits, total=len(cands), threshold=cut.threshold)
+
+    def _vector_search(self, query: Query, q: np.ndarray, pool: int, allow: np.ndarray | None,
+                       budget: Budget) -> tuple[Pairs, Cut | None]:
+        """The vector ranking's best ``pool``; with a cut, the whole head above its threshold
+        instead (as deep as the pool with fusion or re-ranking, else as deep as pages go)."""
+        with self.indexes.searching(query.target) as index:
+            if not wants_cut(query):
+                return filtered_search(index, q, pool, allow, budget.check)[0], None
+            cut = cut_ranking(
+                lambda n: filtered_search(index, q, n, allow, budget.check)[0],
+                start=max(pool, FIRST_FETCH),
+                limit=MAX_CANDIDATES if query.rerank else COUNT_LIMIT,
+                threshold_of=lambda best: threshold(
+                    query, q, best, lambda: self.sampler.vectors(query.target, index)),
+                check=budget.check)
+        return cut.pairs, cut
 
     def _stored(self, ids: list[int]) -> np.ndarray:
         found, vecs = self.catalog.vectors(ids, self.embedder.dim)

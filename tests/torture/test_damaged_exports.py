@@ -144,7 +144,7 @@ def test_an_unreadable_manifest_is_no_export_and_index_replaces_it(setup, manife
 
 def _cached(s: SimpleNamespace, text: str) -> np.ndarray | None:
     col = Collection(s.col)
-    cache: TextCache = col.model.text_cache()
+    cache: TextCache = col._binding.text_cache()
     found = cache.get([text], col.dim).get(text)
     cache.close()
     col.close()

@@ -79,7 +79,7 @@ def test_the_sidecar_of_a_file_named_explicitly_stays_in_its_folder(tmp_path):
     assert summary["added"] == 2
     assert "links outside the indexed folders" in _skipped(summary)[str(root / "photo.txt")]
     with Collection(col) as c:
-        assert [it.text for it in c.catalog.get_items(range(1, 100)).values()
+        assert [it.text for it in c._catalog.get_items(range(1, 100)).values()
                 if it.kind == "text"] == ["a caption beside a file named explicitly"]
     _assert_nowhere(col, secret)
 
@@ -131,7 +131,7 @@ def test_sidecars_that_are_not_regular_files_are_skipped_without_hanging(tmp_pat
     assert "not a regular file (a directory)" in skipped[str(root / "dir.txt")]
     assert str(root / "inner.txt") not in skipped
     with Collection(col) as c:
-        captions = {it.path: it.text for it in c.catalog.get_items(range(1, 100)).values()
+        captions = {it.path: it.text for it in c._catalog.get_items(range(1, 100)).values()
                     if it.kind == "text"}
     assert captions == {str(root / "inner.txt"): "a caption linked from inside the folder"}
 
@@ -149,7 +149,7 @@ def test_a_caption_swapped_for_a_link_out_is_dropped_at_the_next_run(tmp_path):
     summary = _index(col, root)
     assert "links outside" in _skipped(summary)[str(root / "photo.txt")]
     with Collection(col) as c:
-        assert c.catalog.counts() == {"image": 1, "text": 0}  # the old caption is gone
+        assert c._catalog.counts() == {"image": 1, "text": 0}  # the old caption is gone
     _assert_nowhere(col, secret)
 
 
@@ -223,7 +223,7 @@ def test_an_image_named_link_to_a_file_not_named_as_an_image_is_refused(tmp_path
         assert skipped[str(root / name)] == "links to a file not named as an image: real.html"
     assert (summary["added"], summary["failed"]) == (1, 2)
     with Collection(col) as c:
-        assert {it.path for it in c.catalog.get_items(range(1, 100)).values()} == {
+        assert {it.path for it in c._catalog.get_items(range(1, 100)).values()} == {
             str(root / "photo.jpg")}
     assert SCRIPT not in _catalog_bytes(col)
 
@@ -241,7 +241,7 @@ def test_a_file_named_explicitly_must_be_named_as_an_image(tmp_path):
     assert _skipped(summary)[str(root / "link.png")] == (
         "links to a file not named as an image: real.html")
     with Collection(col) as c:
-        assert c.catalog.counts() == {"image": 0, "text": 0}
+        assert c._catalog.counts() == {"image": 0, "text": 0}
     # an image named explicitly is indexed, wherever a link to it leads
     elsewhere = make_image(tmp_path / "elsewhere" / "a.jpg", 5)
     (root / "a-link.jpg").symlink_to(elsewhere)
@@ -270,7 +270,7 @@ def test_links_leading_out_of_the_indexed_folders_are_refused(tmp_path):
                               + shown(str(outside / "dir")),
     }
     with Collection(col) as c:
-        stored = {it.path for it in c.catalog.get_items(range(1, 100)).values()}
+        stored = {it.path for it in c._catalog.get_items(range(1, 100)).values()}
     assert stored == {str(root / "photo.jpg"), str(inside), str(root / "inner-link.jpg"),
                       str(root / "to-other.jpg"), str(theirs)}
     # a later run over one folder still knows the collection's other folders
@@ -290,4 +290,4 @@ def test_an_indexed_image_replaced_by_a_link_to_a_page_is_removed(tmp_path):
     summary = _index(col, root)
     assert (summary["removed"], summary["failed"]) == (1, 1)
     with Collection(col) as c:
-        assert c.catalog.counts() == {"image": 1, "text": 0}
+        assert c._catalog.counts() == {"image": 1, "text": 0}

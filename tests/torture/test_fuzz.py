@@ -110,8 +110,8 @@ def fuzz_schema(tmp_path_factory: pytest.TempPathFactory, encoder: Any, _shared_
             {"text": "a small wooden chair", "id": "sku-42", "brand": "acme", "price": 5},
             {"text": "catalogue entry brass lamp", "id": "prod-lamp", "brand": "zeta",
              "price": 30}]).added == 3
-    image_ids = col.catalog.vector_ids("image").tolist()
-    text_ids = col.catalog.vector_ids("text").tolist()
+    image_ids = col._catalog.vector_ids("image").tolist()
+    text_ids = col._catalog.vector_ids("text").tolist()
     photos[-1].unlink()  # one indexed file gone: its item answers 404, not 500
 
     app = create_app(col)

@@ -29,7 +29,7 @@ def test_every_hostile_kind_is_indexed_or_skipped_with_its_reason(tmp_path, corp
     assert "Traceback" not in proc.stderr
     skipped = {e["path"]: e["reason"] for e in summary["errors"]}
     c = Collection(col)
-    stored = {it.path for it in c.catalog.get_items(range(1, 1000)).values()}
+    stored = {it.path for it in c._catalog.get_items(range(1, 1000)).values()}
     for e in expected:
         if e.reason is None:
             assert e.path in stored, f"{e.kind}: not indexed ({skipped.get(shown(e.path))})"

@@ -64,7 +64,7 @@ def check_converged(col: Path, *, images: list[Path] | None = None, texts: int |
                     ) -> None:
     c = Collection(col)
     try:
-        with c.catalog.engine.connect() as conn:
+        with c._catalog.engine.connect() as conn:
             rows = conn.exec_driver_sql("SELECT id, kind, path, external_id FROM items").all()
         for modality in ("image", "text"):
             catalog_ids = np.sort([r.id for r in rows if r.kind == modality])

@@ -70,7 +70,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, encoder: Any) -> Iterator[Sit
     (root / "bitmap.dib").write_bytes(_dib())
     col = Collection(base / "col", encoder=encoder)
     col.index([root], workers=0)
-    items = col.catalog.get_items(col.catalog.vector_ids("image").tolist())
+    items = col._catalog.get_items(col._catalog.vector_ids("image").tolist())
     ids = {os.path.basename(it.path): i for i, it in items.items()}
     # link.png may be refused at indexing (it names an HTML file); the others are images
     assert {"plain.jpg", "pic.jpg", "bitmap.dib"} <= set(ids), ids

@@ -6,7 +6,7 @@ import os
 import types
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal, Union, get_args, get_origin
 
 import click
 
@@ -49,7 +49,7 @@ def _click_type(field: QueryField) -> dict[str, Any]:
     if field.repeatable:
         return {"multiple": True}
     kind = field.json
-    if isinstance(kind, types.UnionType):  # X | None: an option that may be left out
+    if isinstance(kind, types.UnionType) or get_origin(kind) is Union:  # X | None: optional
         kind = next(a for a in get_args(kind) if a is not type(None))
     if get_origin(kind) is Literal:
         return {"type": click.Choice(get_args(kind))}
@@ -92,6 +92,16 @@ def search(ctx: click.Context, texts: tuple[str, ...], images: tuple[str, ...],
                 click.echo(h.text)
     else:
         print_hits(hits, first=query.offset + 1, kind=_score_kind(query))
+        if hits.total is not None:
+            click.echo(_cut_note(hits.total, hits.threshold, query.offset), err=True)
+
+
+def _cut_note(total: int, threshold: float | None, offset: int) -> str:
+    """Where the cut ended the results: ``12 results down to similarity 0.431``."""
+    if threshold is None:
+        return "no results: nothing to cut"
+    note = f"{counted(total, 'result')} down to similarity {threshold:.3f}"
+    return note + (f"; this page starts at {offset + 1}" if offset >= total > 0 else "")
 
 
 def _score_kind(query: Any) -> str:

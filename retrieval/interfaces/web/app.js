@@ -78,6 +78,16 @@ function filters() {
 
 function perPage() { return parseInt($("#filters [name=k]").value, 10); }
 
+// Where the results end: the cutoff and the min score, when set (both cut before paging).
+function cut() {
+  const c = {};
+  const cutoff = $("#filters [name=cutoff]").value;
+  const min = $("#filters [name=min_score]").value.trim();
+  if (cutoff) c.cutoff = cutoff;
+  if (min !== "") c.min_score = parseFloat(min);
+  return c;
+}
+
 async function thumb(img, id) {
   try {
     const res = await call(`/items/${id}/thumbnail?size=256`);
@@ -85,7 +95,7 @@ async function thumb(img, id) {
   } catch (e) { img.alt = "no preview"; }
 }
 
-function show(hits, took) {
+function show(hits, took, total, threshold) {
   const grid = $("#grid");
   grid.textContent = "";
   for (const h of hits) {
@@ -122,9 +132,14 @@ function show(hits, took) {
     grid.appendChild(card);
   }
   $("#status").className = "";
-  $("#status").textContent = hits.length ? `${hits.length} results in ${took} ms` : "no results";
+  let status = hits.length ? `${hits.length} results in ${took} ms` : "no results";
+  if (total !== null && total !== undefined && threshold !== null) {
+    status += `; ${total} in all, down to similarity ${threshold.toFixed(3)}`;
+  }
+  $("#status").textContent = status;
   $("#prev").hidden = offset === 0;
-  $("#next").hidden = hits.length < perPage();
+  $("#next").hidden = hits.length < perPage() ||
+    (total !== null && total !== undefined && offset + hits.length >= total);
 }
 
 async function run(query, newOffset) {
@@ -140,16 +155,17 @@ async function run(query, newOffset) {
       form.append("offset", offset);
       form.append("target", $("[name=target]").value);
       for (const f of filters()) form.append("filters", f);
+      for (const [name, value] of Object.entries(cut())) form.append(name, value);
       res = await call("/search/upload", {method: "POST", body: form});
     } else {
       const body = Object.assign({k: perPage(), offset, target: $("[name=target]").value,
                                   filters: filters(), hybrid: $("[name=hybrid]").checked},
-                                 query.body);
+                                 cut(), query.body);
       res = await call("/search", {method: "POST", body: JSON.stringify(body),
                                    headers: {"Content-Type": "application/json"}});
     }
     const data = await res.json();
-    show(data.hits, data.took_ms);
+    show(data.hits, data.took_ms, data.total, data.threshold);
   } catch (e) {
     showError(e.message);
   }
