@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from .base import threads_for
-from .choose import IndexPlan, graph_bytes_per_vector, nlist_for
+from .choose import GRAPH_LISTS_PER_ROOT, IndexPlan, graph_bytes_per_vector, nlist_for
 from .graph import GraphIndex
 from .reduce import dims_for
 from .tune import PRUNE, exact_search, walk_grid
@@ -59,7 +59,7 @@ def _cpu_median(index: GraphIndex, xq: np.ndarray, settings: list[dict[str, Any]
 
 
 def _sample_nlist(n: int) -> int:
-    return min(nlist_for(n), max(1, n // 64))
+    return min(nlist_for(n, GRAPH_LISTS_PER_ROOT), max(1, n // 64))
 
 
 def quantizer_seconds(nlist: int, xq: np.ndarray) -> float:

@@ -181,7 +181,7 @@ def test_choice_follows_size_and_budget():
     assert choose_index(3_000, 512).kind == "flat" and choose_index(20_000, 96).kind == "flat"
     assert choose_index(10_000, 512).kind == "graph"
     mid = choose_index(200_000, 512)
-    assert (mid.kind, mid.tier, mid.params["nlist"]) == ("graph", "graph+lists", 2048)
+    assert (mid.kind, mid.tier, mid.params["nlist"]) == ("graph", "graph+lists", 1024)
     assert 1200 < mid.bytes_per_vector < 1400
     alone = choose_index(1_000_000, 512, memory_budget=1000 * 1024**2)
     assert (alone.kind, alone.tier, alone.params["nlist"]) == ("graph", "graph", 0)
