@@ -245,6 +245,7 @@ class Collection:
         :class:`~retrieval.errors.SearchTimeout`. ``cancel`` (a :class:`threading.Event`)
         stops it with :class:`~retrieval.errors.SearchCancelled` once set, from any thread.
         Both are checked between the search's phases and inside re-ranking loops."""
+        from .encoders.guide import language_notice
         from .search.budget import Budget
 
         with self._lazy:
@@ -257,7 +258,10 @@ class Collection:
                                          model.text_cache)
                 self._searcher = Searcher(catalog, self._vector_indexes(), embedder,
                                           model.second_model)
-        return self._searcher.run(query, Budget(deadline, cancel))
+        hits = self._searcher.run(query, Budget(deadline, cancel))
+        hits.notice = language_notice(self.spec, [str(t.value) for t in query.terms
+                                                  if t.kind == "text"])
+        return hits
 
     def get(self, item_id: int) -> Hit:
         """One item by id, as a hit without a score."""

@@ -64,7 +64,7 @@ class Client:
                          json={key: value for key, value in body.items() if value is not None})
         data = res.json()
         return Hits((Hit(**h) for h in data["hits"]), total=data.get("total"),
-                    threshold=data.get("threshold"))
+                    threshold=data.get("threshold"), notice=data.get("notice"))
 
     def item(self, item_id: int) -> Hit:
         return Hit(**self._call("GET", f"/items/{item_id}").json())

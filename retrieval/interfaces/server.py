@@ -133,6 +133,9 @@ class SearchOut(BaseModel):
                               "the cut kept, every page together (counted up to 20,000).")
     threshold: float | None = Field(None, description="With min_score or cutoff: the lowest "
                                     "score kept.")
+    notice: str | None = Field(None, description="A line for whoever asked: a query in a "
+                               "script the collection's model was not trained for, and which "
+                               "multilingual model to use.")
 
 
 class ErrorOut(BaseModel):
@@ -228,7 +231,7 @@ class _Service:
         hits = self.collection.run(query, deadline=deadline, cancel=cancel)
         return SearchOut(hits=[_hit_out(h) for h in hits],
                          took_ms=round((time.perf_counter() - start) * 1000, 2),
-                         total=hits.total, threshold=hits.threshold)
+                         total=hits.total, threshold=hits.threshold, notice=hits.notice)
 
     def _image(self, data: bytes, weight: Any = 1.0) -> Term:
         """An uploaded image as a term, decoded (by the search) within the service's limit."""

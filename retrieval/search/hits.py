@@ -55,12 +55,13 @@ class Hits(list[Hit]):
     """A search's hits, a list; with ``min_score`` or ``cutoff`` also where the results end:
     ``total``, how many results the cut kept in all (every page together, counted up to
     20,000, the end of the deepest page), and ``threshold``, the lowest score it kept. Both are
-    None for a search without a cut."""
+    None for a search without a cut. ``notice``: a line for whoever asked, or None (a query in
+    a script the collection's model was not trained for: :mod:`retrieval.encoders.guide`)."""
 
     def __init__(self, hits: Iterable[Hit] = (), total: int | None = None,
-                 threshold: float | None = None) -> None:
+                 threshold: float | None = None, notice: str | None = None) -> None:
         super().__init__(hits)
-        self.total, self.threshold = total, threshold
+        self.total, self.threshold, self.notice = total, threshold, notice
 
 
 def iso(value: dt.datetime | None) -> str | None:
