@@ -14,7 +14,8 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .encoders import DEFAULT_MODEL, Encoder, ModelSpec
+from .encoders import Encoder, ModelSpec
+from .encoders.spec import DEFAULT_WEIGHTS
 from .errors import CollectionNotFoundError, ModelMismatchError, ModelNotFoundError
 from .ingest.report import ProgressCallback, messages
 from .items import KINDS
@@ -329,8 +330,8 @@ def with_weights(requested: ModelSpec, bound: ModelSpec | None) -> ModelSpec:
         return requested
     if bound is not None and bound.name == requested.name:
         return bound
-    if requested.name == DEFAULT_MODEL.name:
-        return DEFAULT_MODEL
+    if DEFAULT_WEIGHTS.get(requested.name):
+        return ModelSpec(requested.name, DEFAULT_WEIGHTS[requested.name])
     from .encoders import check_architecture
 
     check_architecture(requested.name)

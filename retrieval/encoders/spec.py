@@ -94,7 +94,14 @@ class ModelSpec:
         return f"{self.name} ({self.pretrained})" if self.pretrained else self.name
 
 
+# The model of new collections: the pick of the rule in encoders/guide.py (default_choice), from
+# the costs measured here and the published figures; tests/test_guide.py checks they agree.
 DEFAULT_MODEL = ModelSpec("ViT-B-32", "laion2b_s34b_b79k")
+# The weights an architecture named without --pretrained gets: the default model's, and
+# ViT-B-32's as they were when it was the default.
+DEFAULT_WEIGHTS = {"ViT-B-32": "laion2b_s34b_b79k", DEFAULT_MODEL.name: DEFAULT_MODEL.pretrained}
+# What `retrieval train` fine-tunes when no model is named: a plain CLIP, cheap to train on a CPU.
+TRAIN_MODEL = ModelSpec("ViT-B-32", "laion2b_s34b_b79k")
 
 
 def carries_weights(name: str) -> bool:

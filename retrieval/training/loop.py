@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..encoders import DEFAULT_MODEL
+from ..encoders.spec import TRAIN_MODEL
 from ..errors import TrainingError, first_line
 from ..ingest.report import FileError
 from ..media import DEFAULT_MAX_PIXELS
@@ -54,8 +54,8 @@ class TrainConfig:
 
     data: str
     out: str
-    model: str = DEFAULT_MODEL.name
-    pretrained: str | None = DEFAULT_MODEL.pretrained
+    model: str = TRAIN_MODEL.name
+    pretrained: str | None = TRAIN_MODEL.pretrained
     from_scratch: bool = False  # model is an open_clip architecture name or a config JSON file
     lock_image: bool = False
     lock_text: bool = False

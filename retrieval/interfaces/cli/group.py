@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ...config import ENV_COLLECTION
+from ...encoders.spec import DEFAULT_MODEL
 from ...errors import IndexingError, RetrievalError, is_disk_full
 from ...pathnames import shown
 from .output import echo_json
@@ -101,8 +102,9 @@ def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
                           "own weights (hf-hub:, local-dir:, demo).")(f)
     f = click.option("--model", default=None,
                      help="open_clip model: an architecture (ViT-B-32), hf-hub:org/repo or "
-                          "local-dir:/path. Default: the collection's model; ViT-B-32 with "
-                          "laion2b_s34b_b79k for a new collection.")(f)
+                          "local-dir:/path. Default: the collection's model; "
+                          f"{DEFAULT_MODEL.name} with {DEFAULT_MODEL.pretrained} for a new "
+                          "collection (retrieval model list --available: the model guide).")(f)
     return f
 
 
@@ -123,7 +125,6 @@ def open_collection(ctx: click.Context, model: str | None = None,
     add to it."""
     from ...collection import Collection
     from ...config import default_collection_path
-    from ...encoders import DEFAULT_MODEL
     from ...errors import CollectionNotFoundError
     from ...storage.folder import collection_exists, server_url
 

@@ -12,7 +12,7 @@ import click
 from ...pathnames import shown
 from .describing import demo_caption, show_demo_captions
 from .group import cli, json_option, open_collection, progress_option
-from .output import TrainProgress, counted, describe_export, progress_bars
+from .output import TrainProgress, counted, describe_export, echo_json_lines, progress_bars
 
 if TYPE_CHECKING:
     from ...search import Hit
@@ -59,13 +59,13 @@ def train(data: Path, out: Path, model: str | None, pretrained: str | None, from
     """Train or fine-tune a model on captioned images in DATA: a folder of images with
     sidecar captions (x.jpg + x.txt, one caption per line), or a CSV/JSONL file of image
     paths and captions. The result loads with --model local-dir:OUT."""
-    from ...encoders import DEFAULT_MODEL
+    from ...encoders.spec import TRAIN_MODEL
     from ...training import TrainConfig
     from ...training import train as run_train
 
     if model is None:
-        model = DEFAULT_MODEL.name
-        pretrained = pretrained or (None if from_scratch else DEFAULT_MODEL.pretrained)
+        model = TRAIN_MODEL.name
+        pretrained = pretrained or (None if from_scratch else TRAIN_MODEL.pretrained)
     cfg = TrainConfig(
         data=str(data), out=str(out), model=model, pretrained=pretrained,
         from_scratch=from_scratch, lock_image=lock_image, lock_text=lock_text, epochs=epochs,
@@ -205,9 +205,22 @@ def model_export(ctx: click.Context, int8: bool, force: bool, as_json: bool,
 
 
 @model.command("list")
-@json_option("One JSON object per export.")
-def model_list(as_json: bool) -> None:
-    """The exported models on this machine (in $RETRIEVAL_EXPORTS)."""
+@click.option("--available", is_flag=True,
+              help="The model guide instead: the models measured for this project, their cost "
+                   "here, their published accuracy and their weights' licence.")
+@json_option("One JSON object per export (with --available: per model of the guide).")
+def model_list(available: bool, as_json: bool) -> None:
+    """The exported models on this machine (in $RETRIEVAL_EXPORTS); with --available, the
+    model guide."""
+    if available:
+        from ...encoders import guide
+
+        if as_json:
+            echo_json_lines(guide.rows())
+        else:
+            for line in guide.table_lines():
+                click.echo(line)
+        return
     from ...encoders.export_store import ExportStore
 
     store = ExportStore()
