@@ -245,3 +245,17 @@ def test_caption_lists_each_text_once(tmp_path: Path, tiny_spec: str) -> None:
     red = next(h for h in hits if h["text"] == "a red circle")
     same = [h["id"] for h in everything if h["text"] == "a red circle"]
     assert [red["id"], *red["metadata"]["duplicates"]] == same  # the best one kept
+
+
+def test_an_install_without_torch_says_what_is_missing(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The smallest install (ONNX Runtime, no torch) searches and indexes with exports made
+    elsewhere; a model without an export here is one line naming torch, not a traceback."""
+    import sys
+
+    monkeypatch.setenv("RETRIEVAL_EXPORTS", str(tmp_path / "no-exports"))
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch fails, as when not installed
+    proc = run_cli("index", *make_images(tmp_path / "pics", 1), "--model", "demo",
+                   collection=tmp_path / "col", check=False)
+    assert_one_error_line(proc, "model demo needs torch", "torch package is not installed",
+                          "$RETRIEVAL_EXPORTS")

@@ -415,4 +415,13 @@ def _normalize(feats: torch.Tensor) -> np.ndarray:
 
 def load_encoder(spec: ModelSpec, device: str | None = "auto") -> OpenClipEncoder:
     """Load an open_clip encoder; raises a :class:`ModelError` with a one-line reason."""
+    try:
+        import open_clip  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError as exc:  # an install for searching and indexing with exports only
+        raise ModelError(
+            f"model {spec} needs torch to load, and the {exc.name} package is not installed "
+            "(searching and indexing need it only for a model without an ONNX export here): "
+            "pip install torch open-clip-torch, or copy the model's export, made where they "
+            "are installed, into $RETRIEVAL_EXPORTS") from None
     return OpenClipEncoder(spec, device)
