@@ -219,11 +219,6 @@ class ModelBinding:
                     repair=f"retrieval --collection {self.folder} model export --force")
         return self._checked(self._encoder, record=False)
 
-    @property
-    def loaded(self) -> Encoder | None:
-        """The encoder already loaded, if any (nothing is loaded by asking)."""
-        return self._encoder
-
     def load(self, progress: ProgressCallback | None = None) -> Encoder:
         """The encoder for embedding many items, loaded (a model with no export yet is exported
         beside the run: see :meth:`finish_export`); writes nothing to the collection."""

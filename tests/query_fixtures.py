@@ -130,9 +130,8 @@ def data(tmp_path_factory: pytest.TempPathFactory, encoder: Any) -> Any:
         img.size = st_.st_size
         img.mtime = dt.datetime.fromtimestamp(st_.st_mtime_ns / 1e9, dt.timezone.utc).replace(
             tzinfo=None)
-    tags = col._catalog.tags_of(items)
     for img in images:
-        img.tags = {t for t, _ in tags.get(img.id, [])}
+        img.tags = set(col.get(img.id).metadata.get("tags") or {})
     text_items = col._catalog.get_items(col._catalog.vector_ids("text").tolist())
     by_ext = {it.external_id: i for i, it in text_items.items() if it.external_id}
     texts = {r["id"]: dict(r, item=by_ext[r["id"]]) for r in records}

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from retrieval import Collection
 from retrieval.interfaces.cli.output import json_text
 from retrieval.interfaces.cli.table import hits_table
-from retrieval.interfaces.cli.width import clip, display_width, pad
+from retrieval.interfaces.cli.width import clip, display_width
 
 TEXTS = ["街道上的一只船和自行车", "自行车停在红色的墙边，旁边有一只猫在睡觉" * 3,
          "自転車に乗った人", "자전거를 탄 사람", "a red bicycle", "ＦＵＬＬ－ＷＩＤＴＨ",
@@ -28,7 +28,6 @@ def test_display_width() -> None:
     assert display_width("ＡＢ") == 4  # fullwidth forms
     assert display_width("e\u0301") == 1  # a combining accent takes no column
     assert display_width("a\u200bb") == 2  # nor does a zero-width space
-    assert pad("猫", 4) == "猫  " and pad("猫", 4, ">") == "  猫"
     assert clip("一只猫在沙发上睡觉", 10) == "一只猫..." and display_width("一只猫...") == 9
     assert clip("short", 10) == "short"
 

@@ -2,8 +2,8 @@
 
 Each tower is an inference session created on first use, so a text query never loads the image
 tower. The weights are external data files that ONNX Runtime memory-maps, which keeps creating
-a session for ViT-B-32's text tower near 0.25 s on two cores, instead of about 1 s for a model
-whose weights are embedded in the graph and must be parsed and copied.
+a session several times faster than for a model whose weights are embedded in the graph and
+must be parsed and copied (``benchmarks/cold_query.py`` times a one-shot search).
 
 Text towers whose attention is causal and that pool at the end token, and Hugging Face text
 towers that mask their padding and pool by mean or at the first token, are exported with a
@@ -46,8 +46,8 @@ def create_session(path: str, threads: int | None = None, prepack: bool = True) 
     """An ONNX Runtime CPU session with one intra-op pool of ``threads`` threads.
 
     ``prepack=False`` skips re-laying out the weight matrices for the matrix-multiply kernels:
-    measured with ViT-B-32's text tower on two cores, the session starts in 0.04 s instead of
-    0.2 s and a query takes 15 ms instead of 9, the right trade for one search per process."""
+    the session starts several times faster and each query runs somewhat slower, the right
+    trade for one search per process (``benchmarks/cold_query.py``)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()

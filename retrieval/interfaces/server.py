@@ -174,9 +174,9 @@ class _Service:
         self.inflight: set[threading.Event] = set()  # cancel flags of the searches running
         self.thumbs = collection.path / "thumbnails"
         if threads > 1:
-            # Concurrent searches each encode on one core: measured with ViT-B-32 on two
-            # cores, 142 searches/s from 4 clients instead of 78 with two threads per encoding
-            # (one search alone: 18 ms instead of 14).
+            # Concurrent searches each encode on one core: more searches per second from
+            # several clients than with every core per encoding, for a little more time per
+            # search alone (benchmarks/serve_load.py).
             collection.set_search_threads(1)
 
     @contextlib.asynccontextmanager

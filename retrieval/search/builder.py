@@ -29,8 +29,8 @@ MAX_K = 10_000
 MAX_OFFSET = 10_000
 MAX_TEXT = 2_000  # characters in a text term
 MAX_TERMS = 32
-# Each image term is decoded (up to the pixel limit: 1.5 s and 120 MB for a 50-megapixel PNG):
-# a few are enough to combine examples; 32 were a minute of work in one request.
+# Each image term is decoded, up to the pixel limit (the costliest work one request can ask
+# for: benchmarks/worst_request.py): a few are enough to combine examples.
 MAX_IMAGE_TERMS = 4
 MAX_ITEM_ID = 2**63 - 1  # item ids are 64-bit integers
 MAX_FILTERS = 100  # conditions, --path/--after/--before/--tag included

@@ -70,10 +70,8 @@ class SecondModel(Protocol):
 
 # The pool that fusion and re-ranking work on, the same whatever the page (so that pages are
 # slices of one list), and so the deepest page they serve (offset + k). Every such search pays
-# for the whole pool (the stages read its stored vectors, fusion ranks both lists): on 4,000
-# demo images, k=10, a re-ranked search took 2.9-3.8 ms with 500 candidates and 4.3-4.9 ms
-# with 2,000, a hybrid one 7.8 and 13.1 ms, against 1.2-1.5 and 5.6 ms with the earlier pool
-# of four times the page's depth (README, "Query layer").
+# for the whole pool (the stages read its stored vectors, fusion ranks both lists), so it is
+# as small as the deepest page allows (costs by pool size: README, "Query layer").
 MAX_CANDIDATES = 500
 MAX_TOP_N = MAX_CANDIDATES  # the most items the model stage re-embeds
 BLOCK = 256  # candidates whose stored vectors are read (and the budget checked) at a time
@@ -335,9 +333,9 @@ def run_pipeline(stages: Sequence[Stage], ctx: RerankContext, pool: list[Candida
 
 def _column(vecs: np.ndarray, i: int) -> np.ndarray:
     """``vecs @ vecs[i]`` on one core. Stages call it once per pick; OpenBLAS spreads each
-    matrix-vector product over all its threads, which on a busy machine cost 6-8 ms per call
-    for 2,000 x 512 where numpy's own loop (einsum) takes 0.2-0.4 ms (measured at load 9 on
-    two cores), and it keeps one search on one core."""
+    matrix-vector product over all its threads, which on a busy machine costs many times what
+    numpy's own loop (einsum) does for the pool's sizes, and this keeps one search on one
+    core."""
     return np.einsum("ij,j->i", vecs, vecs[i])
 
 

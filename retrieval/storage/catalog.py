@@ -332,10 +332,6 @@ class Catalog:
         with self._reads.connect() as conn:
             return self.backend.search_keywords(conn, query, kind, limit)
 
-    def tags_of(self, ids: Iterable[int]) -> dict[int, list[tuple[str, float | None]]]:
-        with self._reads.connect() as conn:
-            return reads.tags_by_id(conn, ids)
-
     def image_contents(self) -> list[tuple[int, str, str | None]]:
         """(id, path, content hash) of every image, in id order."""
         rows = self._read(select(items.c.id, items.c.path, items.c.content_hash)

@@ -53,10 +53,3 @@ def hydrate_items(conn: Any, ids: Iterable[int]) -> Hydrated:
     return out
 
 
-def tags_by_id(conn: Any, ids: Iterable[int]) -> dict[int, list[tuple[str, float | None]]]:
-    out: dict[int, list[tuple[str, float | None]]] = {}
-    for part in chunks(list(ids)):
-        q = select(tags.c.item_id, tags.c.tag, tags.c.score).where(tags.c.item_id.in_(part))
-        for r in conn.execute(q.order_by(tags.c.score.desc())):
-            out.setdefault(r.item_id, []).append((r.tag, r.score))
-    return out

@@ -22,9 +22,9 @@ def main() -> None:
     try:
         cli(prog_name="retrieval")
     finally:
-        # Python's final garbage collection walks every object still alive, about 0.15 s
-        # after a search (SQLAlchemy's alone take 0.1 s); frozen objects are skipped, while
-        # finalizers and exit hooks still run.
+        # Python's final garbage collection walks every object still alive, a noticeable
+        # part of a one-shot search (SQLAlchemy's objects most of it; benchmarks/cold_query.py);
+        # frozen objects are skipped, while finalizers and exit hooks still run.
         gc.freeze()
 
 

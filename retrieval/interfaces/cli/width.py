@@ -41,12 +41,6 @@ def clip(text: str, width: int) -> str:
     return text + ELLIPSIS  # not reached: the text was wider than width
 
 
-def pad(text: str, width: int, align: str = "<") -> str:
-    """``text`` padded with spaces to ``width`` columns (``<`` left, ``>`` right aligned)."""
-    fill = " " * max(0, width - display_width(text))
-    return text + fill if align == "<" else fill + text
-
-
 def clip_start(text: str, width: int) -> str:
     """``text`` cut to at most ``width`` columns from the start, beginning with "..." when cut
     (a path keeps its file name)."""
