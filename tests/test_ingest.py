@@ -144,13 +144,13 @@ def test_interrupted_run_keeps_finished_batches(tmp_path: Path, encoder: Any) ->
     col.close()
 
     with _open(tmp_path, encoder) as col2:
-        assert col2.catalog.counts()["image"] == kept  # finished batches survived
+        assert col2._catalog.counts()["image"] == kept  # finished batches survived
         summary = col2.index([folder], batch_size=4, workers=0)
         assert summary.failed == 0
         assert summary.unchanged == kept
         assert summary.added == summary.embedded == 20 - kept
         assert summary.embedded < 20
-        assert col2.catalog.counts() == {"image": 20, "text": 0}
+        assert col2._catalog.counts() == {"image": 20, "text": 0}
         assert col2.info()["index"]["image"]["ntotal"] == 20
         for f in files:
             hits = col2.search(image=f, k=1)
