@@ -42,7 +42,7 @@ MAX_RERANK_DEPTH = MAX_CANDIDATES
 # list), so a hybrid search's offset + k is within that pool too.
 MAX_HYBRID_DEPTH = MAX_CANDIDATES
 MAX_KEYWORD_WEIGHT = 100
-_TARGET_NAMES = {"image": "image", "images": "image", "text": "text", "texts": "text"}
+_TARGET_NAMES = {**{k: k for k in TARGETS}, **{f"{k}s": k for k in TARGETS}}  # plurals too
 CUTOFFS = (None, "auto")
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from ..errors import QueryError
+from ..items import IMAGE, KINDS
 
 if TYPE_CHECKING:
     from .filters import Filter
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 TermKind = Literal["text", "image", "like", "vector"]
 TERM_KINDS: tuple[str, ...] = ("text", "image", "like", "vector")
-TARGETS = ("image", "text")
+TARGETS = KINDS  # a search's target is the kind of item it returns
 
 _END = object()  # ends a list in a query's state (see Query.checked)
 _WEIGHTED = re.compile(r"^\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*:(.*)$", re.S)
@@ -70,7 +71,7 @@ class Query:
     which cut the ranked list before it is paged (:mod:`.cutoff`)."""
 
     terms: list[Term] = field(default_factory=list)
-    target: str = "image"
+    target: str = IMAGE
     k: int = 10
     offset: int = 0
     filters: list[Filter] = field(default_factory=list)
