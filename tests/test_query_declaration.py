@@ -204,8 +204,8 @@ class _NoCollection:
 
     path = Path("/nowhere")
 
-    class model:  # stands in for the binding
-        threads = None
+    def set_search_threads(self, threads: int | None) -> None:
+        pass
 
 
 def _png() -> bytes:
