@@ -1,8 +1,9 @@
 """The ``retrieval`` command: a thin click layer over :class:`retrieval.Collection`.
 
 One module per group of commands: :mod:`.indexing` (index, add-texts, remove, tag),
-:mod:`.searching` (search, caption, duplicates, info), :mod:`.describing` (describe: generated
-captions), :mod:`.models` (train, demo, model export/list), :mod:`.serving` (serve);
+:mod:`.searching` (search, caption, duplicates, info), :mod:`.describing` (generate-captions,
+and its old name describe), :mod:`.models` (train, demo, model export/list), :mod:`.serving`
+(serve);
 :mod:`.group` holds what they share, :mod:`.output` how things are shown.
 """
 

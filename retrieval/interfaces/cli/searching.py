@@ -120,9 +120,10 @@ def _score_kind(query: Any) -> str:
 @click.pass_context
 def caption(ctx: click.Context, image: Path, k: int, generate: bool, as_json: bool,
             model: str | None, pretrained: str | None, device: str, **kwargs: Any) -> None:
-    """Describe IMAGE with the stored texts and captions that match it best (captioning by
-    retrieval; add a caption corpus with add-texts), or with --generate write a caption for it
-    with a CoCa model. IMAGE may also be a stored item id."""
+    """Captions for IMAGE: the stored texts and captions that match it best (captioning by
+    retrieval; add a caption corpus with add-texts), or with --generate one written by a CoCa
+    model (printed, not stored: generate-captions stores them). IMAGE may also be a stored
+    item id."""
     target: Path | int = int(str(image)) if str(image).isdigit() and not image.exists() else image
     if generate:
         _generate(ctx, target, device, as_json, kwargs)
