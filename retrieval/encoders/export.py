@@ -4,8 +4,10 @@ The image tower takes uint8 pixels (N, H, W, 3) as the decoders produce them and
 normalisation itself; the text tower takes int64 token ids. Both return L2-normalised float32
 vectors, with a dynamic batch axis (and a dynamic sequence axis where it is exact to cut after
 the end token; what each family's towers are exported as is :mod:`.towers`). torch's ONNX
-exporter (``dynamo=True``) writes the weights as external data, which ONNX Runtime memory-maps
-when a session is created.
+exporter writes the weights as external data, which ONNX Runtime memory-maps when a session is
+created. The image tower goes through the tracing exporter first (a fraction of the time; kept
+only where it passes the parity check), the text tower through the dynamo exporter
+(``dynamo=True``), which keeps its sequence axis dynamic.
 
 Before an export is committed, it must agree with torch on a probe batch of real images (drawn,
 encoded as PNG and JPEG, decoded by the same code as indexing) and of texts (tricky ones
@@ -120,6 +122,36 @@ def _export(module: Any, example: Any, input_name: str, dynamic: dict[int, Any],
             dynamic_shapes=(dynamic,),
             opset_version=OPSET, dynamo=True, external_data=True)
         program.save(str(path), external_data=True)
+
+
+def _export_traced(module: Any, example: Any, input_name: str, path: Path) -> None:
+    """The image tower through torch's tracing exporter (``dynamo=False``): a fraction of the
+    dynamo exporter's time for the same graph (measured on ViT-B-32: 9.5 s against 23-42 s on
+    a busy 2-core machine; the sessions embed at the same speed, vectors within 1e-7), with
+    the weights moved to external data as the dynamo exporter writes them. Only the batch axis
+    is dynamic: tracing would bake a sequence length into a text tower, and no parity probe
+    of one length would see it; the parity check decides whether the trace is kept."""
+    import onnx
+    import torch
+
+    with _quiet(), torch.no_grad():
+        torch.onnx.export(module, (example,), str(path), input_names=[input_name],
+                          output_names=["vectors"], dynamic_axes={input_name: {0: "batch"}},
+                          opset_version=OPSET, dynamo=False)
+    graph = onnx.load(str(path))
+    onnx.save_model(graph, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=path.name + ".data", size_threshold=1024)
+
+
+def _image_parity(onnx: OnnxEncoder, pixels: np.ndarray, want: np.ndarray) -> dict[str, float]:
+    got = _agreement(onnx.embed_images(pixels), want)
+    one = _agreement(onnx.embed_images(pixels[:1]), want[:1])  # the batch axis is dynamic
+    return {**got, "max_abs": max(got["max_abs"], one["max_abs"]),
+            "min_cos": min(got["min_cos"], one["min_cos"])}
+
+
+def _agrees(got: dict[str, float]) -> bool:
+    return got["min_cos"] >= MIN_COSINE and got["max_abs"] <= MAX_ABS_DIFF
 
 
 # --- probes -------------------------------------------------------------------------------------
@@ -274,8 +306,13 @@ def _write_towers(encoder: OpenClipEncoder, folder: Path) -> dict[str, Any]:
     trim = trim and getattr(tokenizer, "padding_side", "right") == "right"
     h, w = encoder.image_spec.size
     batch = torch.export.Dim("batch", min=1, max=65536)
-    _export(image, torch.zeros((2, h, w, 3), dtype=torch.uint8), "pixels", {0: batch},
-            folder / "image.onnx")
+    example = torch.zeros((2, h, w, 3), dtype=torch.uint8)
+    exporter = "traced"
+    try:
+        _export_traced(image, example, "pixels", folder / "image.onnx")
+    except Exception:  # what tracing cannot take, the dynamo exporter may
+        exporter = "dynamo"
+        _export(image, example, "pixels", {0: batch}, folder / "image.onnx")
     _export_text(text, tokenizer, ref_tokens, trim, batch, folder / "text.onnx")
     tokenizer.save(folder)
     ctx = tokenizer.context_length
@@ -288,11 +325,16 @@ def _write_towers(encoder: OpenClipEncoder, folder: Path) -> dict[str, Any]:
                                        **parts}), check="off")
     pixels = probe_pixels(encoder.image_spec)
     want_images = encoder.embed_images(pixels)
-    got = _agreement(onnx.embed_images(pixels), want_images)
-    one = _agreement(onnx.embed_images(pixels[:1]), want_images[:1])  # the batch axis is dynamic
-    got = {**got, "max_abs": max(got["max_abs"], one["max_abs"]),
-           "min_cos": min(got["min_cos"], one["min_cos"])}
+    got = _image_parity(onnx, pixels, want_images)
+    if exporter == "traced" and not _agrees(got):  # a trace that differs: export it again
+        exporter = "dynamo"
+        for stale in folder.glob("image.onnx*"):
+            stale.unlink()
+        _export(image, example, "pixels", {0: batch}, folder / "image.onnx")
+        onnx = OnnxEncoder(onnx.export, "fp32", check="off")
+        got = _image_parity(onnx, pixels, want_images)
     _check("image", got)
+    parts["image_exporter"] = exporter
     text_got = _agreement(onnx.embed_texts(texts), encoder.embed_texts(texts))
     _check("text", text_got)
     parts["parity"] = {"image": got, "text": text_got, "token_ids_equal": len(texts)}
