@@ -105,6 +105,7 @@ class Collection:
         with self._lock.hold():
             self._binding.commit()
             yield self._catalog
+        self._binding.finish_export(progress)  # a first export made beside the run, if any
 
     spec = property(lambda self: self._binding.spec, doc="The model the collection is bound to.")
     precision = property(lambda self: self._binding.precision, doc="fp32 or int8.")
