@@ -236,11 +236,15 @@ class ModelBinding:
         return self._indexer
 
     def finish_export(self, progress: ProgressCallback | None = None) -> None:
-        """Wait for the model's first export where :meth:`load` started one beside the run."""
+        """Wait for the model's first export where :meth:`load` started one beside the run;
+        then the torch model it embedded with is let go, so that this collection's next
+        searches and writes use the export, as every later process does."""
         from .encoders import first_export
 
-        if first_export.running():
-            first_export.finish(messages(progress, "model"))
+        if not first_export.running():
+            return
+        if first_export.finish(messages(progress, "model")) and not self.injected:
+            self._indexer = self._encoder = None
 
     def indexing_encoder(self, progress: ProgressCallback | None = None) -> Encoder:
         """The encoder of a write that embeds (after :meth:`commit`); records the identity of

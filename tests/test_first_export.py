@@ -12,7 +12,6 @@ from models import write_tiny_model
 from retrieval import Collection
 from retrieval.encoders import first_export
 from retrieval.encoders.export_store import ExportStore
-from retrieval.encoders.openclip import OpenClipEncoder
 from retrieval.encoders.runtime import OnnxEncoder
 from retrieval.ingest.report import IndexProgress
 
@@ -32,8 +31,8 @@ def test_first_run_embeds_with_torch_while_the_export_is_made(tmp_path: Path,
     summary = col.index([tmp_path / "imgs"], workers=0, progress=events.append)
     assert summary.embedded == 6 and summary.failed == 0
     said = [e.detail for e in events if e.detail]
-    assert any("beside this run" in m for m in said), said
-    assert isinstance(col.encoder, OpenClipEncoder)  # the run's own torch model
+    assert any("beside this run" in m for m in said), said  # torch embedded meanwhile
+    assert isinstance(col.encoder, OnnxEncoder)  # the run's torch model let go at its end
     assert not first_export.running()  # the run waited for its export
     export = ExportStore().by_identity(col.model_identity)
     assert export is not None and export.ok and "speed" not in export.manifest
