@@ -165,7 +165,7 @@ def hits_of(resp: httpx.Response, k: int | None = None) -> list[dict[str, Any]]:
     assert resp.status_code == 200, (resp.status_code, resp.text)
     assert resp.headers["content-type"].startswith("application/json")
     body = resp.json()
-    assert set(body) == {"hits", "took_ms", "total", "threshold"}, body
+    assert set(body) == {"hits", "took_ms", "total", "threshold", "notice"}, body
     assert isinstance(body["took_ms"], float) and body["took_ms"] >= 0
     for h in body["hits"]:
         check_hit(h)
