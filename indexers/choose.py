@@ -117,7 +117,7 @@ def nlist_for(n: int, per_root: float = 4.0) -> int:
 # of a one- or two-cell query (45 of 104 us). With 1,024 cells (benchmarks/ann.py, 200k, one
 # thread, recall@10 >= 0.95): tight clusters 0.067 ms for image queries and 0.071 ms for text
 # (0.104 and 0.109 ms with 2,048); the demo model 0.024 and 0.168 ms (0.031 and 0.191);
-# near-uniform data 3.8 and 5.2 ms (4.0 and 7.2); k-means costs half as much.
+# near-uniform data 3.8 and 5.2 ms (3.8 and 6.8); k-means costs half as much.
 GRAPH_LISTS_PER_ROOT = 2.0
 
 
