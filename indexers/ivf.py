@@ -25,8 +25,10 @@ NPROBES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768,
 
 
 def nprobe_grid(nlist: int) -> list[int]:
-    """The nprobe values recall tuning tries for an IVF index of ``nlist`` cells."""
-    return [p for p in NPROBES if p <= nlist]
+    """The nprobe values recall tuning tries for an IVF index of ``nlist`` cells, ending with
+    all of them (a sample's index may have, say, 78 cells: without it the grid stopped at 64,
+    and data that need most cells scanned never reached the target there)."""
+    return [p for p in NPROBES if p < nlist] + [max(1, nlist)]
 
 
 def widen_nprobe(params: dict[str, Any], selectivity: float, nlist: int) -> dict[str, Any]:

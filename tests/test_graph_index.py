@@ -258,3 +258,12 @@ def test_router_finds_the_direction_that_tells_kinds_apart():
     assert router is not None and router.describe() == "a | b"
     assert np.mean(router.kinds(kind(0, 500)) == "a") > 0.99
     assert np.mean(router.kinds(kind(1, 500)) == "b") > 0.99
+
+
+def test_the_nprobe_grid_ends_with_every_cell():
+    """A sample's index has a number of cells no grid value hits (5,000 vectors: 78): its
+    grid still ends with all of them, so data that need most cells scanned reach the target."""
+    from indexers.ivf import nprobe_grid
+
+    assert nprobe_grid(78)[-2:] == [64, 78]
+    assert nprobe_grid(1024)[-2:] == [768, 1024] and nprobe_grid(1) == [1]
