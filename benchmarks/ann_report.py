@@ -1,5 +1,11 @@
 """The table and the figure of a ``benchmarks/ann.py`` run (also: ``python
-benchmarks/ann_report.py RESULTS.json`` redraws them from a saved run)."""
+benchmarks/ann_report.py RESULTS.json`` redraws them from a saved run).
+
+Regimes of several runs in one file (each regime keeps the name, arguments and load average
+of the run it came from, under ``source``):
+
+    python benchmarks/ann_report.py --merge OUT.json RUN1.json:tight,demo RUN2.json:overlap
+"""
 
 from __future__ import annotations
 
@@ -30,7 +36,8 @@ def table(results: dict[str, Any]) -> str:
             tuned = cell.get("ours_tuned") or {}
             ratio = cell.get("ours_vs_best_graph_peer")
             lines.append("| " + " | ".join([
-                f"{r['regime']} ({r['n']:,} x {r['dim']})", kind,
+                f"{r['regime']} ({r['n']:,} x {r['dim']})"
+                + (f" [{r['source']['file']}]" if "source" in r else ""), kind,
                 *(_ms(cell.get(m)) for m in methods),
                 f"{tuned.get('recall_at_10', 0):.3f} / {_ms(tuned.get('p50_ms'))}"
                 if tuned else "-",
@@ -81,7 +88,29 @@ def plot(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def merge(parts: list[str]) -> dict[str, Any]:
+    """The regimes named after each ``RUN.json:regime,...``, in that order, each with its
+    run under ``source``."""
+    out: dict[str, Any] = {"merged_from": [], "regimes": []}
+    for part in parts:
+        path, _, names = part.partition(":")
+        run = json.loads(Path(path).read_text())
+        source = {"file": Path(path).name, "args": run.get("args"),
+                  "load_average": run.get("load_average"), "cores": run.get("cores")}
+        out["merged_from"].append(source)
+        by_name = {r["regime"]: r for r in run["regimes"]}
+        for name in names.split(","):
+            out["regimes"].append({**by_name[name], "source": source})
+    return out
+
+
 if __name__ == "__main__":
-    res = json.loads(Path(sys.argv[1]).read_text())
+    if sys.argv[1] == "--merge":
+        res = merge(sys.argv[3:])
+        Path(sys.argv[2]).write_text(json.dumps(res, indent=1, default=str))
+        target = Path(sys.argv[2])
+    else:
+        target = Path(sys.argv[1])
+        res = json.loads(target.read_text())
     print(table(res))
-    plot(res, Path(sys.argv[1]).with_suffix(".png"))
+    plot(res, target.with_suffix(".png"))
