@@ -312,18 +312,41 @@ def run_child(key: str, work: Path, args: argparse.Namespace, baseline: str | No
     return result
 
 
+def _indented(text: str, by: str = "    ") -> str:
+    return "\n".join(by + line for line in text.splitlines())
+
+
+def _rows(slim: dict[str, dict[str, Any]], width: int = 96) -> str:
+    """One model per entry, its fields packed into lines of at most ``width`` characters
+    (broken between fields; a field too long for a line gets lines of its own)."""
+    out = []
+    for key, fields in slim.items():
+        lines, line = [], ""
+        for name, value in fields.items():
+            item = f"{name!r}: {value!r},"
+            if len(item) > width - 8:
+                long = pprint.pformat(value, width=width - 12)
+                item = f"{name!r}: (\n{_indented(long, ' ' * 12)}),"
+            if line and len(line) + 1 + len(item.split(chr(10))[0]) > width - 8:
+                lines.append(line)
+                line = ""
+            line = f"{line} {item}" if line else item
+        lines.append(line.rstrip(","))
+        out.append(f"    {key!r}: {{\n" + _indented("\n".join(lines), " " * 8) + "},\n")
+    return "".join(out)
+
+
 def write_guide(measured: dict[str, dict[str, Any]], meta: dict[str, str]) -> None:
     """Rewrite the measured block of retrieval/encoders/guide.py."""
-    keep = ("export", "reason", "export_s", "int8_s", "fp32_mb", "int8_mb", "int8_text",
-            "image_fp32_per_s", "image_int8_per_s", "image_fp32_ratio", "image_int8_ratio",
-            "text_p50_ms", "cold_query_s", "trim", "context_length", "tokenizer")
+    keep = ("export", "reason", "same_network_as", "export_s", "int8_s", "fp32_mb", "int8_mb",
+            "int8_text", "image_fp32_per_s", "image_int8_per_s", "image_fp32_ratio",
+            "image_int8_ratio", "speed_rounds", "text_p50_ms", "cold_query_s", "trim",
+            "context_length", "tokenizer")
     slim = {k: {f: v[f] for f in keep if f in v} for k, v in measured.items()}
 
-    def literal(value: Any) -> str:
-        return "\n".join("    " + line for line in pprint.pformat(value, width=92).splitlines())
-
-    block = (f"{BEGIN}\nMEASURED_ON: dict[str, str] = (\n{literal(meta)}\n)\n"
-             f"MEASURED: dict[str, dict[str, Any]] = (\n{literal(slim)}\n)\n{END}")
+    when = _indented(pprint.pformat(meta, width=92))
+    block = (f"{BEGIN}\nMEASURED_ON: dict[str, str] = (\n{when}"
+             f"\n)\nMEASURED: dict[str, dict[str, Any]] = {{\n{_rows(slim)}}}\n{END}")
     text = GUIDE.read_text(encoding="utf-8")
     start, end = text.index(BEGIN), text.index(END) + len(END)
     GUIDE.write_text(text[:start] + block + text[end:], encoding="utf-8")
@@ -348,7 +371,15 @@ def main() -> None:
                              "(with these --rounds and --images), keeping the rest")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--baseline-identity", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--write-guide-from", type=Path, default=None, metavar="RESULTS",
+                        help="rewrite the guide's measured block from an earlier run's --out "
+                             "file, measuring nothing")
     args = parser.parse_args()
+    if args.write_guide_from:
+        done = json.loads(args.write_guide_from.read_text())
+        _same_networks(done["models"])
+        write_guide(done["models"], done["measured_on"])
+        return
     work = (args.work or Path(tempfile.mkdtemp(prefix="guide-"))).resolve()
     os.environ.update(HF_HUB_OFFLINE="1", RETRIEVAL_HOME=str(work / "home"),
                       RETRIEVAL_EXPORTS=str(work / "exports"))
@@ -358,6 +389,21 @@ def main() -> None:
         path.write_text(json.dumps(result, indent=1))
         return
     run(args, work)
+
+
+def _same_networks(measured: dict[str, dict[str, Any]]) -> None:
+    """Two names for one network (the same config, preprocessing and, here, random weights:
+    MobileCLIP-S2 and MobileCLIP2-S2) have one identity, so the second found the first's
+    export made: it gets the first's export times and says whose they are."""
+    first: dict[str, str] = {}
+    for key, m in measured.items():
+        identity = m.get("identity")
+        if identity in first and m.get("export") == "ok":
+            same = measured[first[identity]]
+            m.update(export_s=same.get("export_s"), int8_s=same.get("int8_s"),
+                     same_network_as=first[identity])
+        elif identity:
+            first[identity] = key
 
 
 def run(args: argparse.Namespace, work: Path) -> None:
@@ -379,6 +425,7 @@ def run(args: argparse.Namespace, work: Path) -> None:
         else:
             measured[key] = run_child(key, work, args, base.get("identity"))
         print(f"{key}: {json.dumps(measured[key])}", flush=True)
+    _same_networks(measured)
     command = ("nice -n 10 python benchmarks/models.py"
                + (f" --models {args.models}" if set(keys) < {c.key for c in guide.CANDIDATES}
                   else "")

@@ -117,8 +117,100 @@ CANDIDATES: tuple[Candidate, ...] = (
 )
 
 # --- measured by benchmarks/models.py, which rewrites this block; do not edit by hand ---
-MEASURED_ON: dict[str, str] = {}
-MEASURED: dict[str, dict[str, Any]] = {}
+MEASURED_ON: dict[str, str] = (
+    {'code': '903c890',
+     'command': 'nice -n 10 python benchmarks/models.py --images 16 --rounds 3 --runs 5; then '
+                'nice -n 10 python benchmarks/models.py --speed-again --images 8 --rounds 7 '
+                '--runs 5',
+     'date': '2026-12-04',
+     'machine': '2 cores, x86_64, shared with other work'}
+)
+MEASURED: dict[str, dict[str, Any]] = {
+    'ViT-B-32/laion2b_s34b_b79k': {
+        'export': 'ok', 'export_s': 70.2, 'int8_s': 13.0, 'fp32_mb': 579.7, 'int8_mb': 226.7,
+        'int8_text': True, 'image_fp32_per_s': 6.74, 'image_int8_per_s': 13.08,
+        'image_fp32_ratio': 1.0, 'image_int8_ratio': 1.0, 'speed_rounds': 7,
+        'text_p50_ms': 33.1, 'cold_query_s': 1.608, 'trim': True, 'context_length': 77,
+        'tokenizer': 'clip-bpe'},
+    'ViT-B-32-SigLIP2-256/webli': {
+        'export': 'ok', 'export_s': 56.2, 'int8_s': 23.0, 'fp32_mb': 1439.9, 'int8_mb': 931.8,
+        'int8_text': True, 'image_fp32_per_s': 5.44, 'image_int8_per_s': 12.91,
+        'image_fp32_ratio': 0.759, 'image_int8_ratio': 0.906, 'speed_rounds': 7,
+        'text_p50_ms': 193.68, 'cold_query_s': 1.338, 'trim': False, 'context_length': 64,
+        'tokenizer': 'hf'},
+    'xlm-roberta-base-ViT-B-32/laion5b_s13b_b90k': {
+        'export': 'ok', 'export_s': 51.6, 'int8_s': 26.4, 'fp32_mb': 1399.3, 'int8_mb': 909.5,
+        'int8_text': True, 'image_fp32_per_s': 7.36, 'image_int8_per_s': 13.31,
+        'image_fp32_ratio': 1.06, 'image_int8_ratio': 1.222, 'speed_rounds': 7,
+        'text_p50_ms': 110.11, 'cold_query_s': 1.171, 'trim': True, 'context_length': 77,
+        'tokenizer': 'hf'},
+    'ViT-B-32-256/datacomp_s34b_b86k': {
+        'export': 'ok', 'export_s': 71.8, 'int8_s': 13.5, 'fp32_mb': 579.7, 'int8_mb': 226.7,
+        'int8_text': True, 'image_fp32_per_s': 5.1, 'image_int8_per_s': 8.73,
+        'image_fp32_ratio': 0.784, 'image_int8_ratio': 0.611, 'speed_rounds': 7,
+        'text_p50_ms': 41.58, 'cold_query_s': 1.338, 'trim': True, 'context_length': 77,
+        'tokenizer': 'clip-bpe'},
+    'MobileCLIP2-S0/dfndr2b': {
+        'export': 'ok', 'export_s': 81.9, 'int8_s': 9.2, 'fp32_mb': 287.8, 'int8_mb': 171.5,
+        'int8_text': True, 'image_fp32_per_s': 6.29, 'image_int8_per_s': 6.97,
+        'image_fp32_ratio': 0.921, 'image_int8_ratio': 0.523, 'speed_rounds': 7,
+        'text_p50_ms': 23.08, 'cold_query_s': 0.807, 'trim': False, 'context_length': 77,
+        'tokenizer': 'clip-bpe'},
+    'MobileCLIP-S1/datacompdr': {
+        'export': 'ok', 'export_s': 139.3, 'int8_s': 22.3, 'fp32_mb': 327.1, 'int8_mb': 204.7,
+        'int8_text': True, 'image_fp32_per_s': 3.81, 'image_int8_per_s': 4.55,
+        'image_fp32_ratio': 0.547, 'image_int8_ratio': 0.281, 'speed_rounds': 7,
+        'text_p50_ms': 71.53, 'cold_query_s': 1.281, 'trim': False, 'context_length': 77,
+        'tokenizer': 'clip-bpe'},
+    'PE-Core-S-16-384/meta': {
+        'export': 'ok', 'export_s': 172.8, 'int8_s': 15.9, 'fp32_mb': 335.9, 'int8_mb': 160.6,
+        'int8_text': True, 'image_fp32_per_s': 1.15, 'image_int8_per_s': 2.01,
+        'image_fp32_ratio': 0.25, 'image_int8_ratio': 0.176, 'speed_rounds': 7,
+        'text_p50_ms': 61.29, 'cold_query_s': 2.301, 'trim': True, 'context_length': 32,
+        'tokenizer': 'clip-bpe'},
+    'MobileCLIP-S2/datacompdr': {
+        'export': 'ok', 'export_s': 172.7, 'int8_s': 24.0, 'fp32_mb': 381.4, 'int8_mb': 251.9,
+        'int8_text': True, 'image_fp32_per_s': 2.79, 'image_int8_per_s': 2.86,
+        'image_fp32_ratio': 0.418, 'image_int8_ratio': 0.2, 'speed_rounds': 7,
+        'text_p50_ms': 189.27, 'cold_query_s': 2.206, 'trim': False, 'context_length': 77,
+        'tokenizer': 'clip-bpe'},
+    'MobileCLIP2-S2/dfndr2b': {
+        'export': 'ok', 'same_network_as': 'MobileCLIP-S2/datacompdr', 'export_s': 172.7,
+        'int8_s': 24.0, 'fp32_mb': 381.4, 'int8_mb': 251.9, 'int8_text': True,
+        'image_fp32_per_s': 3.23, 'image_int8_per_s': 3.53, 'image_fp32_ratio': 0.45,
+        'image_int8_ratio': 0.176, 'speed_rounds': 7, 'text_p50_ms': 187.5,
+        'cold_query_s': 2.128, 'trim': False, 'context_length': 77, 'tokenizer': 'clip-bpe'},
+    'ViT-B-16/dfn2b': {
+        'export': 'ok', 'export_s': 141.3, 'int8_s': 15.9, 'fp32_mb': 573.3, 'int8_mb': 220.3,
+        'int8_text': True, 'image_fp32_per_s': 4.18, 'image_int8_per_s': 8.65,
+        'image_fp32_ratio': 0.334, 'image_int8_ratio': 0.314, 'speed_rounds': 7,
+        'text_p50_ms': 51.13, 'cold_query_s': 2.174, 'trim': True, 'context_length': 77,
+        'tokenizer': 'clip-bpe'},
+    'MobileCLIP2-B/dfndr2b': {
+        'export': 'ok', 'export_s': 117.1, 'int8_s': 15.1, 'fp32_mb': 573.8, 'int8_mb': 220.8,
+        'int8_text': True, 'image_fp32_per_s': 4.12, 'image_int8_per_s': 8.38,
+        'image_fp32_ratio': 0.308, 'image_int8_ratio': 0.3, 'speed_rounds': 7,
+        'text_p50_ms': 36.64, 'cold_query_s': 1.125, 'trim': True, 'context_length': 77,
+        'tokenizer': 'clip-bpe'},
+    'PE-Core-B-16/meta': {
+        'export': 'ok', 'export_s': 135.5, 'int8_s': 32.1, 'fp32_mb': 1711.4, 'int8_mb': 578.7,
+        'int8_text': True, 'image_fp32_per_s': 3.8, 'image_int8_per_s': 7.39,
+        'image_fp32_ratio': 0.297, 'image_int8_ratio': 0.279, 'speed_rounds': 7,
+        'text_p50_ms': 209.25, 'cold_query_s': 1.975, 'trim': True, 'context_length': 32,
+        'tokenizer': 'clip-bpe'},
+    'ViT-B-16-SigLIP2/webli': {
+        'export': 'ok', 'export_s': 87.0, 'int8_s': 31.0, 'fp32_mb': 1433.4, 'int8_mb': 925.3,
+        'int8_text': True, 'image_fp32_per_s': 4.07, 'image_int8_per_s': 8.38,
+        'image_fp32_ratio': 0.317, 'image_int8_ratio': 0.289, 'speed_rounds': 7,
+        'text_p50_ms': 195.21, 'cold_query_s': 1.203, 'trim': False, 'context_length': 64,
+        'tokenizer': 'hf'},
+    'nllb-clip-base-siglip/v1': {
+        'export': 'ok', 'export_s': 214.1, 'int8_s': 64.0, 'fp32_mb': 1941.7, 'int8_mb': 1244.0,
+        'int8_text': True, 'image_fp32_per_s': 1.24, 'image_int8_per_s': 2.62,
+        'image_fp32_ratio': 0.1, 'image_int8_ratio': 0.097, 'speed_rounds': 7,
+        'text_p50_ms': 203.38, 'cold_query_s': 1.48, 'trim': True, 'context_length': 77,
+        'tokenizer': 'hf'},
+}
 # --- end of measured ---
 
 
@@ -152,8 +244,9 @@ def default_choice(max_cost: float = MAX_IMAGE_COST, languages: str | None = Non
         m = MEASURED.get(c.key)
         cost = image_cost(m)
         if c.any_use is not True:
-            passed.append(f"{c.key}: licence {c.licence}"
-                          + (" (unverified)" if c.any_use is None else " (not any use)"))
+            passed.append(f"{c.key}: licence {c.licence}" + (
+                "" if "unverified" in c.licence else
+                " (unverified)" if c.any_use is None else " (not any use)"))
         elif m is None or m.get("export") != "ok":
             passed.append(f"{c.key}: " + ("not measured" if m is None else
                                           f"no ONNX export ({m.get('reason', '')})"))
@@ -194,6 +287,9 @@ def table_lines() -> list[str]:
                      f"{fp32:>14}  {int8:>14}  {_num(m.get('text_p50_ms'), '.1f'):>7}  "
                      f"{_num(m.get('cold_query_s'), '.2f'):>6}  "
                      f"{_num(m.get('fp32_mb'), '.0f'):>7}  {_num(m.get('int8_mb'), '.0f'):>7}")
+    lines += [f"{key}: the same network as {m['same_network_as']} (config and "
+              "preprocessing); its export was made by then, so the export times shown are "
+              "those of the first" for key, m in MEASURED.items() if m.get("same_network_as")]
     lines += ["", "Published (percent: ImageNet zero-shot top-1; MSCOCO and Flickr30k "
               "text-to-image recall@1) and the weights' licence:",
               f"{'model':<{width}}  {'IN-1k':>5}  {'COCO':>5}  {'Flickr':>6}  {'languages':<9}  "
@@ -208,8 +304,9 @@ def table_lines() -> list[str]:
               f"whose licence allows any use and whose image cost here is at most "
               f"{MAX_IMAGE_COST}x ViT-B-32's: {best.key if best else 'none measured yet'}"]
     if MEASURED_ON:
+        code = f"code at {MEASURED_ON['code']}, " if MEASURED_ON.get("code") else ""
         lines.append(f"Measured with: {MEASURED_ON.get('command', '')} "
-                     f"({MEASURED_ON.get('machine', '')})")
+                     f"({code}{MEASURED_ON.get('machine', '')})")
     return lines
 
 
