@@ -15,8 +15,8 @@ What runs, and how:
   ``products.jsonl`` and ``labels.txt``. ``$RETRIEVAL_HOME`` is temporary and offline
   (``HF_HUB_OFFLINE=1``). The default collection is bound to the demo model before the
   Command line block (the test indexes ``~/Downloads/cats.jpg`` with ``--model demo``): it
-  stands in for a reader's first index with the default model, ViT-B-32, which this machine
-  cannot download.
+  stands in for a reader's first index with the default model (DEFAULT_MODEL), which this
+  machine cannot download.
 * A shell line is split into commands as bash would (quotes, backslashes, ``\\`` line
   continuations, ``~`` at the start of a word, ``$NAME``, ``;`` and ``&&``, ``NAME=value``
   prefixes, ``export``; a ``#`` at the start of a word begins a comment). Pipes, redirections,
@@ -65,10 +65,10 @@ ALLOWED_FAILURES = (
     ("local-dir:/models/my-finetune", MISSING + "/models/my-finetune",
      "a fine-tuned model only the reader has"),
     ("ckpt/epoch_10.pt", "checkpoint file not found: ", "a checkpoint only the reader has"),
-    ("--precision int8", DOWNLOAD, "a new collection gets the default model, ViT-B-32"),
+    ("--precision int8", DOWNLOAD, "a new collection gets the default model, a download"),
     ("--captioner coca_ViT-B-32", DOWNLOAD, "CoCa's weights need a download"),
     ("local-dir:/models/my-coca", MISSING + "/models/my-coca", "a captioner only the reader has"),
-    ("retrieval train", DOWNLOAD, "fine-tunes the default model, ViT-B-32"),
+    ("retrieval train", DOWNLOAD, "fine-tunes ViT-B-32 (TRAIN_MODEL), a download"),
     ("local-dir:~/models/products", MISSING, "the model the train line above writes"),
 )
 # (start of the command as split, why it does not run here)
@@ -387,7 +387,7 @@ def test_readme_examples_run_as_written(tmp_path: Path, monkeypatch: pytest.Monk
     prepare_home(home)
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.chdir(home)
-    # The default collection, bound to the demo model (ViT-B-32 cannot be downloaded here).
+    # The default collection, bound to the demo model (the default cannot be downloaded here).
     run_cli("index", home / "Downloads" / "cats.jpg", "--model", "demo")
     reader = Reader(home, [], set())
     try:

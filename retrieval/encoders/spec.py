@@ -96,7 +96,9 @@ class ModelSpec:
 
 # The model of new collections: the pick of the rule in encoders/guide.py (default_choice), from
 # the costs measured here and the published figures; tests/test_guide.py checks they agree.
-DEFAULT_MODEL = ModelSpec("ViT-B-32", "laion2b_s34b_b79k")
+# SigLIP 2 tokenizes with Gemma's tokenizer: transformers (open_clip, in torch) and tokenizers
+# (ONNX searches) are therefore dependencies of the package, not only of the multilingual extra.
+DEFAULT_MODEL = ModelSpec("ViT-B-32-SigLIP2-256", "webli")
 # The weights an architecture named without --pretrained gets: the default model's, and
 # ViT-B-32's as they were when it was the default.
 DEFAULT_WEIGHTS = {"ViT-B-32": "laion2b_s34b_b79k", DEFAULT_MODEL.name: DEFAULT_MODEL.pretrained}
