@@ -259,3 +259,20 @@ def test_an_install_without_torch_says_what_is_missing(tmp_path: Path,
                    collection=tmp_path / "col", check=False)
     assert_one_error_line(proc, "model demo needs torch", "torch package is not installed",
                           "$RETRIEVAL_EXPORTS")
+
+
+def test_a_missing_hf_tokenizer_is_named(hf_cache: Path) -> None:
+    """SigLIP 2 (the default model) loads its weights, then Gemma's tokenizer from its own Hub
+    repository: offline without it (weights passed as a file, say), the line names the
+    tokenizer's repository rather than transformers' general 'couldn't connect'. (Loading
+    the real model to get there takes a 1.5 GB checkpoint, so the error is handed over as
+    transformers raises it.)"""
+    from retrieval.encoders.openclip import _load_error
+    from retrieval.encoders.spec import ModelSpec
+
+    exc = OSError("We couldn't connect to 'https://huggingface.co' to load the files, and "
+                  "couldn't find them in the cached files.")
+    err = _load_error(ModelSpec("ViT-B-32-SigLIP2-256", "webli"), exc, online=False)
+    assert str(err).startswith("the tokenizer of model ViT-B-32-SigLIP2-256 (webli) "
+                               "(timm/ViT-B-32-SigLIP2-256) is not in the local Hugging Face "
+                               f"cache ({hf_cache})"), err

@@ -245,7 +245,8 @@ def _load_error(spec: ModelSpec, exc: Exception, online: bool) -> ModelError:
     if (isinstance(exc, ImportError) and exc.name == "transformers") or (
             "pip install transformers" in text):
         return needs_transformers(spec, "")
-    hf_name = text_cfg(spec.open_clip_name()[0]).get("hf_model_name")
+    cfg = text_cfg(spec.open_clip_name()[0])
+    hf_name = cfg.get("hf_model_name")
     if hf_name and isinstance(exc, OSError):
         # transformers could not find the text tower's config or tokenizer files (the open_clip
         # config that names the tower was found: the tower is what is missing)
@@ -253,6 +254,12 @@ def _load_error(spec: ModelSpec, exc: Exception, online: bool) -> ModelError:
             f"the text tower of model {spec} ({hf_name}) is not in the local Hugging Face cache "
             f"({hf_cache()}) and cannot be downloaded: {why_not(exc, online)}; "
             f"{download_once('it')}")
+    if cfg.get("hf_tokenizer_name") and isinstance(exc, OSError):
+        # the weights loaded; a Hugging Face tokenizer (SigLIP's) comes from its own repository
+        return WeightsUnavailableError(
+            f"the tokenizer of model {spec} ({cfg['hf_tokenizer_name']}) is not in the local "
+            f"Hugging Face cache ({hf_cache()}) and cannot be downloaded: "
+            f"{why_not(exc, online)}; {download_once('it')}")
     if spec.name.startswith(HF_HUB_PREFIX) and (not online or _hub_failure(exc)):
         return WeightsUnavailableError(hub_model_unavailable(spec.name, exc, online))
     if isinstance(exc, (RuntimeError, KeyError)) and (
