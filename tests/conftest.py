@@ -9,6 +9,7 @@ import random
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,17 @@ from models import write_tiny_model
 pytest_plugins = ["query_fixtures", "server_fixtures"]
 
 
-@pytest.fixture(scope="session")
-def _shared_exports(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One ONNX export folder for the whole run: a model is exported once, not per test."""
-    return tmp_path_factory.mktemp("exports")
+@pytest.fixture(scope="session", autouse=True)
+def _shared_exports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One ONNX export folder for the whole run: a model is exported once, not per test. Set
+    for the whole session (not only per test), so that fixtures of wider scope, which are made
+    before any test's own environment, never read or write the user's real exports or home."""
+    exports = tmp_path_factory.mktemp("exports")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RETRIEVAL_EXPORTS", str(exports))
+        mp.setenv("RETRIEVAL_HOME", str(tmp_path_factory.mktemp("session-home")))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        yield exports
 
 
 @pytest.fixture(autouse=True)

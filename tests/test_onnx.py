@@ -37,6 +37,7 @@ def test_export_agrees_with_torch_on_real_inputs(tiny_export):
         assert parity[tower]["min_cos"] >= MIN_COSINE
         assert parity[tower]["max_abs"] <= MAX_ABS_DIFF
     assert export.manifest["text"]["trim"] is True  # causal CLIP text tower: cut after the end
+    assert export.manifest["image_exporter"] == "traced"  # the fast exporter, not its fallback
     onnx = OnnxEncoder(export)
     texts = ["a red circle", "", "word " * 60, "一只猫", "a blue square at the top left"]
     got, want = onnx.embed_texts(texts), torch_encoder.embed_texts(texts)

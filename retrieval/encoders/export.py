@@ -134,7 +134,9 @@ def _export_traced(module: Any, example: Any, input_name: str, path: Path) -> No
     import onnx
     import torch
 
-    with _quiet(), torch.no_grad():
+    # Traced with autograd on: under no_grad, nn.MultiheadAttention takes its fused fast path
+    # (aten::_native_multi_head_attention), which has no ONNX form.
+    with _quiet(), torch.enable_grad():
         torch.onnx.export(module, (example,), str(path), input_names=[input_name],
                           output_names=["vectors"], dynamic_axes={input_name: {0: "batch"}},
                           opset_version=OPSET, dynamo=False)
