@@ -119,6 +119,17 @@ def extrapolate(small: float, large: float, n_small: int, n_large: int, n: int) 
     return large * (n / n_large) ** min(1.0, max(0.0, b))
 
 
+def _walk_cost(walk: str, graphs: list[str], costs: dict[str, dict[str, float]]) -> float:
+    """A graph variant's cost summed over the kinds every variant reached the target for. A
+    walk that did not reach it for some kind was stopped for costing more than the lists
+    (``PRUNE``): that kind goes to the lists, and says nothing about which walk is cheaper for
+    the others (on the overlapping regime the walk on 64 principal coordinates, half the cost
+    of the full walk on image queries, was stopped on text queries and lost to the full one).
+    Kinds no variant reached do not count; if none is reached by all, every kind counts."""
+    both = [c for c in costs.values() if all(math.isfinite(c[g]) for g in graphs)]
+    return sum(min(c[walk], 1e3) for c in (both or list(costs.values())))
+
+
 def select_parts(plan: IndexPlan, sample: np.ndarray, queries: dict[str, np.ndarray], n: int,
                  target: float = 0.95) -> IndexPlan:
     """``plan`` (a graph with lists) with what measurements on a sample favour, extrapolated
@@ -147,7 +158,7 @@ def select_parts(plan: IndexPlan, sample: np.ndarray, queries: dict[str, np.ndar
                 costs.setdefault(kind, {})[name] = extrapolate(
                     small, large, sizes[0], sizes[1], n) + (at_n if part == "lists" else 0)
     graphs = [p for p in costs[next(iter(costs))] if p.startswith("graph")]
-    walk = min(graphs, key=lambda g: sum(min(c[g], 1e3) for c in costs.values()))
+    walk = min(graphs, key=lambda g: _walk_cost(g, graphs, costs))
     lists = any(c["lists"] <= TIE * c[walk] for c in costs.values())
     # The graph is left out only where the lists are clearly cheaper for every kind.
     graph = not all(c["lists"] * TIE <= c[walk] for c in costs.values())

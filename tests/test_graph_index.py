@@ -267,3 +267,17 @@ def test_the_nprobe_grid_ends_with_every_cell():
 
     assert nprobe_grid(78)[-2:] == [64, 78]
     assert nprobe_grid(1024)[-2:] == [768, 1024] and nprobe_grid(1) == [1]
+
+
+def test_a_walk_stopped_for_one_kind_does_not_decide_between_walks():
+    """The overlapping regime at 200k: the walk on 64 coordinates was stopped on text queries
+    (dearer than the lists there) and had cost half the full walk on image queries: the
+    cheaper walk for the kinds both reached is the one built."""
+    from indexers.select import _walk_cost
+
+    costs = {"image": {"lists": 0.57, "graph": 0.48, "graph@64": 0.28},
+             "text": {"lists": 0.44, "graph": 1.09, "graph@64": math.inf}}
+    graphs = ["graph", "graph@64"]
+    assert min(graphs, key=lambda g: _walk_cost(g, graphs, costs)) == "graph@64"
+    costs["image"]["graph@64"] = math.inf  # reached by no variant for every kind: all count
+    assert min(graphs, key=lambda g: _walk_cost(g, graphs, costs)) == "graph"
