@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import make_images
 from models import write_tiny_model
 
-from retrieval import Collection
+from retrieval import Collection, ModelSpec, load_encoder
 from retrieval.encoders import first_export
+from retrieval.encoders.export import encoder_identity
 from retrieval.encoders.export_store import ExportStore
 from retrieval.encoders.runtime import OnnxEncoder
 from retrieval.ingest.report import IndexProgress
@@ -55,3 +57,17 @@ def test_int8_first_run_exports_before_it_embeds(tmp_path: Path, fresh_model: st
     col = Collection(tmp_path / "c", model=fresh_model, precision="int8")
     col.index([tmp_path / "imgs"], workers=0)
     assert isinstance(col.encoder, OnnxEncoder) and col.encoder.precision == "int8"
+
+
+def test_the_run_embeds_with_the_export_once_it_is_written(fresh_model: str) -> None:
+    """A long first run does not stay on torch: the export serves from the batch after it is
+    written, with vectors that agree with torch's within the export's parity."""
+    encoder = load_encoder(ModelSpec.parse(fresh_model), "cpu")
+    handover = first_export.start(encoder, encoder_identity(encoder), ExportStore())
+    first_export.finish()
+    pixels = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    got = handover.embed_images(pixels)
+    assert isinstance(handover._current(), OnnxEncoder)
+    np.testing.assert_allclose(got, encoder.embed_images(pixels), atol=1e-4)
+    np.testing.assert_allclose(handover.embed_texts(["a red square"]),
+                               encoder.embed_texts(["a red square"]), atol=1e-4)

@@ -3,9 +3,9 @@
 Weights come as torch checkpoints, so the first index run of a model on a machine loads torch
 whatever it does next. Rather than make that run wait for the export (tracing both towers,
 writing them, the parity check: most of a first run's fixed cost), the run embeds with the
-torch model it loaded while a thread exports it; the run waits for the thread at its end
-(:func:`finish`), so the export is there for every later run and search, which then never
-import torch.
+torch model it loaded while a thread exports it, and with the export once it is written
+(:class:`Handover`); the run waits for the thread at its end (:func:`finish`), so the export
+is there for every later run and search, which then never import torch.
 
 The thread exports a deep copy of the model: the exporter traces and may patch the module it
 is given, and the run's forward passes must never see that. Vectors do not depend on which
@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+
+import numpy as np
 
 from .export_store import Export, ExportStore
 from .openclip import OpenClipEncoder
+from .spec import Encoder
 
 _running: dict[str, _Exporting] = {}
 _guard = threading.Lock()
@@ -49,6 +52,9 @@ class _Exporting:
         finally:
             del self._twin  # the copy's memory goes back as soon as the export is written
 
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
     def wait(self) -> Export | None:
         self._thread.join()
         if self.error is not None:
@@ -56,11 +62,47 @@ class _Exporting:
         return self.export
 
 
-def start(encoder: OpenClipEncoder, identity: str, store: ExportStore) -> None:
-    """Export ``encoder`` on a thread (one per model identity in this process)."""
+class Handover:
+    """The encoder of a model's first index run: torch until the export made beside the run is
+    written (and has passed its parity check), the export from the next batch on. On the CPU
+    the export embeds faster than torch (about twice the images/s on an idle 2-core machine,
+    ``benchmarks/embed_throughput.py``), so a long first run does not stay on torch; the
+    vectors of the two agree within the parity the export checks."""
+
+    def __init__(self, torch_encoder: OpenClipEncoder, job: _Exporting) -> None:
+        self._torch, self._job = torch_encoder, job
+        self._onnx: Encoder | None = None
+        self.spec, self.dim = torch_encoder.spec, torch_encoder.dim
+        self.image_spec, self.logit_scale = torch_encoder.image_spec, torch_encoder.logit_scale
+
+    def _current(self) -> Encoder:
+        if self._onnx is None and self._job.done():
+            export = self._job.export
+            if self._job.error is None and export is not None and export.ok:
+                from .runtime import OnnxEncoder
+
+                self._onnx = OnnxEncoder(export, "fp32")
+            else:
+                self._onnx = self._torch  # a failed export: the run stays on torch
+        return self._onnx or self._torch
+
+    def embed_images(self, pixels: np.ndarray) -> np.ndarray:
+        return self._current().embed_images(pixels)
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return self._current().embed_texts(texts)
+
+    def warm(self, *towers: str) -> None:
+        self._current().warm(*towers)
+
+
+def start(encoder: OpenClipEncoder, identity: str, store: ExportStore) -> Handover:
+    """Export ``encoder`` on a thread (one per model identity in this process); the encoder
+    that embeds with it until the export is there, then with the export."""
     with _guard:
         if identity not in _running:
             _running[identity] = _Exporting(encoder, store)
+        return Handover(encoder, _running[identity])
 
 
 def running() -> bool:

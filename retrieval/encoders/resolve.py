@@ -243,7 +243,7 @@ def _on_cuda(spec: ModelSpec, identity: str | None, precision: str, device: str 
 
 def _cpu_export(spec: ModelSpec, identity: str | None, precision: str, store: ExportStore,
                 on_event: Callable[[str], None] | None, beside: bool = False
-                ) -> tuple[Export | None, OpenClipEncoder | None, str]:
+                ) -> tuple[Export | None, Encoder | None, str]:
     """The export an index run on the CPU works with (made, made again when damaged, or
     quantised first, where needed; possibly a failed one; None while a first export is made
     ``beside`` the run), the torch encoder loaded on the way (if any), and the model
@@ -270,8 +270,7 @@ def _cpu_export(spec: ModelSpec, identity: str | None, precision: str, store: Ex
 
         if on_event:
             on_event(f"exporting {spec} to ONNX beside this run (once per model)")
-        first_export.start(encoder, found, store)
-        return None, encoder, found
+        return None, first_export.start(encoder, found, store), found
     if export is None or damaged:
         export = export_model(encoder, store=store, int8=precision == "int8", force=damaged,
                               on_event=on_event)
