@@ -4,6 +4,7 @@ layered. Read from the source with ``ast``, so it costs no imports."""
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,28 +28,32 @@ def _type_checking_block(node: ast.AST) -> bool:
     return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
 
 
+def _run_time_imports(node: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
+    """The import statements under ``node`` that run (at the top or inside a function;
+    ``if TYPE_CHECKING:`` blocks are for type checkers only)."""
+    for child in ast.iter_child_nodes(node):
+        if _type_checking_block(child):
+            continue
+        if isinstance(child, ast.Import | ast.ImportFrom):
+            yield child
+        yield from _run_time_imports(child)
+
+
 def _imports(module: str, path: Path, known: set[str]) -> set[str]:
     """Modules of this code base that ``module`` imports at run time (at the top or inside a
     function; ``if TYPE_CHECKING:`` blocks are for type checkers only)."""
     is_package = path.name == "__init__.py"
     base = module.split(".") if is_package else module.split(".")[:-1]
     found: set[str] = set()
-
-    def visit(node: ast.AST) -> None:
-        for child in ast.iter_child_nodes(node):
-            if _type_checking_block(child):
-                continue
-            if isinstance(child, ast.Import):
-                found.update(a.name for a in child.names)
-            elif isinstance(child, ast.ImportFrom):
-                prefix = base[:len(base) - child.level + 1] if child.level else []
-                target = ".".join([*prefix, *(child.module or "").split(".")]).strip(".")
-                for alias in child.names:  # a submodule, else a name from the module
-                    sub = f"{target}.{alias.name}"
-                    found.add(sub if sub in known else target)
-            visit(child)
-
-    visit(ast.parse(path.read_text(encoding="utf-8")))
+    for node in _run_time_imports(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+            continue
+        prefix = base[:len(base) - node.level + 1] if node.level else []
+        target = ".".join([*prefix, *(node.module or "").split(".")]).strip(".")
+        for alias in node.names:  # a submodule, else a name from the module
+            sub = f"{target}.{alias.name}"
+            found.add(sub if sub in known else target)
     return {m for m in found if m in known and m != module}
 
 
@@ -148,18 +153,11 @@ def _external_imports(source: str) -> set[str]:
     """Top-level packages a module imports by absolute name at run time (at the top or inside
     a function; ``if TYPE_CHECKING:`` blocks are for type checkers only)."""
     found: set[str] = set()
-
-    def visit(node: ast.AST) -> None:
-        for child in ast.iter_child_nodes(node):
-            if _type_checking_block(child):
-                continue
-            if isinstance(child, ast.Import):
-                found.update(a.name.split(".")[0] for a in child.names)
-            elif isinstance(child, ast.ImportFrom) and not child.level and child.module:
-                found.add(child.module.split(".")[0])
-            visit(child)
-
-    visit(ast.parse(source))
+    for node in _run_time_imports(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(a.name.split(".")[0] for a in node.names)
+        elif not node.level and node.module:
+            found.add(node.module.split(".")[0])
     return found
 
 
