@@ -152,10 +152,6 @@ def _image_parity(onnx: OnnxEncoder, pixels: np.ndarray, want: np.ndarray) -> di
             "min_cos": min(got["min_cos"], one["min_cos"])}
 
 
-def _agrees(got: dict[str, float]) -> bool:
-    return got["min_cos"] >= MIN_COSINE and got["max_abs"] <= MAX_ABS_DIFF
-
-
 # --- probes -------------------------------------------------------------------------------------
 
 def probe_pixels(spec: ImageSpec) -> np.ndarray:
@@ -188,8 +184,12 @@ def _agreement(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
             "max_abs": float(np.abs(a - b).max()), "n": len(a)}
 
 
+def _agrees(got: dict[str, float]) -> bool:
+    return got["min_cos"] >= MIN_COSINE and got["max_abs"] <= MAX_ABS_DIFF
+
+
 def _check(name: str, got: dict[str, float]) -> None:
-    if got["min_cos"] < MIN_COSINE or got["max_abs"] > MAX_ABS_DIFF:
+    if not _agrees(got):
         raise ExportFailed(
             f"its ONNX {name} tower differs from torch (min cosine {got['min_cos']:.6f}, max "
             f"abs difference {got['max_abs']:.2e}; needed >= {MIN_COSINE} and <= "
@@ -309,12 +309,16 @@ def _write_towers(encoder: OpenClipEncoder, folder: Path) -> dict[str, Any]:
     h, w = encoder.image_spec.size
     batch = torch.export.Dim("batch", min=1, max=65536)
     example = torch.zeros((2, h, w, 3), dtype=torch.uint8)
+
+    def by_dynamo() -> str:
+        _export(image, example, "pixels", {0: batch}, folder / "image.onnx")
+        return "dynamo"
+
     exporter = "traced"
     try:
         _export_traced(image, example, "pixels", folder / "image.onnx")
     except Exception:  # what tracing cannot take, the dynamo exporter may
-        exporter = "dynamo"
-        _export(image, example, "pixels", {0: batch}, folder / "image.onnx")
+        exporter = by_dynamo()
     _export_text(text, tokenizer, ref_tokens, trim, batch, folder / "text.onnx")
     tokenizer.save(folder)
     ctx = tokenizer.context_length
@@ -329,10 +333,9 @@ def _write_towers(encoder: OpenClipEncoder, folder: Path) -> dict[str, Any]:
     want_images = encoder.embed_images(pixels)
     got = _image_parity(onnx, pixels, want_images)
     if exporter == "traced" and not _agrees(got):  # a trace that differs: export it again
-        exporter = "dynamo"
         for stale in folder.glob("image.onnx*"):
             stale.unlink()
-        _export(image, example, "pixels", {0: batch}, folder / "image.onnx")
+        exporter = by_dynamo()
         onnx = OnnxEncoder(onnx.export, "fp32", check="off")
         got = _image_parity(onnx, pixels, want_images)
     _check("image", got)

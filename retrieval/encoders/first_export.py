@@ -71,20 +71,20 @@ class Handover:
 
     def __init__(self, torch_encoder: OpenClipEncoder, job: _Exporting) -> None:
         self._torch, self._job = torch_encoder, job
-        self._onnx: Encoder | None = None
+        self._after: Encoder | None = None  # what embeds once the export thread has ended
         self.spec, self.dim = torch_encoder.spec, torch_encoder.dim
         self.image_spec, self.logit_scale = torch_encoder.image_spec, torch_encoder.logit_scale
 
     def _current(self) -> Encoder:
-        if self._onnx is None and self._job.done():
+        if self._after is None and self._job.done():
             export = self._job.export
             if self._job.error is None and export is not None and export.ok:
                 from .runtime import OnnxEncoder
 
-                self._onnx = OnnxEncoder(export, "fp32")
+                self._after = OnnxEncoder(export, "fp32")
             else:
-                self._onnx = self._torch  # a failed export: the run stays on torch
-        return self._onnx or self._torch
+                self._after = self._torch  # a failed export: the run stays on torch
+        return self._after or self._torch
 
     def embed_images(self, pixels: np.ndarray) -> np.ndarray:
         return self._current().embed_images(pixels)
@@ -118,7 +118,7 @@ def finish(on_event: Callable[[str], None] | None = None) -> list[Export]:
     done: list[Export] = []
     error: BaseException | None = None
     for identity, job in pending:
-        if on_event is not None and job._thread.is_alive():
+        if on_event is not None and not job.done():
             on_event(f"finishing the ONNX export of {job.spec} (once per model)")
         try:
             export = job.wait()
