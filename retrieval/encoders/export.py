@@ -126,9 +126,8 @@ def _export(module: Any, example: Any, input_name: str, dynamic: dict[int, Any],
 
 def _export_traced(module: Any, example: Any, input_name: str, path: Path) -> None:
     """The image tower through torch's tracing exporter (``dynamo=False``): a fraction of the
-    dynamo exporter's time for the same graph (measured on ViT-B-32: 9.5 s against 23-42 s on
-    a busy 2-core machine; the sessions embed at the same speed, vectors within 1e-7), with
-    the weights moved to external data as the dynamo exporter writes them. Only the batch axis
+    dynamo exporter's time for the same graph, sessions as fast (README, "Models"), with the
+    weights moved to external data as the dynamo exporter writes them. Only the batch axis
     is dynamic: tracing would bake a sequence length into a text tower, and no parity probe
     of one length would see it; the parity check decides whether the trace is kept."""
     import onnx

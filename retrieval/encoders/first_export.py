@@ -65,9 +65,9 @@ class _Exporting:
 class Handover:
     """The encoder of a model's first index run: torch until the export made beside the run is
     written (and has passed its parity check), the export from the next batch on. On the CPU
-    the export embeds faster than torch (about twice the images/s on an idle 2-core machine,
-    ``benchmarks/embed_throughput.py``), so a long first run does not stay on torch; the
-    vectors of the two agree within the parity the export checks."""
+    the export embeds faster than torch (``benchmarks/embed_throughput.py``: its ``default``
+    row against its ``torch`` row), so a long first run does not stay on torch; the vectors
+    of the two agree within the parity the export checks."""
 
     def __init__(self, torch_encoder: OpenClipEncoder, job: _Exporting) -> None:
         self._torch, self._job = torch_encoder, job
