@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import run_cli
 
-from retrieval import ModelSpec, load_encoder
+from retrieval import DEFAULT_MODEL, ModelSpec, load_encoder
 from retrieval.training.demo import DEMO_ARCH, DEMO_MODEL_DIR, evaluate_quality
 
 
@@ -39,6 +39,9 @@ def test_demo_command_runs_offline_and_is_incremental(tmp_path):
     assert "Text search: \"a red circle\"" in out and "Image to text" in out
     assert "Indexed them into" in out and "60 added" in out
     assert "Try next:" in out
+    # the suggestions name today's command and default model, not their former ones
+    assert " generate-captions " in out and " describe " not in out
+    assert f"default model {DEFAULT_MODEL.name} " in out
     again = run_cli("demo", "--images", "60", "--folder", tmp_path / "imgs",
                     collection=tmp_path / "col").stdout
     assert "0 added, 60 unchanged, 0 embedded" in again

@@ -136,6 +136,7 @@ def demo(ctx: click.Context, n: int, folder: Path | None, progress: bool | None)
     """Try it offline: generate synthetic images of coloured shapes, index them with the
     built-in demo model, and run text, image and image-to-text searches."""
     from ...config import home
+    from ...encoders.spec import DEFAULT_MODEL
     from ...training.demo import DEMO_QUERIES, prepare_demo
 
     base = home() / "demo"
@@ -167,10 +168,10 @@ def demo(ctx: click.Context, n: int, folder: Path | None, progress: bool | None)
     click.echo(f'  {prefix} search "a large orange star"')
     click.echo(f'  {prefix} search "左下角有一个橙色的星形"      # Chinese works too')
     click.echo(f"  {prefix} caption {sample}")
-    click.echo(f"  {prefix} describe                # a caption for every image")
+    click.echo(f"  {prefix} generate-captions       # a caption for every image")
     click.echo(f"  retrieval caption {sample} --generate --captioner demo-captioner")
     click.echo("  retrieval index ~/Pictures        # your photos, with the default model "
-               "ViT-B-32 (downloaded once)")
+               f"{DEFAULT_MODEL.name} (downloaded once)")
     click.echo("  retrieval --help")
 
 
