@@ -3,6 +3,7 @@ run ends with the export in place, and its vectors agree with the export's."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -71,3 +72,48 @@ def test_the_run_embeds_with_the_export_once_it_is_written(fresh_model: str) -> 
     np.testing.assert_allclose(got, encoder.embed_images(pixels), atol=1e-4)
     np.testing.assert_allclose(handover.embed_texts(["a red square"]),
                                encoder.embed_texts(["a red square"]), atol=1e-4)
+
+
+def test_the_exporters_quiet_silences_only_its_own_thread(capsys: pytest.CaptureFixture[str],
+                                                          caplog: pytest.LogCaptureFixture
+                                                          ) -> None:
+    """The export beside a run used to swap sys.stdout/sys.stderr, raise the root logger's
+    level and enter catch_warnings: process-wide, so the run's own output (the CLI's line on
+    Ctrl-C, its warnings about bad files) vanished while an export was under way."""
+    import logging
+    import threading
+    import warnings
+
+    from torch.jit import TracerWarning
+
+    from retrieval.encoders.quiet import quiet
+
+    inside, release = threading.Event(), threading.Event()
+
+    def exporter() -> None:
+        with quiet():
+            logging.getLogger().warning("quantiser chatter")  # dropped: this thread is quiet
+            logging.getLogger("onnxscript.optimizer").warning("optimizer chatter")
+            warnings.warn("tracer chatter", TracerWarning, stacklevel=1)
+            inside.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=exporter)
+    with warnings.catch_warnings(record=True) as caught:
+        thread.start()
+        assert inside.wait(30)
+        try:  # the exporter is inside quiet() on its thread; this thread is not
+            print("the run's summary")
+            print("the run's error line", file=sys.stderr)
+            with caplog.at_level(logging.WARNING):
+                logging.getLogger().warning("the app's warning")
+                logging.getLogger("retrieval.ingest").warning("a bad file")
+            warnings.warn("the app's own warning", UserWarning, stacklevel=1)
+        finally:
+            release.set()
+            thread.join()
+    out, err = capsys.readouterr()
+    assert out == "the run's summary\n" and err == "the run's error line\n"
+    assert [r.getMessage() for r in caplog.records] == ["the app's warning", "a bad file"]
+    assert [str(w.message) for w in caught] == ["the app's own warning"]
+    assert logging.getLogger("onnxscript").level == logging.NOTSET  # put back after

@@ -25,17 +25,14 @@ cosine 0.995 of full precision on the probe texts.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import datetime as dt
 import hashlib
-import io
 import json
 import logging
 import shutil
 import tempfile
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +51,7 @@ from .export_store import (
 )
 from .integrity import check_export, intact, record_files
 from .openclip import OpenClipEncoder
+from .quiet import quiet
 from .runtime import OnnxEncoder
 from .tokenizer import ClipTokenizer, HFTokenizer
 from .towers import ExportFailed, for_inference, tokenizer_for_export, towers
@@ -97,30 +95,15 @@ def encoder_identity(encoder: OpenClipEncoder) -> str:
     return str(cached)
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """The exporter prints progress and warns freely; a library stays quiet."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-                contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        root.setLevel(level)
-
-
 def _export(module: Any, example: Any, input_name: str, dynamic: dict[int, Any],
             path: Path) -> None:
     import torch
 
-    with _quiet(), torch.no_grad():
+    with quiet(), torch.no_grad():
         program = torch.onnx.export(
             module, (example,), input_names=[input_name], output_names=["vectors"],
             dynamic_shapes=(dynamic,),
-            opset_version=OPSET, dynamo=True, external_data=True)
+            opset_version=OPSET, dynamo=True, external_data=True, verbose=False)
         program.save(str(path), external_data=True)
 
 
@@ -135,7 +118,7 @@ def _export_traced(module: Any, example: Any, input_name: str, path: Path) -> No
 
     # Traced with autograd on: under no_grad, nn.MultiheadAttention takes its fused fast path
     # (aten::_native_multi_head_attention), which has no ONNX form.
-    with _quiet(), torch.enable_grad():
+    with quiet(), torch.enable_grad():
         torch.onnx.export(module, (example,), str(path), input_names=[input_name],
                           output_names=["vectors"], dynamic_axes={input_name: {0: "batch"}},
                           opset_version=OPSET, dynamo=False)
@@ -353,7 +336,7 @@ def quantize_export(store: ExportStore, export: Export) -> Export:
     folder = export.folder
     check_export(export)  # quantising a damaged tower would only hide the damage
     for tower in ("image", "text"):
-        with _quiet(), atomic_path(folder / f"{tower}.int8.onnx") as tmp:
+        with quiet(), atomic_path(folder / f"{tower}.int8.onnx") as tmp:
             quantize_dynamic(folder / f"{tower}.onnx", tmp, weight_type=QuantType.QInt8,
                              op_types_to_quantize=["MatMul", "Gemm"],
                              extra_options={"MatMulConstBOnly": True})

@@ -4,9 +4,11 @@ stop the run (issue 11, items 4, 7 and 8)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -42,6 +44,47 @@ def _wait_for(condition, timeout: float = 60.0, what: str = "") -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _state(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+def _embedded(col: Path) -> int:
+    """Images whose vectors the run has committed so far (0 before its catalog exists)."""
+    if not (col / "catalog.sqlite").exists():
+        return 0
+    with sqlite3.connect(f"file:{col / 'catalog.sqlite'}?mode=ro", uri=True) as db:
+        try:
+            return db.execute("SELECT count(*) FROM vectors").fetchone()[0]
+        except sqlite3.OperationalError:  # its tables are not created yet
+            return 0
+
+
+def _freeze_mid_run(proc: subprocess.Popen[str], col: Path) -> list[int]:
+    """Stop the run and its workers once both workers exist, and prove it has work left.
+
+    Timing alone (a sleep, then the signal) let a fast machine finish all 100 images first, so
+    the signal landed on a run that was already exiting. Frozen, the run cannot progress; with
+    fewer than 100 vectors committed, whatever the test sends next lands mid-run. SIGCONT the
+    returned pids to let it go on."""
+    _wait_for(lambda: len(_workers_of(proc.pid)) == 2, what="two decode workers")
+    frozen = [proc.pid, *_workers_of(proc.pid)]
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    _wait_for(lambda: all(_state(pid) in ("T", "gone") for pid in frozen), timeout=10,
+              what="the run to stop")
+    assert proc.poll() is None and _embedded(col) < 100, "the run ended before it was frozen"
+    return frozen
+
+
+def _resume(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+
+
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Enough photo-sized JPEGs that decoding takes a few seconds with two workers."""
@@ -63,20 +106,23 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="us
 def test_kill_9_of_the_run_takes_its_workers_with_it(tmp_path, photos):
     """Issue 11.4: after kill -9 of `index`, its decode workers stayed alive (re-parented)."""
     proc = _start_index(photos, tmp_path / "col")
-    _wait_for(lambda: len(_workers_of(proc.pid)) == 2, what="two decode workers")
-    time.sleep(0.3)
+    frozen = _freeze_mid_run(proc, tmp_path / "col")
     proc.kill()
     proc.wait()
+    _resume(frozen)
     _wait_for(lambda: not _workers_of(proc.pid), timeout=10, what="the workers to exit")
 
 
 def test_ctrl_c_is_one_line_and_no_worker_survives(tmp_path, photos):
     """Issue 11.8: Ctrl-C (SIGINT to the whole process group, as a terminal sends it) printed a
-    traceback per worker, and could leave the run blocked on a futex with its workers alive."""
-    proc = _start_index(photos, tmp_path / "col", start_new_session=True)
-    _wait_for(lambda: len(_workers_of(proc.pid)) == 2, what="two decode workers")
-    time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGINT)
+    traceback per worker, and could leave the run blocked on a futex with its workers alive.
+    A model's first run (its export made on a thread beside the run) lost the line: the
+    exporter's quiet swapped sys.stderr for the whole process."""
+    first_run = {**os.environ, "RETRIEVAL_EXPORTS": str(tmp_path / "no-exports-yet")}
+    proc = _start_index(photos, tmp_path / "col", start_new_session=True, env=first_run)
+    frozen = _freeze_mid_run(proc, tmp_path / "col")
+    os.killpg(proc.pid, signal.SIGINT)  # pending until the group runs again
+    _resume(frozen)
     out, err = proc.communicate(timeout=60)  # a hang fails here
     assert proc.returncode == 130, (out, err)
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
@@ -108,11 +154,9 @@ def test_a_script_without_a_main_guard_can_index(tmp_path, photos):
 
 def test_a_worker_killed_mid_run_is_replaced_and_nothing_is_lost(tmp_path, photos):
     proc = _start_index(photos, tmp_path / "col")
-    _wait_for(lambda: len(_workers_of(proc.pid)) == 2, what="two decode workers")
-    time.sleep(0.2)  # they are starting or decoding: either way the run must recover
-    victims = _workers_of(proc.pid)
-    assert victims, "the run ended before a worker could be killed"
-    os.kill(victims[0], signal.SIGKILL)
+    frozen = _freeze_mid_run(proc, tmp_path / "col")
+    os.kill(frozen[1], signal.SIGKILL)  # starting or decoding: either way the run must recover
+    _resume(frozen)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     assert out.startswith("100 added") and "0 failed" in out, out
