@@ -19,8 +19,13 @@ FILE = "file"  # an image file found by indexing a folder
 SIDECAR = "caption"  # the caption file beside an image: a text whose parent is its image
 GENERATED = "generated"  # a caption a captioning model wrote: a text whose parent is its image
 ADDED = "texts"  # a text added by the user (add-texts, Collection.add_texts)
-RECOGNISED = "ocr"  # text recognised in an image (named for the surfaces; none is made yet)
+RECOGNISED = "ocr"  # the text an OCR model recognised in an image: a text whose parent is it
 CAPTIONS = (SIDECAR, GENERATED)  # texts that describe their parent image, at most one of each
+# Texts a model made from their parent image: at most one of each source per image, keyed by
+# the image's content and the model, and made again only when one of them changes.
+DERIVED = (GENERATED, RECOGNISED)
+# An image's texts, in the order an image's hit and its keyword row take them.
+IMAGE_TEXTS = (SIDECAR, GENERATED, RECOGNISED)
 
 # Where the text that made a hit match came from (``Hit.metadata["match"]["source"]``): a
 # source above, spelled as a hit shows it, or an image's file name.

@@ -58,7 +58,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory, encoder: Any) -> Iterator[Se
                               parent_id=ids[name], metadata={"captioner": "scripted"})
                    for (name, t), v in zip(GENERATED_CAPTIONS.items(),
                                            encoder.embed_texts(texts), strict=True)]
-        col._catalog.write_generated(records)
+        col._catalog.write_derived(GENERATED, records)
         col.add_texts(TEXTS)
         for it in col._catalog.get_items(col._catalog.vector_ids("text").tolist()).values():
             if it.external_id:

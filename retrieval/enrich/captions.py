@@ -147,7 +147,7 @@ def caption_run(catalog: Catalog, captioner: Captioner, encoder: Callable[[], En
     summary = CaptionSummary(str(captioner.spec))
     images = catalog.image_contents()
     current = {image: (meta.get("image_hash"), meta.get("captioner_key")) for image, meta
-               in catalog.generated_metadata(i for i, _, _ in images).items()}
+               in catalog.derived_metadata(GENERATED, (i for i, _, _ in images)).items()}
     todo = [(i, p, h) for i, p, h in images
             if force or current.get(i) != (h, key)]
     summary.unchanged = len(images) - len(todo)
@@ -165,8 +165,8 @@ def caption_run(catalog: Catalog, captioner: Captioner, encoder: Callable[[], En
         if batch:
             texts = captioner.generate(np.stack(pixels), options)
             vectors = encoder().embed_texts(texts)
-            catalog.write_generated(_records(batch, texts, vectors, key, str(captioner.spec),
-                                             options))
+            catalog.write_derived(GENERATED, _records(batch, texts, vectors, key,
+                                                      str(captioner.spec), options))
             summary.generated += len(batch)
         done = min(start + batch_size, len(todo))
         rate = done / max(1e-9, time.perf_counter() - t0)

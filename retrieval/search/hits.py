@@ -8,12 +8,12 @@ A search's hits also say what their score is and why they matched (:func:`explai
   score order);
 * ``metadata["match"]``: the text that made the hit match, ``{"source", "text", "words"}``:
   ``source`` is ``"caption"`` (a sidecar caption), ``"generated"`` (a generated caption),
-  ``"text"`` (a text added with add-texts) or ``"name"`` (an image's file name with its
-  folder; ``"ocr"`` is kept for recognised text); ``words`` are the query words found in that
-  text as it writes them (empty when keywords took no part). An image that keywords found
-  shows the text with most query words (sidecar caption, generated caption, then name, on
-  ties), otherwise its sidecar caption, else its generated caption, else nothing; a text
-  shows itself.
+  ``"ocr"`` (text recognised in the image), ``"text"`` (a text added with add-texts) or
+  ``"name"`` (an image's file name with its folder); ``words`` are the query words found in
+  that text as it writes them (empty when keywords took no part). An image that keywords
+  found shows the text with most query words (sidecar caption, generated caption, recognised
+  text, then name, on ties), otherwise its sidecar caption, else its generated caption, else
+  nothing; a text shows itself.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..items import FILE_NAME, GENERATED, IMAGE, SIDECAR, TEXT, shown_source
+from ..items import FILE_NAME, GENERATED, IMAGE, RECOGNISED, SIDECAR, TEXT, shown_source
 from ..pathnames import shown
 from ..storage.records import Item
 
@@ -36,7 +36,7 @@ class Hit:
     """One search result: the item's id, its score (None for a plain look-up), ``kind``
     (``image`` or ``text``), the image's path (a caption's image path for captions), the text
     (an image's sidecar caption for images), and metadata (an image's generated caption is
-    ``metadata["generated_caption"]``)."""
+    ``metadata["generated_caption"]``, the text recognised in it ``metadata["ocr_text"]``)."""
 
     id: int
     score: float | None
@@ -72,7 +72,7 @@ def hydrate(catalog: Catalog, pairs: Sequence[tuple[int, float | None]]) -> list
     """Hits for (id, score) pairs, in order, read in one catalog transaction; items deleted
     by a writer since the index was read are left out."""
     found = catalog.hydrate(i for i, _ in pairs)
-    generated = found.generated
+    generated, recognised = found.generated, found.recognised
     hits = []
     for item_id, score in pairs:
         item = found.items.get(item_id)
@@ -83,6 +83,8 @@ def hydrate(catalog: Catalog, pairs: Sequence[tuple[int, float | None]]) -> list
             hit.metadata["tags"] = {t: s for t, s in found.tags[item_id]}
         if item_id in generated:
             hit.metadata["generated_caption"] = generated[item_id]
+        if item_id in recognised:
+            hit.metadata["ocr_text"] = recognised[item_id]
         hits.append(hit)
     return hits
 
@@ -118,7 +120,7 @@ def explain(hit: Hit, score_kind: str, keywords: str | None) -> None:
         texts = [(shown_source(hit.metadata.get("source")), hit.text)]
     else:
         texts = [(SIDECAR, hit.text), (GENERATED, hit.metadata.get("generated_caption")),
-                 (FILE_NAME, _name(hit.path))]
+                 (RECOGNISED, hit.metadata.get("ocr_text")), (FILE_NAME, _name(hit.path))]
     found = [(source, text, matched_words(keywords, text) if keywords else [])
              for source, text in texts if text]
     best = max(found, key=lambda f: len({w.casefold() for w in f[2]}), default=None)

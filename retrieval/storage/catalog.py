@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,6 +38,7 @@ from .schema import (
     TEXT,
     aux_vectors,
     changes,
+    derived_runs,
     items,
     schema_version,
     settings,
@@ -338,13 +339,21 @@ class Catalog:
                           .where(items.c.kind == IMAGE).order_by(items.c.id))
         return [(r.id, r.path, r.content_hash) for r in rows]
 
-    def generated_metadata(self, image_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
-        """Image id -> the metadata of its generated caption (what it was made from)."""
+    def derived_runs(self, source: str) -> dict[int, str]:
+        """Image id -> the key its text of ``source`` was last looked for with."""
+        rows = self._read(select(derived_runs.c.item_id, derived_runs.c.key)
+                          .where(derived_runs.c.source == source))
+        return {r.item_id: r.key for r in rows}
+
+    def derived_metadata(self, source: str, image_ids: Iterable[int]
+                         ) -> dict[int, dict[str, Any]]:
+        """Image id -> the metadata of its text of ``source`` (a generated caption, recognised
+        text: what it was made from)."""
         out: dict[int, dict[str, Any]] = {}
         with self._reads.connect() as conn:
             for part in chunks(list(image_ids)):
                 for r in conn.execute(select(items.c.parent_id, items.c.metadata).where(
-                        items.c.source == GENERATED, items.c.parent_id.in_(part))):
+                        items.c.source == source, items.c.parent_id.in_(part))):
                     out[r.parent_id] = r.metadata or {}
         return out
 
@@ -379,10 +388,13 @@ class Catalog:
         """Insert or update texts (captions by parent, others by external id)."""
         return list(self._write(writes.write_texts, records))
 
-    def write_generated(self, records: Sequence[TextRecord]) -> list[int]:
-        """Insert or replace generated captions, one per image (images deleted since are left
-        out); returns their ids."""
-        return list(self._write(writes.write_generated, records))
+    def write_derived(self, source: str, records: Sequence[TextRecord],
+                      runs: Mapping[int, str] | None = None) -> list[int]:
+        """Insert or replace texts a model made from images (generated captions, recognised
+        text), one per image and source (images deleted since are left out); with ``runs``,
+        record which images were looked at with which key (see ``writes.write_derived``).
+        Returns the texts' ids."""
+        return list(self._write(writes.write_derived, source, records, runs))
 
     def delete_items(self, ids: Iterable[int]) -> int:
         """Delete items and everything attached to them; returns items deleted."""

@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from ..items import CAPTIONS, IMAGE
+from ..items import IMAGE, IMAGE_TEXTS
 from ..pathnames import clean_text
 from .schema import items, tags
 
@@ -173,10 +173,10 @@ def rows(conn: Any, ids: Sequence[int]) -> list[tuple[int, str, str, str]]:
     """(id, name, body, tags) of these items as the index should hold them."""
     found = conn.execute(select(items.c.id, items.c.kind, items.c.path, items.c.text,
                                 items.c.external_id).where(items.c.id.in_(ids))).all()
-    captions: dict[int, str] = {}  # sidecar first, then generated
+    captions: dict[int, str] = {}  # an image's texts: sidecar, generated, then recognised
     for parent, caption in conn.execute(select(items.c.parent_id, items.c.text).where(
-            items.c.source.in_(CAPTIONS), items.c.parent_id.in_(ids))
-            .order_by(items.c.source)):  # "caption" (sidecar) sorts before "generated"
+            items.c.source.in_(IMAGE_TEXTS), items.c.parent_id.in_(ids))
+            .order_by(items.c.source)):  # "caption" < "generated" < "ocr": IMAGE_TEXTS' order
         captions[parent] = f"{captions[parent]} {caption}" if parent in captions else caption
     labels: dict[int, list[str]] = {}
     for item_id, tag in conn.execute(select(tags.c.item_id, tags.c.tag)

@@ -15,6 +15,7 @@ from ..errors import CatalogError
 from .schema import (
     aux_vectors,
     changes,
+    derived_runs,
     items,
     schema_version,
     settings,
@@ -57,9 +58,18 @@ def _5_cjk_keywords(conn: Any) -> None:
     rebuild_keywords(conn)
 
 
+def _6_recognised_text(conn: Any) -> None:
+    """Text recognised in images (``source = 'ocr'``): at most one per image, and the runs
+    that looked for it (``derived_runs``)."""
+    derived_runs.create(conn, checkfirst=True)
+    for index in items.indexes:
+        if index.name == "ux_items_ocr_parent":
+            index.create(conn, checkfirst=True)
+
+
 MIGRATIONS: dict[int, Callable[[Any], None]] = {1: _1_core, 2: _2_tags_aux_keywords,
                                                 3: _3_path_escape, 4: _4_generated_captions,
-                                                5: _5_cjk_keywords}
+                                                5: _5_cjk_keywords, 6: _6_recognised_text}
 SCHEMA_VERSION = max(MIGRATIONS)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from ..items import GENERATED, IMAGE, SIDECAR
+from ..items import GENERATED, IMAGE, RECOGNISED, SIDECAR
 from .records import Hydrated, Item
 from .schema import items, tags
 from .writes import chunks
@@ -23,13 +23,14 @@ def items_by_id(conn: Any, ids: Iterable[int]) -> dict[int, Item]:
     return out
 
 
-CAPTION_SOURCES = {SIDECAR: "captions", GENERATED: "generated"}  # Hydrated's field of each
+# Hydrated's field of each of an image's texts
+CAPTION_SOURCES = {SIDECAR: "captions", GENERATED: "generated", RECOGNISED: "recognised"}
 _CAPTION_ITEMS = items.alias("cap")
 
 
 def hydrate_items(conn: Any, ids: Iterable[int]) -> Hydrated:
-    """Items, their tags (best first) and, for images, their sidecar and generated captions,
-    from one statement per chunk of ids."""
+    """Items, their tags (best first) and, for images, their sidecar and generated captions
+    and recognised text, from one statement per chunk of ids."""
     out = Hydrated({}, {}, {}, {}, {})
     cap = _CAPTION_ITEMS
     for part in chunks(list(ids)):

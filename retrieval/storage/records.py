@@ -81,14 +81,15 @@ class FileState:
 
 @dataclass
 class Hydrated:
-    """What :meth:`Catalog.hydrate` read: items, parents, captions (sidecar) and generated
-    captions by image, tags by item."""
+    """What :meth:`Catalog.hydrate` read: items, parents, captions (sidecar), generated
+    captions and recognised text by image, tags by item."""
 
     items: dict[int, Item]
     parents: dict[int, Item]
     captions: dict[int, str]
     tags: dict[int, list[tuple[str, float | None]]]
     generated: dict[int, str] = field(default_factory=dict)
+    recognised: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ from sqlalchemy import (
 from sqlalchemy import text as sql_text
 
 from ..items import GENERATED as GENERATED_SOURCE
-from ..items import IMAGE, KINDS, SIDECAR, TEXT
+from ..items import IMAGE, KINDS, RECOGNISED, SIDECAR, TEXT
 from ..pathnames import from_stored, to_stored
 from .backends import PARTIAL_INDEXES
 
@@ -116,6 +116,7 @@ items = Table(
     Index("ux_items_caption_parent", "parent_id", unique=True, **_where(f"source = '{SIDECAR}'")),
     Index("ux_items_generated_parent", "parent_id", unique=True,
           **_where(f"source = '{GENERATED_SOURCE}'")),
+    Index("ux_items_ocr_parent", "parent_id", unique=True, **_where(f"source = '{RECOGNISED}'")),
     Index("ux_items_text_external_id", "external_id", unique=True,
           **_where(f"kind = '{TEXT}' AND external_id IS NOT NULL")),
     sqlite_autoincrement=True,
@@ -147,6 +148,16 @@ tag_runs = Table(
     "tag_runs", metadata,
     _item_ref(primary_key=True),
     Column("signature", String(64), nullable=False),
+)
+
+# Which images a model has made its text of a source from (recognised text), and with which
+# key (the model's identity and options, and the image's content): an image whose text was
+# looked for and none found has a run and no text item.
+derived_runs = Table(
+    "derived_runs", metadata,
+    _item_ref(primary_key=True),
+    Column("source", String(16), primary_key=True),
+    Column("key", String(200), nullable=False),
 )
 
 aux_vectors = Table(

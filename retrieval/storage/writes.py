@@ -8,16 +8,25 @@ keyword row.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from sqlalchemy import bindparam, delete, insert, select, update
 
-from ..items import FILE, GENERATED, IMAGE, SIDECAR, TEXT
+from ..items import DERIVED, FILE, IMAGE, SIDECAR, TEXT
 from .backends import for_dialect
 from .records import ImageRecord, TextRecord, encode_vector
-from .schema import aux_vectors, changes, items, tag_runs, tags, utcnow, vectors
+from .schema import (
+    aux_vectors,
+    changes,
+    derived_runs,
+    items,
+    tag_runs,
+    tags,
+    utcnow,
+    vectors,
+)
 
 CHUNK = 900  # bound parameters per statement (SQLite allows 999 by default)
 
@@ -121,22 +130,45 @@ def write_texts(conn: Any, records: Sequence[TextRecord]) -> list[int]:
     return ids
 
 
-def write_generated(conn: Any, records: Sequence[TextRecord]) -> list[int]:
-    """Insert or replace generated captions, one per image (keyed by the image); one
-    transaction with their vectors, change log and keyword rows (the text's and its image's).
-    An image deleted since the batch was read is left out."""
+def write_derived(conn: Any, source: str, records: Sequence[TextRecord],
+                  runs: Mapping[int, str] | None = None) -> list[int]:
+    """Insert or replace texts a model made from images (``source``: one of ``DERIVED``), one
+    per image (keyed by the image); one transaction with their vectors, change log and keyword
+    rows (the text's and its image's). With ``runs`` (image id -> the key it was made with,
+    for every image looked at, with a text or without), the runs are recorded and an image
+    looked at with no text found this time loses the text it had. An image deleted since the
+    batch was read is left out."""
+    assert source in DERIVED, source
+    if runs:
+        record_runs(conn, source, runs, {r.parent_id for r in records})
     alive = set(ids_by(conn, items.c.id, [r.parent_id for r in records], items.c.kind == IMAGE))
     records = [r for r in records if r.parent_id in alive]
     now = utcnow()
-    rows = [dict(kind=TEXT, text=r.text, content_hash=r.content_hash, source=GENERATED,
+    rows = [dict(kind=TEXT, text=r.text, content_hash=r.content_hash, source=source,
                  metadata=r.metadata, parent_id=r.parent_id, updated_at=now) for r in records]
     existing = ids_by(conn, items.c.parent_id, [r.parent_id for r in records],
-                      items.c.source == GENERATED)
+                      items.c.source == source)
     ids = upsert(conn, rows, [existing.get(r.parent_id) for r in records],
                  [r.vector for r in records], now)
     log_changes(conn, ((i, TEXT) for i in ids))
     refresh_keywords(conn, ids + [r.parent_id for r in records if r.parent_id is not None])
     return ids
+
+
+def record_runs(conn: Any, source: str, runs: Mapping[int, str], with_text: set[Any]) -> None:
+    """Record the runs of images still in the catalog; drop the old text of ``source`` of those
+    that came out without one."""
+    alive = set(ids_by(conn, items.c.id, list(runs), items.c.kind == IMAGE))
+    for part in chunks(list(alive)):
+        conn.execute(delete(derived_runs).where(derived_runs.c.source == source,
+                                                derived_runs.c.item_id.in_(part)))
+    if alive:
+        conn.execute(insert(derived_runs), [{"item_id": i, "source": source, "key": runs[i]}
+                                            for i in alive])
+    empty = [i for i in alive if i not in with_text]
+    gone = list(ids_by(conn, items.c.parent_id, empty, items.c.source == source).values())
+    if gone:
+        delete_items(conn, gone)  # logs the change and refreshes the images' keyword rows
 
 
 def delete_items(conn: Any, ids: Sequence[int]) -> int:
@@ -151,7 +183,7 @@ def delete_items(conn: Any, ids: Sequence[int]) -> int:
             if r.parent_id is not None:
                 parents.add(r.parent_id)
     for part in chunks(list(doomed)):
-        for table in (vectors, tags, tag_runs, aux_vectors):
+        for table in (vectors, tags, tag_runs, aux_vectors, derived_runs):
             conn.execute(delete(table).where(table.c.item_id.in_(part)))
         conn.execute(delete(items).where(items.c.parent_id.in_(part)))
         conn.execute(delete(items).where(items.c.id.in_(part)))
