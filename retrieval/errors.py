@@ -7,7 +7,8 @@ something to do. The CLI prints that line and exits non-zero; the HTTP layer map
     RetrievalError
     ├── ModelError            a model cannot be resolved or loaded
     │   ├── ModelNotFoundError     unknown architecture name or pretrained tag
-    │   └── WeightsUnavailableError  weights are not cached and cannot be downloaded
+    │   ├── WeightsUnavailableError  weights are not cached and cannot be downloaded
+    │   └── OCRUnavailableError      text recognition's package (the ocr extra) is missing
     ├── CollectionError       a collection cannot be opened or used as asked
     │   ├── CollectionNotFoundError  no collection at that path
     │   ├── ModelMismatchError       the collection is bound to another model
@@ -45,6 +46,10 @@ class ModelNotFoundError(ModelError):
 
 class WeightsUnavailableError(ModelError):
     """The weights are not cached locally and cannot be downloaded (offline, missing file)."""
+
+
+class OCRUnavailableError(ModelError):
+    """Text recognition was asked for and its package (``retrieval[ocr]``) is not installed."""
 
 
 class CollectionError(RetrievalError):
