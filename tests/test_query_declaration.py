@@ -77,9 +77,10 @@ def test_http_models_are_the_declared_fields() -> None:
         assert default == (list(f.default) if f.repeatable else f.default), f.name
         assert fields[f.name].description == f.description, f.name
     # The form lacks the image (its file part is the image), the vector and the terms (a form
-    # field is a string: hundreds of numbers, or objects, have no form spelling).
+    # field is a string: hundreds of numbers, or objects, have no form spelling), and keywords
+    # (an upload is an image search, and a keyword search takes no image).
     assert list(SearchForm.model_fields) == [f.name for f in FIELDS if f.form]
-    assert set(NAMES) - set(SearchForm.model_fields) == {"image", "vector", "terms"}
+    assert set(NAMES) - set(SearchForm.model_fields) == {"image", "vector", "terms", "keywords"}
 
 
 # --- every surface hands every field on -----------------------------------------------------

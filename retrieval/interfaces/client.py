@@ -46,7 +46,7 @@ class Client:
                terms: Sequence[Term | Mapping[str, Any]] = (), target: str = "image",
                k: int = 10, offset: int = 0, path: str | None = None, after: str | None = None,
                before: str | None = None, tags: Sequence[str] = (),
-               filters: Sequence[str] = (), hybrid: bool = False,
+               filters: Sequence[str] = (), keywords: bool = False, hybrid: bool = False,
                keyword_weight: float | None = None, rerank: str | None = None,
                min_score: float | None = None, cutoff: str | None = None) -> Hits:
         """The same search as :meth:`retrieval.Collection.search`, over HTTP. ``image`` (a
@@ -58,8 +58,9 @@ class Client:
             "vector": None if vector is None else [float(x) for x in vector],
             "terms": [_term(t) for t in terms], "target": target, "k": k, "offset": offset,
             "path": path, "after": after, "before": before, "tags": list(tags),
-            "filters": list(filters), "hybrid": hybrid, "keyword_weight": keyword_weight,
-            "rerank": rerank, "min_score": min_score, "cutoff": cutoff}
+            "filters": list(filters), "keywords": keywords, "hybrid": hybrid,
+            "keyword_weight": keyword_weight, "rerank": rerank, "min_score": min_score,
+            "cutoff": cutoff}
         res = self._call("POST", "/search",
                          json={key: value for key, value in body.items() if value is not None})
         data = res.json()

@@ -122,8 +122,14 @@ class HitOut(BaseModel):
     score: float | None
     kind: str
     path: str | None
-    text: str | None
-    metadata: dict[str, Any]
+    text: str | None = Field(description="A text hit's text; an image's sidecar caption.")
+    metadata: dict[str, Any] = Field(description=(
+        "What else is known: an image's width, height, taken_at, camera and size; "
+        "generated_caption and ocr_text (the text recognised in the image), tags; a text's "
+        "source (texts, caption, generated, ocr) and caption_of (its image's id). A search's "
+        "hits add score_kind (similarity, fused, keywords or reranked), scores (the parts), "
+        "and match: {source, text, words}, the text that made the hit match (source caption, "
+        "generated, ocr, text or name) and the query words found in it."))
 
 
 class SearchOut(BaseModel):

@@ -61,6 +61,7 @@ def build_query(
     before: str | None = None,
     tags: Sequence[str] = (),
     filters: Sequence[Filter | str] = (),
+    keywords: bool = False,
     hybrid: bool | Hybrid = False,
     keyword_weight: float | None = None,
     rerank: str | Sequence[Stage] | None = None,
@@ -71,7 +72,8 @@ def build_query(
     of weight 1; ``terms`` are :class:`Term` objects or ``{"kind", "value", "weight"}``
     mappings. ``filters`` are :class:`Filter` objects or ``"FIELD OP VALUE"`` strings;
     ``path``, ``after``, ``before`` and ``tags`` add the usual filters. ``target`` is
-    ``image`` or ``text`` (plurals accepted). ``min_score`` (a cosine) and ``cutoff``
+    ``image`` or ``text`` (plurals accepted). ``keywords`` ranks by the keyword index alone
+    (text terms only; no fusion, cut or re-ranking). ``min_score`` (a cosine) and ``cutoff``
     (``"auto"``) end the ranked list (:mod:`.cutoff`). The parameters are the fields of
     :data:`~retrieval.search.fields.FIELDS`."""
     all_terms = [as_term(t) for t in terms]
@@ -82,7 +84,8 @@ def build_query(
                   filters=_filters(filters, path, after, before, tags),
                   hybrid=_hybrid(hybrid, keyword_weight),
                   rerank=parse_pipeline(rerank if isinstance(rerank, str | None) else
-                                        list(rerank)), min_score=min_score, cutoff=cutoff)
+                                        list(rerank)), min_score=min_score, cutoff=cutoff,
+                  keywords=keywords)
     _check_rules(query)  # its terms were checked as they were made
     return query
 
@@ -122,6 +125,8 @@ def _check_rules(query: Query) -> None:
                          f"got {query.offset!r}")
     if len(query.filters) > MAX_FILTERS:
         raise QueryError(f"at most {MAX_FILTERS} filters, got {len(query.filters)}")
+    if query.keywords is not False:
+        _check_keywords(query)
     if query.rerank:
         _check_rerank(query)
     if query.hybrid is not None and query.offset + query.k > MAX_HYBRID_DEPTH:
@@ -130,6 +135,29 @@ def _check_rules(query: Query) -> None:
     if query.min_score is not None or query.cutoff is not None:
         _check_cut(query)
     query.mark_checked()
+
+
+def _check_keywords(query: Query) -> None:
+    """A keyword search ranks by words alone: text terms, and nothing that needs vectors."""
+    if not isinstance(query.keywords, bool | np.bool_):
+        raise QueryError(f"keywords is true or false, got {query.keywords!r}")
+    query.keywords = bool(query.keywords)
+    if not query.keywords:
+        return
+    other = next((t for t in query.terms if t.kind != "text" or t.weight <= 0), None)
+    if other is not None:
+        what = ("a negative text term (it cannot push results away)" if other.kind == "text"
+                else f"a{'n' if other.kind == 'image' else ''} {other.kind} term")
+        raise QueryError(f"a keyword search ranks by the words of its texts: leave out {what}, "
+                         "or search by vectors without --keywords")
+    for given, name in ((query.hybrid is not None, "hybrid (which fuses keywords with the "
+                         "vector ranking)"),
+                        (query.min_score is not None, "min score (a cosine similarity)"),
+                        (query.cutoff is not None, "cutoff (on cosine similarities)"),
+                        (bool(query.rerank), "rerank (its stages work on vectors)")):
+        if given:
+            raise QueryError(f"keywords ranks by the keyword index alone, without vectors: "
+                             f"leave out keywords or {name}")
 
 
 def _check_cut(query: Query) -> None:

@@ -88,6 +88,11 @@ FIELDS: tuple[QueryField, ...] = (
     QueryField("filters", (), "Any filter, e.g. 'width >= 1024', 'camera ~ *canon*', "
                "'meta.brand = acme' (repeatable; see docs for fields).", list[str],
                flags=("--where",), metavar="'FIELD OP VALUE'", max_length=32),
+    # An image file or an item is no keyword: the upload form (an image search) has no room
+    # for it.
+    QueryField("keywords", False, "Rank by keywords alone (file names, captions, recognised "
+               "text, texts, tags), no vectors; text terms only, not with --hybrid, --min-score, "
+               "--cutoff or --rerank.", bool, flags=("--keywords",), form=False),
     QueryField("hybrid", False, "Fuse keyword matches (file names, captions, texts, tags) with "
                "the vector ranking (reciprocal rank fusion).", bool, flags=("--hybrid",)),
     QueryField("keyword_weight", None, "Weight of the keyword ranking in --hybrid (default 1).",

@@ -14,6 +14,10 @@ A filter is ``FIELD OP VALUE``. Fields:
 ``tag``            a tag from ``retrieval tag`` (``=`` only)
 ``caption``        ``true`` when the image has a caption, sidecar or generated (``=``);
                    ``~`` globs the caption text, case-insensitive (``caption ~ *beach*``)
+``ocr``            ``true`` when text was recognised in the image (``=``); ``~`` globs that
+                   text, case-insensitive (``ocr ~ *invoice*``). On a text search
+                   (``--target text``): ``true`` for recognised texts themselves, and ``~``
+                   globs a recognised text's own text
 ``meta.KEY``       a metadata field of JSONL texts (a bare ``KEY`` works when it exists)
 =================  ====================================================================
 
@@ -42,8 +46,8 @@ OPS = ("!=", "<=", ">=", "=", "<", ">", "~")
 _WHERE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*([!<>=~]+)\s*(.*?)\s*$", re.S)
 NUMERIC = ("width", "height", "size")
 DATES = ("date", "taken", "mtime")
-FIELDS = ("path", *DATES, *NUMERIC, "orientation", "camera", "tag", "caption")
-GLOBBED = ("path", "camera", "caption")  # fields that take ~ (and metadata fields)
+FIELDS = ("path", *DATES, *NUMERIC, "orientation", "camera", "tag", "caption", "ocr")
+GLOBBED = ("path", "camera", "caption", "ocr")  # fields that take ~ (and metadata fields)
 
 
 @dataclass(frozen=True)
@@ -184,7 +188,7 @@ def _condition(f: Filter, kind: str) -> Condition:
     if f.field.startswith("meta."):
         return _metadata(f, kind)
     return {"path": _path, "orientation": _orientation, "camera": _camera, "tag": _tag,
-            "caption": _caption}[f.field](f, kind)
+            "caption": _caption, "ocr": _caption}[f.field](f, kind)
 
 
 def _path(f: Filter, kind: str) -> Condition:
@@ -233,13 +237,15 @@ def _tag(f: Filter, kind: str) -> Condition:
 
 
 def _caption(f: Filter, kind: str) -> Condition:
-    """Sidecar and generated captions alike: ``~`` globs their text (case-insensitive)."""
+    """An image's texts: ``caption`` (sidecar and generated captions alike) or ``ocr`` (its
+    recognised text); ``~`` globs the text (case-insensitive), ``=`` says whether there is
+    one."""
     if f.op == "~":
-        return Condition("caption", "~", f.value.lower(), kind)
+        return Condition(f.field, "~", f.value.lower(), kind)
     truth = f.value.lower() in ("true", "yes", "1")
     if f.value.lower() not in ("true", "yes", "1", "false", "no", "0") or f.op not in ("=", "!="):
-        raise QueryError(f"filter '{f}': caption = true or false, or caption ~ a glob")
-    return Condition("caption", f.op, truth, kind)
+        raise QueryError(f"filter '{f}': {f.field} = true or false, or {f.field} ~ a glob")
+    return Condition(f.field, f.op, truth, kind)
 
 
 def _metadata(f: Filter, kind: str) -> Condition:

@@ -3,9 +3,11 @@
 A search's hits also say what their score is and why they matched (:func:`explain`):
 
 * ``metadata["score_kind"]``: ``"similarity"`` (the query vector's cosine), ``"fused"``
-  (hybrid search's reciprocal-rank fusion) or ``"reranked"`` (after re-ranking stages: the
-  last stage that scores sets the score, and the order is the stages', so hits may be out of
-  score order);
+  (hybrid search's reciprocal-rank fusion), ``"keywords"`` (a keyword search's relevance as a
+  share of its first result's, which scores 1; the raw relevance is ``metadata["scores"]
+  ["keyword"]``: :func:`~.planning.normalised`) or ``"reranked"`` (after re-ranking stages:
+  the last stage that scores sets the score, and the order is the stages', so hits may be
+  out of score order);
 * ``metadata["match"]``: the text that made the hit match, ``{"source", "text", "words"}``:
   ``source`` is ``"caption"`` (a sidecar caption), ``"generated"`` (a generated caption),
   ``"ocr"`` (text recognised in the image), ``"text"`` (a text added with add-texts) or

@@ -1,8 +1,10 @@
-"""Planning a search: filters against the vector index, and keyword fusion.
+"""Planning a search: filters against the vector index, keyword fusion, and keyword-only
+ranking.
 
 A selective filter runs inside the index (FAISS id selector; exact on short allow-lists); a
 broad one searches unfiltered with a pool sized by its selectivity and tops up until k matches
 are found. Hybrid search fuses the vector ranking with the keyword ranking by reciprocal rank.
+A keyword search (``keywords``) ranks by the keyword index alone (:func:`keyword_ranking`).
 
 Results are a total order: by score, ties by item id. A search fetches past the k-th result
 until the next score is lower (or the index is exhausted), so that the whole group of items
@@ -24,6 +26,9 @@ if TYPE_CHECKING:
     from indexers import VectorIndex
 
 SELECTIVE = 0.25  # filters keeping at most this share search inside the index (id selector)
+# A filtered keyword search reads the keyword ranking in growing prefixes until a page's worth
+# passes the filters, to at most this many matches (past it, what passed is what is found).
+MAX_KEYWORD_FETCH = 200_000
 
 Pairs = list[tuple[int, float]]
 
@@ -107,3 +112,38 @@ def fuse(vector: Pairs, keyword: Pairs, h: Hybrid) -> list[tuple[int, float, dic
     kw_rank = {item: r for r, (item, _) in enumerate(keyword)}
     order = sorted(fused, key=lambda i: (-fused[i], kw_rank.get(i, len(keyword)), i))
     return [(i, fused[i], parts[i]) for i in order]
+
+
+def keyword_ranking(search: Callable[[int], Pairs], need: int, allow: np.ndarray | None,
+                    check: Callable[[], None] = lambda: None) -> Pairs:
+    """The first ``need`` (id, score) of a keyword ranking among ``allow`` (all when None).
+
+    ``search(n)`` is the ranking's first n matches, best first, ties by id (the catalog's
+    keyword search): a total order, so a page is a slice of it. With filters, a prefix twice
+    as long is read until ``need`` matches pass them or the ranking ends (at most
+    :data:`MAX_KEYWORD_FETCH` matches); ``check`` runs before each longer read. The scores
+    are the catalog's raw relevance (see :func:`normalised`)."""
+    if need <= 0:
+        return []
+    fetch = need if allow is None else max(need * 4, 64)
+    while True:
+        fetch = min(fetch, MAX_KEYWORD_FETCH)
+        pairs = search(fetch)
+        kept = pairs if allow is None else [
+            p for p, ok in zip(pairs, np.isin(np.fromiter((i for i, _ in pairs), np.int64,
+                                                          len(pairs)), allow).tolist(),
+                               strict=True) if ok]
+        if len(kept) >= need or len(pairs) < fetch or fetch >= MAX_KEYWORD_FETCH:
+            return kept[:need]
+        check()
+        fetch *= 2
+
+
+def normalised(pairs: Pairs) -> list[tuple[int, float, float]]:
+    """(id, score, raw relevance) of a keyword ranking read from its top: each relevance
+    divided by the first (the best that passed the filters), so the first result scores 1 and
+    the others the share of its relevance they have, whichever catalog ranked them (the raw
+    relevance is bm25 on SQLite, a bm25-like sum of ``ts_rank`` on PostgreSQL: their scales
+    differ)."""
+    best = pairs[0][1] if pairs else 0.0
+    return [(i, s / best if best > 0 else s, s) for i, s in pairs]

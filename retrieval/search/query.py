@@ -68,7 +68,8 @@ class Query:
     """What to search for, and where: weighted terms, the target (``image`` or ``text``
     items), k and an offset for paging, filters, optional keyword fusion, a re-ranking
     pipeline, and where the results end: ``min_score`` (a cosine) and ``cutoff`` (``"auto"``),
-    which cut the ranked list before it is paged (:mod:`.cutoff`)."""
+    which cut the ranked list before it is paged (:mod:`.cutoff`). ``keywords``: rank by the
+    keyword index alone, no vectors (:func:`~.planning.keyword_ranking`)."""
 
     terms: list[Term] = field(default_factory=list)
     target: str = IMAGE
@@ -79,6 +80,7 @@ class Query:
     rerank: list[Stage] = field(default_factory=list)
     min_score: float | None = None
     cutoff: str | None = None
+    keywords: bool = False
     _checked_as: tuple[object, ...] | None = field(default=None, init=False, repr=False,
                                                    compare=False)
 
@@ -98,10 +100,11 @@ class Query:
 
     def _state(self) -> tuple[object, ...]:
         return (self.target, self.k, self.offset, self.hybrid, self.min_score, self.cutoff,
-                *self.terms, _END, *self.filters, _END, *self.rerank)
+                self.keywords, *self.terms, _END, *self.filters, _END, *self.rerank)
 
     def keyword_text(self) -> str:
-        """The words the keyword half of a hybrid search looks for: positive text terms."""
+        """The words a keyword search (the keyword half of a hybrid search) looks for: positive
+        text terms."""
         return " ".join(str(t.value) for t in self.terms if t.kind == "text" and t.weight > 0)
 
 

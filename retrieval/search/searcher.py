@@ -7,7 +7,9 @@ score and item id (:mod:`.planning`); fusion and re-ranking work on a pool that 
 depend on the page (:func:`candidate_pool`), and the stages answer their first results as a
 run over the whole pool would (:func:`.rerank.run_pipeline`). A cut (``min_score``,
 ``cutoff``) ends the vector ranking at a threshold that does not depend on the page either
-(:mod:`.cutoff`), before the stages and the page.
+(:mod:`.cutoff`), before the stages and the page. A keyword search (``keywords``) embeds
+nothing and searches no vector index: it pages the keyword ranking itself
+(:func:`.planning.keyword_ranking`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from .cutoff import (
 from .embedding import QueryEmbedder
 from .filters import compile_filters
 from .hits import Hit, Hits, explain, hydrate
-from .planning import Pairs, filtered_search, fuse
+from .planning import Pairs, filtered_search, fuse, keyword_ranking, normalised
 from .query import Query
 from .rerank import MAX_CANDIDATES, Candidate, RerankContext, SecondModel, run_pipeline
 
@@ -69,6 +71,8 @@ class Searcher:
         A query from :func:`~.builder.build_query` is not checked again."""
         budget.check()
         ensure_valid(query)
+        if query.keywords:
+            return self._keywords(query, budget)
         q = self.embedder.vector(query.terms, budget.check)
         need = query.offset + query.k
         pool = candidate_pool(query)
@@ -99,6 +103,27 @@ class Searcher:
         if cut is None:
             return Hits(hits)
         return Hits(hits, total=len(cands), threshold=cut.threshold)
+
+    def _keywords(self, query: Query, budget: Budget) -> Hits:
+        """The keyword ranking's page, scored by :func:`.planning.normalised` (``score_kind``
+        ``keywords``; the raw relevance is ``scores["keyword"]``)."""
+        words, need = query.keyword_text(), query.offset + query.k
+        allow = None
+        if query.filters:
+            allow = self.catalog.ids_where(
+                query.target, compile_filters(query.filters, self.catalog, query.target))
+            budget.check()
+        ranked = keyword_ranking(
+            lambda n: self.catalog.keyword_search(words, query.target, n), need, allow,
+            budget.check)
+        page = normalised(ranked)[query.offset:need]
+        budget.check()
+        hits = hydrate(self.catalog, [(i, s) for i, s, _ in page])
+        raw = {i: r for i, _, r in page}
+        for h in hits:
+            h.metadata["scores"] = {"keyword": raw[h.id]}
+            explain(h, "keywords", words)
+        return Hits(hits)
 
     def _vector_search(self, query: Query, q: np.ndarray, pool: int, allow: np.ndarray | None,
                        budget: Budget) -> tuple[Pairs, Cut | None]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import and_, case, exists, func, not_, or_, select
 
-from ..items import CAPTIONS, TEXT
+from ..items import CAPTIONS, RECOGNISED, TEXT
 from .dialects import EpochTime, Glob, JsonValue
 from .records import Condition
 from .schema import items, tags
@@ -94,6 +94,23 @@ def _caption(c: Condition) -> Any:
     return has if (c.op == "=") == c.value else not_(has)
 
 
+def _ocr(c: Condition) -> Any:
+    """An image's recognised text (its child of source ``ocr``). On a text search the text
+    itself: a recognised text, and its own words for ``~`` (a text has no children, so the
+    image's meaning would keep nothing, or everything)."""
+    if c.kind == TEXT:
+        own = items.c.source == RECOGNISED
+        if c.op == "~":
+            return and_(own, Glob(func.lower(items.c.text), c.value))
+        return own if (c.op == "=") == c.value else items.c.source.is_distinct_from(RECOGNISED)
+    ocr = items.alias("ocr")
+    of_image = (ocr.c.parent_id == items.c.id) & (ocr.c.source == RECOGNISED)
+    if c.op == "~":
+        return exists().where(of_image, Glob(func.lower(ocr.c.text), c.value))
+    has = exists().where(of_image)
+    return has if (c.op == "=") == c.value else not_(has)
+
+
 def _metadata(c: Condition) -> Any:
     """The value may be stored as text or as a number."""
     key = c.field[len("meta."):]
@@ -112,4 +129,4 @@ def _metadata(c: Condition) -> Any:
 
 _FIELDS: dict[str, Callable[[Condition], Any]] = {
     "path": _path, "orientation": _orientation, "camera": _camera, "tag": _tag,
-    "caption": _caption}
+    "caption": _caption, "ocr": _ocr}

@@ -106,6 +106,8 @@ def _cut_note(total: int, threshold: float | None, offset: int) -> str:
 
 def _score_kind(query: Any) -> str:
     """What a query's scores are, for hits that do not say (see :mod:`.table`)."""
+    if query.keywords:
+        return "keywords"
     return "reranked" if query.rerank else "fused" if query.hybrid is not None else "similarity"
 
 

@@ -2,11 +2,13 @@
 
 One row per hit, numbered from the page's first position (``--offset 10`` starts at 11), with
 a header naming the score (``similarity``, ``fused rank score`` for ``--hybrid``'s reciprocal
-rank fusion, ``re-ranked`` after ``--rerank``). Under a row, lined up with its result, come
-the text that made the hit match, labelled by where it comes from (``caption:``, ``generated
-caption:``, ``file name:``, ``recognised text:``; a text hit's own text is its row), the image a
-caption belongs to (``caption of PATH``) and the near-duplicates ``dedup`` merged into it
-(``+2 near-duplicates: 17, 42``).
+rank fusion, ``keyword score`` for ``--keywords``, ``re-ranked`` after ``--rerank``). Under a
+row, lined up with its result, come the text that made the hit match, labelled by where it
+comes from (``caption:``, ``generated caption:``, ``file name:``, ``recognised text:``; a text
+hit's own text is its row), the text recognised in an image when something else made it match
+(``recognised text:``, its first :data:`OCR_SHOWN` characters), the image a caption or a
+recognised text belongs to (``caption of PATH``, ``recognised text of PATH``) and the
+near-duplicates ``dedup`` merged into it (``+2 near-duplicates: 17, 42``).
 
 Query words found in that text are marked: bold on a terminal, ``[word]`` in a pipe or under
 ``NO_COLOR`` (never escape codes in a pipe). Only on a terminal are lines cut to its width:
@@ -32,11 +34,12 @@ if TYPE_CHECKING:
     from ...search import Hit
 
 SCORE_HEADERS = {"similarity": "similarity", "fused": "fused rank score",
-                 "reranked": "re-ranked"}
+                 "keywords": "keyword score", "reranked": "re-ranked"}
 SOURCE_LABELS = {SIDECAR: "caption", GENERATED: "generated caption", TEXT: "text",
                  FILE_NAME: "file name", RECOGNISED: "recognised text"}
 OUT_OF_ORDER = "note: the re-ranking stages set this order, so the scores are not in order"
 MIN_PATH = 12  # columns a path cut from its start needs to show something of its name
+OCR_SHOWN = 80  # characters of an image's recognised text shown when it did not make it match
 _TOKEN = re.compile(r"[^\W_]+")
 _CJK = re.compile("[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u31f0-\u31ff\u3400-\u4dbf"
                   "\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003134f]")
@@ -100,15 +103,32 @@ def _match(hit: Hit) -> tuple[str, str, list[str]] | None:
     return None
 
 
+def shortened(text: str, words: Iterable[str] = ()) -> str:
+    """``text`` on one line, at most about :data:`OCR_SHOWN` characters: from the start, or
+    from a little before the first of ``words`` found in it; ``...`` where it is cut."""
+    flat = " ".join(text.split())
+    if len(flat) <= OCR_SHOWN:
+        return flat
+    folded = flat.casefold()
+    at = min((i for i in (folded.find(w.casefold()) for w in words if w) if i >= 0),
+             default=0)
+    start = 0 if at < OCR_SHOWN // 2 else at - 20
+    piece = flat[start:start + OCR_SHOWN - 6].strip()
+    return ("..." if start else "") + piece + ("..." if start + OCR_SHOWN - 6 < len(flat) else "")
+
+
 def hit_rows(hit: Hit) -> list[Row]:
     """The lines of one hit's result column: what it is, then why it matched, whose caption
     it is, and what was merged into it."""
     match = _match(hit)
     if hit.kind == TEXT:
         words = match[2] if match else []
-        rows = [Row(_quoted(hit.text or "", words))]
+        own = hit.text or ""
+        rows = [Row(_quoted(shortened(own, words) if hit.metadata.get("source") == RECOGNISED
+                            else own, words))]
         if hit.path:
-            made = SOURCE_LABELS[GENERATED if hit.metadata.get("source") == GENERATED else SIDECAR]
+            source = hit.metadata.get("source")
+            made = SOURCE_LABELS[source if source in (GENERATED, RECOGNISED) else SIDECAR]
             rows.append(Row([(f"{made} of ", False), (shown(hit.path), False)], path=True))
     else:
         rows = [Row([(shown(hit.path), False)], path=True)]
@@ -116,8 +136,13 @@ def hit_rows(hit: Hit) -> list[Row]:
             source, text, words = match
             label = SOURCE_LABELS.get(source, source)
             spans = (mark_words(shown(text), words) if source == FILE_NAME
-                     else _quoted(text, words))
+                     else _quoted(shortened(text, words) if source == RECOGNISED else text,
+                                  words))
             rows.append(Row([(f"{label}: ", False), *spans]))
+        ocr = hit.metadata.get("ocr_text")
+        if ocr and not (match and match[0] == RECOGNISED):
+            rows.append(Row([(f"{SOURCE_LABELS[RECOGNISED]}: ", False),
+                             *_quoted(shortened(str(ocr)), [])]))
     merged = hit.metadata.get("duplicates") or []
     if merged:
         what = "near-duplicate" if len(merged) == 1 else "near-duplicates"

@@ -88,6 +88,42 @@ function cut() {
   return c;
 }
 
+// Fill `el` with `text`, the query words that matched it (`words`, as the text writes them)
+// in <mark> elements: marked in the text itself, not only by colour. Text goes in as text
+// nodes, never as HTML. Latin words are marked where they stand whole; Chinese, Japanese and
+// Korean words wherever they occur (they sit inside runs without spaces).
+const CJK = /[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]/u;
+const escapeRe = (w) => w.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+
+function marked(el, text, words) {
+  el.textContent = "";
+  const parts = (words || []).filter((w) => w && w.trim()).sort((a, b) => b.length - a.length)
+    .map((w) => CJK.test(w) ? escapeRe(w) : `(?<![\\p{L}\\p{N}])${escapeRe(w)}(?![\\p{L}\\p{N}])`);
+  if (!parts.length) { el.textContent = text; return; }
+  const re = new RegExp(parts.join("|"), "giu");
+  let at = 0;
+  for (const m of text.matchAll(re)) {
+    if (m.index > at) el.appendChild(document.createTextNode(text.slice(at, m.index)));
+    const mark = document.createElement("mark");
+    mark.textContent = m[0];
+    el.appendChild(mark);
+    at = m.index + m[0].length;
+  }
+  if (at < text.length) el.appendChild(document.createTextNode(text.slice(at)));
+}
+
+// A long recognised text, cut to about `room` characters around the first matched word.
+function excerpt(text, words, room = 160) {
+  const flat = text.split(/\s+/).join(" ").trim();
+  if (flat.length <= room) return flat;
+  const folded = flat.toLowerCase();
+  const found = (words || []).map((w) => folded.indexOf(w.toLowerCase())).filter((i) => i >= 0);
+  const first = found.length ? Math.min(...found) : 0;
+  const start = first < room / 2 ? 0 : first - 30;
+  const end = start + room;
+  return (start ? "..." : "") + flat.slice(start, end).trim() + (end < flat.length ? "..." : "");
+}
+
 async function thumb(img, id) {
   try {
     const res = await call(`/items/${id}/thumbnail?size=256`);
@@ -102,6 +138,8 @@ function show(hits, took, total, threshold) {
     const card = document.createElement("div");
     card.className = "hit";
     card.dataset.id = h.id;
+    const m = h.metadata || {};
+    const match = m.match || {};
     if (h.kind === "image") {
       const img = document.createElement("img");
       img.alt = h.text || h.path || "";
@@ -110,29 +148,51 @@ function show(hits, took, total, threshold) {
     } else {
       const t = document.createElement("div");
       t.className = "text";
-      t.textContent = h.text;
+      const own = match.source === "ocr" ? excerpt(h.text || "", match.words) : h.text || "";
+      marked(t, own, match.words);
       card.appendChild(t);
     }
     const meta = document.createElement("div");
     meta.className = "meta";
     const name = h.path ? h.path.split("/").pop() : "";
     meta.innerHTML = `<span class="score">${h.score === null ? "" : h.score.toFixed(3)}</span> ` +
-      `<span class="name"></span><div class="caption"></div><div class="generated"></div>`;
+      `<span class="name"></span><div class="caption"></div><div class="generated"></div>` +
+      `<div class="ocr"></div>`;
     meta.querySelector(".name").textContent = name;
-    meta.querySelector(".caption").textContent = h.kind === "image" && h.text ? h.text : "";
-    const generated = (h.metadata || {}).generated_caption;
-    meta.querySelector(".generated").textContent = generated ? `generated: ${generated}` :
-      (h.metadata || {}).source === "generated" ? "(generated caption)" : "";
+    const words = (source) => match.source === source ? match.words : [];
+    marked(meta.querySelector(".caption"), h.kind === "image" && h.text ? h.text : "",
+           words("caption"));
+    const generated = m.generated_caption;
+    const gen = meta.querySelector(".generated");
+    if (generated) {
+      marked(gen, generated, words("generated"));
+      gen.prepend("generated: ");
+    } else {
+      gen.textContent = m.source === "generated" ? "(generated caption)" : "";
+    }
+    // The text recognised in an image (OCR), labelled in words, its matched words marked.
+    const ocr = meta.querySelector(".ocr");
+    if (m.ocr_text) {
+      marked(ocr, excerpt(m.ocr_text, words("ocr")), words("ocr"));
+      ocr.prepend("text in image: ");
+      ocr.title = m.ocr_text;
+    } else if (m.source === "ocr") {
+      ocr.textContent = "(text recognised in an image)";
+    }
     card.appendChild(meta);
     const more = document.createElement("button");
     more.className = "more";
     more.textContent = "more like this";
-    more.onclick = () => run({kind: "json", body: {like: h.id, target: "image"}}, 0);
+    more.onclick = () => run({kind: "json", body: {like: h.id, target: "image", keywords: false}},
+                             0);
     card.appendChild(more);
     grid.appendChild(card);
   }
   $("#status").className = "";
   let status = hits.length ? `${hits.length} results in ${took} ms` : "no results";
+  if (hits.length && hits[0].metadata && hits[0].metadata.score_kind === "keywords") {
+    status += " (ranked by keywords; the first scores 1)";
+  }
   if (total !== null && total !== undefined && threshold !== null) {
     status += `; ${total} in all, down to similarity ${threshold.toFixed(3)}`;
   }
@@ -158,9 +218,11 @@ async function run(query, newOffset) {
       for (const [name, value] of Object.entries(cut())) form.append(name, value);
       res = await call("/search/upload", {method: "POST", body: form});
     } else {
+      const keywords = $("[name=keywords]").checked;
       const body = Object.assign({k: perPage(), offset, target: $("[name=target]").value,
-                                  filters: filters(), hybrid: $("[name=hybrid]").checked},
-                                 cut(), query.body);
+                                  filters: filters(), keywords,
+                                  hybrid: !keywords && $("[name=hybrid]").checked},
+                                 keywords ? {} : cut(), query.body);
       res = await call("/search", {method: "POST", body: JSON.stringify(body),
                                    headers: {"Content-Type": "application/json"}});
     }
@@ -186,6 +248,13 @@ drop.addEventListener("drop", (ev) => {
   ev.preventDefault();
   drop.classList.remove("over");
   if (ev.dataTransfer.files.length) run({kind: "upload", file: ev.dataTransfer.files[0]}, 0);
+});
+// Keywords alone and keywords fused with vectors are two rankings: one at a time.
+$("[name=keywords]").addEventListener("change", (ev) => {
+  if (ev.target.checked) $("[name=hybrid]").checked = false;
+});
+$("[name=hybrid]").addEventListener("change", (ev) => {
+  if (ev.target.checked) $("[name=keywords]").checked = false;
 });
 $("#next").onclick = () => last && run(last, offset + perPage());
 $("#prev").onclick = () => last && run(last, Math.max(0, offset - perPage()));
