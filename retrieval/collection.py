@@ -214,17 +214,19 @@ class Collection:
                terms: Sequence[Term | Mapping[str, Any]] = (), target: str = "image",
                k: int = 10, offset: int = 0, path: str | None = None, after: str | None = None,
                before: str | None = None, tags: Sequence[str] = (),
-               filters: Sequence[Filter | str] = (), hybrid: bool | Hybrid = False,
-               keyword_weight: float | None = None, rerank: str | Sequence[Stage] | None = None,
-               min_score: float | None = None, cutoff: str | None = None,
-               deadline: float | None = None, cancel: CancelFlag | None = None) -> Hits:
+               filters: Sequence[Filter | str] = (), keywords: bool = False,
+               hybrid: bool | Hybrid = False, keyword_weight: float | None = None,
+               rerank: str | Sequence[Stage] | None = None, min_score: float | None = None,
+               cutoff: str | None = None, deadline: float | None = None,
+               cancel: CancelFlag | None = None) -> Hits:
         """Search by any mix of text, image, stored item (``like``) and raw vector.
 
         ``terms`` adds weighted terms (negative weights push results away). ``target`` is
         ``image`` or ``text``. ``filters`` are ``"FIELD OP VALUE"`` strings (or
         :class:`~retrieval.search.filters.Filter`); ``path``, ``after``, ``before`` and
-        ``tags`` add the usual ones. ``hybrid`` fuses keyword matches (file names, captions,
-        texts, tags) with the vector ranking (``keyword_weight``: the keyword ranking's
+        ``tags`` add the usual ones. ``keywords`` ranks by keywords alone (file names,
+        captions, recognised text, texts, tags; text terms only, no model). ``hybrid`` fuses
+        keyword matches with the vector ranking (``keyword_weight``: the keyword ranking's
         weight); ``rerank`` is a pipeline such as ``"exact,mmr:0.7,dedup:0.95"``.
         ``min_score`` (a cosine) and ``cutoff="auto"`` end the results before paging; the hits
         then carry ``total`` and ``threshold`` (:mod:`retrieval.search.cutoff`). ``deadline``
@@ -233,9 +235,9 @@ class Collection:
         :func:`~retrieval.search.builder.build_query`."""
         query = build_query(text, image=image, like=like, vector=vector, terms=terms,
                             target=target, k=k, offset=offset, path=path, after=after,
-                            before=before, tags=tags, filters=filters, hybrid=hybrid,
-                            keyword_weight=keyword_weight, rerank=rerank, min_score=min_score,
-                            cutoff=cutoff)
+                            before=before, tags=tags, filters=filters, keywords=keywords,
+                            hybrid=hybrid, keyword_weight=keyword_weight, rerank=rerank,
+                            min_score=min_score, cutoff=cutoff)
         return self.run(query, deadline=deadline, cancel=cancel)
 
     def run(self, query: Query, *, deadline: float | None = None,
