@@ -23,6 +23,7 @@ from .storage.lock import WriteLock
 
 if TYPE_CHECKING:
     from .enrich.captions import CaptionSummary
+    from .enrich.recognition import OCRSummary
     from .ingest import IndexSummary, ProgressCallback, TextInput
     from .search.budget import CancelFlag
     from .search.files import ItemFile
@@ -120,26 +121,33 @@ class Collection:
               strict: bool = False, max_pixels: int | None = None, batch_size: int = 32,
               workers: int | None = None, captions: bool = True,
               index_memory: int | str | None = None, ray: str | None = None,
-              progress: ProgressCallback | None = None) -> IndexSummary:
+              ocr: bool | None = None, progress: ProgressCallback | None = None
+              ) -> IndexSummary:
         """Index image files and folders (recursively); returns what changed.
 
         ``index_memory`` (bytes, or "2G") bounds the vector indexes' memory, kept for later
-        runs; ``ray`` ("auto" or a cluster address) decodes and embeds on Ray. ``strict=True``
-        raises :class:`IndexingError` (summary on it) after the commits if a file was skipped.
+        runs; ``ray`` ("auto" or a cluster address) decodes and embeds on Ray. ``ocr=True``
+        reads the text in images (new and changed files where they are decoded, then every
+        image without a current reading, see :meth:`ocr`); True or False is remembered for
+        later runs, None takes the remembered choice. ``strict=True`` raises
+        :class:`IndexingError` (summary on it) after the commits if a file was skipped.
         """
         from .ingest import IndexOptions
         from .ingest.runs import index_run
         from .ingest.scan import check_roots
         from .media import DEFAULT_MAX_PIXELS
 
-        options = IndexOptions(hidden, max_pixels or DEFAULT_MAX_PIXELS, batch_size, workers,
-                               captions, ray)
         roots = check_roots(paths)
+        reads_text = self._ocr_choice(ocr)
+        options = IndexOptions(hidden, max_pixels or DEFAULT_MAX_PIXELS, batch_size, workers,
+                               captions, ray, reads_text)
         if ray:
             from .ingest.distributed import check_ray
 
             check_ray(ray)  # before the model loads: a run asked for Ray needs Ray
         with self._writing(progress) as catalog:
+            if ocr is not None and bool(catalog.get_settings().get("ocr")) != ocr:
+                catalog.set_settings(ocr=ocr)
             if index_memory is not None:
                 self._vector_indexes().set_memory_budget(index_memory)
             summary = index_run(catalog, lambda: self._binding.indexing_encoder(progress),
@@ -148,6 +156,13 @@ class Collection:
         if strict:
             summary.check_strict()
         return summary
+
+    def _ocr_choice(self, ocr: bool | None) -> bool:
+        """Whether an index run reads text: as asked, else as the collection remembers; a
+        run that will is refused before anything is done when the ``ocr`` extra is missing."""
+        from .enrich.recognition import ocr_choice
+
+        return ocr_choice(self._opened, ocr)
 
     def add_texts(self, texts: str | os.PathLike[str] | Sequence[str | Mapping[str, Any]
                                                                   | TextInput], *,
@@ -305,6 +320,22 @@ class Collection:
         return summary
 
     describe = generate_captions  # its name before, kept for scripts that call it
+
+    def ocr(self, *, force: bool = False, batch_size: int = 16, threads: int | None = None,
+            progress: ProgressCallback | None = None) -> OCRSummary:
+        """Read the text in every image lacking a current reading (one whose file or the OCR
+        model changed since; every image with ``force``), a batch per transaction, then bring
+        the indexes up to date; ``threads``: ONNX Runtime's (None: one per core). See
+        :mod:`retrieval.enrich.recognition`."""
+        from .enrich.recognition import ocr_run
+
+        catalog = self._reading()
+        with self._lock.hold():
+            summary = ocr_run(catalog, lambda: self._binding.indexing_encoder(progress),
+                              force=force, batch_size=batch_size, threads=threads,
+                              progress=progress)
+        self.sync(progress)
+        return summary
 
     def set_search_threads(self, threads: int | None) -> None:
         """The threads one search's encoding may use (None: every core); a server that runs

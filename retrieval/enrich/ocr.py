@@ -21,7 +21,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
 
 import numpy as np
 
@@ -83,7 +83,7 @@ def available() -> bool:
 
 class _Engines:
     lock = threading.Lock()
-    loaded: dict[int, Any] = {}  # threads -> a RapidOCR engine
+    loaded: ClassVar[dict[int, Any]] = {}  # threads -> a RapidOCR engine
     threads: int | None = None  # this process's default (a decode worker sets 1)
     key: str | None = None
 

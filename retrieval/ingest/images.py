@@ -32,7 +32,14 @@ from ..media import hash_text
 from ..storage.records import FileState, ImageRecord, TextRecord
 from .confine import FoundFileError, Sidecar, read_sidecar
 from .pool import decoded
-from .report import IndexOptions, IndexProgress, IndexSummary, ProgressCallback, no_progress
+from .report import (
+    FileError,
+    IndexOptions,
+    IndexProgress,
+    IndexSummary,
+    ProgressCallback,
+    no_progress,
+)
 from .scan import check_roots, scan
 from .texts import embed_texts
 from .workers import (
@@ -82,7 +89,22 @@ def index_images(catalog: Catalog, get_encoder: Callable[[], Encoder],
         catalog.delete_items(gone)
         summary.removed += len(gone)
         progress(IndexProgress("remove", len(gone), len(gone)))
+    if options.ocr:
+        _read_the_rest(catalog, get_encoder, summary, batches.unread if batches else set(),
+                       progress)
     return summary
+
+
+def _read_the_rest(catalog: Catalog, get_encoder: Callable[[], Encoder], summary: IndexSummary,
+                   unread: set[str], progress: ProgressCallback) -> None:
+    """An OCR run's last step: read the text of the collection's images without a current
+    reading (indexed before OCR was turned on, renamed or copied content, decoded on Ray),
+    but not of the files whose reading failed in this run."""
+    from ..enrich.recognition import ocr_run
+
+    done = ocr_run(catalog, get_encoder, skip=unread, progress=progress)
+    summary.recognised += done.recognised
+    summary.warnings.extend(done.errors)
 
 
 class _Batches:
@@ -95,6 +117,7 @@ class _Batches:
         self.options, self.summary = options, summary
         self.pending: list[DecodeResult] = []
         self.stale: list[int] = []  # changed files that can no longer be read
+        self.unread: set[str] = set()  # files whose text could not be read (--ocr)
 
     def local_source(self, todo: list[DecodeTask]) -> Generator[DecodeResult, None, None]:
         """Results in task order from this machine's decode workers (pixels, for the model
@@ -103,7 +126,7 @@ class _Batches:
         window = max(2 * workers, -(-2 * max(1, self.options.batch_size) // CHUNK))
         return decoded(todo, spec=self.encoder.image_spec, workers=workers,
                        max_pixels=self.options.max_pixels, known=self.catalog.content_prefixes,
-                       window=window)
+                       window=window, ocr=self.options.ocr)
 
     def ray_source(self, todo: list[DecodeTask]) -> Generator[DecodeResult, None, None]:
         """Results in any order from a Ray cluster, embedded there (vectors)."""
@@ -127,6 +150,9 @@ class _Batches:
                 if res.error is not None:
                     self.failed(res.path, res.error)
                 else:
+                    if res.ocr_error is not None:  # indexed all the same, read again next run
+                        self.unread.add(res.path)
+                        self.summary.warnings.append(FileError(res.path, res.ocr_error))
                     self.pending.append(res)
                     ready += res.pixels is not None or res.vector is not None
                     if ready >= size or len(self.pending) >= 4 * size:
@@ -165,8 +191,20 @@ class _Batches:
             kept.append(res)
         vectors = self.embed(fresh)
         self.summary.embedded += len(fresh)
-        self.catalog.write_images([self.record(res, reuse, slot, vectors) for res in kept])
+        ids = self.catalog.write_images([self.record(res, reuse, slot, vectors) for res in kept])
+        self.write_text(ids, kept)
         self.pending.clear()
+
+    def write_text(self, ids: list[int], kept: list[DecodeResult]) -> None:
+        """Store the text read in these images (an OCR run), right after their batch."""
+        from ..enrich.ocr import ocr_key
+        from ..enrich.recognition import Recognised, write_recognised
+
+        read = [Recognised(i, r.content_hash, r.lines)
+                for i, r in zip(ids, kept, strict=True) if r.lines is not None]
+        if read:
+            self.summary.recognised += write_recognised(self.catalog, self.encoder, read,
+                                                        ocr_key())
 
     def embed(self, fresh: list[DecodeResult]) -> np.ndarray | None:
         """One vector per result: embedded here from its pixels, or as it came (Ray)."""
@@ -186,7 +224,8 @@ class _Batches:
     def redecode(self, res: DecodeResult) -> DecodeResult:
         """The worker saw this content in the catalog, but it changed since (two files swapped
         contents, say): decode it here after all."""
-        init_worker(self.encoder.image_spec, self.options.max_pixels, None)
+        init_worker(self.encoder.image_spec, self.options.max_pixels, None,
+                    ocr=self.options.ocr)
         res = decode_file(DecodeTask(res.path, res.size, res.mtime_ns), skip_known=False)
         if res.error is not None or res.pixels is None:
             self.failed(res.path, res.error or "cannot decode image")

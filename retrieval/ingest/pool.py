@@ -205,21 +205,22 @@ class DecodePool:
 
 
 def decoded(tasks: Sequence[DecodeTask], *, spec: ImageSpec, max_pixels: int, workers: int,
-            known: Callable[[], np.ndarray] | None = None, window: int | None = None
-            ) -> Generator[DecodeResult, None, None]:
+            known: Callable[[], np.ndarray] | None = None, window: int | None = None,
+            ocr: bool = False) -> Generator[DecodeResult, None, None]:
     """Decode results in task order, from a bounded window of worker jobs (``workers=0``
     decodes here, without lower priority or skipping known content). ``known`` gives the
     contents the catalog holds (:meth:`~retrieval.storage.Catalog.content_prefixes`), read
-    when workers start.
+    when workers start. With ``ocr`` the text of new contents is read where they are decoded
+    (:func:`.workers.read_text`).
 
     Close the iterator (``contextlib.closing``) when stopping early: that stops the workers."""
     chunks = [list(tasks[i:i + CHUNK]) for i in range(0, len(tasks), CHUNK)]
     if workers == 0 or len(chunks) <= 1:
-        init_worker(spec, max_pixels, None)
+        init_worker(spec, max_pixels, None, ocr=ocr)
         for chunk in chunks:
             yield from decode_chunk(chunk)
         return
-    init = (spec, max_pixels, known() if known is not None else None, True)
+    init = (spec, max_pixels, known() if known is not None else None, True, ocr)
     with DecodePool(min(workers, len(chunks)), init) as pool:
         for results in pool.map(chunks, window or 2 * workers):
             yield from results

@@ -29,6 +29,9 @@ class IndexSummary:
     failed: int = 0
     embedded: int = 0
     errors: list[FileError] = field(default_factory=list)
+    recognised: int = 0  # images whose text was read (--ocr) and had some
+    # files indexed whose text could not be read (--ocr): read again next run
+    warnings: list[FileError] = field(default_factory=list)
 
     def fail(self, path: str, reason: str) -> None:
         self.failed += 1
@@ -36,7 +39,7 @@ class IndexSummary:
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        for e in out["errors"]:
+        for e in out["errors"] + out["warnings"]:
             e["path"] = shown(e["path"])
         return out
 
@@ -52,8 +55,9 @@ class IndexSummary:
 
 @dataclass(frozen=True)
 class IndexProgress:
-    """A progress report: ``phase`` is scan, embed, captions, remove, tag, model or index;
-    ``detail`` carries a message worth showing (a model exported, an index rebuilt)."""
+    """A progress report: ``phase`` is scan, embed, captions, ocr, remove, tag, model or index;
+    ``detail`` carries a message worth showing (a model exported, an index rebuilt); ``ocr``
+    (text recognition) counts images with text in ``embedded``."""
 
     phase: str
     done: int
@@ -95,3 +99,4 @@ class IndexOptions:
     workers: int | None = None  # decode processes; None: one per CPU (up to 8), 0: inline
     captions: bool = True
     ray: str | None = None  # decode and embed on Ray: "auto" or a cluster address
+    ocr: bool = False  # read the text in images (retrieval.enrich.recognition)

@@ -15,6 +15,7 @@ import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,6 +30,9 @@ from ..media import (
     to_model_input,
 )
 from ..storage.records import prefix_test
+
+if TYPE_CHECKING:
+    from ..enrich.ocr import TextLine
 
 CHUNK = 8  # files per worker round trip
 WORKER_NICENESS = 19
@@ -57,6 +61,8 @@ class DecodeResult:
     pixels: np.ndarray | None = None
     error: str | None = None
     vector: np.ndarray | None = None
+    lines: list[TextLine] | None = None  # the text read in it (OCR runs; None: not read)
+    ocr_error: str | None = None  # why its text could not be read
 
 
 def worker_count(requested: int | None) -> int:
@@ -71,14 +77,21 @@ class _State:
     spec: ImageSpec
     max_pixels: int
     known_hash: Callable[[str], bool] | None = None
+    ocr: bool = False
 
 
 def init_worker(spec: ImageSpec, max_pixels: int, known: np.ndarray | None = None,
-                background: bool = False) -> None:
+                background: bool = False, ocr: bool = False) -> None:
     """Process initialiser: remember the spec and ``known``, the contents the catalog holds
-    (:meth:`~retrieval.storage.Catalog.content_prefixes`), and lower the priority."""
+    (:meth:`~retrieval.storage.Catalog.content_prefixes`), and lower the priority. With
+    ``ocr``, new contents' text is read too (one ONNX Runtime thread in a worker process)."""
     _State.spec = spec
     _State.max_pixels = max_pixels
+    _State.ocr = ocr
+    if ocr and background:
+        from ..enrich.ocr import set_threads
+
+        set_threads(1)
     _State.known_hash = prefix_test(known) if known is not None and len(known) else None
     if background:
         with contextlib.suppress(AttributeError, OSError):
@@ -105,7 +118,21 @@ def decode_file(task: DecodeTask, *, skip_known: bool = True) -> DecodeResult:
         result.error = f"cannot read file ({exc.strerror or exc})"
     except Exception as exc:  # a decoder bug on hostile input must not stop the run
         result.error = f"cannot decode image ({type(exc).__name__}: {exc})"
+    if _State.ocr and result.pixels is not None:
+        read_text(result)
     return result
+
+
+def read_text(result: DecodeResult) -> None:
+    """Read the text in a decoded file (new content of an OCR run); a failure is the file's
+    ``ocr_error``, and the image is indexed all the same."""
+    from ..enrich.ocr import recognise_file
+    from ..enrich.recognition import failure
+
+    try:
+        result.lines = recognise_file(result.path, max_pixels=_State.max_pixels)
+    except Exception as exc:  # the OCR model failing on one file must not stop the run
+        result.ocr_error = failure(exc)
 
 
 def decode_chunk(tasks: list[DecodeTask]) -> list[DecodeResult]:

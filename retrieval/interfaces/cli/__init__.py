@@ -2,8 +2,8 @@
 
 One module per group of commands: :mod:`.indexing` (index, add-texts, remove, tag),
 :mod:`.searching` (search, caption, duplicates, info), :mod:`.describing` (generate-captions,
-and its old name describe), :mod:`.models` (train, demo, model export/list), :mod:`.serving`
-(serve);
+and its old name describe), :mod:`.ocr` (ocr), :mod:`.models` (train, demo, model export/list),
+:mod:`.serving` (serve);
 :mod:`.group` holds what they share, :mod:`.output` how things are shown.
 """
 
@@ -12,10 +12,10 @@ from __future__ import annotations
 import gc
 import sys
 
-from . import describing, indexing, models, searching, serving
+from . import describing, indexing, models, ocr, searching, serving
 from .group import cli
 
-__all__ = ["cli", "describing", "indexing", "main", "models", "searching", "serving"]
+__all__ = ["cli", "describing", "indexing", "main", "models", "ocr", "searching", "serving"]
 
 
 def main() -> None:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
+from ...pathnames import shown
 from .group import cli, json_option, model_options, open_collection, progress_option
 from .output import counted, json_text, print_summary, progress_bars
+
+if TYPE_CHECKING:
+    from ...ingest import IndexSummary
 
 
 @cli.command()
@@ -22,6 +27,11 @@ from .output import counted, json_text, print_summary, progress_bars
               help="Decode processes (0: decode in the main process). Default: one per CPU, "
                    "up to 8; they run at low priority.")
 @click.option("--no-captions", is_flag=True, help="Ignore sidecar caption files (x.txt).")
+@click.option("--ocr/--no-ocr", default=None,
+              help="Read the text in images (OCR, Chinese and English; needs the ocr extra: "
+                   "pip install 'retrieval[ocr]') for keyword search and --where 'ocr ~ ...'. "
+                   "Remembered for later runs. Default: as the collection's last --ocr/--no-ocr, "
+                   "else off.")
 @click.option("--index-memory", default=None, metavar="SIZE",
               help="Memory budget of the vector indexes, e.g. 2G (default 4G; remembered). "
                    "It decides between exact, IVF and compressed IVF indexes.")
@@ -39,8 +49,8 @@ from .output import counted, json_text, print_summary, progress_bars
 def index(ctx: click.Context, paths: tuple[Path, ...], model: str | None,
           pretrained: str | None, device: str, hidden: bool, strict: bool,
           max_pixels: int | None, batch_size: int, workers: int | None, no_captions: bool,
-          index_memory: str | None, precision: str | None, ray: str | None, as_json: bool,
-          progress: bool | None) -> None:
+          index_memory: str | None, precision: str | None, ray: str | None, ocr: bool | None,
+          as_json: bool, progress: bool | None) -> None:
     """Index image files and folders (recursively). Unchanged files are skipped; changed ones
     are re-embedded; files gone from these folders are removed.
 
@@ -50,8 +60,21 @@ def index(ctx: click.Context, paths: tuple[Path, ...], model: str | None,
     with progress_bars(progress) as bar:
         summary = col.index(paths, hidden=hidden, strict=strict, max_pixels=max_pixels,
                             batch_size=batch_size, workers=workers, captions=not no_captions,
-                            index_memory=index_memory, ray=ray, progress=bar)
+                            index_memory=index_memory, ray=ray, ocr=ocr, progress=bar)
     print_summary(summary, as_json)
+    if not as_json:
+        print_ocr(summary)
+
+
+def print_ocr(summary: IndexSummary) -> None:
+    """What an index run with --ocr read: images with text, and files whose text could not be
+    read (indexed all the same; read again next run), one line each."""
+    if summary.recognised:
+        click.echo(f"text read in {counted(summary.recognised, 'image')}")
+    for e in summary.warnings[:20]:
+        click.echo(f"  no text read from {shown(e.path)}: {e.reason}", err=True)
+    if len(summary.warnings) > 20:
+        click.echo(f"  ... and {len(summary.warnings) - 20} more (see --json)", err=True)
 
 
 @cli.command("add-texts")
