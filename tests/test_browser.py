@@ -468,3 +468,77 @@ def test_token_sign_in_in_chromium(token_server: tuple[ServerProcess, dict[str, 
         page.wait_for_selector("#login", state="visible", timeout=TIMEOUT_MS)
         assert page.context.cookies() == []
         assert not problems, problems
+
+
+# --- text recognised in images: keyword-only search, shown and marked ----------------------------
+
+OCR_TEXTS = {"receipt.png": "HOTEL LINDNER\nINVOICE 4711 Total 120.00",
+             "sign.png": "紧急出口请勿堵塞"}
+
+
+@pytest.fixture
+def ocr_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A server on a few images, two with recognised text written as an OCR run writes it."""
+    from conftest import make_image
+
+    from retrieval import Collection
+    from retrieval.items import RECOGNISED
+    from retrieval.media import hash_text
+    from retrieval.storage.records import TextRecord
+
+    _require_browser()
+    folder = tmp_path / "pics"
+    for n, name in enumerate([*OCR_TEXTS, "hotel-lobby.png", "plain.png"]):
+        make_image(folder / name, seed=n)
+    col = tmp_path / "col"
+    run_cli("index", folder, "--model", MODEL, collection=col)
+    with Collection(col) as c:
+        ids = {Path(it.path).name: i for i, it in c._catalog.get_items(
+            c._catalog.vector_ids("image").tolist()).items()}
+        vectors = c._binding.encoder.embed_texts(list(OCR_TEXTS.values()))
+        c._catalog.write_derived(RECOGNISED, [
+            TextRecord(text=t, vector=v, content_hash=hash_text(t), source=RECOGNISED,
+                       parent_id=ids[name]) for (name, t), v in zip(
+                OCR_TEXTS.items(), vectors, strict=True)])
+    srv = ServerProcess(col, tmp_path / "server.log")
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
+    assert "Traceback" not in srv.output(), srv.output()
+
+
+def _ocr_cards(page: Any) -> list[dict[str, Any]]:
+    return list(page.eval_on_selector_all(".hit", """cards => cards.map(c => ({
+        name: c.querySelector('.meta .name').textContent,
+        ocr: c.querySelector('.meta .ocr').textContent,
+        marked: [...c.querySelectorAll('.meta .ocr mark')].map(m => m.textContent)}))"""))
+
+
+def test_recognised_text_in_chromium(ocr_server: ServerProcess) -> None:
+    """'keywords only' sends keywords (and not hybrid); a card shows the text recognised in its
+    image and marks the matched words with <mark>, in English and in Chinese."""
+    with _chromium_page(ocr_server.url + "/") as (page, problems):
+        page.check("[name=hybrid]")
+        page.check("[name=keywords]")
+        assert not page.is_checked("[name=hybrid]")  # one ranking at a time
+        for word, name, marked in (("lindner", "receipt.png", ["LINDNER"]),
+                                   ("出口", "sign.png", ["出口"])):
+            page.fill("input[name=q]", word)
+            found = _search_response(page, lambda: page.press("input[name=q]", "Enter"))
+            assert found["params"]["keywords"] is True and found["params"]["hybrid"] is False
+            cards = _ocr_cards(page)
+            assert [c["name"] for c in cards] == [name]
+            text = " ".join(OCR_TEXTS[name].split())
+            assert cards[0]["ocr"] == f"text in image: {text}"
+            assert cards[0]["marked"] == marked
+            assert "ranked by keywords" in page.inner_text("#status")
+        # an image found by its name shows its recognised text unmarked, if it has any
+        page.fill("input[name=q]", "hotel")
+        _search_response(page, lambda: page.press("input[name=q]", "Enter"))
+        by_name = {c["name"]: c for c in _ocr_cards(page)}
+        assert set(by_name) == {"receipt.png", "hotel-lobby.png"}
+        assert by_name["receipt.png"]["marked"] == ["HOTEL"]
+        assert by_name["hotel-lobby.png"]["ocr"] == ""
+        assert not problems, problems

@@ -103,6 +103,16 @@ def test_a_chinese_word_inside_longer_text(setup: Setup) -> None:
     assert setup.col.search("出塞", keywords=True) == []
 
 
+def test_a_keyword_search_loads_no_model(setup: Setup) -> None:
+    """Ranking by keywords embeds nothing: a collection opened from its folder searches by
+    keywords without loading its model."""
+    with Collection(setup.path) as col:
+        assert _names(setup, col.search("invoice", keywords=True)) == ["receipt.jpg"]
+        assert col._binding._encoder is None
+        col.search("invoice", k=1)  # a vector search loads it
+        assert col._binding._encoder is not None
+
+
 def test_no_keyword_match_is_no_hits(setup: Setup) -> None:
     assert setup.col.search("zebra", keywords=True) == []
     assert setup.col.search("!!!", keywords=True) == []
@@ -299,3 +309,16 @@ def test_client_keywords(setup: Setup) -> None:
     assert [h.id for h in hits] == [setup.ids["receipt.jpg"]]
     assert hits[0].metadata["ocr_text"] == RECOGNISED_TEXTS["receipt.jpg"]
     assert hits[0].metadata["match"]["source"] == "ocr"
+
+
+def test_long_recognised_text_is_cut_around_its_matched_word() -> None:
+    from retrieval.interfaces.cli.table import OCR_SHOWN, shortened
+
+    text = "Room service menu\n" + "line of small print " * 10 + "Hotel LINDNER" + " tail" * 30
+    around = shortened(text, ["LINDNER"])
+    assert around.startswith("...") and around.endswith("...") and "Hotel LINDNER" in around
+    assert len(around) <= OCR_SHOWN
+    start = shortened(text)
+    assert start.startswith("Room service menu line") and start.endswith("...")
+    assert "\n" not in start and len(start) <= OCR_SHOWN
+    assert shortened("short\ntext", ["x"]) == "short text"

@@ -93,8 +93,9 @@ FIELDS: tuple[QueryField, ...] = (
     QueryField("keywords", False, "Rank by keywords alone (file names, captions, recognised "
                "text, texts, tags), no vectors; text terms only, not with --hybrid, --min-score, "
                "--cutoff or --rerank.", bool, flags=("--keywords",), form=False),
-    QueryField("hybrid", False, "Fuse keyword matches (file names, captions, texts, tags) with "
-               "the vector ranking (reciprocal rank fusion).", bool, flags=("--hybrid",)),
+    QueryField("hybrid", False, "Fuse keyword matches (file names, captions, recognised text, "
+               "texts, tags) with the vector ranking (reciprocal rank fusion).", bool,
+               flags=("--hybrid",)),
     QueryField("keyword_weight", None, "Weight of the keyword ranking in --hybrid (default 1).",
                float | None, limits=f"0 to {MAX_KEYWORD_WEIGHT}", flags=("--keyword-weight",)),
     QueryField("rerank", None, "Re-ranking pipeline, e.g. "
