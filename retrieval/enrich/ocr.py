@@ -2,9 +2,10 @@
 model is, read by PaddleOCR's PP-OCR models (Chinese and English) on ONNX Runtime through the
 ``rapidocr`` package (the ``ocr`` extra: ``pip install 'retrieval[ocr]'``).
 
-Detection runs first, on the image at most :data:`MAX_SIDE` pixels on its longest side, so an
-image without text costs only the detector; the direction classifier and the recogniser run on
-the detected lines only. Lines read with a confidence under :data:`MIN_SCORE` are dropped.
+Detection runs first, on the image scaled to at most :data:`DETECT_SIDE` pixels on its longest
+side (never up), so an image without text costs only the detector at that size; the direction
+classifier and the recogniser run on the detected lines only, cut out of the image at up to
+:data:`MAX_SIDE` pixels. Lines read with a confidence under :data:`MIN_SCORE` are dropped.
 Boxes are four (x, y) points in the pixels of the image as it is shown (EXIF orientation
 applied), whatever size it was read at.
 
@@ -31,7 +32,8 @@ if TYPE_CHECKING:
     from PIL import Image
 
 MIN_SCORE = 0.5  # lines read with less confidence are dropped
-MAX_SIDE = 2000  # the longest side text is looked for at; larger images are scaled down
+MAX_SIDE = 2000  # the longest side text is read at; larger images are scaled down
+DETECT_SIDE = 1280  # the longest side the detector looks at (never scaled up: small is cheap)
 MIN_SIDE = 8  # an image with a shorter side than this holds no readable text
 MISSING = ("text recognition needs the rapidocr package: pip install 'retrieval[ocr]' "
            "(or pip install rapidocr)")
@@ -101,7 +103,8 @@ def _engine(threads: int | None) -> Any:
             rapidocr = _rapidocr()
             _Engines.loaded[n] = rapidocr.RapidOCR(params={
                 "Global.log_level": "error", "Global.text_score": MIN_SCORE,
-                "Global.max_side_len": MAX_SIDE,
+                "Global.max_side_len": MAX_SIDE, "Det.limit_type": "max",
+                "Det.limit_side_len": DETECT_SIDE,
                 "EngineConfig.onnxruntime.intra_op_num_threads": n,
                 "EngineConfig.onnxruntime.inter_op_num_threads": 1})
         return _Engines.loaded[n]
@@ -118,7 +121,8 @@ def ocr_key() -> str:
         models = sorted((p.name, p.stat().st_size) for p in (folder / "models").glob("*.onnx"))
         config = (folder / "config.yaml").read_bytes()
         described = json.dumps({"models": models, "min_score": MIN_SCORE, "max_side": MAX_SIDE,
-                                "min_side": MIN_SIDE, "config": hashlib.sha256(config).hexdigest()})
+                                "detect_side": DETECT_SIDE, "min_side": MIN_SIDE,
+                                "config": hashlib.sha256(config).hexdigest()})
         digest = hashlib.sha256(described.encode()).hexdigest()[:16]
         _Engines.key = f"rapidocr-{version('rapidocr')}-{digest}"
     return _Engines.key
