@@ -278,3 +278,16 @@ def test_duplicates_show_similarity_and_identical_copies(setup: Setup) -> None:
         same = ", ".join(map(str, m["identical_to"]))
         assert (f"  {m['similarity']:.3f}  {m['id']:>{id_w}}  {m['path']}"
                 + (f"  (identical to {same})" if same else "")) in lines
+
+
+def test_the_ocr_phase_is_a_bar_that_counts_images_with_text(capsys: pytest.CaptureFixture[str]
+                                                              ) -> None:
+    from retrieval.ingest.report import IndexProgress
+    from retrieval.interfaces.cli.output import Progress
+
+    bars = Progress(True)
+    bars(IndexProgress("ocr", 0, 3))
+    bars(IndexProgress("ocr", 3, 3, embedded=2, failed=1))
+    bars.close()
+    err = capsys.readouterr().err
+    assert "reading text" in err and "with_text=2" in err and "failed=1" in err, err

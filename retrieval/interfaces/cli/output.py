@@ -25,7 +25,7 @@ class Progress:
 
     LABELS: ClassVar[dict[str, str]] = {
         "scan": "scanning", "embed": "embedding", "captions": "captions", "remove": "removing",
-        "tag": "tagging", "generate": "captioning"}
+        "tag": "tagging", "generate": "captioning", "ocr": "reading text"}
     MESSAGES = frozenset({"index", "model"})  # phases that report lines, not counts
 
     def __init__(self, enabled: bool, unit: str = "file") -> None:
@@ -55,6 +55,8 @@ class Progress:
             self.bar.total = p.total
         if p.phase == "embed":
             self.bar.set_postfix(embedded=p.embedded, failed=p.failed, refresh=False)
+        elif p.phase == "ocr":  # embedded: the images text was found in
+            self.bar.set_postfix(with_text=p.embedded, failed=p.failed, refresh=False)
         self.bar.update(p.done - self.bar.n)
 
     def close(self) -> None:
