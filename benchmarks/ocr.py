@@ -3,8 +3,8 @@ text read, and what does ``index --ocr`` add to indexing.
 
 The images are rendered (``tests/ocr_corpus.py``): English and Chinese needles, each printed in
 exactly one image inside a phrase beside distractors, in several fonts and sizes, on plain,
-noisy and photo backgrounds (scikit-image's photos), rotated up to 10 degrees, and in
-screenshots; plus images with no text (photos, crops, drawn scenes).
+noisy and photo backgrounds (scikit-image's photos; also at a phone camera's 12 MP), rotated up
+to 10 degrees, and in screenshots; plus images with no text (photos, crops, drawn scenes).
 
 * quality: the corpus is indexed with ``ocr=True`` (demo model); for each needle,
   ``Collection.search(word, keywords=True)``: is its image first (top-1), in the first five

@@ -1,7 +1,8 @@
 """Rendered images with known text, for OCR tests and ``benchmarks/ocr.py``: English and Chinese
 words and phrases in several fonts and sizes (14-80 px), level or rotated up to 10 degrees, on
 plain, noisy (gradients, noise, blurred shapes) and photo backgrounds (scikit-image's bundled
-photos, the text laid over them like a sign or a caption); screenshot-like images (dark or
+photos, the text laid over them like a sign or a caption; also at a phone camera's 12 MP, the
+text twice as large in pixels); screenshot-like images (dark or
 light UI, many lines); and images with no text at all (photos, crops of them, drawn scenes).
 
 Each needle (a word someone would search for) is printed in exactly one image, inside a
@@ -73,7 +74,8 @@ DISTRACT_EN = ("Welcome", "Thank you", "Please wait", "Open daily", "Total 12.50
 DISTRACT_ZH = ("谢谢合作", "请勿触摸", "注意安全", "保持安静", "排队等候", "当心", "总计",
                "数量", "日期", "单价", "地址", "您好", "早上好", "周一至周五", "请随手关门",
                "非工作人员", "禁止入内", "节约用水", "爱护环境", "请走这边")
-BACKGROUNDS = ("plain", "noisy", "photo", "rotated")
+# phone: a photo background at a phone camera's 12 MP, text twice the size in pixels
+BACKGROUNDS = ("plain", "noisy", "photo", "rotated", "phone")
 SCREEN_LINES_EN = ("INFO worker {n} started", "DEBUG cache hit ratio 0.{n}",
                    "GET /api/items?page={n} 200", "Saved {n} files", "Build finished in {n} ms",
                    "File  Edit  View  Help", "Open recent", "Find and replace",
@@ -90,7 +92,7 @@ class Needle:
     word: str
     lang: str  # "en" or "zh"
     path: str
-    background: str  # plain, noisy, photo, rotated, screenshot
+    background: str  # plain, noisy, photo, rotated, phone, screenshot
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,7 @@ def write_corpus(folder: str | Path, *, per_language: int = 48, screenshots: int
                  no_text: int = 24, seed: int = 0) -> Corpus:
     """Write the images under ``folder``: ``per_language`` needles per language (at most 48;
     ``screenshots`` of them, per language, printed in screenshots, the rest spread evenly over
-    the four backgrounds), and ``no_text`` images without text. Returns paths and truth."""
+    :data:`BACKGROUNDS`), and ``no_text`` images without text. Returns paths and truth."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
@@ -169,17 +171,19 @@ def font(lang: str, size: int, rng: random.Random) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(str(folder / name), size)
 
 
-def _size(rng: random.Random) -> int:
-    """Small, medium or large text, in pixels."""
+def _size(rng: random.Random, scale: int = 1) -> int:
+    """Small, medium or large text, in pixels (times ``scale``)."""
     band = rng.choice(((14, 20), (22, 40), (44, 80)))
-    return rng.randint(*band)
+    return rng.randint(*band) * scale
 
 
 def _scene(phrase: str, lang: str, background: str, rng: random.Random,
            nrng: np.random.Generator) -> tuple[Image.Image, list[str]]:
     """``phrase`` and one to three distractors laid over a background, one per band."""
-    base = background if background != "rotated" else rng.choice(("plain", "noisy", "photo"))
-    w, h = rng.choice(((800, 600), (1024, 768), (1280, 960), (960, 720), (720, 960)))
+    base = {"rotated": rng.choice(("plain", "noisy", "photo")), "phone": "photo"}.get(
+        background, background)
+    w, h = rng.choice(((800, 600), (1024, 768), (1280, 960), (960, 720), (720, 960))
+                      if background != "phone" else ((4032, 3024), (3024, 4032)))
     img = {"plain": _plain, "noisy": _noisy, "photo": _photo}[base](w, h, rng, nrng)
     pool = DISTRACT_EN if lang == "en" else DISTRACT_ZH
     lines = [phrase, *rng.sample(pool, rng.randint(1, 3))]
@@ -188,7 +192,8 @@ def _scene(phrase: str, lang: str, background: str, rng: random.Random,
     for i, line in enumerate(lines):
         angle = rng.choice((-1, 1)) * rng.uniform(3, 10) if background == "rotated" else 0.0
         boxed = base == "photo" and rng.random() < 0.5  # a sign, else a caption
-        _draw_text(img, line, lang, _size(rng), angle, (0, i * band, w, band), boxed, rng)
+        size = _size(rng, 2 if background == "phone" else 1)
+        _draw_text(img, line, lang, size, angle, (0, i * band, w, band), boxed, rng)
     return img, lines
 
 
@@ -294,7 +299,8 @@ def _screenshot(phrase: str, lang: str, rng: random.Random, nrng: np.random.Gene
 def _no_text(i: int, rng: random.Random, nrng: np.random.Generator
              ) -> tuple[Image.Image, str]:
     """A photo as it is, a random crop of one scaled, or a drawn scene, in turn."""
-    w, h = rng.choice(((800, 600), (1280, 960), (1600, 1200), (640, 480), (960, 1280)))
+    w, h = rng.choice(((800, 600), (1280, 960), (1600, 1200), (640, 480), (960, 1280),
+                       (4032, 3024)))
     if i % 3 == 0:
         return _skimage_photo(PHOTOS[i // 3 % len(PHOTOS)]), "photo"
     if i % 3 == 1:
