@@ -2,8 +2,9 @@
 words and phrases in several fonts and sizes (14-80 px), level or rotated up to 10 degrees, on
 plain, noisy (gradients, noise, blurred shapes) and photo backgrounds (scikit-image's bundled
 photos, the text laid over them like a sign or a caption; also at a phone camera's 12 MP, the
-text twice as large in pixels); screenshot-like images (dark or
-light UI, many lines); and images with no text at all (photos, crops of them, drawn scenes).
+text twice as large in pixels); fine print (10-13 px; 20-26 px at 12 MP); screenshot-like
+images (dark or light UI, many lines); and images with no text at all (photos, crops of them,
+drawn scenes).
 
 Each needle (a word someone would search for) is printed in exactly one image, inside a
 realistic phrase, beside distractor text that shares no needle; ``write_corpus`` checks that
@@ -74,8 +75,9 @@ DISTRACT_EN = ("Welcome", "Thank you", "Please wait", "Open daily", "Total 12.50
 DISTRACT_ZH = ("谢谢合作", "请勿触摸", "注意安全", "保持安静", "排队等候", "当心", "总计",
                "数量", "日期", "单价", "地址", "您好", "早上好", "周一至周五", "请随手关门",
                "非工作人员", "禁止入内", "节约用水", "爱护环境", "请走这边")
-# phone: a photo background at a phone camera's 12 MP, text twice the size in pixels
-BACKGROUNDS = ("plain", "noisy", "photo", "rotated", "phone")
+# phone: a photo background at a phone camera's 12 MP, text twice the size in pixels;
+# small: fine print (10-13 px on 1600 x 1200, 20-26 px at 12 MP) on a plain or noisy background
+BACKGROUNDS = ("plain", "noisy", "photo", "rotated", "phone", "small")
 SCREEN_LINES_EN = ("INFO worker {n} started", "DEBUG cache hit ratio 0.{n}",
                    "GET /api/items?page={n} 200", "Saved {n} files", "Build finished in {n} ms",
                    "File  Edit  View  Help", "Open recent", "Find and replace",
@@ -92,7 +94,7 @@ class Needle:
     word: str
     lang: str  # "en" or "zh"
     path: str
-    background: str  # plain, noisy, photo, rotated, phone, screenshot
+    background: str  # plain, noisy, photo, rotated, phone, small, screenshot
 
 
 @dataclass(frozen=True)
@@ -180,10 +182,11 @@ def _size(rng: random.Random, scale: int = 1) -> int:
 def _scene(phrase: str, lang: str, background: str, rng: random.Random,
            nrng: np.random.Generator) -> tuple[Image.Image, list[str]]:
     """``phrase`` and one to three distractors laid over a background, one per band."""
-    base = {"rotated": rng.choice(("plain", "noisy", "photo")), "phone": "photo"}.get(
-        background, background)
-    w, h = rng.choice(((800, 600), (1024, 768), (1280, 960), (960, 720), (720, 960))
-                      if background != "phone" else ((4032, 3024), (3024, 4032)))
+    base = {"rotated": rng.choice(("plain", "noisy", "photo")), "phone": "photo",
+            "small": rng.choice(("plain", "noisy"))}.get(background, background)
+    w, h = rng.choice({"phone": ((4032, 3024), (3024, 4032)),
+                       "small": ((1600, 1200), (4032, 3024))}.get(
+        background, ((800, 600), (1024, 768), (1280, 960), (960, 720), (720, 960))))
     img = {"plain": _plain, "noisy": _noisy, "photo": _photo}[base](w, h, rng, nrng)
     pool = DISTRACT_EN if lang == "en" else DISTRACT_ZH
     lines = [phrase, *rng.sample(pool, rng.randint(1, 3))]
@@ -193,6 +196,8 @@ def _scene(phrase: str, lang: str, background: str, rng: random.Random,
         angle = rng.choice((-1, 1)) * rng.uniform(3, 10) if background == "rotated" else 0.0
         boxed = base == "photo" and rng.random() < 0.5  # a sign, else a caption
         size = _size(rng, 2 if background == "phone" else 1)
+        if background == "small":
+            size = rng.randint(10, 13) * (2 if w > 2000 else 1)
         _draw_text(img, line, lang, size, angle, (0, i * band, w, band), boxed, rng)
     return img, lines
 

@@ -19,10 +19,10 @@ def _digests(paths: list[str]) -> list[str]:
 
 
 def test_needles_are_printed_once_in_every_background(tmp_path: Path) -> None:
-    corpus = write_corpus(tmp_path, per_language=7, screenshots=2, no_text=3, seed=1)
-    assert len(corpus.needles) == 14
+    corpus = write_corpus(tmp_path, per_language=8, screenshots=2, no_text=3, seed=1)
+    assert len(corpus.needles) == 16
     kinds = Counter(p.kind for p in corpus.pictures)
-    assert kinds == {"text": 10, "screenshot": 4, "no-text": 3}
+    assert kinds == {"text": 12, "screenshot": 4, "no-text": 3}
     assert {(n.lang, n.background) for n in corpus.needles} == {
         (lang, bg) for lang in ("en", "zh") for bg in (*BACKGROUNDS, "screenshot")}
     lines = {p.path: " ".join(p.lines).lower() for p in corpus.pictures}
