@@ -252,38 +252,64 @@ def test_text_tower_missing_from_the_cache_is_one_line(tmp_path: Path, use_cache
 
 # --- without the extra, and names that cannot be had: one line each (no transformers needed) ---
 
-WITHOUT_TRANSFORMERS = """
-import sys
-sys.modules["transformers"] = None  # as if it were not installed
-from retrieval.interfaces.cli import main
-sys.argv = ["retrieval", *sys.argv[1:]]
-main()
-"""
-
-
 def _lines(folder: Path, texts: list[str]) -> Path:
     path = folder / "texts.txt"
     path.write_text("\n".join(t for t in texts if t) + "\n", encoding="utf-8")
     return path
 
 
-@pytest.mark.parametrize("model", [
-    ["xlm-roberta-base-ViT-B-32", "--pretrained", "laion5b_s13b_b90k"],
-    ["nllb-clip-base", "--pretrained", "v1"],
-    "local-dir",
-])
-def test_without_transformers_one_line_names_the_extra(tmp_path: Path, model: Any) -> None:
-    if model == "local-dir":  # checked from its config, before any weights are read
-        folder = tmp_path / "m"
-        folder.mkdir()
-        (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": {
-            **TINY_HF_CONFIG, "text_cfg": {"hf_model_name": "xlm-roberta-base"}}}))
-        (folder / "open_clip_model.safetensors").write_bytes(b"")
-        model = ["local-dir:" + str(folder)]
-    proc = subprocess.run(
-        [sys.executable, "-c", WITHOUT_TRANSFORMERS, "--collection", str(tmp_path / "c"),
-         "add-texts", "--model", *model, str(_lines(tmp_path, TEXTS))],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+WITHOUT_TRANSFORMERS = """
+import json, sys, traceback
+sys.modules["transformers"] = None  # as if it were not installed
+from click.testing import CliRunner
+from retrieval.interfaces.cli import cli
+results = []
+for argv in json.loads(sys.argv[1]):
+    r = CliRunner().invoke(cli, argv, prog_name="retrieval")
+    err = r.stderr
+    if r.exception is not None and not isinstance(r.exception, SystemExit):
+        err += "Traceback (most recent call last):\\n" + "".join(
+            traceback.format_exception(*r.exc_info))
+    results.append([r.exit_code, r.stdout, err])
+print(json.dumps(results))
+"""
+MODELS_NEEDING_TRANSFORMERS = {
+    "xlm-roberta": ["xlm-roberta-base-ViT-B-32", "--pretrained", "laion5b_s13b_b90k"],
+    "nllb": ["nllb-clip-base", "--pretrained", "v1"],
+    "local-dir": None,  # checked from its config, before any weights are read
+}
+
+
+@pytest.fixture(scope="module")
+def without_transformers(tmp_path_factory: pytest.TempPathFactory
+                         ) -> dict[str, tuple[list[str], subprocess.CompletedProcess[str]]]:
+    """``add-texts`` with each model in one fresh Python process where transformers cannot be
+    imported (one process for all: each command runs there through click's CliRunner):
+    {name: (the model arguments, the command's exit code and output)}."""
+    tmp = tmp_path_factory.mktemp("without-transformers")
+    folder = tmp / "m"
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": {
+        **TINY_HF_CONFIG, "text_cfg": {"hf_model_name": "xlm-roberta-base"}}}))
+    (folder / "open_clip_model.safetensors").write_bytes(b"")
+    texts = str(_lines(tmp, TEXTS))
+    models = {name: model or ["local-dir:" + str(folder)]
+              for name, model in MODELS_NEEDING_TRANSFORMERS.items()}
+    runs = [["--collection", str(tmp / f"c-{name}"), "add-texts", "--model", *model, texts]
+            for name, model in models.items()]
+    proc = subprocess.run([sys.executable, "-c", WITHOUT_TRANSFORMERS, json.dumps(runs)],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout.splitlines()[-1])
+    return {name: (model, subprocess.CompletedProcess(run, *result))
+            for (name, model), run, result in zip(models.items(), runs, results, strict=True)}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS_NEEDING_TRANSFORMERS))
+def test_without_transformers_one_line_names_the_extra(without_transformers: Any, name: str
+                                                       ) -> None:
+    model, proc = without_transformers[name]
     line = assert_one_error_line(proc, "Hugging Face text tower", "transformers",
                                  "pip install 'retrieval[multilingual]'")
     assert model[0] in line

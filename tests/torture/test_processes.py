@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_image, retrieval_exe
+from conftest import make_image, retrieval_exe, run_cli
 
 
 def _workers_of(parent: int) -> list[int]:
@@ -129,8 +129,8 @@ def test_ctrl_c_is_one_line_and_no_worker_survives(tmp_path, photos):
     assert [ln for ln in err.splitlines() if ln.strip()] == [
         "Interrupted: finished batches are saved; run the same command again to continue."]
     assert not _workers_of(proc.pid)
-    again = subprocess.run([retrieval_exe(), "--collection", str(tmp_path / "col"), "index",
-                            str(photos), "--json"], capture_output=True, text=True, timeout=300)
+    # The same command again (in this process: what is checked is the collection it left)
+    again = run_cli("index", photos, "--json", collection=tmp_path / "col")
     summary = json.loads(again.stdout)
     assert summary["failed"] == 0 and summary["added"] + summary["unchanged"] == 100
 
