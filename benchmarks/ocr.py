@@ -56,6 +56,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "det-max-1280": {"Det.limit_type": "max", "Det.limit_side_len": 1280},
     "det-max-960,no-cls": {"Det.limit_type": "max", "Det.limit_side_len": 960,
                            "Global.use_cls": False},
+    "det-low-thresh": {"Det.thresh": 0.2, "Det.box_thresh": 0.4},
     "det-max-640": {"Det.limit_type": "max", "Det.limit_side_len": 640},
     "det-max-640,no-cls": {"Det.limit_type": "max", "Det.limit_side_len": 640,
                            "Global.use_cls": False},
