@@ -24,9 +24,13 @@ to 10 degrees, and in screenshots; plus images with no text (photos, crops, draw
 The machine's load (``os.getloadavg``) is recorded before and after each part.
 
     python benchmarks/ocr.py                                  # full corpus (96 needles)
-    python benchmarks/ocr.py --per-language 24 --no-text 12 --overhead-n 16 --rounds 3 \\
-        --json benchmarks/results/ocr-quick.json              # a few minutes
-    python benchmarks/ocr.py --parts engine --configs project,no-cls,det-max-960
+    python benchmarks/ocr.py --per-language 36 --screenshots 6 --no-text 18 --overhead-n 16 \\
+        --rounds 3 --json benchmarks/results/ocr-quick.json   # about 10 minutes on 2 cores
+    python benchmarks/ocr.py --parts engine --per-language 48 --screenshots 0 --no-text 6 \\
+        --seed 1 --configs project,det-low-thresh,det-max-1280,det-max-960 \\
+        --json benchmarks/results/ocr-engine-seed1.json
+    python benchmarks/ocr.py --parts quality --per-language 48 --screenshots 6 --no-text 12 \\
+        --seed 1 --json benchmarks/results/ocr-quality-seed1.json
 """
 
 from __future__ import annotations
