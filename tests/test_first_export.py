@@ -75,7 +75,8 @@ def test_the_run_embeds_with_the_export_once_it_is_written(fresh_model: str) -> 
 
 
 def test_the_exporters_quiet_silences_only_its_own_thread(capsys: pytest.CaptureFixture[str],
-                                                          caplog: pytest.LogCaptureFixture
+                                                          caplog: pytest.LogCaptureFixture,
+                                                          monkeypatch: pytest.MonkeyPatch
                                                           ) -> None:
     """The export beside a run used to swap sys.stdout/sys.stderr, raise the root logger's
     level and enter catch_warnings: process-wide, so the run's own output (the CLI's line on
@@ -88,6 +89,10 @@ def test_the_exporters_quiet_silences_only_its_own_thread(capsys: pytest.Capture
 
     from retrieval.encoders.quiet import quiet
 
+    # The "retrieval" logger as it is before any CLI run: an in-process CLI run earlier in the
+    # suite gives it a stderr handler and stops it propagating (once per process).
+    monkeypatch.setattr(logging.getLogger("retrieval"), "handlers", [])
+    monkeypatch.setattr(logging.getLogger("retrieval"), "propagate", True)
     inside, release = threading.Event(), threading.Event()
 
     def exporter() -> None:
