@@ -34,8 +34,8 @@ if TYPE_CHECKING:
 MIN_SCORE = 0.5  # lines read with less confidence are dropped
 MAX_SIDE = 2000  # the longest side text is read at; larger images are scaled down
 # the longest side the detector looks at (never scaled up: small is cheap); on the rendered
-# corpus (benchmarks/ocr.py) 960 found more small print than 1280 and 2000, at 2.3-2.5x the
-# speed of 1280 on photos without text; 640 starts losing text
+# corpus (benchmarks/ocr.py) 960 found more small print than 1280 (and than RapidOCR's default,
+# up to 2000), at 1.25-1.4x the speed of 1280 on photos without text; 640 starts losing text
 DETECT_SIDE = 960
 MIN_SIDE = 8  # an image with a shorter side than this holds no readable text
 MISSING = ("text recognition needs the rapidocr package: pip install 'retrieval[ocr]' "
