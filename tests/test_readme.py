@@ -55,6 +55,17 @@ from servers import ServerProcess
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 NOT_RUN_MARK = re.compile(r"<!-- not run by tests/test_readme\.py: (.+) -->")
+# A block of the OCR section: runs where the ocr extra is installed (and must, under CI's
+# RETRIEVAL_REQUIRE_OCR=1); elsewhere it is a block not run, for that reason.
+NEEDS_OCR_MARK = "<!-- needs the ocr extra: tests/test_readme.py runs it where rapidocr is -->"
+
+
+def _ocr_missing() -> str | None:
+    import importlib.util
+
+    if os.environ.get("RETRIEVAL_REQUIRE_OCR") == "1" or importlib.util.find_spec("rapidocr"):
+        return None
+    return "the ocr extra (rapidocr) is not installed"
 
 DOWNLOAD = "cannot be downloaded"
 MISSING = "model folder not found: "
@@ -100,8 +111,10 @@ def readme_blocks(text: str) -> list[Block]:
             continue
         end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
         mark = NOT_RUN_MARK.fullmatch(lines[i - 1].strip()) if i else None
-        blocks.append(Block(lines[i][3:].strip(), lines[i + 1:end], i + 2,
-                            mark.group(1) if mark else None))
+        not_run = mark.group(1) if mark else None
+        if i and lines[i - 1].strip() == NEEDS_OCR_MARK:
+            not_run = _ocr_missing()
+        blocks.append(Block(lines[i][3:].strip(), lines[i + 1:end], i + 2, not_run))
         i = end + 1
     return blocks
 
@@ -211,6 +224,18 @@ def _jpeg(path: Path, seed: int) -> None:
     render(random_scene(random.Random(seed)), 64, seed=seed).convert("RGB").save(path)
 
 
+def _text_image(path: Path, lines: list[str]) -> None:
+    """A photo of printed lines, in Pillow's own font (no system font needed)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    image = Image.new("RGB", (900, 420), (236, 233, 222))
+    draw = ImageDraw.Draw(image)
+    for n, line in enumerate(lines):
+        draw.text((50, 60 + 100 * n), line, fill=(25, 25, 25),
+                  font=ImageFont.load_default(size=44))
+    image.save(path, quality=92)
+
+
 def prepare_home(home: Path) -> None:
     """The files and folders the README's examples name, in a reader's home folder."""
     pictures = home / "Pictures"
@@ -222,6 +247,8 @@ def prepare_home(home: Path) -> None:
             os.utime(path, (JULY_2021, JULY_2021))
     _shapes(pictures / "old", 2, seed=3)
     _jpeg(pictures / "IMG_2041.jpg", 4)
+    for receipt in (pictures / "receipt.jpg", home / "receipt.jpg"):  # the OCR section's
+        _text_image(receipt, ["HOTEL LINDNER", "Rechnung / Invoice No. 4711", "Total 120.00 EUR"])
     _jpeg(home / "Downloads" / "cats.jpg", 5)
     _jpeg(home / "photo.jpg", 6)
     _jpeg(home / "query.jpg", 7)
