@@ -133,13 +133,13 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return [make_image(folder / f"p{i:03d}.jpg", i, size=(1600, 1200)) for i in range(120)]
 
 
-@pytest.fixture(scope="module")
-def _demo_exported(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """The demo model's ONNX export made beforehand (in the session's exports folder), so that
-    no timed run includes it. The tests of the demo model use it; training does not."""
-    warm = tmp_path_factory.mktemp("warm")
-    make_image(warm / "pics" / "one.jpg", 0)
-    run("--collection", str(warm / "col"), "index", str(warm / "pics"), "--model", "demo")
+@pytest.fixture
+def _demo_exported(tmp_path: Path) -> None:
+    """The demo model's ONNX export made beforehand, and used once in this test's home, so that
+    no timed run includes either. The tests of the demo model use it; training does not."""
+    make_image(tmp_path / "warm" / "one.jpg", 0)
+    run("--collection", str(tmp_path / "warm-col"), "index", str(tmp_path / "warm"),
+        "--model", "demo")
 
 
 def _report(capsys: pytest.CaptureFixture[str], what: str, outcomes: list[str]) -> None:
