@@ -14,6 +14,11 @@ to 10 degrees, and in screenshots; plus images with no text (photos, crops, draw
   parameters), the variants of one image one after the other so that load touches them alike:
   whether each needle is in its image's text, text found in no-text images, images/s on photos
   without text and on screenshots, and the detector / direction classifier / recogniser split.
+* gate: would a cheap first look spare the photos without text? Every image read as the
+  project reads it (``recognise_text``, timed), and the detector's probability map of a small
+  copy of it (``GATE_SIDES``, through the engine's own detector session, timed); a variant
+  reads in full only the images where its rule (``GATE_RULES``) holds on the small map: needle
+  read rate and seconds per image (small pass plus full read where it passes) per kind.
 * overhead: ``Collection.index`` of a folder of photos without text, without and with
   ``ocr=True`` (fresh collections, demo model, same ``--workers``), alternated ``--rounds``
   times; ratio with/without per round, median (target <= 1.30). The demo model embeds in
@@ -31,6 +36,20 @@ The machine's load (``os.getloadavg``) is recorded before and after each part.
         --json benchmarks/results/ocr-engine-seed1.json
     python benchmarks/ocr.py --parts quality --per-language 48 --screenshots 6 --no-text 12 \\
         --seed 1 --json benchmarks/results/ocr-quality-seed1.json
+
+With the detector at 960 px (2026-12-05; the files above are from before, at RapidOCR's
+default and 1280, except ocr-quality-seed1.json, rerun):
+
+    python benchmarks/ocr.py --parts gate --per-language 36 --screenshots 6 --no-text 18 \\
+        --json benchmarks/results/ocr-gate.json
+    python benchmarks/ocr.py --parts gate --per-language 48 --screenshots 6 --no-text 12 \\
+        --seed 1 --json benchmarks/results/ocr-gate-seed1.json
+    python benchmarks/ocr.py --parts quality --per-language 36 --screenshots 6 --no-text 18 \\
+        --seed 0 --json benchmarks/results/ocr-quality-seed0.json
+    python benchmarks/ocr.py --parts quality --per-language 48 --screenshots 6 --no-text 12 \\
+        --seed 1 --json benchmarks/results/ocr-quality-seed1.json
+    python benchmarks/ocr.py --parts overhead --overhead-n 16 --rounds 3 \\
+        --json benchmarks/results/ocr-overhead.json
 """
 
 from __future__ import annotations
@@ -52,7 +71,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from ocr_corpus import Corpus, as_array, photos_without_text, write_corpus
 
-# RapidOCR parameters laid over the project's own (retrieval.enrich.ocr._engine).
+# RapidOCR parameters laid over the project's own (retrieval.enrich.ocr._engine; until
+# 2026-12-05 the rows left out the project's detector size, so "project" in older results
+# files is RapidOCR's default, Det.limit_type=min, 736).
 CONFIGS: dict[str, dict[str, Any]] = {
     "project": {},
     "no-cls": {"Global.use_cls": False},
@@ -65,7 +86,11 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "det-max-640,no-cls": {"Det.limit_type": "max", "Det.limit_side_len": 640,
                            "Global.use_cls": False},
 }
-PARTS = ("quality", "engine", "overhead")
+PARTS = ("quality", "engine", "gate", "overhead")
+GATE_SIDES = (320, 480, 640)  # the small copy's longest side
+GATE_RULES = {"any pixel >= 0.3": lambda pm: bool((pm >= 0.3).any()),
+              "100 pixels >= 0.3": lambda pm: int((pm >= 0.3).sum()) >= 100,
+              "max >= 0.6": lambda pm: float(pm.max()) >= 0.6}
 
 
 def load() -> list[float]:
@@ -93,7 +118,7 @@ def main() -> None:
     results: dict[str, Any] = {"args": vars(args), "cpus": os.cpu_count(), "load": [load()]}
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["RETRIEVAL_HOME"] = str(Path(tmp) / "home")
-        if {"quality", "engine"} & set(parts):
+        if {"quality", "engine", "gate"} & set(parts):
             corpus = write_corpus(Path(tmp) / "corpus", per_language=args.per_language,
                                   screenshots=args.screenshots, no_text=args.no_text,
                                   seed=args.seed)
@@ -104,6 +129,9 @@ def main() -> None:
             results["load"].append(load())
         if "engine" in parts:
             results["engine"] = engine(corpus, configs, args.threads)
+            results["load"].append(load())
+        if "gate" in parts:
+            results["gate"] = gate(corpus)
             results["load"].append(load())
         if "overhead" in parts:
             results["overhead"] = overhead(Path(tmp), args.overhead_n, args.rounds,
@@ -177,11 +205,12 @@ def _groups(corpus: Corpus, ranks: dict[str, int | None]) -> dict[str, dict[str,
 def _engines(names: list[str], threads: int | None) -> dict[str, Any]:
     from rapidocr import RapidOCR
 
-    from retrieval.enrich.ocr import MAX_SIDE, MIN_SCORE
+    from retrieval.enrich.ocr import DETECT_SIDE, MAX_SIDE, MIN_SCORE
 
     n = threads or os.cpu_count() or 1
     base = {"Global.log_level": "error", "Global.text_score": MIN_SCORE,
-            "Global.max_side_len": MAX_SIDE,
+            "Global.max_side_len": MAX_SIDE, "Det.limit_type": "max",
+            "Det.limit_side_len": DETECT_SIDE,
             "EngineConfig.onnxruntime.intra_op_num_threads": n,
             "EngineConfig.onnxruntime.inter_op_num_threads": 1}
     return {name: RapidOCR(params={**base, **CONFIGS[name]}) for name in names}
@@ -263,6 +292,82 @@ def _print_engine(rows: dict[str, dict[str, Any]], threads: int | None) -> None:
         print(line)
         for m in r["missed"]:
             print(f"    missed {m}")
+
+
+# -- gate: a detector pass on a small copy, the full read only where it sees text ------------
+
+def _probability_map(engine: Any, rgb: Any, side: int) -> Any:
+    """The detector's text probability map of ``rgb`` scaled to ``side`` on its longest side
+    (multiples of 32, as the detector takes), through the engine's own detector session."""
+    import numpy as np
+    from PIL import Image
+
+    h, w = rgb.shape[:2]
+    s = min(1.0, side / max(h, w))
+    size = (max(32, round(w * s / 32) * 32), max(32, round(h * s / 32) * 32))
+    small = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR), np.float32)
+    x = ((small[..., ::-1] / 255.0 - 0.5) / 0.5).transpose(2, 0, 1)[None]
+    return engine._load_det_model().session(np.ascontiguousarray(x, np.float32))[0, 0]
+
+
+def gate(corpus: Corpus) -> dict[str, Any]:
+    """Each image read as the project reads it (``recognise_text``, timed) and its probability
+    map at each of GATE_SIDES (timed); a gate variant runs the read only where its rule holds
+    on the small map: its cost is the small pass plus the read where it passes."""
+    from PIL import Image
+
+    from retrieval.enrich import ocr
+
+    engine = ocr._engine(None)
+    pics = []
+    for i, p in enumerate(corpus.pictures):
+        with Image.open(p.path) as img:
+            pixels = ocr.file_pixels(img)
+        for _ in range(2 if i == 0 else 1):  # the first image twice: warm-up
+            t = time.perf_counter()
+            text = " ".join(line.text for line in ocr.recognise_text(pixels))
+            read = time.perf_counter() - t
+            small = {}
+            for side in GATE_SIDES:
+                t = time.perf_counter()
+                pm = _probability_map(engine, pixels, side)
+                small[side] = (time.perf_counter() - t,
+                               {name: rule(pm) for name, rule in GATE_RULES.items()})
+        pics.append((p, text, read, small))
+    variants: dict[str, tuple[int, str] | None] = {f"{ocr.DETECT_SIDE} alone": None}
+    variants.update({f"{side}: {name}": (side, name) for side in GATE_SIDES
+                     for name in GATE_RULES})
+    rows = {v: _gate_row(corpus, pics, f) for v, f in variants.items()}
+    print("\ngate: needle read (en, zh, small, phone, all); seconds per image (share of images "
+          "read in full) on no-text, screenshots, text")
+    for v, r in rows.items():
+        f = r["found"]
+        print(f"{v:<26} " + " ".join(f"{f.get(k, 0):.2f}" for k in
+                                     ("lang en", "lang zh", "background small",
+                                      "background phone", "all")) + " | " +
+              " | ".join(f"{r[k]['seconds_per_image']:.3f} ({r[k]['read_share']:.2f})"
+                         for k in ("no-text", "screenshot", "text") if k in r))
+    return rows
+
+
+def _gate_row(corpus: Corpus, pics: list[Any], variant: tuple[int, str] | None
+              ) -> dict[str, Any]:
+    texts, row = {}, {}
+    by: dict[str, list[tuple[float, bool]]] = defaultdict(list)
+    for p, text, read, small in pics:
+        cost, passed = (0.0, True) if variant is None else (small[variant[0]][0],
+                                                            small[variant[0]][1][variant[1]])
+        texts[p.path] = text if passed else ""
+        by[p.kind].append((cost + (read if passed else 0.0), passed))
+    found: dict[str, list[bool]] = defaultdict(list)
+    for n in corpus.needles:
+        for key in ("all", f"lang {n.lang}", f"background {n.background}"):
+            found[key].append(_normal(n.word) in _normal(texts[n.path]))
+    row["found"] = {k: sum(v) / len(v) for k, v in found.items()}
+    for kind, xs in by.items():
+        row[kind] = {"images": len(xs), "seconds_per_image": sum(c for c, _ in xs) / len(xs),
+                     "read_share": sum(p for _, p in xs) / len(xs)}
+    return row
 
 
 # -- overhead: index with and without ocr on photos without text ------------------------------
