@@ -49,7 +49,12 @@ default and 1280, except ocr-quality-seed1.json, rerun):
     python benchmarks/ocr.py --parts quality --per-language 48 --screenshots 6 --no-text 12 \\
         --seed 1 --json benchmarks/results/ocr-quality-seed1.json
     python benchmarks/ocr.py --parts overhead --overhead-n 16 --rounds 3 \\
-        --json benchmarks/results/ocr-overhead.json
+        --json benchmarks/results/ocr-overhead.json   # also -arena, -no-arena (see README)
+    python benchmarks/ocr.py --parts engine --per-language 12 --screenshots 2 --no-text 18 \\
+        --seed 2 --configs project,no-arena --json benchmarks/results/ocr-engine-arena.json
+    python benchmarks/ocr.py --parts engine --per-language 6 --screenshots 2 --no-text 18 \\
+        --seed 3 --threads 1 --configs project,no-arena \\
+        --json benchmarks/results/ocr-engine-arena-1thread.json
 """
 
 from __future__ import annotations
@@ -76,6 +81,7 @@ from ocr_corpus import Corpus, as_array, photos_without_text, write_corpus
 # files is RapidOCR's default, Det.limit_type=min, 736).
 CONFIGS: dict[str, dict[str, Any]] = {
     "project": {},
+    "no-arena": {"EngineConfig.onnxruntime.enable_cpu_mem_arena": False},
     "no-cls": {"Global.use_cls": False},
     "det-max-960": {"Det.limit_type": "max", "Det.limit_side_len": 960},
     "det-max-1280": {"Det.limit_type": "max", "Det.limit_side_len": 1280},
@@ -211,6 +217,7 @@ def _engines(names: list[str], threads: int | None) -> dict[str, Any]:
     base = {"Global.log_level": "error", "Global.text_score": MIN_SCORE,
             "Global.max_side_len": MAX_SIDE, "Det.limit_type": "max",
             "Det.limit_side_len": DETECT_SIDE,
+            "EngineConfig.onnxruntime.enable_cpu_mem_arena": True,
             "EngineConfig.onnxruntime.intra_op_num_threads": n,
             "EngineConfig.onnxruntime.inter_op_num_threads": 1}
     return {name: RapidOCR(params={**base, **CONFIGS[name]}) for name in names}
