@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..encoders.spec import BUILTIN_MODELS, LOCAL_DIR_PREFIX, ModelSpec
 from ..errors import InputError
-from ..ingest.report import FileError, IndexProgress, no_progress
+from ..ingest.report import FileError, IndexProgress, no_progress, summary_dict
 from ..items import GENERATED
 from ..pathnames import shown
 from ..storage.records import TextRecord
@@ -60,10 +60,7 @@ class CaptionSummary:
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        for e in out["errors"]:
-            e["path"] = shown(e["path"])
-        return out
+        return summary_dict(self)
 
 
 def default_captioner(spec: ModelSpec | None) -> ModelSpec | None:

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import OCRUnavailableError
-from ..ingest.report import FileError, IndexProgress, no_progress
+from ..ingest.report import FileError, IndexProgress, no_progress, summary_dict
 from ..items import RECOGNISED
-from ..pathnames import shown
 from ..storage.records import TextRecord
 from .ocr import TextLine, joined, ocr_key, recognise_file
 
@@ -53,10 +52,7 @@ class OCRSummary:
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        for e in out["errors"]:
-            e["path"] = shown(e["path"])
-        return out
+        return summary_dict(self)
 
 
 @dataclass(frozen=True)

@@ -38,10 +38,7 @@ class IndexSummary:
         self.errors.append(FileError(path, reason))
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        for e in out["errors"] + out["warnings"]:
-            e["path"] = shown(e["path"])
-        return out
+        return summary_dict(self)
 
     def check_strict(self) -> None:
         """A run asked to fail on skipped files: :class:`IndexingError` when any was."""
@@ -100,3 +97,12 @@ class IndexOptions:
     captions: bool = True
     ray: str | None = None  # decode and embed on Ray: "auto" or a cluster address
     ocr: bool = False  # read the text in images (retrieval.enrich.recognition)
+
+
+def summary_dict(summary: Any) -> dict[str, Any]:
+    """A run's summary (a dataclass) as JSON-ready data, its files' paths shown as the CLI
+    shows paths (``errors`` and ``warnings``: lists of :class:`FileError`)."""
+    out = asdict(summary)
+    for e in out.get("errors", []) + out.get("warnings", []):
+        e["path"] = shown(e["path"])
+    return out
