@@ -63,13 +63,17 @@ def _embedded(col: Path) -> int:
 
 
 def _freeze_mid_run(proc: subprocess.Popen[str], col: Path) -> list[int]:
-    """Stop the run and its workers once both workers exist, and prove it has work left.
+    """Stop the run and its workers once both workers exist and its first batch is committed,
+    and prove it has work left.
 
     Timing alone (a sleep, then the signal) let a fast machine finish all 100 images first, so
     the signal landed on a run that was already exiting. Frozen, the run cannot progress; with
-    fewer than 100 vectors committed, whatever the test sends next lands mid-run. SIGCONT the
-    returned pids to let it go on."""
-    _wait_for(lambda: len(_workers_of(proc.pid)) == 2, what="two decode workers")
+    fewer than 100 vectors committed, whatever the test sends next lands mid-run. Waiting for
+    the first batch keeps the signal out of the start-up (workers start while the model loads;
+    a Ctrl-C inside a library's import can be swallowed by its bare ``except:``, as a loaded
+    machine showed twice). SIGCONT the returned pids to let it go on."""
+    _wait_for(lambda: len(_workers_of(proc.pid)) == 2 and _embedded(col) > 0,
+              what="two decode workers and a first batch")
     frozen = [proc.pid, *_workers_of(proc.pid)]
     for pid in frozen:
         os.kill(pid, signal.SIGSTOP)
