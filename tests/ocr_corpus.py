@@ -32,6 +32,13 @@ LATIN_FONTS = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf",
                "LiberationSerif-Italic.ttf", "LiberationSansNarrow-Regular.ttf")
 CJK_FONT = Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc")
 
+
+def missing_fonts() -> list[str]:
+    """The fonts the corpus draws with that this machine lacks (Debian: fonts-dejavu-core,
+    fonts-dejavu-extra, fonts-liberation, fonts-wqy-microhei; .ci/run installs them)."""
+    missing = [name for name in LATIN_FONTS if not any((d / name).exists() for d in FONT_DIRS)]
+    return missing + ([] if CJK_FONT.exists() else [str(CJK_FONT)])
+
 # (needle, the phrase it is printed in)
 ENGLISH = [
     ("receipt", "Customer Receipt"), ("invoice", "INVOICE 4471"), ("lindner", "Hotel Lindner"),
