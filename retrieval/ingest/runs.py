@@ -26,10 +26,19 @@ def index_run(catalog: Catalog, encoder: Callable[[], Encoder], roots: list[str]
         catalog.set_settings(roots=sorted(known | set(roots)))
     encoder()  # a model without an export gets one before the first file is decoded
     try:
-        return index_images(catalog, encoder, roots, options, progress)
-    finally:
-        now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-        catalog.set_settings(last_indexed_at=now.isoformat())
+        summary = index_images(catalog, encoder, roots, options, progress)
+    except Exception:
+        _stamp(catalog)
+        raise
+    # Not after Ctrl-C (KeyboardInterrupt): the catalog may be mid-statement then, and a
+    # second error from this write would replace the interrupt's one line and exit code.
+    _stamp(catalog)
+    return summary
+
+
+def _stamp(catalog: Catalog) -> None:
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    catalog.set_settings(last_indexed_at=now.isoformat())
 
 
 def text_inputs(texts: str | os.PathLike[str] | Sequence[str | Mapping[str, Any] | TextInput]
