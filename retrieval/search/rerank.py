@@ -171,7 +171,7 @@ class Exact(Stage):
     def apply(self, ctx: RerankContext, cands: list[Candidate]) -> list[Candidate]:
         if not cands:
             return cands
-        scores = ctx.stored(cands) @ ctx.vector
+        scores = similarities(ctx.stored(cands), ctx.vector)
         for c, s in zip(cands, scores, strict=True):
             c.score = float(s)
             c.scores["exact"] = float(s)
@@ -208,7 +208,7 @@ class MMR(Stage):
         if len(cands) < 2:
             return cands
         vecs = ctx.stored(cands)
-        rel = vecs @ ctx.vector
+        rel = similarities(vecs, ctx.vector)
         gain = self.lam * rel  # before the first pick nothing is penalised
         taken = np.zeros(len(cands), dtype=bool)
         max_sim: np.ndarray | None = None  # each candidate's largest similarity to the picks
@@ -336,7 +336,15 @@ def _column(vecs: np.ndarray, i: int) -> np.ndarray:
     matrix-vector product over all its threads, which on a busy machine costs many times what
     numpy's own loop (einsum) does for the pool's sizes, and this keeps one search on one
     core."""
-    return np.einsum("ij,j->i", vecs, vecs[i])
+    return similarities(vecs, vecs[i])
+
+
+def similarities(vecs: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``vecs @ v``, each row's dot product computed the same way whatever the number of rows:
+    a BLAS matrix-vector product rounds a row differently depending on the matrix's shape
+    (OpenBLAS's kernels take tails apart), and a candidate's score must not depend on how
+    deep a page the search was asked for (a page is a slice of the full run)."""
+    return np.einsum("ij,j->i", vecs, v)
 
 
 @stage
