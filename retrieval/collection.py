@@ -121,16 +121,18 @@ class Collection:
               strict: bool = False, max_pixels: int | None = None, batch_size: int = 32,
               workers: int | None = None, captions: bool = True,
               index_memory: int | str | None = None, ray: str | None = None,
-              ocr: bool | None = None, progress: ProgressCallback | None = None
-              ) -> IndexSummary:
-        """Index image files and folders (recursively); returns what changed.
+              ocr: bool | None = None, videos: bool = True,
+              progress: ProgressCallback | None = None) -> IndexSummary:
+        """Index image and video files and folders (recursively); returns what changed.
 
         ``index_memory`` (bytes, or "2G") bounds the vector indexes' memory, kept for later
         runs; ``ray`` ("auto" or a cluster address) decodes and embeds on Ray. ``ocr=True``
         reads the text in images (new and changed files where they are decoded, then every
         image without a current reading, see :meth:`ocr`); True or False is remembered for
-        later runs, None takes the remembered choice. ``strict=True`` raises
-        :class:`IndexingError` (summary on it) after the commits if a file was skipped.
+        later runs, None takes the remembered choice. ``videos=False`` leaves videos out (they
+        are cut into shots, each searchable: ``search(..., target="video")``).
+        ``strict=True`` raises :class:`IndexingError` (summary on it) after the commits if a
+        file was skipped.
         """
         from .ingest import IndexOptions
         from .ingest.runs import index_run
@@ -140,7 +142,7 @@ class Collection:
         roots = check_roots(paths)
         reads_text = self._ocr_choice(ocr)
         options = IndexOptions(hidden, max_pixels or DEFAULT_MAX_PIXELS, batch_size, workers,
-                               captions, ray, reads_text)
+                               captions, ray, reads_text, videos)
         if ray:
             from .ingest.distributed import check_ray
 
@@ -183,7 +185,8 @@ class Collection:
         return list(self._reading().get_settings().get("roots") or [])
 
     def remove(self, paths: Iterable[str | os.PathLike[str]]) -> int:
-        """Remove the items at these paths or under these folders; returns images removed.
+        """Remove the items at these paths or under these folders; returns files (images,
+        videos) removed.
         A path with nothing of the collection at or under it is an
         :class:`~retrieval.errors.InputError`, and then nothing is removed."""
         from .ingest.runs import remove_run
@@ -227,8 +230,8 @@ class Collection:
                image: str | os.PathLike[str] | bytes | None = None, like: int | None = None,
                vector: Sequence[float] | None = None,
                terms: Sequence[Term | Mapping[str, Any]] = (), target: str = "image",
-               k: int = 10, offset: int = 0, path: str | None = None, after: str | None = None,
-               before: str | None = None, tags: Sequence[str] = (),
+               segments: bool = False, k: int = 10, offset: int = 0, path: str | None = None,
+               after: str | None = None, before: str | None = None, tags: Sequence[str] = (),
                filters: Sequence[Filter | str] = (), keywords: bool = False,
                hybrid: bool | Hybrid = False, keyword_weight: float | None = None,
                rerank: str | Sequence[Stage] | None = None, min_score: float | None = None,
@@ -237,7 +240,8 @@ class Collection:
         """Search by any mix of text, image, stored item (``like``) and raw vector.
 
         ``terms`` adds weighted terms (negative weights push results away). ``target`` is
-        ``image`` or ``text``. ``filters`` are ``"FIELD OP VALUE"`` strings (or
+        ``image``, ``text`` or ``video`` (shots of videos: each video's best, or every
+        matching shot with ``segments``). ``filters`` are ``"FIELD OP VALUE"`` strings (or
         :class:`~retrieval.search.filters.Filter`); ``path``, ``after``, ``before`` and
         ``tags`` add the usual ones. ``keywords`` ranks by keywords alone (file names,
         captions, recognised text, texts, tags; text terms only, no model). ``hybrid`` fuses
@@ -249,10 +253,10 @@ class Collection:
         declared in :mod:`retrieval.search.fields`; see
         :func:`~retrieval.search.builder.build_query`."""
         query = build_query(text, image=image, like=like, vector=vector, terms=terms,
-                            target=target, k=k, offset=offset, path=path, after=after,
-                            before=before, tags=tags, filters=filters, keywords=keywords,
-                            hybrid=hybrid, keyword_weight=keyword_weight, rerank=rerank,
-                            min_score=min_score, cutoff=cutoff)
+                            target=target, segments=segments, k=k, offset=offset, path=path,
+                            after=after, before=before, tags=tags, filters=filters,
+                            keywords=keywords, hybrid=hybrid, keyword_weight=keyword_weight,
+                            rerank=rerank, min_score=min_score, cutoff=cutoff)
         return self.run(query, deadline=deadline, cancel=cancel)
 
     def run(self, query: Query, *, deadline: float | None = None,

@@ -12,10 +12,21 @@ from __future__ import annotations
 # search's ``target`` (a query field users send) names the kind it returns.
 IMAGE = "image"
 TEXT = "text"
-KINDS = (IMAGE, TEXT)
+VIDEO = "video"  # a video file: its duration, size, codec; no vector (its shots have them)
+SHOT = "shot"  # a part of a video (a shot, or a few seconds of a long one): its keyframe's vector
+KINDS = (IMAGE, TEXT, SHOT)  # the kinds that have vectors, one index each
+VISUAL = (IMAGE, SHOT)  # kinds with a picture (a file, a keyframe) and an image's texts
+# What a search returns (``target``), as users name it, and the kind of item it searches: a
+# video search ranks shots (one per video unless every segment is asked for).
+TARGET_KINDS = {IMAGE: IMAGE, TEXT: TEXT, VIDEO: SHOT}
+
+
+def shown_kind(kind: str) -> str:
+    """A kind as a hit shows it: a shot is a video's (its time span says which part)."""
+    return VIDEO if kind == SHOT else kind
 
 # Sources: what made an item.
-FILE = "file"  # an image file found by indexing a folder
+FILE = "file"  # an image or video file found by indexing a folder
 SIDECAR = "caption"  # the caption file beside an image: a text whose parent is its image
 GENERATED = "generated"  # a caption a captioning model wrote: a text whose parent is its image
 ADDED = "texts"  # a text added by the user (add-texts, Collection.add_texts)

@@ -101,6 +101,10 @@ def hash_file(path: str | os.PathLike[str]) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def hash_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def hash_text(text: str) -> str:
     """SHA-256 of a text's UTF-8 bytes, hex encoded."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -25,7 +25,7 @@ from PIL import Image
 pytestmark = pytest.mark.slow
 
 SUMMARY_KEYS = {"added", "updated", "removed", "unchanged", "failed", "embedded", "errors",
-                "recognised", "warnings"}
+                "recognised", "warnings", "partial"}
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -54,7 +54,7 @@ def one_summary(stdout: str) -> dict[str, Any]:
     assert len(lines) == 1, f"expected one JSON object, got:\n{stdout}"
     summary = json.loads(lines[0])
     assert isinstance(summary, dict) and set(summary) == SUMMARY_KEYS, summary
-    for key in SUMMARY_KEYS - {"errors", "warnings"}:
+    for key in SUMMARY_KEYS - {"errors", "warnings", "partial"}:
         assert type(summary[key]) is int and summary[key] >= 0, (key, summary)
     assert isinstance(summary["errors"], list)
     for e in summary["errors"]:

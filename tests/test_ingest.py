@@ -52,7 +52,8 @@ def test_index_summary_fields(tmp_path: Path, encoder: Any) -> None:
             (str(folder / "broken.jpg"), "not a recognised image format")]
         d = summary.to_dict()
         assert set(d) == {"added", "updated", "removed", "unchanged", "failed", "embedded",
-                          "errors", "recognised", "warnings"}  # the last two: --ocr's
+                          "errors", "recognised", "warnings",  # these two: --ocr's
+                          "partial"}  # videos damaged part way
         assert d["errors"] == [{"path": str(folder / "broken.jpg"),
                                 "reason": "not a recognised image format"}]
         assert col._catalog.counts() == {"image": 5, "text": 0}

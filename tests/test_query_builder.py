@@ -96,7 +96,7 @@ def test_combine_errors() -> None:
     (Query([Term("text", "x")], k=-3), "k must be"),
     (Query([Term("text", "x")], k=10_001), "k must be"),
     (Query([Term("text", "x")], k=True), "k must be"),
-    (Query([Term("text", "x")], target="videos"), "unknown target"),
+    (Query([Term("text", "x")], target="movies"), "unknown target"),
     (Query([Term("text", "x")], offset=-1), "offset"),
     (Query([Term("text", "x", float("nan"))]), "finite"),
     (Query([Term("text", "   ")]), "empty text"),

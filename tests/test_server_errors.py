@@ -29,7 +29,7 @@ ERROR_CASES: list[tuple[str, str, str, dict[str, Any], tuple[int, ...], str]] = 
      "offset must be"),
     ("offset too big", "POST", "/search", {"json": {"text": "a", "offset": 10_001}}, (400,),
      "offset must be"),
-    ("bad target", "POST", "/search", {"json": {"text": "a", "target": "videos"}}, (422,),
+    ("bad target", "POST", "/search", {"json": {"text": "a", "target": "movies"}}, (422,),
      "target"),
     ("text too long", "POST", "/search", {"json": {"text": "a" * 2001}}, (400,),
      "at most 2000 characters"),

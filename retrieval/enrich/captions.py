@@ -27,6 +27,7 @@ from ..ingest.report import FileError, IndexProgress, no_progress, summary_dict
 from ..items import GENERATED
 from ..pathnames import shown
 from ..storage.records import TextRecord
+from .pictures import Pictures
 
 if TYPE_CHECKING:
     from ..encoders import Encoder
@@ -142,10 +143,10 @@ def caption_run(catalog: Catalog, captioner: Captioner, encoder: Callable[[], En
     report = progress or no_progress
     key = captioner.key(options)
     summary = CaptionSummary(str(captioner.spec))
-    images = catalog.image_contents()
+    images = Pictures(catalog)  # and the keyframes of videos' shots
     current = {image: (meta.get("image_hash"), meta.get("captioner_key")) for image, meta
-               in catalog.derived_metadata(GENERATED, (i for i, _, _ in images)).items()}
-    todo = [(i, p, h) for i, p, h in images
+               in catalog.derived_metadata(GENERATED, (i for i, _, _ in images.items)).items()}
+    todo = [(i, p, h) for i, p, h in images.items
             if force or current.get(i) != (h, key)]
     summary.unchanged = len(images) - len(todo)
     report(CaptionProgress("generate", 0, len(todo)))
@@ -154,7 +155,7 @@ def caption_run(catalog: Catalog, captioner: Captioner, encoder: Callable[[], En
         batch, pixels = [], []
         for item_id, path, content in todo[start:start + batch_size]:
             try:
-                pixels.append(load_image(path, captioner.image_spec)[0])
+                pixels.append(load_image(images.open(item_id, path), captioner.image_spec)[0])
                 batch.append((item_id, content))
             except Exception as exc:  # unreadable or gone since indexing: skip it, say why
                 summary.failed += 1

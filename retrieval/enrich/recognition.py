@@ -24,6 +24,7 @@ from ..ingest.report import FileError, IndexProgress, no_progress, summary_dict
 from ..items import RECOGNISED
 from ..storage.records import TextRecord
 from .ocr import TextLine, joined, ocr_key, recognise_file
+from .pictures import Pictures
 
 if TYPE_CHECKING:
     from ..encoders import Encoder
@@ -103,16 +104,17 @@ def failure(exc: Exception) -> str:
 def ocr_run(catalog: Catalog, encoder: Callable[[], Encoder], *, force: bool = False,
             batch_size: int = 16, skip: Collection[str] = (), threads: int | None = None,
             progress: Callable[[IndexProgress], None] | None = None) -> OCRSummary:
-    """Read the text of every image of ``catalog`` lacking a current run (every image with
+    """Read the text of every image (and video shot's keyframe) of ``catalog`` lacking a
+    current run (every image with
     ``force``; none of the paths in ``skip``), embedded with ``encoder()``, a batch per
     transaction. The caller holds the collection's write lock and brings its vector indexes up
     to date after (:meth:`retrieval.Collection.ocr`)."""
     report = progress or no_progress
     key = ocr_key()  # before anything: says what to install when the package is missing
     summary = OCRSummary(key)
-    images = catalog.image_contents()
+    images = Pictures(catalog)  # and the keyframes of videos' shots
     runs = catalog.derived_runs(RECOGNISED)
-    todo = [(i, p, h) for i, p, h in images
+    todo = [(i, p, h) for i, p, h in images.items
             if p not in skip and (force or runs.get(i) != run_key(key, h))]
     summary.unchanged = len(images) - len(todo)
     report(OCRProgress("ocr", 0, len(todo)))
@@ -122,8 +124,8 @@ def ocr_run(catalog: Catalog, encoder: Callable[[], Encoder], *, force: bool = F
         found = []
         for item_id, path, content in todo[start:start + size]:
             try:
-                found.append(Recognised(item_id, content,
-                                        recognise_file(path, threads=threads)))
+                found.append(Recognised(item_id, content, recognise_file(
+                    images.open(item_id, path), threads=threads)))
             except OCRUnavailableError:
                 raise
             except Exception as exc:  # one file's failure: say why, read it again next run

@@ -19,7 +19,7 @@ import numpy as np
 from ..encoders import Encoder
 from ..errors import InputError
 from ..ingest.report import IndexProgress, ProgressCallback, no_progress
-from ..items import IMAGE
+from ..items import IMAGE, SHOT
 
 if TYPE_CHECKING:
     from ..storage import Catalog
@@ -57,13 +57,14 @@ def tag_images(catalog: Catalog, encoder: Encoder, dim: int, labels: Sequence[st
                model: str, templates: Sequence[str] | None = None, top: int = 3,
                min_score: float = 0.1, progress: ProgressCallback | None = None
                ) -> dict[str, int]:
-    """Tag the images this run has not covered yet; returns ``tagged`` (images tagged now),
-    ``unchanged`` (the others) and ``labels`` (distinct labels)."""
+    """Tag the images (and the shots of videos) this run has not covered yet; returns
+    ``tagged`` (tagged now), ``unchanged`` (the others) and ``labels`` (distinct labels)."""
     templates = templates or DEFAULT_TEMPLATES
     labels = check_labels(labels, templates)
     done = _tag(catalog, encoder, dim, labels, templates, signature(
         model, labels, templates, top, min_score), top, min_score, progress or no_progress)
-    return {"tagged": done, "unchanged": catalog.counts()[IMAGE] - done,
+    counts = catalog.counts()
+    return {"tagged": done, "unchanged": counts[IMAGE] + counts.get(SHOT, 0) - done,
             "labels": len(labels)}
 
 

@@ -38,11 +38,24 @@ def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def not_an_image_name(name: str) -> str:
-    """The reason a file named explicitly is refused when its name is not an image's."""
+def is_video_name(name: str) -> bool:
+    """Whether a file or path is named like a video (by its extension)."""
+    from ..video import VIDEO_EXTENSIONS  # names only: PyAV is imported where videos decode
+
+    return os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
+
+
+def not_an_image_name(name: str, videos: bool = False) -> str:
+    """The reason a file named explicitly is refused when its name is not an image's (or a
+    video's, where videos are indexed)."""
+    from ..video import VIDEO_EXTENSIONS
+
     ext = os.path.splitext(name)[1].lower()
-    return (f"not named as an image ({shown(ext) if ext else 'no extension'}; image names end "
-            f"in {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    if not videos:
+        return (f"not named as an image ({shown(ext) if ext else 'no extension'}; image "
+                f"names end in {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    return (f"not named as an image or video ({shown(ext) if ext else 'no extension'}; "
+            f"names end in {', '.join(sorted(IMAGE_EXTENSIONS | VIDEO_EXTENSIONS))})")
 
 
 class Folders:
@@ -55,7 +68,7 @@ class Folders:
             real = os.path.realpath(root)
             if os.path.isdir(real):
                 self.dirs.append(real.rstrip(os.sep) + os.sep)
-            elif is_image_name(real):  # a file indexed by name (never a refused one)
+            elif is_image_name(real) or is_video_name(real):  # a file indexed by name
                 self.files.add(real)
 
     def holds(self, real: str) -> bool:
@@ -70,9 +83,12 @@ class Folders:
         return more
 
 
-def link_refusal(real: str, folders: Folders) -> str | None:
-    """Why an image found by name may not be indexed where it leads to (None: it may)."""
-    if not is_image_name(real):
+def link_refusal(real: str, folders: Folders, video: bool = False) -> str | None:
+    """Why an image (a ``video``) found by name may not be indexed where it leads to (None:
+    it may): a link leads to a file named as what its own name says, inside the folders."""
+    if video and not is_video_name(real):
+        return f"links to a file not named as a video: {shown(os.path.basename(real))}"
+    if not video and not is_image_name(real):
         return f"links to a file not named as an image: {shown(os.path.basename(real))}"
     if not folders.holds(real):
         return f"links outside the indexed folders: {shown(real)}"

@@ -62,7 +62,7 @@ def index_images(catalog: Catalog, get_encoder: Callable[[], Encoder],
     progress = progress or no_progress
     roots = check_roots(paths)
     summary = IndexSummary()
-    found = scan(roots, hidden=options.hidden, sidecars=options.captions,
+    found = scan(roots, hidden=options.hidden, sidecars=options.captions, videos=options.videos,
                  within=catalog.get_settings().get("roots") or (),
                  on_progress=lambda n: progress(IndexProgress("scan", n)))
     for path, reason in found.errors:
@@ -84,6 +84,11 @@ def index_images(catalog: Catalog, get_encoder: Callable[[], Encoder],
         _sync_captions(catalog, get_encoder, ids, found.captions, summary, progress)
     gone = [s.id for p, s in known.items() if p not in found.images]
     gone += batches.stale if batches is not None else []
+    if options.videos:
+        from .videos import index_videos
+
+        gone += index_videos(catalog, get_encoder, found.videos, roots, options, summary,
+                             progress)
     if gone:
         progress(IndexProgress("remove", 0, len(gone)))
         catalog.delete_items(gone)

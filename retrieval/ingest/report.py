@@ -32,6 +32,8 @@ class IndexSummary:
     recognised: int = 0  # images whose text was read (--ocr) and had some
     # files indexed whose text could not be read (--ocr): read again next run
     warnings: list[FileError] = field(default_factory=list)
+    # videos damaged or cut off part way: the shots before the damage are indexed
+    partial: list[FileError] = field(default_factory=list)
 
     def fail(self, path: str, reason: str) -> None:
         self.failed += 1
@@ -52,7 +54,8 @@ class IndexSummary:
 
 @dataclass(frozen=True)
 class IndexProgress:
-    """A progress report: ``phase`` is scan, embed, captions, ocr, remove, tag, model or index;
+    """A progress report: ``phase`` is scan, embed, video, captions, ocr, remove, tag, model
+    or index (``video`` counts videos, and their shots in ``embedded``);
     ``detail`` carries a message worth showing (a model exported, an index rebuilt); ``ocr``
     (text recognition) counts images with text in ``embedded``."""
 
@@ -97,12 +100,13 @@ class IndexOptions:
     captions: bool = True
     ray: str | None = None  # decode and embed on Ray: "auto" or a cluster address
     ocr: bool = False  # read the text in images (retrieval.enrich.recognition)
+    videos: bool = True  # index videos too, shot by shot (retrieval.ingest.videos)
 
 
 def summary_dict(summary: Any) -> dict[str, Any]:
     """A run's summary (a dataclass) as JSON-ready data, its files' paths shown as the CLI
     shows paths (``errors`` and ``warnings``: lists of :class:`FileError`)."""
     out = asdict(summary)
-    for e in out.get("errors", []) + out.get("warnings", []):
+    for e in out.get("errors", []) + out.get("warnings", []) + out.get("partial", []):
         e["path"] = shown(e["path"])
     return out

@@ -59,14 +59,15 @@ def add_texts_run(catalog: Catalog, encoder: Callable[[], Encoder], inputs: list
 
 
 def remove_run(catalog: Catalog, paths: Iterable[str | os.PathLike[str]]) -> int:
-    """Delete the images at these paths or under these folders (and their captions). A path
-    with nothing of the collection at or under it is an error, and then nothing is removed."""
+    """Delete the images and videos at these paths or under these folders (and their
+    captions, a video's shots). A path with nothing of the collection at or under it is an
+    error, and then nothing is removed."""
     from ..errors import InputError
     from .scan import normalize_path
 
     found = {}
     for path in map(normalize_path, paths):
-        states = catalog.file_states([path])
+        states = {**catalog.file_states([path]), **catalog.video_states([path])}
         if not states:
             raise InputError(f"nothing in the collection is at or under {path}; "
                              + _indexed(catalog.get_settings().get("roots") or []))

@@ -24,6 +24,7 @@ from .confine import (
     Sidecar,
     find_sidecar,
     is_image_name,
+    is_video_name,
     link_refusal,
     not_an_image_name,
 )
@@ -40,9 +41,11 @@ class FileStat:
 
 @dataclass
 class ScanResult:
-    """Image files found, sidecar caption files keyed by image path, and paths that failed."""
+    """Image files found, video files, sidecar caption files keyed by image path, and paths
+    that failed."""
 
     images: dict[str, FileStat] = field(default_factory=dict)
+    videos: dict[str, FileStat] = field(default_factory=dict)
     captions: dict[str, Sidecar] = field(default_factory=dict)
     errors: list[tuple[str, str]] = field(default_factory=list)
 
@@ -57,11 +60,12 @@ def scan(
     *,
     hidden: bool = False,
     sidecars: bool = True,
+    videos: bool = False,
     within: Iterable[str] = (),
     on_progress: Callable[[int], None] | None = None,
 ) -> ScanResult:
     """Find image files under ``roots`` (folders or single files), and their sidecar captions
-    unless ``sidecars`` is False.
+    unless ``sidecars`` is False; video files too with ``videos``.
 
     A link found there may lead into ``roots`` or ``within`` (the collection's other folders),
     nowhere else. ``on_progress`` is called with the number of images found so far, every few
@@ -69,12 +73,12 @@ def scan(
     sweeps a collection.
     """
     paths = [normalize_path(r) for r in roots]
-    walk = _Walk(Folders([*paths, *within]), hidden, sidecars, on_progress)
+    walk = _Walk(Folders([*paths, *within]), hidden, sidecars, on_progress, videos)
     for root in paths:
         if os.path.isdir(root):
             walk.folder(root)
-        elif not is_image_name(root):
-            walk.result.errors.append((root, not_an_image_name(root)))
+        elif not walk.wanted(root):
+            walk.result.errors.append((root, not_an_image_name(root, videos)))
         else:  # its own sidecar may lie beside it, in the folder the user pointed into
             real_dir = os.path.realpath(os.path.dirname(root))
             walk.file(root, os.path.realpath(root), real_dir, walk.folders.plus(real_dir))
@@ -87,8 +91,9 @@ class _Walk:
     """One scan: what it found, and the folders its links may lead into."""
 
     def __init__(self, folders: Folders, hidden: bool, sidecars: bool,
-                 on_progress: Callable[[int], None] | None) -> None:
+                 on_progress: Callable[[int], None] | None, videos: bool = False) -> None:
         self.folders, self.hidden, self.sidecars = folders, hidden, sidecars
+        self.videos = videos
         self.on_progress = on_progress
         self.result = ScanResult()
         self.seen_dirs: set[tuple[int, int]] = set()
@@ -96,6 +101,10 @@ class _Walk:
 
     def fail(self, path: str, reason: str) -> None:
         self.result.errors.append((path, reason))
+
+    def wanted(self, name: str) -> bool:
+        """Whether a file of this name is indexed: an image's, or a video's when asked."""
+        return is_image_name(name) or (self.videos and is_video_name(name))
 
     def file(self, path: str, real: str | None, real_dir: str, folders: Folders) -> None:
         """An image-named file; ``real`` is where it leads (links resolved), None when it is no
@@ -111,9 +120,12 @@ class _Walk:
         if not stat.S_ISREG(st.st_mode):
             self.fail(path, f"not a regular file ({file_type(st.st_mode)})")
             return
-        refused = None if real is None else link_refusal(real, folders)
+        refused = None if real is None else link_refusal(real, folders, is_video_name(path))
         if refused is not None:
             self.fail(path, refused)
+            return
+        if is_video_name(path):
+            self.result.videos[path] = FileStat(path, st.st_size, st.st_mtime_ns)
             return
         self.result.images[path] = FileStat(path, st.st_size, st.st_mtime_ns)
         if self.sidecars:
@@ -140,11 +152,11 @@ class _Walk:
                         self.fail(entry.path, "folder links outside the indexed folders: "
                                   + shown(real))
                         continue
-                    if is_image_name(entry.name):
+                    if self.wanted(entry.name):
                         # A folder named like an image: report it, and still look inside.
-                        self.fail(entry.path, "is a directory, not an image file")
+                        self.fail(entry.path, "is a directory, not an image or video file")
                     subdirs.append((entry.path, real or os.path.join(real_dir, entry.name)))
-                elif is_image_name(entry.name):
+                elif self.wanted(entry.name):
                     self.file(entry.path, real, real_dir, self.folders)
                     if self.on_progress and len(self.result.images) % 500 == 0:
                         self.on_progress(len(self.result.images))

@@ -44,8 +44,8 @@ class Client:
                image: str | os.PathLike[str] | bytes | None = None, like: int | None = None,
                vector: Sequence[float] | None = None,
                terms: Sequence[Term | Mapping[str, Any]] = (), target: str = "image",
-               k: int = 10, offset: int = 0, path: str | None = None, after: str | None = None,
-               before: str | None = None, tags: Sequence[str] = (),
+               segments: bool = False, k: int = 10, offset: int = 0, path: str | None = None,
+               after: str | None = None, before: str | None = None, tags: Sequence[str] = (),
                filters: Sequence[str] = (), keywords: bool = False, hybrid: bool = False,
                keyword_weight: float | None = None, rerank: str | None = None,
                min_score: float | None = None, cutoff: str | None = None) -> Hits:
@@ -56,8 +56,8 @@ class Client:
         body: dict[str, Any] = {
             "text": text, "image": None if image is None else _base64(image), "like": like,
             "vector": None if vector is None else [float(x) for x in vector],
-            "terms": [_term(t) for t in terms], "target": target, "k": k, "offset": offset,
-            "path": path, "after": after, "before": before, "tags": list(tags),
+            "terms": [_term(t) for t in terms], "target": target, "segments": segments, "k": k,
+            "offset": offset, "path": path, "after": after, "before": before, "tags": list(tags),
             "filters": list(filters), "keywords": keywords, "hybrid": hybrid,
             "keyword_weight": keyword_weight, "rerank": rerank, "min_score": min_score,
             "cutoff": cutoff}

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ItemNotFoundError, QueryError
+from ..items import TARGET_KINDS
 from ..pathnames import clean_text
 from .filters import Filter, parse_date, parse_where, path_filter
 from .query import TARGETS, TERM_KINDS, Hybrid, Query, Term
@@ -42,7 +43,10 @@ MAX_RERANK_DEPTH = MAX_CANDIDATES
 # list), so a hybrid search's offset + k is within that pool too.
 MAX_HYBRID_DEPTH = MAX_CANDIDATES
 MAX_KEYWORD_WEIGHT = 100
-_TARGET_NAMES = {**{k: k for k in TARGETS}, **{f"{k}s": k for k in TARGETS}}  # plurals too
+# a target's name, its plural and its kind, to the kind of item searched
+_TARGET_NAMES = {**{k: v for k, v in TARGET_KINDS.items()},
+                 **{f"{k}s": v for k, v in TARGET_KINDS.items()},
+                 **{v: v for v in TARGET_KINDS.values()}}
 CUTOFFS = (None, "auto")
 
 
@@ -54,6 +58,7 @@ def build_query(
     vector: Sequence[float] | None = None,
     terms: Sequence[Term | Mapping[str, Any]] = (),
     target: str = "image",
+    segments: bool = False,
     k: int = 10,
     offset: int = 0,
     path: str | None = None,
@@ -72,7 +77,8 @@ def build_query(
     of weight 1; ``terms`` are :class:`Term` objects or ``{"kind", "value", "weight"}``
     mappings. ``filters`` are :class:`Filter` objects or ``"FIELD OP VALUE"`` strings;
     ``path``, ``after``, ``before`` and ``tags`` add the usual filters. ``target`` is
-    ``image`` or ``text`` (plurals accepted). ``keywords`` ranks by the keyword index alone
+    ``image``, ``text`` or ``video`` (plurals accepted); ``segments``: a video search lists
+    every matching shot, not only each video's best. ``keywords`` ranks by the keyword index alone
     (text terms only; no fusion, cut or re-ranking). ``min_score`` (a cosine) and ``cutoff``
     (``"auto"``) end the ranked list (:mod:`.cutoff`). The parameters are the fields of
     :data:`~retrieval.search.fields.FIELDS`."""
@@ -80,7 +86,7 @@ def build_query(
     for kind, value in (("text", text), ("image", image), ("like", like), ("vector", vector)):
         if value is not None:
             all_terms.append(as_term(Term(kind, value)))  # type: ignore[arg-type]
-    query = Query(all_terms, target=_target(target), k=k, offset=offset,
+    query = Query(all_terms, target=_target(target), segments=segments, k=k, offset=offset,
                   filters=_filters(filters, path, after, before, tags),
                   hybrid=_hybrid(hybrid, keyword_weight),
                   rerank=parse_pipeline(rerank if isinstance(rerank, str | None) else
@@ -118,6 +124,9 @@ def _check_rules(query: Query) -> None:
     if images > MAX_IMAGE_TERMS:
         raise QueryError(f"at most {MAX_IMAGE_TERMS} image terms, got {images}")
     query.target = _target(query.target)
+    if not isinstance(query.segments, bool | np.bool_):
+        raise QueryError(f"segments is true or false, got {query.segments!r}")
+    query.segments = bool(query.segments)
     if not _is_int(query.k) or not 1 <= query.k <= MAX_K:
         raise QueryError(f"k must be an integer between 1 and {MAX_K}, got {query.k!r}")
     if not _is_int(query.offset) or not 0 <= query.offset <= MAX_OFFSET:

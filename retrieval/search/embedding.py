@@ -13,7 +13,7 @@ import numpy as np
 
 from ..encoders import Encoder
 from ..errors import ItemNotFoundError, QueryError
-from ..items import IMAGE
+from ..items import IMAGE, SHOT, TEXT
 from ..media import DEFAULT_MAX_PIXELS, ImageDecodeError, load_image
 from .query import Term, combine
 
@@ -37,21 +37,25 @@ def embed_image(encoder: Encoder, source: str | os.PathLike[str] | bytes,
 
 def embed_stored(catalog: Catalog, ids: Sequence[int], encoder: Encoder
                  ) -> dict[int, np.ndarray]:
-    """Stored items (image files, texts) embedded by ``encoder``; unreadable image files are
-    left out with a warning."""
+    """Stored items (image files, shots' keyframes, texts) embedded by ``encoder``;
+    unreadable image files are left out with a warning."""
     found = catalog.get_items(ids)
     out: dict[int, np.ndarray] = {}
-    texts = [(i, it.text or "") for i, it in found.items() if it.kind != IMAGE]
+    texts = [(i, it.text or "") for i, it in found.items() if it.kind == TEXT]
     if texts:
         vecs = encoder.embed_texts([t for _, t in texts])
         out.update({i: v for (i, _), v in zip(texts, vecs, strict=True)})
     images = []
     for i, it in found.items():
-        if it.kind == IMAGE and it.path:
-            try:
-                images.append((i, load_image(it.path, encoder.image_spec)[0]))
-            except ImageDecodeError as exc:
-                log.warning("cannot re-embed %s: %s", it.path, exc.reason)
+        # an image's file, a shot's keyframe
+        source = it.path if it.kind == IMAGE else catalog.keyframe(i) if it.kind == SHOT else None
+        if not source:
+            continue
+        try:
+            images.append((i, load_image(io.BytesIO(source) if isinstance(source, bytes)
+                                         else source, encoder.image_spec)[0]))
+        except ImageDecodeError as exc:
+            log.warning("cannot re-embed %s: %s", it.path, exc.reason)
     for start in range(0, len(images), 32):
         part = images[start:start + 32]
         vecs = encoder.embed_images(np.stack([p for _, p in part]))

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from .builder import MAX_K, MAX_KEYWORD_WEIGHT, MAX_OFFSET, MAX_TERMS, MAX_TEXT
 
-Target = Literal["image", "text", "images", "texts"]  # the plurals are accepted too
+Target = Literal["image", "text", "video", "images", "texts", "videos"]  # plurals too
 Cutoff = Literal["auto"]
 
 
@@ -71,8 +71,11 @@ FIELDS: tuple[QueryField, ...] = (
     # Objects are no form field.
     QueryField("terms", (), "Weighted terms: kind (text, image as base64, like, vector), value "
                "and weight.", list[dict[str, Any]], limits=f"at most {MAX_TERMS}", form=False),
-    QueryField("target", "image", "Search images, or stored texts and captions.",
+    QueryField("target", "image", "Search images, videos (their shots), or stored texts "
+               "and captions.",
                Target, flags=("--target",), show_default=True),
+    QueryField("segments", False, "A video search lists every matching shot, not only each "
+               "video's best.", bool, flags=("--segments",)),
     QueryField("k", 10, "Number of results.", int, limits=f"1 to {MAX_K}", flags=("-k", "--top"),
                show_default=True),
     QueryField("offset", 0, "Skip this many results (paging).", int, limits=f"0 to {MAX_OFFSET}",

@@ -4,11 +4,12 @@ conditions (:class:`~retrieval.storage.records.Condition`), which it compiles to
 A filter is ``FIELD OP VALUE``. Fields:
 
 =================  ====================================================================
-``path``           the image's path (a caption's image path); ``~`` takes a glob, ``=``
+``path``           the image's or video's path (a caption's image path); ``~`` takes a glob, ``=``
                    the exact path; a value without wildcards under ``--path`` is a prefix
 ``date``           capture date (EXIF), else the file's modification time
 ``taken``          capture date only; ``mtime`` modification time only
 ``width``          pixels, after EXIF orientation; also ``height``, ``size`` (bytes)
+``duration``       a video's length in seconds (``--target video``: its shots' video's)
 ``orientation``    ``landscape``, ``portrait`` or ``square``
 ``camera``         camera make and model (``~`` glob, ``=`` case-insensitive)
 ``tag``            a tag from ``retrieval tag`` (``=`` only)
@@ -44,7 +45,7 @@ from ..storage.records import Condition
 
 OPS = ("!=", "<=", ">=", "=", "<", ">", "~")
 _WHERE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*([!<>=~]+)\s*(.*?)\s*$", re.S)
-NUMERIC = ("width", "height", "size")
+NUMERIC = ("width", "height", "size", "duration")
 DATES = ("date", "taken", "mtime")
 FIELDS = ("path", *DATES, *NUMERIC, "orientation", "camera", "tag", "caption", "ocr")
 GLOBBED = ("path", "camera", "caption", "ocr")  # fields that take ~ (and metadata fields)

@@ -25,7 +25,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..items import FILE_NAME, GENERATED, IMAGE, RECOGNISED, SIDECAR, TEXT, shown_source
+from ..items import (
+    FILE_NAME,
+    GENERATED,
+    IMAGE,
+    RECOGNISED,
+    SHOT,
+    SIDECAR,
+    TEXT,
+    VIDEO,
+    shown_source,
+)
 from ..pathnames import shown
 from ..storage.records import Item
 
@@ -36,9 +46,12 @@ if TYPE_CHECKING:
 @dataclass
 class Hit:
     """One search result: the item's id, its score (None for a plain look-up), ``kind``
-    (``image`` or ``text``), the image's path (a caption's image path for captions), the text
-    (an image's sidecar caption for images), and metadata (an image's generated caption is
-    ``metadata["generated_caption"]``, the text recognised in it ``metadata["ocr_text"]``)."""
+    (``image``, ``text`` or ``video``), the image's or video's path (a caption's image path
+    for captions), the text (an image's sidecar caption for images), and metadata (an image's
+    generated caption is ``metadata["generated_caption"]``, the text recognised in it
+    ``metadata["ocr_text"]``). A video's hit is one of its shots (the item ``id``): ``video``
+    is the video's id, ``start`` and ``end`` the shot's time span in seconds (a video looked
+    up by its own id spans all of it)."""
 
     id: int
     score: float | None
@@ -46,11 +59,17 @@ class Hit:
     path: str | None = None
     text: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    video: int | None = None
+    start: float | None = None
+    end: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "score": self.score, "kind": self.kind,
-                "path": shown(self.path) if self.path else self.path,
-                "text": self.text, "metadata": self.metadata}
+        out = {"id": self.id, "score": self.score, "kind": self.kind,
+               "path": shown(self.path) if self.path else self.path,
+               "text": self.text, "metadata": self.metadata}
+        if self.kind == VIDEO:
+            out.update(video=self.video, start=self.start, end=self.end)
+        return out
 
 
 class Hits(list[Hit]):
@@ -93,15 +112,23 @@ def hydrate(catalog: Catalog, pairs: Sequence[tuple[int, float | None]]) -> list
 
 def _hit(item: Item, score: float | None, parents: dict[int, Item], captions: dict[int, str]
          ) -> Hit:
-    if item.kind == IMAGE:
-        meta = {
+    if item.kind in (IMAGE, SHOT, VIDEO):
+        meta: dict[str, Any] = {
             "width": item.width, "height": item.height, "taken_at": iso(item.taken_at),
             "camera_make": item.camera_make, "camera_model": item.camera_model,
             "size": item.size,
             "mtime": iso(dt.datetime.fromtimestamp(item.mtime_ns / 1e9, dt.timezone.utc))
             if item.mtime_ns else None,
         }
-        return Hit(item.id, score, IMAGE, item.path, captions.get(item.id), meta)
+        if item.kind == IMAGE:
+            return Hit(item.id, score, IMAGE, item.path, captions.get(item.id), meta)
+        # a video's: its container's fields (codec, frame rate, ...) and a shot's own
+        meta.update(item.metadata or {}, duration=item.duration)
+        if item.kind == VIDEO:
+            return Hit(item.id, score, VIDEO, item.path, None, meta, item.id, 0.0,
+                       item.duration)
+        return Hit(item.id, score, VIDEO, item.path, captions.get(item.id), meta,
+                   item.parent_id, item.start_time, item.end_time)
     meta = dict(item.metadata or {})
     meta.update(source=item.source, external_id=item.external_id)
     path = None

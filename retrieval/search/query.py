@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from ..errors import QueryError
-from ..items import IMAGE, KINDS
+from ..items import IMAGE, TARGET_KINDS
 
 if TYPE_CHECKING:
     from .filters import Filter
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 TermKind = Literal["text", "image", "like", "vector"]
 TERM_KINDS: tuple[str, ...] = ("text", "image", "like", "vector")
-TARGETS = KINDS  # a search's target is the kind of item it returns
+TARGETS = tuple(TARGET_KINDS)  # what a search returns, as users name it (``target``)
 
 _END = object()  # ends a list in a query's state (see Query.checked)
 _WEIGHTED = re.compile(r"^\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*:(.*)$", re.S)
@@ -65,11 +65,13 @@ class Hybrid:
 
 @dataclass
 class Query:
-    """What to search for, and where: weighted terms, the target (``image`` or ``text``
-    items), k and an offset for paging, filters, optional keyword fusion, a re-ranking
-    pipeline, and where the results end: ``min_score`` (a cosine) and ``cutoff`` (``"auto"``),
-    which cut the ranked list before it is paged (:mod:`.cutoff`). ``keywords``: rank by the
-    keyword index alone, no vectors (:func:`~.planning.keyword_ranking`)."""
+    """What to search for, and where: weighted terms, the target (the kind of item searched:
+    ``image``, ``text``, or ``shot`` for a video search), k and an offset for paging,
+    filters, optional keyword fusion, a re-ranking pipeline, and where the results end:
+    ``min_score`` (a cosine) and ``cutoff`` (``"auto"``), which cut the ranked list before it
+    is paged (:mod:`.cutoff`). ``keywords``: rank by the keyword index alone, no vectors
+    (:func:`~.planning.keyword_ranking`). ``segments``: a video search lists every matching
+    shot, not only each video's best."""
 
     terms: list[Term] = field(default_factory=list)
     target: str = IMAGE
@@ -81,6 +83,7 @@ class Query:
     min_score: float | None = None
     cutoff: str | None = None
     keywords: bool = False
+    segments: bool = False
     _checked_as: tuple[object, ...] | None = field(default=None, init=False, repr=False,
                                                    compare=False)
 
@@ -100,7 +103,7 @@ class Query:
 
     def _state(self) -> tuple[object, ...]:
         return (self.target, self.k, self.offset, self.hybrid, self.min_score, self.cutoff,
-                self.keywords, *self.terms, _END, *self.filters, _END, *self.rerank)
+                self.keywords, self.segments, *self.terms, _END, *self.filters, _END, *self.rerank)
 
     def keyword_text(self) -> str:
         """The words a keyword search (the keyword half of a hybrid search) looks for: positive

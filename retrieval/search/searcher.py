@@ -9,19 +9,21 @@ run over the whole pool would (:func:`.rerank.run_pipeline`). A cut (``min_score
 ``cutoff``) ends the vector ranking at a threshold that does not depend on the page either
 (:mod:`.cutoff`), before the stages and the page. A keyword search (``keywords``) embeds
 nothing and searches no vector index: it pages the keyword ranking itself
-(:func:`.planning.keyword_ranking`).
+(:func:`.planning.keyword_ranking`). A video search ranks shots and keeps each video's best
+(:func:`per_video`) unless the query asks for every segment.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from ..encoders.spec import ModelSpec
 from ..errors import QueryError
+from ..items import SHOT
 from .budget import UNLIMITED, Budget
 from .builder import ensure_valid
 from .cutoff import (
@@ -82,6 +84,10 @@ class Searcher:
             allow = self.catalog.ids_where(query.target, conditions)
             budget.check()
         pairs, cut = self._vector_search(query, q, pool, allow, budget)
+        parents = self._parents(query, [i for i, _ in pairs])
+        if parents is not None and cut is None:  # each video's best shot: rank deeper
+            pairs = per_video(lambda n: self._vector_search(query, q, n, allow, budget)[0],
+                              pool, parents, self.catalog.shot_parents)
         budget.check()
         cands = [Candidate(i, s, scores={"vector": s}) for i, s in pairs]
         if query.hybrid is not None:
@@ -99,6 +105,10 @@ class Searcher:
             cands = run_pipeline(query.rerank, ctx, cands[:MAX_CANDIDATES],
                                  need if cut is None else len(cands))
         budget.check()
+        if parents is not None:
+            parents.update(self.catalog.shot_parents(
+                c.id for c in cands if c.id not in parents))
+            cands = _best_per_video(cands, parents)
         hits = self._page(query, cands[query.offset:need])
         if cut is None:
             return Hits(hits)
@@ -113,9 +123,13 @@ class Searcher:
             allow = self.catalog.ids_where(
                 query.target, compile_filters(query.filters, self.catalog, query.target))
             budget.check()
-        ranked = keyword_ranking(
-            lambda n: self.catalog.keyword_search(words, query.target, n), need, allow,
-            budget.check)
+        def ranking(n: int) -> Pairs:
+            return keyword_ranking(lambda m: self.catalog.keyword_search(words, query.target, m),
+                                   n, allow, budget.check)
+
+        parents = self._parents(query, [])
+        ranked = ranking(need) if parents is None else per_video(
+            ranking, need, parents, self.catalog.shot_parents)
         page = normalised(ranked)[query.offset:need]
         budget.check()
         hits = hydrate(self.catalog, [(i, s) for i, s, _ in page])
@@ -141,6 +155,13 @@ class Searcher:
                 check=budget.check)
         return cut.pairs, cut
 
+    def _parents(self, query: Query, ids: list[int]) -> dict[int, int] | None:
+        """Shot -> video of ``ids``, for a search that keeps each video's best shot; None for
+        any other search."""
+        if query.target != SHOT or query.segments:
+            return None
+        return self.catalog.shot_parents(ids)
+
     def _stored(self, ids: list[int]) -> np.ndarray:
         found, vecs = self.catalog.vectors(ids, self.embedder.dim)
         if len(found) != len(ids):
@@ -161,6 +182,36 @@ class Searcher:
                 h.metadata["scores"] = c.scores
             explain(h, kind, words if "keyword" in c.scores else None)
         return hits
+
+
+def per_video(rank: Callable[[int], Pairs], need: int, parents: dict[int, int],
+              parents_of: Callable[[list[int]], dict[int, int]]) -> Pairs:
+    """The first ``need`` videos of a ranking of shots, each as its best shot (the ranking's
+    first of that video): ``rank(n)`` is the ranking's first n, read deeper (four times as
+    deep each time) until ``need`` videos are in it or it ends. ``parents`` (shot -> video)
+    grows with what ``parents_of`` reads. A total order still: the videos in the order of
+    their best shots, so a page is a slice of it."""
+    fetch = need
+    while True:
+        pairs = rank(fetch)
+        parents.update(parents_of([i for i, _ in pairs if i not in parents]))
+        best = _best_per_video(pairs, parents)
+        if len(best) >= need or len(pairs) < fetch or fetch >= COUNT_LIMIT:
+            return best
+        fetch = min(COUNT_LIMIT, fetch * 4)
+
+
+def _best_per_video(ranked: list[Any], parents: dict[int, int]) -> list[Any]:
+    """``ranked`` (pairs or candidates, best first) with each video's first shot only."""
+    seen: set[int] = set()
+    out = []
+    for r in ranked:
+        video = parents.get(r[0] if isinstance(r, tuple) else r.id)
+        if video is None or video not in seen:
+            out.append(r)
+            if video is not None:
+                seen.add(video)
+    return out
 
 
 def candidate_pool(query: Query) -> int:

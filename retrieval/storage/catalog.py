@@ -17,7 +17,7 @@ from sqlalchemy import Engine, delete, event, func, select
 from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 
 from ..errors import CatalogError, disk_full, first_line, is_disk_full
-from ..items import ADDED, GENERATED, SIDECAR
+from ..items import ADDED, GENERATED, SHOT, SIDECAR, VISUAL
 from . import reads, writes
 from .backends import for_url
 from .engines import engine_for, normalize_url, scrub, server_error, shown_url
@@ -45,13 +45,14 @@ from .schema import (
     tag_runs,
     vectors,
 )
+from .videos import VideoCatalog
 from .writes import chunks
 
 if TYPE_CHECKING:
     from .backends.base import Backend
 
 
-class Catalog:
+class Catalog(VideoCatalog):
     """Typed access to one catalog database."""
 
     def __init__(self, url_or_path: str | os.PathLike[str], *, create: bool = False) -> None:
@@ -177,8 +178,8 @@ class Catalog:
 
     # -- reads ---------------------------------------------------------------------------------
 
-    def file_states(self, roots: Sequence[str]) -> dict[str, FileState]:
-        """Images whose path is one of ``roots`` or lies under one of them."""
+    def file_states(self, roots: Sequence[str], kind: str = IMAGE) -> dict[str, FileState]:
+        """Images (or videos) whose path is one of ``roots`` or lies under one of them."""
         out: dict[str, FileState] = {}
         with self._reads.connect() as conn:
             for root in roots:
@@ -188,7 +189,7 @@ class Catalog:
                 upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
                 q = select(items.c.id, items.c.path, items.c.size, items.c.mtime_ns,
                            items.c.content_hash).where(
-                    items.c.kind == IMAGE,
+                    items.c.kind == kind,
                     (items.c.path == root) | ((items.c.path >= prefix) & (items.c.path < upper)))
                 for row in conn.execute(q):
                     out[row.path] = FileState(row.id, row.size, row.mtime_ns, row.content_hash)
@@ -272,7 +273,7 @@ class Catalog:
 
     def counts(self) -> dict[str, int]:
         rows = self._read(select(items.c.kind, func.count()).group_by(items.c.kind))
-        out = {IMAGE: 0, TEXT: 0}
+        out = {IMAGE: 0, TEXT: 0}  # and videos and shots, where there are any
         out.update({kind: int(n) for kind, n in rows})
         return out
 
@@ -286,7 +287,7 @@ class Catalog:
         """Number of vectors per kind of item (what the indexes must hold)."""
         rows = self._read(select(items.c.kind, func.count())
                           .join(vectors, vectors.c.item_id == items.c.id).group_by(items.c.kind))
-        out = {IMAGE: 0, TEXT: 0}
+        out = {IMAGE: 0, TEXT: 0, SHOT: 0}
         out.update({writes.indexed_as(kind): int(n) for kind, n in rows})
         return out
 
@@ -358,10 +359,11 @@ class Catalog:
         return out
 
     def untagged(self, signature: str) -> np.ndarray:
-        """Images with a vector that the tagging run ``signature`` has not covered yet."""
+        """Images and shots of videos with a vector that the tagging run ``signature`` has
+        not covered yet."""
         done = select(tag_runs.c.item_id).where(tag_runs.c.signature == signature)
         rows = self._read(select(items.c.id).join(vectors, vectors.c.item_id == items.c.id)
-                          .where(items.c.kind == IMAGE, items.c.id.not_in(done))
+                          .where(items.c.kind.in_(VISUAL), items.c.id.not_in(done))
                           .order_by(items.c.id))
         return np.asarray([r[0] for r in rows], dtype=np.int64)
 

@@ -28,7 +28,7 @@ def compile_condition(c: Condition) -> Any:
         return _date(c)
     if c.field.startswith("meta."):
         return _metadata(c)
-    if c.field in ("width", "height", "size"):
+    if c.field in ("width", "height", "size", "duration"):
         return _compare(items.c[c.field], c.op, c.value)
     return _FIELDS[c.field](c)
 

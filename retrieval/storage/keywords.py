@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from ..items import IMAGE, IMAGE_TEXTS
+from ..items import IMAGE_TEXTS, VIDEO, VISUAL
 from ..pathnames import clean_text
 from .schema import items, tags
 
@@ -185,7 +185,7 @@ def rows(conn: Any, ids: Sequence[int]) -> list[tuple[int, str, str, str]]:
     out = []
     for r in found:
         label_words = " ".join(labels.get(r.id, []))
-        if r.kind == IMAGE:
+        if r.kind in VISUAL or r.kind == VIDEO:
             out.append((r.id, name_words(r.path), captions.get(r.id) or "", label_words))
         else:
             out.append((r.id, r.external_id or "", r.text or "", label_words))

@@ -17,6 +17,7 @@ from .schema import (
     changes,
     derived_runs,
     items,
+    keyframes,
     schema_version,
     settings,
     tag_runs,
@@ -67,9 +68,24 @@ def _6_recognised_text(conn: Any) -> None:
             index.create(conn, checkfirst=True)
 
 
+def _7_videos(conn: Any) -> None:
+    """Videos and their shots: a video's duration, a shot's times, unique video paths, and
+    the shots' keyframes."""
+    have = {c["name"] for c in inspect(conn).get_columns("items")}
+    for column in (items.c.duration, items.c.start_time, items.c.end_time):
+        if column.name not in have:
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.execute(text(f"ALTER TABLE items ADD COLUMN {column.name} {kind}"))
+    keyframes.create(conn, checkfirst=True)
+    for index in items.indexes:
+        if index.name == "ux_items_video_path":
+            index.create(conn, checkfirst=True)
+
+
 MIGRATIONS: dict[int, Callable[[Any], None]] = {1: _1_core, 2: _2_tags_aux_keywords,
                                                 3: _3_path_escape, 4: _4_generated_captions,
-                                                5: _5_cjk_keywords, 6: _6_recognised_text}
+                                                5: _5_cjk_keywords, 6: _6_recognised_text,
+                                                7: _7_videos}
 SCHEMA_VERSION = max(MIGRATIONS)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from ..items import GENERATED, IMAGE, RECOGNISED, SIDECAR
+from ..items import GENERATED, RECOGNISED, SIDECAR, VISUAL
 from .records import Hydrated, Item
 from .schema import items, tags
 from .writes import chunks
@@ -29,15 +29,15 @@ _CAPTION_ITEMS = items.alias("cap")
 
 
 def hydrate_items(conn: Any, ids: Iterable[int]) -> Hydrated:
-    """Items, their tags (best first) and, for images, their sidecar and generated captions
-    and recognised text, from one statement per chunk of ids."""
+    """Items, their tags (best first) and, for images and shots, their sidecar and generated
+    captions and recognised text, from one statement per chunk of ids."""
     out = Hydrated({}, {}, {}, {}, {})
     cap = _CAPTION_ITEMS
     for part in chunks(list(ids)):
         q = (select(items, tags.c.tag, tags.c.score, cap.c.source.label("cap_source"),
                     cap.c.text.label("cap_text"))
              .outerjoin(tags, tags.c.item_id == items.c.id)
-             .outerjoin(cap, (cap.c.parent_id == items.c.id) & (items.c.kind == IMAGE)
+             .outerjoin(cap, (cap.c.parent_id == items.c.id) & items.c.kind.in_(VISUAL)
                         & cap.c.source.in_(list(CAPTION_SOURCES)))
              .where(items.c.id.in_(part)).order_by(items.c.id, tags.c.score.desc()))
         seen_tags: set[tuple[int, str]] = set()

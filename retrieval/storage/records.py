@@ -33,6 +33,9 @@ class Item:
     camera_make: str | None = None
     camera_model: str | None = None
     metadata: dict[str, Any] | None = None
+    duration: float | None = None
+    start_time: float | None = None
+    end_time: float | None = None
     created_at: dt.datetime | None = None
     updated_at: dt.datetime | None = None
 
@@ -51,6 +54,34 @@ class ImageRecord:
     taken_at: dt.datetime | None = None
     camera_make: str | None = None
     camera_model: str | None = None
+
+
+@dataclass
+class VideoRecord:
+    """A video file ready to be written: stat, hash and what its container says
+    (``metadata``: frame rate, codec, container, rotation, audio)."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    content_hash: str
+    duration: float | None = None
+    width: int | None = None
+    height: int | None = None
+    taken_at: dt.datetime | None = None
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass
+class ShotRecord:
+    """A shot of a video (or a part of a long one): its times, its keyframe (a JPEG) and
+    that keyframe's vector; ``metadata`` says which shot and part, and the keyframe's time."""
+
+    start: float
+    end: float
+    vector: np.ndarray
+    keyframe: bytes
+    metadata: dict[str, Any] | None = None
 
 
 @dataclass

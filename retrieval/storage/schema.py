@@ -1,9 +1,13 @@
 """The catalog's tables (SQLAlchemy Core; SQLite by default, PostgreSQL through the same models).
 
-* ``items``        one row per image file or text; ids are stable int64 keys, never reused
-                   (AUTOINCREMENT), shared with the vector indexes. A sidecar caption is a text
-                   item whose ``parent_id`` is its image, as is a generated caption
-                   (``source = 'generated'``, :mod:`retrieval.enrich.captions`);
+* ``items``        one row per image file, text, video file or shot of a video; ids are
+                   stable int64 keys, never reused (AUTOINCREMENT), shared with the vector
+                   indexes. A sidecar caption is a text item whose ``parent_id`` is its
+                   image, as is a generated caption (``source = 'generated'``,
+                   :mod:`retrieval.enrich.captions`). A shot is a part of a video
+                   (``parent_id``) from ``start_time`` to ``end_time`` (seconds); it repeats
+                   its video's path, file and ``duration`` columns, so that filters and
+                   names read the same on both;
 * ``vectors``      the item's embedding as little-endian float32 bytes;
 * ``changes``      an append-only change log: every write to a vector appends (seq, item,
                    modality) in the same transaction, so an index that reflects ``seq = s``
@@ -12,6 +16,7 @@
 * ``tags``         labels on items with a score (zero-shot tagging) and their source;
 * ``tag_runs``     which items a tagging run (labels + templates + model) already covered;
 * ``aux_vectors``  embeddings by a second model (re-ranking), keyed by model and content;
+* ``keyframes``    a shot's keyframe as a JPEG (what its thumbnail, captions and OCR read);
 * ``schema_version`` the migrations applied, in order.
 
 Core tables rather than ORM classes: the catalog is read by every one-shot search, and mapped
@@ -42,7 +47,7 @@ from sqlalchemy import (
 from sqlalchemy import text as sql_text
 
 from ..items import GENERATED as GENERATED_SOURCE
-from ..items import IMAGE, KINDS, RECOGNISED, SIDECAR, TEXT
+from ..items import IMAGE, KINDS, RECOGNISED, SIDECAR, TEXT, VIDEO
 from ..pathnames import from_stored, to_stored
 from .backends import PARTIAL_INDEXES
 
@@ -110,9 +115,13 @@ items = Table(
     Column("camera_make", Text),
     Column("camera_model", Text),
     Column("metadata", JSON),
+    Column("duration", Double),  # a video's, in seconds (its shots repeat it)
+    Column("start_time", Double),  # a shot's, in seconds from the video's start
+    Column("end_time", Double),
     Column("created_at", DateTime, nullable=False, default=utcnow),
     Column("updated_at", DateTime, nullable=False, default=utcnow),
     Index("ux_items_image_path", "path", unique=True, **_where(f"kind = '{IMAGE}'")),
+    Index("ux_items_video_path", "path", unique=True, **_where(f"kind = '{VIDEO}'")),
     Index("ux_items_caption_parent", "parent_id", unique=True, **_where(f"source = '{SIDECAR}'")),
     Index("ux_items_generated_parent", "parent_id", unique=True,
           **_where(f"source = '{GENERATED_SOURCE}'")),
@@ -158,6 +167,12 @@ derived_runs = Table(
     _item_ref(primary_key=True),
     Column("source", String(16), primary_key=True),
     Column("key", String(200), nullable=False),
+)
+
+keyframes = Table(
+    "keyframes", metadata,
+    _item_ref(primary_key=True),
+    Column("data", LargeBinary, nullable=False),
 )
 
 aux_vectors = Table(

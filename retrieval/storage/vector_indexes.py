@@ -286,10 +286,11 @@ class VectorIndexes:
 
     def _tuning_queries(self, kind: str) -> tuple[np.ndarray, list[str]]:
         """A sample of the collection's own vectors and, where present, of the other
-        kind's: the two kinds of query the index serves."""
+        modality's (texts for pictures, images for texts): the two kinds of query the index
+        serves."""
         rng = np.random.default_rng(1)
         queries, kinds = [], []
-        for m in (kind, TEXT if kind == IMAGE else IMAGE):
+        for m in (kind, IMAGE if kind == TEXT else TEXT):
             ids = self.catalog.vector_ids(m)
             if len(ids):
                 pick = np.sort(rng.choice(ids, min(len(ids), TUNING_QUERIES), replace=False))

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import bindparam, delete, insert, select, update
 
-from ..items import DERIVED, FILE, IMAGE, SIDECAR, TEXT
+from ..items import DERIVED, FILE, IMAGE, SHOT, SIDECAR, TEXT, VIDEO, VISUAL
 from .backends import for_dialect
 from .records import ImageRecord, TextRecord, encode_vector
 from .schema import (
@@ -22,6 +22,7 @@ from .schema import (
     changes,
     derived_runs,
     items,
+    keyframes,
     tag_runs,
     tags,
     utcnow,
@@ -37,8 +38,9 @@ def chunks(seq: Sequence[Any], n: int = CHUNK) -> Iterator[Sequence[Any]]:
 
 
 def indexed_as(kind: str) -> str:
-    """The vector index that holds items of ``kind`` (one per kind, so far)."""
-    return IMAGE if kind == IMAGE else TEXT
+    """The vector index that holds items of ``kind`` (one per kind; a video has no vector,
+    its shots do)."""
+    return {IMAGE: IMAGE, SHOT: SHOT, VIDEO: SHOT}.get(kind, TEXT)
 
 
 def log_changes(conn: Any, changed: Iterable[tuple[int, str]]) -> None:
@@ -141,7 +143,8 @@ def write_derived(conn: Any, source: str, records: Sequence[TextRecord],
     assert source in DERIVED, source
     if runs:
         record_runs(conn, source, runs, {r.parent_id for r in records})
-    alive = set(ids_by(conn, items.c.id, [r.parent_id for r in records], items.c.kind == IMAGE))
+    alive = set(ids_by(conn, items.c.id, [r.parent_id for r in records],
+                       items.c.kind.in_(VISUAL)))
     records = [r for r in records if r.parent_id in alive]
     now = utcnow()
     rows = [dict(kind=TEXT, text=r.text, content_hash=r.content_hash, source=source,
@@ -158,7 +161,7 @@ def write_derived(conn: Any, source: str, records: Sequence[TextRecord],
 def record_runs(conn: Any, source: str, runs: Mapping[int, str], with_text: set[Any]) -> None:
     """Record the runs of images still in the catalog; drop the old text of ``source`` of those
     that came out without one."""
-    alive = set(ids_by(conn, items.c.id, list(runs), items.c.kind == IMAGE))
+    alive = set(ids_by(conn, items.c.id, list(runs), items.c.kind.in_(VISUAL)))
     for part in chunks(list(alive)):
         conn.execute(delete(derived_runs).where(derived_runs.c.source == source,
                                                 derived_runs.c.item_id.in_(part)))
@@ -172,20 +175,29 @@ def record_runs(conn: Any, source: str, runs: Mapping[int, str], with_text: set[
 
 
 def delete_items(conn: Any, ids: Sequence[int]) -> int:
-    """Delete items and everything attached to them (captions); returns items deleted."""
+    """Delete items and everything attached to them (captions; a video's shots and their
+    texts); returns items deleted."""
     doomed: dict[int, str] = {}
     parents: set[int] = set()
-    for part in chunks(list(ids)):
-        q = select(items.c.id, items.c.kind, items.c.parent_id).where(
-            items.c.id.in_(part) | items.c.parent_id.in_(part))
-        for r in conn.execute(q):
-            doomed[r.id] = r.kind
-            if r.parent_id is not None:
-                parents.add(r.parent_id)
+    level = list(ids)
+    while level:  # the items, their children, their children's children
+        found: list[int] = []
+        for part in chunks(level):
+            q = select(items.c.id, items.c.kind, items.c.parent_id).where(
+                items.c.id.in_(part) | items.c.parent_id.in_(part))
+            for r in conn.execute(q):
+                if r.id not in doomed:
+                    doomed[r.id] = r.kind
+                    found.append(r.id)
+                if r.parent_id is not None:
+                    parents.add(r.parent_id)
+        level = [i for i in found if i not in level]
     for part in chunks(list(doomed)):
-        for table in (vectors, tags, tag_runs, aux_vectors, derived_runs):
+        for table in (vectors, tags, tag_runs, aux_vectors, derived_runs, keyframes):
             conn.execute(delete(table).where(table.c.item_id.in_(part)))
+    for part in chunks(list(doomed)):  # children first: a child's row names its parent
         conn.execute(delete(items).where(items.c.parent_id.in_(part)))
+    for part in chunks(list(doomed)):
         conn.execute(delete(items).where(items.c.id.in_(part)))
     log_changes(conn, doomed.items())
     refresh_keywords(conn, list(doomed) + list(parents - set(doomed)))

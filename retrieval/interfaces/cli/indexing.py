@@ -32,6 +32,9 @@ if TYPE_CHECKING:
                    "pip install 'retrieval[ocr]') for keyword search and --where 'ocr ~ ...'. "
                    "Remembered for later runs. Default: as the collection's last --ocr/--no-ocr, "
                    "else off.")
+@click.option("--videos/--no-videos", default=True, show_default=True,
+              help="Index videos too (mp4, mov, m4v, mkv, webm, avi): each is cut into shots "
+                   "with a keyframe each, searchable with --target video.")
 @click.option("--index-memory", default=None, metavar="SIZE",
               help="Memory budget of the vector indexes, e.g. 2G (default 4G; remembered). "
                    "It decides between exact, IVF and compressed IVF indexes.")
@@ -50,17 +53,20 @@ def index(ctx: click.Context, paths: tuple[Path, ...], model: str | None,
           pretrained: str | None, device: str, hidden: bool, strict: bool,
           max_pixels: int | None, batch_size: int, workers: int | None, no_captions: bool,
           index_memory: str | None, precision: str | None, ray: str | None, ocr: bool | None,
-          as_json: bool, progress: bool | None) -> None:
-    """Index image files and folders (recursively). Unchanged files are skipped; changed ones
-    are re-embedded; files gone from these folders are removed.
+          videos: bool, as_json: bool, progress: bool | None) -> None:
+    """Index image and video files and folders (recursively). Unchanged files are skipped;
+    changed ones are re-embedded; files gone from these folders are removed.
 
-    A caption file beside an image (photo.txt for photo.jpg) is stored as its caption."""
+    A caption file beside an image (photo.txt for photo.jpg) is stored as its caption. A video
+    is cut into shots (a long shot into parts of a few seconds), each a search result with
+    its time span."""
     ctx.meta["json"] = as_json
     col = open_collection(ctx, model, pretrained, device, create=True, precision=precision)
     with progress_bars(progress) as bar:
         summary = col.index(paths, hidden=hidden, strict=strict, max_pixels=max_pixels,
                             batch_size=batch_size, workers=workers, captions=not no_captions,
-                            index_memory=index_memory, ray=ray, ocr=ocr, progress=bar)
+                            index_memory=index_memory, ray=ray, ocr=ocr, videos=videos,
+                            progress=bar)
     print_summary(summary, as_json)
     if not as_json:
         print_ocr(summary)
@@ -75,6 +81,8 @@ def print_ocr(summary: IndexSummary) -> None:
         click.echo(f"  no text read from {shown(e.path)}: {e.reason}", err=True)
     if len(summary.warnings) > 20:
         click.echo(f"  ... and {len(summary.warnings) - 20} more (see --json)", err=True)
+    for e in summary.partial[:20]:
+        click.echo(f"  only part of {shown(e.path)} indexed: {e.reason}", err=True)
 
 
 @cli.command("add-texts")

@@ -25,7 +25,7 @@ class Progress:
 
     LABELS: ClassVar[dict[str, str]] = {
         "scan": "scanning", "embed": "embedding", "captions": "captions", "remove": "removing",
-        "tag": "tagging", "generate": "captioning", "ocr": "reading text"}
+        "tag": "tagging", "generate": "captioning", "ocr": "reading text", "video": "videos"}
     MESSAGES = frozenset({"index", "model"})  # phases that report lines, not counts
 
     def __init__(self, enabled: bool, unit: str = "file") -> None:
@@ -53,7 +53,7 @@ class Progress:
             return
         if p.total is not None and self.bar.total != p.total:
             self.bar.total = p.total
-        if p.phase == "embed":
+        if p.phase in ("embed", "video"):  # a video run's embedded: keyframes
             self.bar.set_postfix(embedded=p.embedded, failed=p.failed, refresh=False)
         elif p.phase == "ocr":  # embedded: the images text was found in
             self.bar.set_postfix(with_text=p.embedded, failed=p.failed, refresh=False)

@@ -17,6 +17,7 @@ a path loses its start (it keeps its file name), a text its end.
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ...items import FILE_NAME, GENERATED, IMAGE, RECOGNISED, SIDECAR, TEXT
+from ...items import FILE_NAME, GENERATED, RECOGNISED, SIDECAR, TEXT, VIDEO
 from ...pathnames import shown
 from .width import Span, clip, clip_spans, clip_start, display_width
 
@@ -96,9 +97,9 @@ def _match(hit: Hit) -> tuple[str, str, list[str]] | None:
     if isinstance(match, dict) and match.get("text"):
         return (str(match.get("source") or TEXT), str(match["text"]),
                 [str(w) for w in match.get("words") or []])
-    if hit.kind == IMAGE and hit.text:
+    if hit.kind != TEXT and hit.text:
         return SIDECAR, hit.text, []
-    if hit.kind == IMAGE and hit.metadata.get("generated_caption"):
+    if hit.kind != TEXT and hit.metadata.get("generated_caption"):
         return GENERATED, str(hit.metadata["generated_caption"]), []
     return None
 
@@ -117,6 +118,22 @@ def shortened(text: str, words: Iterable[str] = ()) -> str:
     return ("..." if start else "") + piece + ("..." if start + OCR_SHOWN - 6 < len(flat) else "")
 
 
+def clock(seconds: float) -> str:
+    """A time in a video as players show it: ``01:23``, ``1:02:03`` past an hour."""
+    s = max(0, int(seconds))
+    h, m, s = s // 3600, s // 60 % 60, s % 60
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+def video_span(hit: Hit) -> str:
+    """`` @ 01:23-01:31`` for a video's hit (its shot's time span), else nothing."""
+    if hit.kind != VIDEO or hit.start is None:
+        return ""
+    end = hit.end if hit.end is not None else hit.start
+    # the end as the second it reaches, so that a shot from 1.0 to 1.4 reads 00:01-00:02
+    return f" @ {clock(hit.start)}-{clock(math.ceil(end))}"
+
+
 def hit_rows(hit: Hit) -> list[Row]:
     """The lines of one hit's result column: what it is, then why it matched, whose caption
     it is, and what was merged into it."""
@@ -131,7 +148,7 @@ def hit_rows(hit: Hit) -> list[Row]:
             made = SOURCE_LABELS[source if source in (GENERATED, RECOGNISED) else SIDECAR]
             rows.append(Row([(f"{made} of ", False), (shown(hit.path), False)], path=True))
     else:
-        rows = [Row([(shown(hit.path), False)], path=True)]
+        rows = [Row([(shown(hit.path) + video_span(hit), False)], path=True)]
         if match and not (match[0] == FILE_NAME and not match[2]):  # a bare name is the path
             source, text, words = match
             label = SOURCE_LABELS.get(source, source)

@@ -1,0 +1,212 @@
+"""Videos: found by the scan beside images, cut into shots, each shot's keyframe embedded by
+the collection's model and written with its video in one transaction.
+
+A run is incremental like the image run: a video whose (size, mtime) match the catalog costs
+nothing; one whose content the catalog holds already (a rename, a copy) is written from the
+stored shots without decoding; a changed one is decoded again and replaces its shots. The
+decoding (:mod:`retrieval.video`) streams on a thread while this one embeds the keyframes it
+has produced, so memory stays bounded by a few batches of keyframes, whatever the video's
+length. A file that cannot be decoded is one line in the summary; the run goes on.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..encoders import Encoder
+from ..errors import first_line
+from ..media import hash_file, to_model_input
+from ..storage.records import FileState, ShotRecord, VideoRecord
+from .report import FileError, IndexOptions, IndexProgress, IndexSummary, ProgressCallback
+from .scan import FileStat
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from ..storage import Catalog
+    from ..video import Shot, VideoInfo
+
+KEYFRAME_QUALITY = 85  # JPEG quality of stored keyframes (thumbnails, captions, OCR read them)
+_END = object()
+
+
+def index_videos(catalog: Catalog, get_encoder: Callable[[], Encoder],
+                 found: dict[str, FileStat], roots: list[str], options: IndexOptions,
+                 summary: IndexSummary, progress: ProgressCallback) -> list[int]:
+    """Bring the catalog's videos under ``roots`` in step with ``found``; returns the ids of
+    stored videos that are gone (deleted by the caller, after every copy had the chance to
+    reuse their shots)."""
+    known = catalog.video_states(roots)
+    todo = []
+    for path, st in found.items():
+        state = known.get(path)
+        if state is not None and (state.size, state.mtime_ns) == (st.size, st.mtime_ns):
+            summary.unchanged += 1
+        else:
+            todo.append(st)
+    gone = [s.id for p, s in known.items() if p not in found]
+    if todo:
+        _Videos(catalog, get_encoder, known, options, summary, progress).run(todo)
+    return gone
+
+
+class _Videos:
+    """One run's videos, one at a time."""
+
+    def __init__(self, catalog: Catalog, get_encoder: Callable[[], Encoder],
+                 known: dict[str, FileState], options: IndexOptions, summary: IndexSummary,
+                 progress: ProgressCallback) -> None:
+        self.catalog, self.get_encoder, self.known = catalog, get_encoder, known
+        self.options, self.summary, self.progress = options, summary, progress
+        self.seconds = 0.0  # of video decoded by this run, for the progress bar
+
+    def run(self, todo: list[FileStat]) -> None:
+        self.progress(IndexProgress("video", 0, len(todo)))
+        for done, st in enumerate(todo, 1):
+            try:
+                self.one(st)
+            except OSError as exc:  # gone or unreadable since the scan
+                self.failed(st.path, first_line(exc))
+            self.progress(IndexProgress("video", done, len(todo), self.summary.embedded,
+                                        self.summary.failed))
+
+    def failed(self, path: str, reason: str) -> None:
+        self.summary.fail(path, reason)
+        state = self.known.get(path)
+        if state is not None:  # a changed video that no longer reads: its old shots are wrong
+            self.catalog.delete_items([state.id])
+
+    def one(self, st: FileStat) -> None:
+        from ..video import VideoError
+
+        content = hash_file(st.path)
+        state = self.known.get(st.path)
+        record = VideoRecord(st.path, st.size, st.mtime_ns, content)
+        if state is not None and state.content_hash == content:
+            self.catalog.restat_video(state.id, st.size, st.mtime_ns)
+            self.summary.unchanged += 1  # touched, same bytes
+            return
+        source = self.catalog.videos_by_hash([content]).get(content)
+        if source is not None and self.catalog.copy_video(
+                source, self._with_info(record, st.path)) is not None:
+            self._count(st.path)
+            return
+        try:
+            shots = self.shots(st.path, record)
+        except VideoError as exc:
+            self.failed(st.path, str(exc))
+            return
+        if not shots:
+            self.failed(st.path, "no picture could be decoded")
+            return
+        self.catalog.write_video(record, shots)
+        self._count(st.path)
+
+    def _with_info(self, record: VideoRecord, path: str) -> VideoRecord:
+        """``record`` with what its container says (a copy's own creation date, say)."""
+        from ..video import VideoError, probe
+
+        try:
+            return _described(record, probe(path))
+        except VideoError:
+            return record
+
+    def _count(self, path: str) -> None:
+        if path in self.known:
+            self.summary.updated += 1
+        else:
+            self.summary.added += 1
+
+    def shots(self, path: str, record: VideoRecord) -> list[ShotRecord]:
+        """Decode the video (on a thread), embed its keyframes a batch at a time here. A
+        truncated file keeps the shots it holds, with a warning."""
+        from ..video import probe, shots
+
+        info = probe(path)
+        _described(record, info)
+        encoder = self.get_encoder()
+        out: list[ShotRecord] = []
+        batch: list[Shot] = []
+        size = max(1, self.options.batch_size)
+        stream = shots(path, info=info, threads=min(4, os.cpu_count() or 1))
+        for shot in _ahead(stream):
+            batch.append(shot)
+            if len(batch) >= size:
+                out += self.embedded(encoder, batch, info)
+                batch = []
+        out += self.embedded(encoder, batch, info)
+        if stream.warning:
+            self.summary.partial.append(FileError(path, stream.warning))
+        return out
+
+    def embedded(self, encoder: Encoder, shots: list[Shot], info: VideoInfo
+                 ) -> list[ShotRecord]:
+        if not shots:
+            return []
+        pixels = np.stack([to_model_input(s.keyframe, encoder.image_spec) for s in shots])
+        vectors = encoder.embed_images(pixels)
+        self.summary.embedded += len(shots)
+        meta = info.to_metadata()
+        return [ShotRecord(s.start, s.end, v, _jpeg(s.keyframe),
+                           dict(meta, shot=s.index, part=s.part,
+                                keyframe=round(s.keyframe_time, 3)))
+                for s, v in zip(shots, vectors, strict=True)]
+
+
+def _described(record: VideoRecord, info: VideoInfo) -> VideoRecord:
+    record.duration, record.width, record.height = info.duration, info.width, info.height
+    record.taken_at, record.metadata = info.taken_at, info.to_metadata()
+    return record
+
+
+def _jpeg(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, "JPEG", quality=KEYFRAME_QUALITY)
+    return buf.getvalue()
+
+
+def _ahead(stream: Iterator[Shot]) -> Iterator[Shot]:
+    """A video's shots decoded on a thread (FFmpeg decodes without the GIL, so it runs beside
+    the model), at most a few batches ahead; an error there is raised here, and leaving early
+    (an error here, Ctrl-C) stops the thread."""
+    ahead: queue.Queue[Any] = queue.Queue(maxsize=64)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def decode() -> None:
+        try:
+            for shot in stream:
+                if not put(shot):
+                    return
+            put(_END)
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(exc)
+
+    worker = threading.Thread(target=decode, name="video-decode", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = ahead.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join(timeout=10)  # it stops at its next shot; a daemon, should that be long
