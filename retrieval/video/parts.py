@@ -52,6 +52,7 @@ class Parts:
         self.horizon = segment * (1 + TAIL) / 2  # the latest a middle can lie after a start
         self.current = _Part(0, 0, 0.0)
         self.held: Shot | None = None  # a closed part that waits to know its tail
+        self.peak = 0  # the most pictures held at once (candidates and the held part)
 
     def start(self, time: float) -> None:
         """The first frame's time (the video's start)."""
@@ -72,6 +73,7 @@ class Parts:
                 and offset >= self.interval / 2:
             part.candidates.clear()  # the first frame was only a stand-in
         part.candidates.append((time, picture))
+        self.peak = max(self.peak, len(part.candidates) + (self.held is not None))
         while part.next_offset <= offset:
             part.next_offset += self.interval if part.next_offset else self.interval / 2
 

@@ -142,6 +142,7 @@ class ShotStream(Iterator[Shot]):
         self.decoded = 0.0  # seconds of video decoded so far
         self.cuts: list[float] = []  # start times of shots 1..n found so far
         self.bad_packets = 0  # packets the decoder refused
+        self.peak_pictures = 0  # the most keyframe-sized pictures held at once
         self._stop_reason: str | None = None
         self._run = self._shots()
 
@@ -199,6 +200,7 @@ class ShotStream(Iterator[Shot]):
         out += parts.advance(t)
         if parts.wants(t):
             parts.add(t, pictures.keyframe(frame))
+            self.peak_pictures = parts.peak
         return out
 
     def _frames(self, container: InputContainer, stream: VideoStream) -> Iterator[VideoFrame]:
