@@ -270,3 +270,54 @@ def test_bad_videos_are_one_line_each(fresh: tuple[Collection, Path]) -> None:
     assert col.search("a red circle", target="video", path="*cut.mkv")
     assert Path(col.search("a blue square", target="video", k=5)[0].path or "").name in {
         "a.mp4", "copy.mkv"}
+
+
+def test_a_catalog_from_before_videos_is_migrated(catalog_url: str | None, tmp_path: Path,
+                                                  demo_encoder: Any) -> None:
+    """A catalog written before videos existed (schema 6: no duration or shot times, no
+    keyframes table) gets them on its next open, keeps its images, and indexes videos."""
+    from sqlalchemy import delete, inspect
+
+    from retrieval.storage.catalog import Catalog
+    from retrieval.storage.schema import schema_version
+
+    folder = tmp_path / "media"
+    folder.mkdir()
+    render(GREEN_STAR, 64).save(folder / "star.png")
+    with Collection(tmp_path / "col", encoder=demo_encoder, catalog=catalog_url) as col:
+        col.index([folder], workers=0)
+        where = catalog_url or str(col._catalog.file)
+    cat = Catalog(where)
+    with cat.engine.begin() as conn:  # back to version 6
+        conn.execute(delete(schema_version).where(schema_version.c.version == 7))
+        conn.exec_driver_sql("DROP TABLE keyframes")
+        conn.exec_driver_sql("DROP INDEX ux_items_video_path")
+        for column in ("duration", "start_time", "end_time"):
+            conn.exec_driver_sql(f"ALTER TABLE items DROP COLUMN {column}")
+    cat.close()
+    write_video(folder / "clip.mp4", [Clip(RED_CIRCLE, 1.0), Clip(BLUE_SQUARE, 1.0)], fps=FPS,
+                size=SIZE)
+    with Collection(tmp_path / "col", encoder=demo_encoder, catalog=catalog_url) as col:
+        with col._catalog.engine.connect() as conn:
+            assert {"duration", "start_time", "end_time"} <= {
+                c["name"] for c in inspect(conn).get_columns("items")}
+        summary = col.index([folder], workers=0)
+        assert (summary.added, summary.unchanged, summary.failed) == (1, 1, 0)
+        assert Path(col.search("a blue square", target="video")[0].path or "").name == "clip.mp4"
+        assert Path(col.search("a green star")[0].path or "").name == "star.png"
+
+
+def test_a_video_named_on_the_command_line_and_removed(tmp_path: Path) -> None:
+    folder = tmp_path / "media"
+    folder.mkdir()
+    write_video(folder / "one.webm", [Clip(GREEN_STAR, 1.0)], fps=FPS, size=SIZE)
+    col = tmp_path / "col"
+    out = json.loads(run_cli("index", folder / "one.webm", "--model", "demo", "--json",
+                             collection=col).stdout.splitlines()[-1])
+    assert (out["added"], out["failed"], out["embedded"]) == (1, 0, 1), out
+    info = json.loads(run_cli("info", "--json", collection=col).stdout)
+    assert info["counts"]["video"] == 1 and info["counts"]["shot"] == 1, info
+    assert run_cli("remove", folder / "one.webm", collection=col).stdout.strip() == "1 removed"
+    skipped = json.loads(run_cli("index", folder, "--no-videos", "--model", "demo", "--json",
+                                 collection=col).stdout.splitlines()[-1])
+    assert (skipped["added"], skipped["failed"]) == (0, 0), skipped
