@@ -321,3 +321,19 @@ def test_a_video_named_on_the_command_line_and_removed(tmp_path: Path) -> None:
     skipped = json.loads(run_cli("index", folder, "--no-videos", "--model", "demo", "--json",
                                  collection=col).stdout.splitlines()[-1])
     assert (skipped["added"], skipped["failed"]) == (0, 0), skipped
+
+
+def test_progress_counts_seconds_of_video(tmp_path: Path, demo_encoder: Any) -> None:
+    """The video phase's progress is in seconds of video (its rate is the real-time factor),
+    out of the durations the headers give, and ends at the total."""
+    folder = tmp_path / "media"
+    folder.mkdir()
+    write_video(folder / "a.mp4", [Clip(RED_CIRCLE, 2.0), Clip(BLUE_SQUARE, 2.0)], fps=FPS,
+                size=SIZE)
+    write_video(folder / "b.mkv", [Clip(GREEN_STAR, 3.0)], fps=FPS, size=SIZE)
+    events: list[Any] = []
+    with Collection(tmp_path / "col", encoder=demo_encoder) as col:
+        col.index([folder], workers=0, batch_size=1, progress=events.append)
+    seen = [(e.done, e.total) for e in events if e.phase == "video"]
+    assert seen[0] == (0, 7) and seen[-1] == (7, 7), seen
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen) and len(seen) > 3, seen

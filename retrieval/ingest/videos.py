@@ -65,17 +65,27 @@ class _Videos:
                  progress: ProgressCallback) -> None:
         self.catalog, self.get_encoder, self.known = catalog, get_encoder, known
         self.options, self.summary, self.progress = options, summary, progress
-        self.seconds = 0.0  # of video decoded by this run, for the progress bar
+        self.seconds = 0.0  # of video done by this run (the progress bar's count)
+        self.total = 0.0
 
     def run(self, todo: list[FileStat]) -> None:
-        self.progress(IndexProgress("video", 0, len(todo)))
-        for done, st in enumerate(todo, 1):
+        """Each video of ``todo``; progress in seconds of video (its rate is the real-time
+        factor), out of the durations their headers give."""
+        lengths = [_length(st.path) for st in todo]
+        self.total = sum(lengths)
+        self.report()
+        for st, length in zip(todo, lengths, strict=True):
+            start = self.seconds
             try:
                 self.one(st)
             except OSError as exc:  # gone or unreadable since the scan
                 self.failed(st.path, first_line(exc))
-            self.progress(IndexProgress("video", done, len(todo), self.summary.embedded,
-                                        self.summary.failed))
+            self.seconds = start + length
+            self.report()
+
+    def report(self) -> None:
+        self.progress(IndexProgress("video", round(self.seconds), round(self.total),
+                                    self.summary.embedded, self.summary.failed))
 
     def failed(self, path: str, reason: str) -> None:
         self.summary.fail(path, reason)
@@ -136,11 +146,14 @@ class _Videos:
         batch: list[Shot] = []
         size = max(1, self.options.batch_size)
         stream = shots(path, info=info, threads=min(4, os.cpu_count() or 1))
+        start = self.seconds
         for shot in _ahead(stream):
+            self.seconds = start + shot.end
             batch.append(shot)
             if len(batch) >= size:
                 out += self.embedded(encoder, batch, info)
                 batch = []
+                self.report()
         out += self.embedded(encoder, batch, info)
         if stream.warning:
             self.summary.partial.append(FileError(path, stream.warning))
@@ -158,6 +171,16 @@ class _Videos:
                            dict(meta, shot=s.index, part=s.part,
                                 keyframe=round(s.keyframe_time, 3)))
                 for s, v in zip(shots, vectors, strict=True)]
+
+
+def _length(path: str) -> float:
+    """A video's duration as its header says, for the progress bar (0 when it cannot say)."""
+    from ..video import VideoError, probe
+
+    try:
+        return probe(path).duration or 0.0
+    except (VideoError, OSError):
+        return 0.0
 
 
 def _described(record: VideoRecord, info: VideoInfo) -> VideoRecord:

@@ -27,6 +27,7 @@ class Progress:
         "scan": "scanning", "embed": "embedding", "captions": "captions", "remove": "removing",
         "tag": "tagging", "generate": "captioning", "ocr": "reading text", "video": "videos"}
     MESSAGES = frozenset({"index", "model"})  # phases that report lines, not counts
+    UNITS: ClassVar[dict[str, str]] = {"video": "s"}  # seconds of video: the rate is real time
 
     def __init__(self, enabled: bool, unit: str = "file") -> None:
         self.enabled = enabled
@@ -46,7 +47,8 @@ class Progress:
                 click.echo("updating search index...", err=True)
             elif p.phase not in self.MESSAGES:
                 self.bar = tqdm(total=p.total, desc=self.LABELS.get(p.phase, p.phase),
-                                unit=self.unit, file=sys.stderr, dynamic_ncols=True, leave=True)
+                                unit=self.UNITS.get(p.phase, self.unit), file=sys.stderr,
+                                dynamic_ncols=True, leave=True)
         if p.detail:
             click.echo(p.detail, err=True)
         if self.bar is None:
