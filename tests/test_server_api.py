@@ -7,7 +7,8 @@ from __future__ import annotations
 from server_fixtures import HIT_KEYS, Served
 
 API_PATHS = {"/health", "/info", "/search", "/search/upload", "/items/{item_id}",
-             "/items/{item_id}/image", "/items/{item_id}/thumbnail", "/session"}
+             "/items/{item_id}/image", "/items/{item_id}/video", "/items/{item_id}/thumbnail",
+             "/session"}
 
 
 def test_fixture_indexed_what_it_wrote(served: Served) -> None:
@@ -47,7 +48,9 @@ def test_openapi_lists_every_endpoint(served: Served) -> None:
     props = schema["components"]["schemas"]["SearchIn"]["properties"]
     assert {"text", "image", "like", "vector", "terms", "k", "offset", "target", "filters",
             "hybrid", "keyword_weight", "rerank"} <= set(props)
-    assert set(schema["components"]["schemas"]["HitOut"]["properties"]) == HIT_KEYS
+    # video, start and end: on video hits only
+    assert set(schema["components"]["schemas"]["HitOut"]["properties"]) == HIT_KEYS | {
+        "video", "start", "end"}
     assert served.http.get("/docs").status_code == 200
 
 

@@ -34,8 +34,8 @@ SECURITY_HEADERS = {
 }
 DEFAULT_CSP = "default-src 'none'; frame-ancestors 'none'"
 PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; "
-            "img-src 'self' blob: data:; connect-src 'self'; form-action 'self'; "
-            "base-uri 'none'; frame-ancestors 'none'")
+            "img-src 'self' blob: data:; media-src 'self'; connect-src 'self'; "
+            "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 FILE_CSP = "default-src 'none'; sandbox; frame-ancestors 'none'"
 # FastAPI's documentation pages load Swagger UI and ReDoc from a CDN with inline script.
 DOCS_CSP = "frame-ancestors 'none'"

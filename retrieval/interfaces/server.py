@@ -11,10 +11,10 @@ Security: the server binds to 127.0.0.1 unless told otherwise, and can refuse a 
 does not answer to (DNS rebinding); an optional bearer token protects every endpoint but the
 page, which signs in with an HttpOnly cookie (:mod:`.http_guards`); files are served only by
 item id, only while the item's file lies under a folder the collection indexed and is still the
-file that was indexed, and only as the image type their content decodes as
-(:mod:`retrieval.search.files`), in a sandbox; every response says ``nosniff``; the page runs
-no inline script; uploads are bounded in bytes and pixels; every bad request gets a 4xx with a
-one-line message.
+file that was indexed, and only as the image or video type their content decodes as
+(:mod:`retrieval.search.files`, :mod:`.item_files`), in a sandbox; every response says
+``nosniff``; the page runs no inline script; uploads are bounded in bytes and pixels; every bad
+request gets a 4xx with a one-line message.
 """
 
 from __future__ import annotations
@@ -23,19 +23,23 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import hashlib
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, Literal, TypeAlias
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
-from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
-from fastapi import Path as FPath
+from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from fastapi.responses import JSONResponse, Response
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    create_model,
+    model_serializer,
+)
 
 from ..collection import Collection, Hit
 from ..errors import (
@@ -48,15 +52,12 @@ from ..errors import (
     RetrievalError,
     SearchInterrupted,
 )
-from ..fileio import atomic_path
 from ..pathnames import shown
-from ..search.builder import MAX_ITEM_ID, build_query
+from ..search.builder import build_query
 from ..search.fields import FIELDS, QueryField
-from ..search.files import OCTET_STREAM
 from ..search.query import Term
 from .http_guards import (
     DEFAULT_CSP,
-    FILE_CSP,
     SECURITY_HEADERS,
     BearerAuth,
     BodyLimit,
@@ -64,15 +65,14 @@ from .http_guards import (
     SecurityHeaders,
     size_text,
 )
+from .item_files import ItemId, file_routes
 from .page import PUBLIC_PATHS, page_routes
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 50_000_000
 SEARCH_TIMEOUT = 10.0  # seconds a search may take, queueing for an engine thread included
-THUMB_SIZES = (128, 256, 512)
-
-
-ItemId = Annotated[int, FPath(ge=0, le=MAX_ITEM_ID, description="an item id")]
+# A hit's fields that only a video's hit has.
+VIDEO_FIELDS = ("video", "start", "end")
 
 
 class TermIn(BaseModel):
@@ -118,10 +118,10 @@ else:
 
 
 class HitOut(BaseModel):
-    id: int
+    id: int = Field(description="The item's id; a video hit's is its shot's.")
     score: float | None
-    kind: str
-    path: str | None
+    kind: str = Field(description="image, text or video.")
+    path: str | None = Field(description="An image's or a video's file; a caption's image's.")
     text: str | None = Field(description="A text hit's text; an image's sidecar caption.")
     metadata: dict[str, Any] = Field(description=(
         "What else is known: an image's width, height, taken_at, camera and size; "
@@ -129,7 +129,26 @@ class HitOut(BaseModel):
         "source (texts, caption, generated, ocr) and caption_of (its image's id). A search's "
         "hits add score_kind (similarity, fused, keywords or reranked), scores (the parts), "
         "and match: {source, text, words}, the text that made the hit match (source caption, "
-        "generated, ocr, text or name) and the query words found in it."))
+        "generated, ocr, text or name) and the query words found in it. A video's: its "
+        "duration, codec, container, fps, rotation and has_audio."))
+    video: int | None = Field(None, description=(
+        "Video hits only (kind video): the video item's id; the hit's id is the shot's (a "
+        "video looked up by its own id: the same id). Its file is /items/{id}/video."))
+    start: float | None = Field(None, description="Video hits only: where the shot starts, in "
+                                "seconds from the video's start (0 for a whole video).")
+    end: float | None = Field(None, description="Video hits only: where the shot ends, in "
+                              "seconds (a whole video's duration).")
+
+    # No return annotation: pydantic would take the response schema from it, not the fields.
+    @model_serializer(mode="wrap")
+    def _video_fields_on_video_hits(  # type: ignore[no-untyped-def]
+            self, handler: SerializerFunctionWrapHandler):
+        """An image's or a text's hit keeps the fields it always had (as ``Hit.to_dict``)."""
+        out: dict[str, Any] = handler(self)
+        if self.kind != "video":
+            for name in VIDEO_FIELDS:
+                out.pop(name, None)
+        return out
 
 
 class SearchOut(BaseModel):
@@ -178,7 +197,6 @@ class _Service:
         self.engine = ThreadPoolExecutor(threads, thread_name_prefix="retrieval-engine")
         self.timeout = timeout
         self.inflight: set[threading.Event] = set()  # cancel flags of the searches running
-        self.thumbs = collection.path / "thumbnails"
         if threads > 1:
             # Concurrent searches each encode on one core: more searches per second from
             # several clients than with every core per encoding, for a little more time per
@@ -242,16 +260,6 @@ class _Service:
     def _image(self, data: bytes, weight: Any = 1.0) -> Term:
         """An uploaded image as a term, decoded (by the search) within the service's limit."""
         return Term("image", data, weight, max_pixels=self.max_pixels)
-
-    def thumbnail(self, item_id: int, size: int) -> Path:
-        size = min((s for s in THUMB_SIZES if s >= size), default=THUMB_SIZES[-1])
-        with self.collection.image_file(item_id) as found:
-            key = hashlib.sha256(f"{found.path}:{found.size}:{found.mtime_ns}:{size}".encode(
-                "utf-8", "surrogateescape"))
-            cached = self.thumbs / f"{item_id}-{key.hexdigest()[:16]}.jpg"
-            if not cached.exists():
-                _make_thumbnail(found.file, cached, size)
-        return cached
 
 
 def create_app(collection: Collection, *, token: str | None = None,
@@ -359,25 +367,7 @@ def _item_routes(app: FastAPI, service: _Service) -> None:
         """An item's metadata."""
         return _hit_out(service.collection.get(item_id))
 
-    @app.get("/items/{item_id}/image", tags=["items"],
-             responses={200: {"content": {"image/*": {}}}})
-    def original(item_id: ItemId) -> Response:
-        """The original image file: only while it lies under an indexed folder and is the
-        file that was indexed (409 when it changed since; index again)."""
-        found = service.collection.image_file(item_id)
-        headers = {"Content-Length": str(found.size), "Content-Security-Policy": FILE_CSP}
-        if found.media_type == OCTET_STREAM:  # decoded, but not as a type browsers show
-            headers["Content-Disposition"] = f'attachment; filename="item-{item_id}"'
-        return StreamingResponse(found.chunks(), media_type=found.media_type, headers=headers)
-
-    @app.get("/items/{item_id}/thumbnail", tags=["items"],
-             responses={200: {"content": {"image/jpeg": {}}}})
-    def thumbnail(item_id: ItemId, size: Annotated[int, Query(ge=16, le=1024)] = 256
-                  ) -> Response:
-        """A JPEG thumbnail (EXIF orientation applied), made once and cached."""
-        return FileResponse(service.thumbnail(item_id, size), media_type="image/jpeg",
-                            headers={"Cache-Control": "private, max-age=3600",
-                                     "Content-Security-Policy": FILE_CSP})
+    file_routes(app, service.collection)
 
 
 async def _until_disconnected(request: Request, cancel: threading.Event) -> None:
@@ -414,27 +404,6 @@ def _b64(text: Any) -> bytes:
                                 validate=True)
     except (binascii.Error, ValueError):
         raise QueryError("image is not valid base64") from None
-
-
-def _make_thumbnail(src: BinaryIO, dest: Path, size: int) -> None:
-    from PIL import Image, ImageOps
-
-    from ..media import DEFAULT_MAX_PIXELS, ImageDecodeError, open_image
-
-    try:
-        img = open_image(src, DEFAULT_MAX_PIXELS)
-        img.draft("RGB", (size, size))
-        img = ImageOps.exif_transpose(img)
-        img = img.convert("RGB")
-        img.thumbnail((size, size), Image.Resampling.LANCZOS)
-    except (ImageDecodeError, OSError) as exc:
-        raise HTTPException(422, f"cannot make a thumbnail: {getattr(exc, 'reason', exc)}") \
-            from None
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    # A unique temporary file per request: concurrent first requests for the same thumbnail
-    # each write their own and the last rename wins, with identical content.
-    with atomic_path(dest) as tmp:
-        img.save(tmp, "JPEG", quality=85)
 
 
 __all__ = ["create_app"]
