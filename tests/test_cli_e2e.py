@@ -25,7 +25,7 @@ from PIL import Image
 pytestmark = pytest.mark.slow
 
 SUMMARY_KEYS = {"added", "updated", "removed", "unchanged", "failed", "embedded", "errors",
-                "recognised", "warnings", "partial"}
+                "recognised", "warnings", "partial", "shots"}
 
 
 # --- helpers -----------------------------------------------------------------------------------

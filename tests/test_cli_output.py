@@ -257,8 +257,8 @@ def test_a_text_field_on_an_image_search_says_so(setup: Setup) -> None:
 def test_unknown_field_lists_only_public_fields(setup: Setup) -> None:
     assert _error(setup, "search", "x", "--where", "brnd = acme") == (
         "Error: unknown filter field 'brnd'; did you mean brand? (known: path, date, taken, "
-        "mtime, width, height, size, duration, orientation, camera, tag, caption, ocr, meta.KEY; metadata "
-        "fields: brand)")
+        "mtime, width, height, size, duration, orientation, camera, tag, caption, ocr, meta.KEY; "
+        "metadata fields: brand)")
 
 
 def test_duplicates_show_similarity_and_identical_copies(setup: Setup) -> None:

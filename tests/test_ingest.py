@@ -53,7 +53,7 @@ def test_index_summary_fields(tmp_path: Path, encoder: Any) -> None:
         d = summary.to_dict()
         assert set(d) == {"added", "updated", "removed", "unchanged", "failed", "embedded",
                           "errors", "recognised", "warnings",  # these two: --ocr's
-                          "partial"}  # videos damaged part way
+                          "partial", "shots"}  # videos damaged part way, shots embedded
         assert d["errors"] == [{"path": str(folder / "broken.jpg"),
                                 "reason": "not a recognised image format"}]
         assert col._catalog.counts() == {"image": 5, "text": 0}

@@ -11,12 +11,12 @@ What runs, and how:
 * The reader: ``HOME`` is a temporary folder, holding ``~/Pictures`` (synthetic shapes with
   sidecar captions from ``retrieval.training.synthetic``; ``2021/`` of them dated July 2021
   with "beach" captions, ``old/``), ``~/Downloads/cats.jpg``, ``~/products``, ``~/archive``,
-  ``~/backups`` and, in the working folder (``HOME`` itself), ``photo.jpg``, ``query.jpg``,
-  ``products.jsonl`` and ``labels.txt``. ``$RETRIEVAL_HOME`` is temporary and offline
-  (``HF_HUB_OFFLINE=1``). The default collection is bound to the demo model before the
-  Command line block (the test indexes ``~/Downloads/cats.jpg`` with ``--model demo``): it
-  stands in for a reader's first index with the default model (DEFAULT_MODEL), which this
-  machine cannot download.
+  ``~/backups``, ``~/Videos/holiday.mp4`` (three shots of shapes) and, in the working folder
+  (``HOME`` itself), ``photo.jpg``, ``query.jpg``, ``products.jsonl`` and ``labels.txt``.
+  ``$RETRIEVAL_HOME`` is temporary and offline (``HF_HUB_OFFLINE=1``). The default
+  collection is bound to the demo model before the Command line block (the test indexes
+  ``~/Downloads/cats.jpg`` with ``--model demo``): it stands in for a reader's first index
+  with the default model (DEFAULT_MODEL), which this machine cannot download.
 * A shell line is split into commands as bash would (quotes, backslashes, ``\\`` line
   continuations, ``~`` at the start of a word, ``$NAME``, ``;`` and ``&&``, ``NAME=value``
   prefixes, ``export``; a ``#`` at the start of a word begins a comment). Pipes, redirections,
@@ -260,6 +260,11 @@ def prepare_home(home: Path) -> None:
                 {"text": "green hiking boots", "id": "sku-44", "brand": "trailco", "price": 45}]
     (home / "products.jsonl").write_text("".join(json.dumps(p) + "\n" for p in products))
     (home / "labels.txt").write_text("circle\nstar\nsquare\ntriangle\ncross\n")
+    from videos import BLUE_SQUARE, GREEN_STAR, RED_CIRCLE, Clip, write_video
+
+    (home / "Videos").mkdir()
+    write_video(home / "Videos" / "holiday.mp4", [Clip(RED_CIRCLE, 2.0), Clip(BLUE_SQUARE, 3.0),
+                                                  Clip(GREEN_STAR, 2.0)], fps=12, size=(160, 120))
 
 
 # -- running the blocks ---------------------------------------------------------------------------

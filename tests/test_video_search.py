@@ -14,6 +14,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +96,7 @@ def _clip_of(setup: Setup, name: str, start: float, end: float) -> int:
     """Which clip of video ``name`` a hit from ``start`` to ``end`` lies in (the clip that
     holds most of it)."""
     bounds = [*setup.cuts[name], sum(c.seconds for c in VIDEOS[name])]
-    overlap = [max(0.0, min(end, b) - max(start, a)) for a, b in zip(bounds, bounds[1:])]
+    overlap = [max(0.0, min(end, b) - max(start, a)) for a, b in pairwise(bounds)]
     return overlap.index(max(overlap))
 
 
@@ -123,7 +124,7 @@ def test_shots_start_at_the_cuts(setup: Setup) -> None:
         for cut in setup.cuts[name]:  # each cut begins a shot (long shots add parts)
             assert min(abs(s - cut) for s in starts) <= 1.0 / FPS + 1e-6, (name, cut, spans)
         assert spans[0][0] == pytest.approx(0.0, abs=1e-6)
-        assert all(abs(a[1] - b[0]) < 1e-6 for a, b in zip(spans, spans[1:])), spans
+        assert all(abs(a[1] - b[0]) < 1e-6 for a, b in pairwise(spans)), spans
 
 
 def test_one_hit_per_video_unless_segments(setup: Setup) -> None:
@@ -225,19 +226,19 @@ def fresh(tmp_path: Path, demo_encoder: Any) -> Iterator[tuple[Collection, Path]
 def test_incremental_videos(fresh: tuple[Collection, Path]) -> None:
     col, folder = fresh
     again = col.index([folder], workers=0)
-    assert (again.unchanged, again.added, again.embedded) == (1, 0, 0)
+    assert (again.unchanged, again.added, again.shots) == (1, 0, 0)
     shots = col._catalog.counts()["shot"]
     # a rename keeps the shots' vectors: nothing is decoded or embedded
     os.rename(folder / "a.mp4", folder / "b.mov")
     moved = col.index([folder], workers=0)
-    assert (moved.added, moved.removed, moved.embedded) == (1, 1, 0), moved
+    assert (moved.added, moved.removed, moved.shots) == (1, 1, 0), moved
     assert col._catalog.counts()["shot"] == shots
     best = col.search("a blue square", target="video")[0]
     assert Path(best.path or "").name == "b.mov"
     # a changed video is decoded again and its old shots go
     write_video(folder / "b.mov", [Clip(YELLOW_CROSS, 2.0)], fps=FPS, size=SIZE)
     changed = col.index([folder], workers=0)
-    assert changed.updated == 1 and changed.embedded >= 1
+    assert changed.updated == 1 and changed.shots >= 1
     assert Path(col.search("a yellow cross", target="video")[0].path or "").name == "b.mov"
     assert col._catalog.counts()["shot"] < shots + 1
     # a deleted one is removed, with its shots
@@ -314,7 +315,7 @@ def test_a_video_named_on_the_command_line_and_removed(tmp_path: Path) -> None:
     col = tmp_path / "col"
     out = json.loads(run_cli("index", folder / "one.webm", "--model", "demo", "--json",
                              collection=col).stdout.splitlines()[-1])
-    assert (out["added"], out["failed"], out["embedded"]) == (1, 0, 1), out
+    assert (out["added"], out["failed"], out["shots"], out["embedded"]) == (1, 0, 1, 0), out
     info = json.loads(run_cli("info", "--json", collection=col).stdout)
     assert info["counts"]["video"] == 1 and info["counts"]["shot"] == 1, info
     assert run_cli("remove", folder / "one.webm", collection=col).stdout.strip() == "1 removed"

@@ -28,6 +28,7 @@ class IndexSummary:
     unchanged: int = 0
     failed: int = 0
     embedded: int = 0
+    shots: int = 0  # shots of videos embedded (their keyframes)
     errors: list[FileError] = field(default_factory=list)
     recognised: int = 0  # images whose text was read (--ocr) and had some
     # files indexed whose text could not be read (--ocr): read again next run
@@ -55,7 +56,7 @@ class IndexSummary:
 @dataclass(frozen=True)
 class IndexProgress:
     """A progress report: ``phase`` is scan, embed, video, captions, ocr, remove, tag, model
-    or index (``video`` counts videos, and their shots in ``embedded``);
+    or index (``video`` counts seconds of video, and the shots embedded in ``embedded``);
     ``detail`` carries a message worth showing (a model exported, an index rebuilt); ``ocr``
     (text recognition) counts images with text in ``embedded``."""
 

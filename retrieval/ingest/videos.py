@@ -85,7 +85,7 @@ class _Videos:
 
     def report(self) -> None:
         self.progress(IndexProgress("video", round(self.seconds), round(self.total),
-                                    self.summary.embedded, self.summary.failed))
+                                    self.summary.shots, self.summary.failed))
 
     def failed(self, path: str, reason: str) -> None:
         self.summary.fail(path, reason)
@@ -165,9 +165,9 @@ class _Videos:
             return []
         pixels = np.stack([to_model_input(s.keyframe, encoder.image_spec) for s in shots])
         vectors = encoder.embed_images(pixels)
-        self.summary.embedded += len(shots)
+        self.summary.shots += len(shots)
         meta = info.to_metadata()
-        return [ShotRecord(s.start, s.end, v, _jpeg(s.keyframe),
+        return [ShotRecord(round(s.start, 3), round(s.end, 3), v, _jpeg(s.keyframe),
                            dict(meta, shot=s.index, part=s.part,
                                 keyframe=round(s.keyframe_time, 3)))
                 for s, v in zip(shots, vectors, strict=True)]

@@ -55,7 +55,7 @@ class Progress:
             return
         if p.total is not None and self.bar.total != p.total:
             self.bar.total = p.total
-        if p.phase in ("embed", "video"):  # a video run's embedded: keyframes
+        if p.phase in ("embed", "video"):  # a video run's embedded: its shots' keyframes
             self.bar.set_postfix(embedded=p.embedded, failed=p.failed, refresh=False)
         elif p.phase == "ocr":  # embedded: the images text was found in
             self.bar.set_postfix(with_text=p.embedded, failed=p.failed, refresh=False)
@@ -89,8 +89,9 @@ def print_summary(summary: IndexSummary, as_json: bool, what: str = "images") ->
     click.echo(
         f"{summary.added} added, {summary.updated} updated, {summary.removed} removed, "
         f"{summary.unchanged} unchanged, {summary.failed} failed "
-        f"({counted(summary.embedded, what.rstrip('s'), what)} embedded)"
-    )
+        f"({counted(summary.embedded, what.rstrip('s'), what)}"
+        + (f" and {counted(summary.shots, 'video shot')}" if summary.shots else "")
+        + " embedded)")
     first = summary.errors[:20]
     for e in first:
         click.echo(f"  skipped {shown(e.path)}: {e.reason}", err=True)
