@@ -338,3 +338,63 @@ def test_progress_counts_seconds_of_video(tmp_path: Path, demo_encoder: Any) -> 
     seen = [(e.done, e.total) for e in events if e.phase == "video"]
     assert seen[0] == (0, 7) and seen[-1] == (7, 7), seen
     assert [d for d, _ in seen] == sorted(d for d, _ in seen) and len(seen) > 3, seen
+
+
+def _text_video(path: Path, lines: list[str], seconds: float = 1.5) -> None:
+    """A video of a page of text (black on white) after a shot of shapes: OCR's test."""
+    import av
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFont
+
+    page = Image.new("RGB", (640, 360), (245, 245, 240))
+    draw = ImageDraw.Draw(page)
+    for n, line in enumerate(lines):
+        draw.text((40, 60 + 90 * n), line, fill=(20, 20, 20),
+                  font=ImageFont.load_default(size=48))
+    shapes = render(RED_CIRCLE, 256).resize((640, 360))
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = 640, 360, "yuv420p"
+        for picture in (shapes, page):
+            for _ in range(round(seconds * FPS)):
+                frame = av.VideoFrame.from_ndarray(np.asarray(picture), format="rgb24")
+                out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+
+
+def test_tags_captions_and_text_of_keyframes(tmp_path: Path, demo_encoder: Any) -> None:
+    """Zero-shot tags, generated captions and recognised text apply to shots' keyframes, so
+    a video search can filter on them and keywords find them."""
+    folder = tmp_path / "media"
+    folder.mkdir()
+    write_video(folder / "shapes.mp4", [Clip(RED_CIRCLE, 1.5), Clip(BLUE_SQUARE, 1.5)],
+                fps=FPS, size=SIZE)
+    with Collection(tmp_path / "col", encoder=demo_encoder) as col:
+        col.index([folder], workers=0)
+        col.tag(["circle", "square", "star"], top=1, min_score=0.0)
+        squares = col.search("a shape", target="video", segments=True, tags=["square"])
+        assert squares and all(_clip_of_shapes(h) == 1 for h in squares), squares
+        made = col.generate_captions("demo-captioner")
+        assert made.generated == 2, made
+        hit = col.search("a red circle", target="video")[0]
+        assert "circle" in hit.metadata["generated_caption"], hit.metadata
+        assert col.search("a shape", target="video", filters=["caption ~ *square*"])
+
+
+def _clip_of_shapes(hit: Any) -> int:
+    return 0 if (hit.start or 0) < 1.4 else 1
+
+
+def test_text_in_a_video_is_found_by_keywords(tmp_path: Path, demo_encoder: Any) -> None:
+    if os.environ.get("RETRIEVAL_REQUIRE_OCR") != "1":  # CI: a missing package fails below
+        pytest.importorskip("rapidocr", reason="the ocr extra is not installed")
+    folder = tmp_path / "media"
+    folder.mkdir()
+    _text_video(folder / "slides.mp4", ["HOTEL LINDNER", "INVOICE 4711"])
+    with Collection(tmp_path / "col", encoder=demo_encoder) as col:
+        summary = col.index([folder], workers=0, ocr=True)
+        assert summary.recognised >= 1 and not summary.errors, summary
+        hits = col.search("invoice", target="video", keywords=True, segments=True)
+        assert len(hits) == 1 and (hits[0].start or 0) >= 1.4, hits
+        assert "INVOICE" in hits[0].metadata["ocr_text"]
+        assert col.search("a shape", target="video", filters=["ocr ~ *lindner*"])
