@@ -9,7 +9,8 @@ Chinese caption and a Chinese word (hybrid search) on a collection captioned in 
 checks that the characters are drawn (a font with CJK glyphs: ``artifacts/browser-search-zh.png``).
 A third signs in to a server with a token: the page keeps no token where a script can read it
 (an HttpOnly cookie set by ``POST /session``), its policy refuses inline script, and signing out
-locks it again.
+locks it again. Another searches videos: a card shows the shot's keyframe and time, and a click
+(or Enter) plays the video from the shot's start (``artifacts/browser-video.png``).
 
 Needs Chromium at /usr/bin/chromium (and for Chinese a CJK font, e.g. Debian's
 fonts-wqy-microhei); without them the tests are skipped, unless
@@ -541,4 +542,114 @@ def test_recognised_text_in_chromium(ocr_server: ServerProcess) -> None:
         assert set(by_name) == {"receipt.png", "hotel-lobby.png"}
         assert by_name["receipt.png"]["marked"] == ["HOTEL"]
         assert by_name["hotel-lobby.png"]["ocr"] == ""
+        assert not problems, problems
+
+
+# --- videos: keyframes with the shot's time, played from the shot's start -----------------------
+
+VIDEO_FPS = 12
+
+
+@pytest.fixture
+def video_server(tmp_path: Path) -> Iterator[tuple[ServerProcess, dict[str, list[float]]]]:
+    """A server on two generated videos (VP9 in WebM, which every Chromium plays, and H.264 in
+    MP4) and an image, indexed with the demo model; yields it and {video: its clips' starts}."""
+    from videos import (
+        BLUE_SQUARE,
+        GREEN_STAR,
+        PURPLE_TRIANGLE,
+        RED_CIRCLE,
+        YELLOW_CROSS,
+        Clip,
+        write_video,
+    )
+
+    from retrieval.training.synthetic import render
+
+    _require_browser()
+    folder = tmp_path / "media"
+    folder.mkdir()
+    clips = {"holiday.webm": [Clip(RED_CIRCLE, 2.0), Clip(BLUE_SQUARE, 2.0),
+                              Clip(GREEN_STAR, 2.0)],
+             "garden.mp4": [Clip(YELLOW_CROSS, 2.0), Clip(PURPLE_TRIANGLE, 2.0)]}
+    starts = {name: [0.0, *write_video(folder / name, c, fps=VIDEO_FPS, size=(160, 120))]
+              for name, c in clips.items()}
+    render(RED_CIRCLE, 64).save(folder / "circle.png")
+    col = tmp_path / "col"
+    run_cli("index", folder, "--model", MODEL, collection=col)
+    srv = ServerProcess(col, tmp_path / "server.log")
+    try:
+        srv.wait_ready()
+        yield srv, starts
+    finally:
+        srv.stop()
+    assert "Traceback" not in srv.output(), srv.output()
+
+
+def _video_cards(page: Any) -> list[dict[str, Any]]:
+    return list(page.eval_on_selector_all(".hit", """cards => cards.map(c => ({
+        id: c.dataset.id,
+        name: c.querySelector('.meta .name').textContent,
+        time: (c.querySelector('.play .time') || {}).textContent,
+        thumb: (c.querySelector('.play img') || {}).src}))"""))
+
+
+def _played_from(page: Any, start: float) -> dict[str, Any]:
+    """Wait for the player to have played a stretch; where it started, its source and state."""
+    page.wait_for_selector("#player[open] video", timeout=TIMEOUT_MS)
+    page.wait_for_function("() => document.querySelector('#player video').played.length > 0",
+                           timeout=TIMEOUT_MS)
+    state = dict(page.evaluate("""() => {
+        const v = document.querySelector('#player video');
+        return {src: v.currentSrc, from: v.played.start(0), now: v.currentTime,
+                title: document.querySelector('#player .title').textContent};
+    }"""))
+    assert state["from"] == pytest.approx(start, abs=0.25), state
+    assert state["now"] >= start - 0.05, state
+    return state
+
+
+def test_videos_in_chromium(video_server: tuple[ServerProcess, dict[str, list[float]]]) -> None:
+    srv, starts = video_server
+    with _chromium_page(srv.url + "/") as (page, problems):
+        assert page.is_hidden("#segments")
+        page.select_option("[name=target]", "video")
+        assert page.is_visible("#segments")
+        # 1. a blue square: the holiday video's second shot, from 2 s to 4 s
+        page.fill("input[name=q]", "a blue square")
+        found = _search_response(page, lambda: page.press("input[name=q]", "Enter"))
+        assert found["params"]["target"] == "video" and found["params"]["segments"] is False
+        hits, cards = found["hits"], _video_cards(page)
+        assert [c["name"] for c in cards] == ["holiday.webm", "garden.mp4"]
+        best = hits[0]
+        assert best["kind"] == "video" and best["start"] == pytest.approx(starts[
+            "holiday.webm"][1], abs=1 / VIDEO_FPS)
+        assert cards[0]["time"] == "00:02\u201300:04", cards
+        _thumbnails_loaded(page)
+        # 2. a click plays it in the player, from the shot's start, served by /items/{id}/video
+        page.locator(".hit .play").first.click()
+        state = _played_from(page, best["start"])
+        assert state["src"] == f"{srv.url}/items/{best['id']}/video#t={best['start']:g}", state
+        assert state["title"] == "holiday.webm 00:02\u201300:04"
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "browser-video.png"))
+        page.keyboard.press("Escape")  # closes the player and lets go of the file
+        page.wait_for_function("() => !document.querySelector('#player').open && "
+                               "document.querySelector('#player video').src === ''",
+                               timeout=TIMEOUT_MS)
+        # 3. every shot: the garden's second shot, played with the keyboard
+        page.check("[name=segments]")
+        page.fill("input[name=q]", "a purple triangle")
+        every = _search_response(page, lambda: page.press("input[name=q]", "Enter"))
+        assert every["params"]["segments"] is True
+        shots = [h for h in every["hits"] if h["path"].endswith("garden.mp4")]
+        assert len(every["hits"]) > 2 and len(shots) == 2
+        first = every["hits"][0]
+        assert first["path"].endswith("garden.mp4") and first["start"] == pytest.approx(
+            starts["garden.mp4"][1], abs=1 / VIDEO_FPS)
+        page.locator(".hit .play").first.focus()
+        page.keyboard.press("Enter")
+        _played_from(page, first["start"])
+        page.click("#player .close")
+        page.wait_for_selector("#player", state="hidden", timeout=TIMEOUT_MS)
         assert not problems, problems

@@ -76,6 +76,9 @@ function filters() {
   return f;
 }
 
+// Every matching shot of a video, not only its best: asked for on video searches only.
+const segments = () => $("[name=target]").value === "video" && $("[name=segments]").checked;
+
 function perPage() { return parseInt($("#filters [name=k]").value, 10); }
 
 // Where the results end: the cutoff and the min score, when set (both cut before paging).
@@ -131,6 +134,71 @@ async function thumb(img, id) {
   } catch (e) { img.alt = "no preview"; }
 }
 
+// A time in seconds as a player shows it: 01:23, or 1:02:03 from an hour on.
+function clock(seconds) {
+  const s = Math.floor((seconds || 0) + 0.001);
+  const two = (n) => String(n).padStart(2, "0");
+  const hours = Math.floor(s / 3600);
+  return (hours ? `${hours}:` : "") + `${two(Math.floor((s % 3600) / 60))}:${two(s % 60)}`;
+}
+
+const fileName = (h) => h.path ? h.path.split("/").pop() : "";
+const timeSpan = (h) => `${clock(h.start)}\u2013${clock(h.end)}`;
+
+// A video's hit: its keyframe and the shot's time, a button that plays it from there.
+function videoFrame(h) {
+  const play = document.createElement("button");
+  play.type = "button";
+  play.className = "play";
+  play.title = `play ${fileName(h)} from ${clock(h.start)}`;
+  const img = document.createElement("img");
+  img.alt = fileName(h);
+  thumb(img, h.id);
+  const time = document.createElement("span");
+  time.className = "time";
+  time.textContent = timeSpan(h);
+  play.append(img, time);
+  play.addEventListener("click", () => playVideo(h));
+  return play;
+}
+
+// The player: one <video> in a dialog, its file from /items/{id}/video (the browser asks for
+// byte ranges as it seeks), started at the shot by a media fragment (#t=start).
+const player = $("#player");
+const screen = player.querySelector("video");
+
+function playVideo(h) {
+  const url = `/items/${h.id}/video`;
+  player.querySelector(".title").textContent = `${fileName(h)} ${timeSpan(h)}`;
+  screen.onloadedmetadata = () => {
+    // where a browser ignores the fragment, seek to the shot
+    if (Math.abs(screen.currentTime - h.start) > 0.25) screen.currentTime = h.start;
+  };
+  screen.onerror = () => explain(url, fileName(h));
+  screen.src = `${url}#t=${h.start}`;
+  player.showModal();
+  screen.play().catch(() => {});  // autoplay refused: its controls play it
+}
+
+// A media element does not say why it cannot play: the server's answer for the first byte does
+// (gone, changed since indexed, outside the folders), else it is the browser's format.
+async function explain(url, name) {
+  player.close();
+  try {
+    await call(url, {headers: {Range: "bytes=0-0"}});
+    showError(`cannot play ${name}: this browser does not play its format`);
+  } catch (e) {
+    showError(`cannot play ${name}: ${e.message}`);
+  }
+}
+
+function stopVideo() {
+  screen.onerror = null;
+  screen.pause();
+  screen.removeAttribute("src");
+  screen.load();  // lets go of the file
+}
+
 function show(hits, took, total, threshold) {
   const grid = $("#grid");
   grid.textContent = "";
@@ -140,7 +208,9 @@ function show(hits, took, total, threshold) {
     card.dataset.id = h.id;
     const m = h.metadata || {};
     const match = m.match || {};
-    if (h.kind === "image") {
+    if (h.kind === "video") {
+      card.appendChild(videoFrame(h));
+    } else if (h.kind === "image") {
       const img = document.createElement("img");
       img.alt = h.text || h.path || "";
       thumb(img, h.id);
@@ -154,7 +224,7 @@ function show(hits, took, total, threshold) {
     }
     const meta = document.createElement("div");
     meta.className = "meta";
-    const name = h.path ? h.path.split("/").pop() : "";
+    const name = fileName(h);
     meta.innerHTML = `<span class="score">${h.score === null ? "" : h.score.toFixed(3)}</span> ` +
       `<span class="name"></span><div class="caption"></div><div class="generated"></div>` +
       `<div class="ocr"></div>`;
@@ -183,8 +253,9 @@ function show(hits, took, total, threshold) {
     const more = document.createElement("button");
     more.className = "more";
     more.textContent = "more like this";
-    more.onclick = () => run({kind: "json", body: {like: h.id, target: "image", keywords: false}},
-                             0);
+    // more of the same kind: images like an image or a text, moments like a shot
+    const like = {like: h.id, target: h.kind === "video" ? "video" : "image", keywords: false};
+    more.onclick = () => run({kind: "json", body: like}, 0);
     card.appendChild(more);
     grid.appendChild(card);
   }
@@ -214,13 +285,14 @@ async function run(query, newOffset) {
       form.append("k", perPage());
       form.append("offset", offset);
       form.append("target", $("[name=target]").value);
+      if (segments()) form.append("segments", "true");
       for (const f of filters()) form.append("filters", f);
       for (const [name, value] of Object.entries(cut())) form.append(name, value);
       res = await call("/search/upload", {method: "POST", body: form});
     } else {
       const keywords = $("[name=keywords]").checked;
       const body = Object.assign({k: perPage(), offset, target: $("[name=target]").value,
-                                  filters: filters(), keywords,
+                                  segments: segments(), filters: filters(), keywords,
                                   hybrid: !keywords && $("[name=hybrid]").checked},
                                  keywords ? {} : cut(), query.body);
       res = await call("/search", {method: "POST", body: JSON.stringify(body),
@@ -256,6 +328,13 @@ $("[name=keywords]").addEventListener("change", (ev) => {
 $("[name=hybrid]").addEventListener("change", (ev) => {
   if (ev.target.checked) $("[name=keywords]").checked = false;
 });
+// "every shot" is a choice of video searches only
+const segmentsChoice = () => { $("#segments").hidden = $("[name=target]").value !== "video"; };
+$("[name=target]").addEventListener("change", segmentsChoice);
+segmentsChoice();
+player.addEventListener("close", stopVideo);
+player.querySelector(".close").addEventListener("click", () => player.close());
+player.addEventListener("click", (ev) => { if (ev.target === player) player.close(); });
 $("#next").onclick = () => last && run(last, offset + perPage());
 $("#prev").onclick = () => last && run(last, Math.max(0, offset - perPage()));
 $("#login").addEventListener("submit", signIn);
