@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .enrich.recognition import OCRSummary
     from .ingest import IndexSummary, ProgressCallback, TextInput
     from .search.budget import CancelFlag
-    from .search.files import ItemFile
+    from .search.files import ItemFile, Keyframe
     from .search.filters import Filter
     from .search.hits import Hits
     from .search.rerank import Stage
@@ -296,6 +296,20 @@ class Collection:
         from .search.files import open_item_file
 
         return open_item_file(self._reading(), self.roots(), item_id)
+
+    def video_file(self, item_id: int) -> ItemFile:
+        """The file of a video item, or of a shot's video, opened while it is the file that
+        was indexed; close it."""
+        from .search.files import open_video_file
+
+        return open_video_file(self._reading(), self.roots(), item_id)
+
+    def keyframe(self, item_id: int) -> Keyframe | None:
+        """A shot's keyframe (a video's: its first shot's), stored at indexing; None for an
+        item that is no video or shot."""
+        from .search.files import keyframe_of
+
+        return keyframe_of(self._reading(), item_id)
 
     def caption(self, image: str | os.PathLike[str] | bytes | int, k: int = 5) -> list[Hit]:
         """The ``k`` stored texts and captions that best describe an image (its file, bytes or
