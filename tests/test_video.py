@@ -238,7 +238,7 @@ def test_audio_only_files_have_no_video_stream(folder) -> None:
         assert _one_line_error(folder / name) == "no video stream: the file holds audio only"
 
 
-def test_a_codec_ffmpeg_does_not_know_is_refused(folder, written) -> None:
+def test_a_codec_ffmpeg_does_not_know_is_refused(folder) -> None:
     src = folder / "for-unknown.mkv"
     write_video(src, CLIPS[:2], size=(64, 48))
     write_unknown_codec(folder / "unknown.mkv", src)
@@ -319,6 +319,11 @@ def test_progress_is_reported_about_every_second(written) -> None:
 def test_one_decoder_thread_finds_the_same_shots(written) -> None:
     path, truth = written["hevc-mkv"]
     assert cut_times(str(path), threads=1) == pytest.approx(truth, abs=1e-3)
+
+
+def test_fast_decoding_finds_the_same_cuts(written) -> None:
+    path, truth = written["h264-mp4"]
+    assert cut_times(str(path), fast=True) == pytest.approx(truth, abs=1e-3)
 
 
 def test_closing_early_releases_the_file(written) -> None:

@@ -61,8 +61,9 @@ def _picture(scene: Scene, size: tuple[int, int], seed: int) -> np.ndarray:
 
 
 def _noise_bank(size: tuple[int, int], rng: np.random.Generator, n: int = 4) -> list[np.ndarray]:
-    """A few noise fields (+-4 levels, in 2x2 blocks) that frames cycle through: noise for
-    every frame of a 4K video would cost more than encoding it."""
+    """A few noise fields (+-4 levels, in 2x2 blocks) that frames cycle through, each frame
+    shifting its field at random (so no two frames share their noise, as with a camera's
+    sensor): fresh noise for every frame of a 4K video would cost more than encoding it."""
     w, h = size
     bank = []
     for _ in range(n):
@@ -71,14 +72,17 @@ def _noise_bank(size: tuple[int, int], rng: np.random.Generator, n: int = 4) -> 
     return bank
 
 
-def _clip_frames(clip: Clip, base: np.ndarray, n: int, noise: list[np.ndarray], fps: float
-                 ) -> Iterator[np.ndarray]:
+def _clip_frames(clip: Clip, base: np.ndarray, n: int, noise: list[np.ndarray], fps: float,
+                 rng: np.random.Generator) -> Iterator[np.ndarray]:
     """The frames of one clip: the picture drifting slowly, with noise and the fades."""
+    h, w = base.shape[:2]
     for i in range(n):
         t = i / fps
         dx = round(2 * math.sin(2 * math.pi * t / 3) - clip.pan * i)
         dy = round(1.5 * math.cos(2 * math.pi * t / 4))
-        frame = np.roll(base, (dy, dx), axis=(0, 1)).astype(np.int16) + noise[i % len(noise)]
+        grain = np.roll(noise[i % len(noise)], (int(rng.integers(h)), int(rng.integers(w))),
+                        axis=(0, 1))
+        frame = np.roll(base, (dy, dx), axis=(0, 1)).astype(np.int16) + grain
         gain = 1.0
         if clip.fade_in > 0 and t < clip.fade_in:
             gain = min(gain, t / clip.fade_in)
@@ -107,8 +111,10 @@ def _frame_times(clips: Sequence[Clip], fps: float, vfr: bool, seed: int
 
 
 def _add_video_stream(out: Any, codec: str, fps: float, size: tuple[int, int], rotate: int,
-                      time_base: Fraction) -> Any:
+                      time_base: Fraction, bitrate: int | None) -> Any:
     stream = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+    if bitrate:
+        stream.bit_rate = bitrate
     stream.width, stream.height = size
     stream.pix_fmt = "yuv420p"
     stream.codec_context.time_base = time_base
@@ -154,12 +160,15 @@ class _Tone:
 def write_video(path: str | Path, clips: Sequence[Clip], *, fps: float = 24,
                 size: tuple[int, int] = (320, 240), codec: str | None = None, vfr: bool = False,
                 creation_time: str | None = None, rotate: int = 0, audio: bool = False,
-                seed: int = 0, faststart: bool = False) -> list[float]:
+                seed: int = 0, faststart: bool = False, bitrate: int | None = None
+                ) -> list[float]:
     """Write the clips one after the other and return the true cut times (the start of clips
     1..n, in seconds: the time of each clip's first frame).
 
     ``rotate`` is the clockwise rotation a player applies (a display matrix, as phones write for
-    portrait videos); ``faststart`` puts an MP4's index first, so a truncated copy still opens.
+    portrait videos); ``faststart`` puts an MP4's index first, so a truncated copy still opens;
+    ``bitrate`` (bits/s) replaces the encoder's constant quality (x265 squeezes the synthetic
+    pictures to almost nothing, far below what a camera writes).
     """
     import av
 
@@ -173,12 +182,12 @@ def write_video(path: str | Path, clips: Sequence[Clip], *, fps: float = 24,
     with av.open(str(path), "w", options=options) as out:
         if creation_time is not None:
             out.metadata["creation_time"] = creation_time
-        stream = _add_video_stream(out, codec, fps, size, rotate, time_base)
+        stream = _add_video_stream(out, codec, fps, size, rotate, time_base, bitrate)
         tone = _Tone(out, AUDIO_CODECS.get(path.suffix.lower(), "aac")) if audio else None
         for k, (clip, clip_times) in enumerate(zip(clips, times, strict=True)):
             base = _picture(clip.scene, size, seed * 1000 + k)
-            for t, pixels in zip(clip_times, _clip_frames(clip, base, len(clip_times), noise,
-                                                          fps), strict=True):
+            frames = _clip_frames(clip, base, len(clip_times), noise, fps, rng)
+            for t, pixels in zip(clip_times, frames, strict=True):
                 frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
                 frame.pts, frame.time_base = round(t / time_base), time_base
                 for packet in stream.encode(frame):
