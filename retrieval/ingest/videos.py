@@ -167,10 +167,19 @@ class _Videos:
         vectors = encoder.embed_images(pixels)
         self.summary.shots += len(shots)
         meta = info.to_metadata()
-        return [ShotRecord(round(s.start, 3), round(s.end, 3), v, _jpeg(s.keyframe),
+        return [ShotRecord(round(s.start, 3), round(_end(s, info), 3), v, _jpeg(s.keyframe),
                            dict(meta, shot=s.index, part=s.part,
                                 keyframe=round(s.keyframe_time, 3)))
                 for s, v in zip(shots, vectors, strict=True)]
+
+
+def _end(shot: Shot, info: VideoInfo) -> float:
+    """A shot's end, no later than its video's (a container's clock, in milliseconds, can run
+    a moment past the duration its header gives); a header that is wrong by more keeps the
+    shot's own."""
+    if info.duration is not None and 0 < shot.end - info.duration <= 0.1:
+        return max(shot.start, info.duration)
+    return shot.end
 
 
 def _length(path: str) -> float:

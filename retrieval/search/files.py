@@ -134,17 +134,14 @@ def keyframe_of(catalog: Catalog, item_id: int) -> Keyframe | None:
 
     Raises :class:`ItemNotFoundError` for no such item, or a video without a stored
     keyframe."""
-    from ..storage.records import Condition
-
     item = _item(catalog, item_id)
     if item is None:
         raise ItemNotFoundError(f"no item {item_id} in the collection")
     if item.kind not in (SHOT, VIDEO):
         return None
-    if item.kind == VIDEO:  # its shots repeat its path: the earliest of them
-        ids = catalog.ids_where(SHOT, [Condition("path", "=", item.path, SHOT)]).tolist()
-        shots = [s for s in catalog.get_items(ids).values() if s.parent_id == item.id]
-        item = min(shots, key=lambda s: (s.start_time or 0.0, s.id), default=None)
+    if item.kind == VIDEO:  # its earliest shot's
+        first = catalog.first_shot(item.id)
+        item = None if first is None else catalog.get_items([first]).get(first)
     data = None if item is None else catalog.keyframe(item.id)
     if item is None or data is None:
         raise ItemNotFoundError(f"item {item_id} has no keyframe in the collection")

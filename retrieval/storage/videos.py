@@ -138,6 +138,13 @@ class VideoCatalog:
                 select(items.c.id, items.c.path, items.c.content_hash)
                 .where(items.c.kind == SHOT).order_by(items.c.id))]
 
+    def first_shot(self, video_id: int) -> int | None:
+        """The id of a video's earliest shot, or None (no such video, or no shots)."""
+        with self._reads.connect() as conn:
+            return conn.execute(select(items.c.id).where(
+                items.c.parent_id == video_id, items.c.kind == SHOT)
+                .order_by(items.c.start_time, items.c.id).limit(1)).scalar()
+
     def shot_parents(self, ids: Iterable[int]) -> dict[int, int]:
         """Shot id -> its video's id, for those of ``ids`` that are shots."""
         out: dict[int, int] = {}

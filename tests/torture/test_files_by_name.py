@@ -235,7 +235,7 @@ def test_a_file_named_explicitly_must_be_named_as_an_image(tmp_path):
     col = tmp_path / "col"
     summary = _index(col, page)
     reason = _skipped(summary)[str(page)]
-    assert reason.startswith("not named as an image (.html"), reason
+    assert reason.startswith("not named as an image or video (.html"), reason
     assert "\n" not in reason
     summary = _index(col, root / "link.png")
     assert _skipped(summary)[str(root / "link.png")] == (
