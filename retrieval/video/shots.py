@@ -157,6 +157,7 @@ class ShotStream(Iterator[Shot]):
         self.bad_packets = 0  # packets the decoder refused
         self.peak_pictures = 0  # the most keyframe-sized pictures held at once
         self._stop_reason: str | None = None
+        self._reported: float | None = None  # video time of the last progress report
         self._run = self._shots()
 
     def __iter__(self) -> ShotStream:
@@ -247,8 +248,9 @@ class ShotStream(Iterator[Shot]):
             yield from frames
 
     def _progress(self, t: float) -> None:
-        if t >= self.decoded + 1.0 or self.frames == 1:
-            self.decoded = t
+        self.decoded = t
+        if self._reported is None or t >= self._reported + 1.0:
+            self._reported = t
             if self.on_progress is not None:
                 self.on_progress(t)
 
