@@ -66,12 +66,13 @@ def test_thumbnail_sizes(served: Served, size: int) -> None:
 
 
 def test_thumbnail_default_and_bucketed_sizes(served: Served) -> None:
-    """Sizes are rounded up to 128/256/512 (so that few files are cached); never above 512
-    and never upscaled."""
+    """Sizes are rounded up to 128/256/512/1024 (so that few files are cached); never above
+    1024 and never upscaled."""
     wide = served.ids["wide.jpg"]
     assert max(jpeg_size(served.http.get(f"/items/{wide}/thumbnail").content)) == 256
     assert max(jpeg_size(served.http.get(f"/items/{wide}/thumbnail?size=100").content)) == 128
-    assert max(jpeg_size(served.http.get(f"/items/{wide}/thumbnail?size=1024").content)) == 512
+    assert max(jpeg_size(served.http.get(f"/items/{wide}/thumbnail?size=513").content)) == 600
+    assert max(jpeg_size(served.http.get(f"/items/{wide}/thumbnail?size=1024").content)) == 600
     small = served.ids["img006.jpg"]
     assert jpeg_size(served.http.get(f"/items/{small}/thumbnail?size=128").content) == (64, 48)
 

@@ -34,7 +34,8 @@ from .http_guards import FILE_CSP
 if TYPE_CHECKING:
     from ..collection import Collection
 
-THUMB_SIZES = (128, 256, 512)
+# Grid cards take 128-512 by the screen's density; the page's viewer 512 or 1024.
+THUMB_SIZES = (128, 256, 512, 1024)
 # bytes=FIRST-LAST, FIRST- or -SUFFIX; numbers of at most 18 digits (more is no file's size)
 _RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})", re.ASCII | re.IGNORECASE)
 

@@ -67,6 +67,7 @@ from .http_guards import (
 )
 from .item_files import ItemId, file_routes
 from .page import PUBLIC_PATHS, page_routes
+from .uploads import UploadStore, upload_routes
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 50_000_000
@@ -297,6 +298,7 @@ def create_app(collection: Collection, *, token: str | None = None,
     app.state.stop_searches = service.stop_searches  # for a server's signal handler
     _search_routes(app, service)
     _item_routes(app, service)
+    upload_routes(app, UploadStore(), max_upload_bytes, max_pixels)  # the page's image queries
     page_routes(app, token)
     return app
 
