@@ -121,7 +121,7 @@ class Collection:
               strict: bool = False, max_pixels: int | None = None, batch_size: int = 32,
               workers: int | None = None, captions: bool = True,
               index_memory: int | str | None = None, ray: str | None = None,
-              ocr: bool | None = None, videos: bool = True,
+              ocr: bool | None = None, videos: bool = True, under_roots: bool = False,
               progress: ProgressCallback | None = None) -> IndexSummary:
         """Index image and video files and folders (recursively); returns what changed.
 
@@ -132,17 +132,20 @@ class Collection:
         later runs, None takes the remembered choice. ``videos=False`` leaves videos out (they
         are cut into shots, each searchable: ``search(..., target="video")``).
         ``strict=True`` raises :class:`IndexingError` (summary on it) after the commits if a
-        file was skipped.
+        file was skipped. ``under_roots=True`` takes the paths as changes below the folders
+        the collection indexed (a watcher's, :mod:`retrieval.ingest.watch`): one that is gone
+        removes what was at or under it, none becomes a folder of the collection, and each is
+        taken as a walk of its folder takes it (hidden names, links).
         """
         from .ingest import IndexOptions
         from .ingest.runs import index_run
-        from .ingest.scan import check_roots
+        from .ingest.scan import check_roots, normalize_path
         from .media import DEFAULT_MAX_PIXELS
 
-        roots = check_roots(paths)
+        roots = [normalize_path(p) for p in paths] if under_roots else check_roots(paths)
         reads_text = self._ocr_choice(ocr)
         options = IndexOptions(hidden, max_pixels or DEFAULT_MAX_PIXELS, batch_size, workers,
-                               captions, ray, reads_text, videos)
+                               captions, ray, reads_text, videos, under_roots)
         if ray:
             from .ingest.distributed import check_ray
 

@@ -40,7 +40,7 @@ from .report import (
     ProgressCallback,
     no_progress,
 )
-from .scan import check_roots, scan
+from .scan import check_roots, normalize_path, scan
 from .texts import embed_texts
 from .workers import (
     CHUNK,
@@ -58,13 +58,15 @@ if TYPE_CHECKING:
 def index_images(catalog: Catalog, get_encoder: Callable[[], Encoder],
                  paths: Iterable[str | os.PathLike[str]], options: IndexOptions,
                  progress: ProgressCallback | None = None) -> IndexSummary:
-    """Bring the catalog in step with the image files under ``paths``."""
+    """Bring the catalog in step with the image files under ``paths`` (with
+    ``options.under_roots``: changes below the collection's folders, gone ones included)."""
     progress = progress or no_progress
-    roots = check_roots(paths)
+    roots = [normalize_path(p) for p in paths] if options.under_roots else check_roots(paths)
     summary = IndexSummary()
     found = scan(roots, hidden=options.hidden, sidecars=options.captions, videos=options.videos,
                  within=catalog.get_settings().get("roots") or (),
-                 on_progress=lambda n: progress(IndexProgress("scan", n)))
+                 on_progress=lambda n: progress(IndexProgress("scan", n)),
+                 found=options.under_roots)
     for path, reason in found.errors:
         summary.fail(path, reason)
     known = catalog.file_states(roots)

@@ -102,6 +102,9 @@ class IndexOptions:
     ray: str | None = None  # decode and embed on Ray: "auto" or a cluster address
     ocr: bool = False  # read the text in images (retrieval.enrich.recognition)
     videos: bool = True  # index videos too, shot by shot (retrieval.ingest.videos)
+    # the paths are changes below the collection's folders (a watcher's): none is recorded as
+    # a folder of the collection, and one that is gone removes what was at or under it
+    under_roots: bool = False
 
 
 def summary_dict(summary: Any) -> dict[str, Any]:

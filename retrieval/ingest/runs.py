@@ -20,9 +20,11 @@ if TYPE_CHECKING:
 
 def index_run(catalog: Catalog, encoder: Callable[[], Encoder], roots: list[str],
               options: IndexOptions, progress: ProgressCallback | None) -> IndexSummary:
-    """Record the roots, then bring the catalog in step with the images under them."""
+    """Record the roots, then bring the catalog in step with the images under them. Paths
+    below the recorded roots (``options.under_roots``: a watcher's changes) are not recorded:
+    the list of roots stays the folders a user named."""
     known = set(catalog.get_settings().get("roots") or [])
-    if not known.issuperset(roots):
+    if not options.under_roots and not known.issuperset(roots):
         catalog.set_settings(roots=sorted(known | set(roots)))
     encoder()  # a model without an export gets one before the first file is decoded
     try:

@@ -63,6 +63,7 @@ def scan(
     videos: bool = False,
     within: Iterable[str] = (),
     on_progress: Callable[[int], None] | None = None,
+    found: bool = False,
 ) -> ScanResult:
     """Find image files under ``roots`` (folders or single files), and their sidecar captions
     unless ``sidecars`` is False; video files too with ``videos``.
@@ -71,11 +72,19 @@ def scan(
     nowhere else. ``on_progress`` is called with the number of images found so far, every few
     hundred files. Roots must exist; the caller checks that so that a mistyped path never
     sweeps a collection.
+
+    ``found``: the roots are paths met below the folders of ``within`` (a watcher's changes),
+    not paths a user named: each is taken as the walk of its folder would take it (a hidden
+    name is left out, a link must stay inside ``within``), and one that is gone is no error.
     """
     paths = [normalize_path(r) for r in roots]
-    walk = _Walk(Folders([*paths, *within]), hidden, sidecars, on_progress, videos)
+    within = list(within)
+    walk = _Walk(Folders(within if found else [*paths, *within]), hidden, sidecars, on_progress,
+                 videos)
     for root in paths:
-        if os.path.isdir(root):
+        if found:
+            walk.met(root, within)
+        elif os.path.isdir(root):
             walk.folder(root)
         elif not walk.wanted(root):
             walk.result.errors.append((root, not_an_image_name(root, videos)))
@@ -137,6 +146,28 @@ class _Walk:
                 self.refused.add(name)
                 self.fail(name, cap)
 
+    def met(self, path: str, roots: list[str]) -> None:
+        """A path below ``roots`` (a change a watcher saw), as the walk from its root meets it:
+        nothing when it is gone or hidden, else a folder to walk or a file, only where it
+        lies inside the indexed folders once links are resolved."""
+        top = next((r for r in roots if _below(path, normalize_path(r))), None)
+        if top is None:
+            self.fail(path, "not inside the indexed folders")
+            return
+        rel = os.path.relpath(path, normalize_path(top))
+        if not self.hidden and rel != "." and any(p.startswith(".") for p in rel.split(os.sep)):
+            return
+        if not os.path.lexists(path):
+            return  # gone: what the catalog holds at or under it is removed by the caller
+        real = os.path.realpath(path)
+        if not self.folders.holds(real):
+            self.fail(path, "links outside the indexed folders: " + shown(real))
+        elif os.path.isdir(path):
+            self.folder(path)
+        elif self.wanted(path):
+            self.file(path, real if os.path.islink(path) else None,
+                      os.path.realpath(os.path.dirname(path)), self.folders)
+
     def folder(self, top: str) -> None:
         stack = [(top, os.path.realpath(top))]
         while stack:
@@ -179,6 +210,11 @@ class _Walk:
         except OSError as exc:
             self.fail(directory, f"cannot list folder ({exc.strerror or exc})")
             return None
+
+
+def _below(path: str, root: str) -> bool:
+    """Whether ``path`` is ``root`` or lies under it (names only, links not resolved)."""
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
 def _is_dir(entry: os.DirEntry[str]) -> bool:
