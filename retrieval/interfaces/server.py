@@ -72,6 +72,7 @@ from .uploads import UploadStore, upload_routes
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 50_000_000
 SEARCH_TIMEOUT = 10.0  # seconds a search may take, queueing for an engine thread included
+WATCHER_GRACE = 10.0  # seconds a stopping service waits for its watcher's batch in flight
 # A hit's fields that only a video's hit has.
 VIDEO_FIELDS = ("video", "start", "end")
 
@@ -103,6 +104,8 @@ def _request_model(name: str, doc: str, fields: Sequence[QueryField],
 
 
 if TYPE_CHECKING:
+    from ..ingest.watch import Watcher
+
     SearchIn: TypeAlias = BaseModel
     SearchForm: TypeAlias = BaseModel
 else:
@@ -192,8 +195,9 @@ class _Service:
     """The collection behind the app, its engine threads and the service's upload limits."""
 
     def __init__(self, collection: Collection, max_upload_bytes: int, max_pixels: int,
-                 threads: int, timeout: float | None) -> None:
+                 threads: int, timeout: float | None, watcher: Watcher | None = None) -> None:
         self.collection = collection
+        self.watcher = watcher
         self.max_upload_bytes, self.max_pixels = max_upload_bytes, max_pixels
         self.engine = ThreadPoolExecutor(threads, thread_name_prefix="retrieval-engine")
         self.timeout = timeout
@@ -206,8 +210,13 @@ class _Service:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
+        if self.watcher is not None:
+            self.watcher.start()  # indexes on its own thread: searches never wait for it
         yield
         self.stop_searches()
+        if self.watcher is not None:
+            self.watcher.stop()  # a batch in flight stops at its next progress report
+            await asyncio.to_thread(self.watcher.join, WATCHER_GRACE)
         self.engine.shutdown(wait=True, cancel_futures=True)
 
     def stop_searches(self) -> None:
@@ -268,7 +277,8 @@ def create_app(collection: Collection, *, token: str | None = None,
                max_pixels: int = MAX_UPLOAD_PIXELS, search_threads: int | None = None,
                max_body_bytes: int | None = None,
                allowed_hosts: Sequence[str] | None = None,
-               search_timeout: float | None = SEARCH_TIMEOUT) -> FastAPI:
+               search_timeout: float | None = SEARCH_TIMEOUT,
+               watcher: Watcher | None = None) -> FastAPI:
     """The ASGI app serving ``collection``; ``token`` enables bearer authentication.
 
     ``search_threads`` searches run at once (default: one per core); ``max_body_bytes`` bounds
@@ -276,11 +286,12 @@ def create_app(collection: Collection, *, token: str | None = None,
     ``allowed_hosts`` are the ``Host`` names answered, any port (default: any Host;
     ``retrieval serve`` passes the loopback names when bound to a loopback address);
     ``search_timeout`` seconds a search may take before it is stopped with a 503 (None: no
-    limit)."""
+    limit); ``watcher`` (:class:`~retrieval.ingest.watch.Watcher`) keeps folders indexed
+    while the app runs, its state in ``/info``."""
     from ..encoders.runtime import cpu_threads
 
     service = _Service(collection, max_upload_bytes, max_pixels,
-                       search_threads or cpu_threads(), search_timeout)
+                       search_threads or cpu_threads(), search_timeout, watcher)
     body_limit = max_body_bytes or (max_upload_bytes * 4 // 3 + (1 << 20))
     app = FastAPI(title="retrieval", version=_version(), lifespan=service.lifespan,
                   summary="Search images by text, by image, and texts by image.",
@@ -340,8 +351,12 @@ def _search_routes(app: FastAPI, service: _Service) -> None:
 
     @app.get("/info", tags=["service"])
     async def info() -> dict[str, Any]:
-        """Model, counts, indexes and disk use of the collection."""
-        return await service.on_engine(service.collection.info)
+        """Model, counts, indexes and disk use of the collection; with a watcher, its state
+        under ``watch``."""
+        info = await service.on_engine(service.collection.info)
+        if service.watcher is not None:
+            info["watch"] = service.watcher.state()
+        return info
 
     @app.post("/search", response_model=SearchOut, tags=["search"])
     async def search(body: SearchIn, request: Request) -> Response:

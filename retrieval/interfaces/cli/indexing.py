@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ...pathnames import shown
 from .group import cli, json_option, model_options, open_collection, progress_option
 from .output import counted, json_text, print_summary, progress_bars
+from .watching import options_of, watch_here, watch_options
 
 if TYPE_CHECKING:
     from ...ingest import IndexSummary
@@ -46,27 +47,39 @@ if TYPE_CHECKING:
               help="Decode and embed on a Ray cluster: at ADDRESS, or without one the cluster "
                    "of RAY_ADDRESS or this machine (else a new local one). Put it after the "
                    "paths, or write --ray=ADDRESS. Needs the ray extra.")
-@json_option("Print the summary as one JSON object.")
+@click.option("--watch", is_flag=True,
+              help="Keep running after the pass and index changes as they happen: new, "
+                   "changed, moved and deleted files (SIGTERM or Ctrl-C stops).")
+@watch_options
+@json_option("Print the summary as one JSON object (with --watch: one line per event).")
 @progress_option
 @click.pass_context
 def index(ctx: click.Context, paths: tuple[Path, ...], model: str | None,
           pretrained: str | None, device: str, hidden: bool, strict: bool,
           max_pixels: int | None, batch_size: int, workers: int | None, no_captions: bool,
           index_memory: str | None, precision: str | None, ray: str | None, ocr: bool | None,
-          videos: bool, as_json: bool, progress: bool | None) -> None:
+          videos: bool, watch: bool, poll: bool, settle: float, as_json: bool,
+          progress: bool | None) -> None:
     """Index image and video files and folders (recursively). Unchanged files are skipped;
     changed ones are re-embedded; files gone from these folders are removed.
 
     A caption file beside an image (photo.txt for photo.jpg) is stored as its caption. A video
     is cut into shots (a long shot into parts of a few seconds), each a search result with
-    its time span."""
+    its time span. With --watch the folders stay indexed: changes are indexed in batches once
+    files stop changing (a file being written waits until it is complete)."""
     ctx.meta["json"] = as_json
+    if watch and strict:
+        raise click.UsageError("--strict ends a run on skipped files; it does not go with "
+                               "--watch")
     col = open_collection(ctx, model, pretrained, device, create=True, precision=precision)
+    args: dict[str, Any] = dict(
+        hidden=hidden, max_pixels=max_pixels, batch_size=batch_size, workers=workers,
+        captions=not no_captions, index_memory=index_memory, ray=ray, ocr=ocr, videos=videos)
     with progress_bars(progress) as bar:
-        summary = col.index(paths, hidden=hidden, strict=strict, max_pixels=max_pixels,
-                            batch_size=batch_size, workers=workers, captions=not no_captions,
-                            index_memory=index_memory, ray=ray, ocr=ocr, videos=videos,
-                            progress=bar)
+        if watch:
+            watch_here(col, paths, args, options_of(poll, settle), as_json, bar)
+            return
+        summary = col.index(paths, strict=strict, progress=bar, **args)
     print_summary(summary, as_json)
     if not as_json:
         print_ocr(summary)

@@ -7,11 +7,13 @@ import contextlib
 import errno
 import socket
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import click
 
 from .group import cli, model_options, open_collection
+from .watching import EventLines, options_of, watch_options
 
 GRACE_SECONDS = 3
 
@@ -57,14 +59,21 @@ def _server_class() -> type:
               show_default=True,
               help="Seconds a search may take (waiting for a free engine thread included); "
                    "past it the search stops and answers 503.")
+@click.option("--watch", "watch", multiple=True, metavar="FOLDER",
+              type=click.Path(path_type=Path, exists=True),
+              help="Keep FOLDER indexed while serving (repeatable): a pass at start, then "
+                   "changes as they happen; /info shows the watcher's state.")
+@watch_options
 @model_options
 @click.pass_context
 def serve(ctx: click.Context, host: str, port: int, token: str | None, max_upload: int,
           search_threads: int | None, allowed_hosts: str | None, search_timeout: float,
-          model: str | None, pretrained: str | None, device: str) -> None:
+          watch: tuple[Path, ...], poll: bool, settle: float, model: str | None,
+          pretrained: str | None, device: str) -> None:
     """Serve the collection over HTTP: a JSON API (OpenAPI at /docs) and a web page at /."""
     import uvicorn
 
+    from ...ingest.watch import Watcher
     from ..http_guards import default_allowed_hosts, parse_hosts
     from ..server import create_app
 
@@ -74,9 +83,11 @@ def serve(ctx: click.Context, host: str, port: int, token: str | None, max_uploa
                                  param_hint="--allowed-hosts")
     with _listening(host, port) as sock:  # before the model loads and anything is announced
         col = open_collection(ctx, model, pretrained, device)
+        watcher = Watcher(col, watch, options=options_of(poll, settle),
+                          on_event=EventLines()) if watch else None
         app = create_app(col, token=token, max_upload_bytes=max_upload * 1024 * 1024,
                          search_threads=search_threads, allowed_hosts=hosts,
-                         search_timeout=search_timeout)
+                         search_timeout=search_timeout, watcher=watcher)
         col.encoder.warm("text", "image")  # load the model before the first request; fail early
         if host not in ("127.0.0.1", "localhost", "::1") and not token:
             click.echo("warning: serving on a public address without --token", err=True)
