@@ -74,7 +74,7 @@ class FileEvents:
             except FileNotFoundError:  # a root went away in between: the next look sees it
                 self._watched = {r: None for r in self.roots}
                 return
-            except (OSError, RuntimeError) as exc:  # ENOSPC/EMFILE: an inotify limit, ...
+            except (OSError, RuntimeError) as exc:  # an inotify limit, no permission, ...
                 self._fall_back(exc)
         try:
             self._notify = self._make(present, True)
@@ -82,14 +82,17 @@ class FileEvents:
             self._watched = {r: None for r in self.roots}
 
     def _make(self, paths: list[str], polling: bool) -> object:
+        """A notifier. Events refuse a folder they cannot watch (a watch limit reached, a
+        folder without read permission: the events of the folders after it would be lost in
+        silence), polling passes over it."""
         from watchfiles._rust_notify import RustNotify
 
         return RustNotify(paths, False, polling, max(1, int(self.poll_interval * 1000)), True,
-                          True)
+                          polling)
 
     def _fall_back(self, exc: BaseException) -> None:
         self.polling = True
-        self.reason = first_line(exc)
+        self.reason = _why(exc)
         if self.on_fallback is not None:
             self.on_fallback(self.reason)
 
@@ -146,3 +149,15 @@ class FileEvents:
         """Roots to index in full (back, replaced, or events lost); each handed over once."""
         out, self._rescan = sorted(self._rescan), set()
         return [r for r in out if r not in self.missing]
+
+
+def _why(exc: BaseException) -> str:
+    """Why events cannot be had, in words that name the fix where there is one."""
+    text = first_line(exc)
+    if "MaxFilesWatch" in text or "watch limit" in text:
+        return ("the limit on watched folders is reached (on Linux: raise "
+                "fs.inotify.max_user_watches)")
+    if "Too many open files" in text:
+        return ("no more file watchers can be opened (on Linux: raise "
+                "fs.inotify.max_user_instances)")
+    return text
