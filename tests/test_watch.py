@@ -446,3 +446,15 @@ def test_serve_watch_info_and_search(tmp_path: Path, encoder: Any) -> None:
         assert watch["added"] == 1 and watch["last_change"] and watch["pending"] == 0
     assert watcher.join(0) and watcher.state()["state"] == "stopped"
     col.close()
+
+
+def test_a_file_name_that_is_no_utf8(watched: Watched) -> None:
+    """The notifier cannot name such a file and fails from then on: the watch starts again
+    after a pause, and the folder is indexed again for what came meanwhile."""
+    make_image(watched.root.parent / "latin1.jpg", seed=1)
+    os.rename(watched.root.parent / "latin1.jpg", os.fsencode(watched.root) + b"/caf\xe9.jpg")
+    make_image(watched.root / "after.jpg", seed=2)
+    wait_for("both files", lambda: watched.has("after.jpg", os.fsdecode(b"caf\xe9.jpg")))
+    make_image(watched.root / "later.jpg", seed=3)
+    wait_for("a file after the restart", lambda: watched.has("later.jpg"))
+    assert watched.watcher.state()["mode"] == "events"

@@ -26,6 +26,7 @@ DEBOUNCE_MS = 500  # the longest a burst of events is gathered before it is hand
 STEP_MS = 100  # quiet time that ends a burst; also how often a wait checks for a stop
 IDLE_LOOK = 60.0  # seconds between looks at the roots while nothing happens
 MISSING_LOOK = 2.0  # seconds between looks for a root that is gone
+UNDECODABLE_PAUSE = 1.0  # seconds before watching again after a file name that is no UTF-8
 Change = tuple[int, str]
 
 
@@ -114,7 +115,7 @@ class FileEvents:
                 got = self._notify.watch(DEBOUNCE_MS, STEP_MS,  # type: ignore[attr-defined]
                                          max(1, int(timeout * 1000)), stop)
             except (OSError, RuntimeError) as exc:  # the watch broke: an inotify limit, ...
-                return self._broken(exc)
+                return self._broken(exc, stop)
         if got == "signal":
             raise KeyboardInterrupt
         if got == "stop":
@@ -126,10 +127,15 @@ class FileEvents:
             self.check()
         return changes
 
-    def _broken(self, exc: BaseException) -> list[Change]:
-        """Events stopped coming (a new folder passed a watch limit): poll from now on; what
-        happened in between is found by indexing the roots again."""
-        if not self.polling:
+    def _broken(self, exc: BaseException, stop: threading.Event) -> list[Change]:
+        """Events stopped coming: poll from now on, or for a file name that is no UTF-8 (the
+        notifier cannot name it, and fails from then on) watch again after a pause (a burst of
+        such names costs one restart a second). What happened in between is found by
+        indexing the roots again."""
+        if "Unable to decode path" in str(exc):
+            self.close()
+            stop.wait(UNDECODABLE_PAUSE)
+        elif not self.polling:
             self._fall_back(exc)
         self.open()
         self._rescan.update(r for r in self.roots if r not in self.missing)

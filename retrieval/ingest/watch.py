@@ -234,8 +234,10 @@ class Watcher:
     def _apply(self, paths: list[str], *, under_roots: bool) -> bool:
         """One index run over ``paths``; False (reported, retry scheduled) when it failed."""
         args = dict(self.index_args)
-        if under_roots and len(paths) < SMALL_BATCH and not any(map(os.path.isdir, paths)):
-            args["workers"] = 0
+        if under_roots:
+            args.pop("index_memory", None)  # recorded by the first pass
+            if len(paths) < SMALL_BATCH and not any(map(os.path.isdir, paths)):
+                args["workers"] = 0
         self._set(state="indexing", pending=self._pending() + len(paths))
         try:
             summary = self.collection.index(paths, under_roots=under_roots,
