@@ -1,4 +1,5 @@
-"""The web page: its files (``/``, ``/app.js``, ``/app.css``) and its sign-in (``/session``).
+"""The web page: its files (``/``, ``/app.css``, ``/app.js`` and the modules it imports) and its
+sign-in (``/session``).
 
 The page holds no data and runs no inline script (its Content-Security-Policy allows scripts
 from the server only). On a server with a token, the page sends the token the user types to
@@ -27,9 +28,11 @@ from .http_guards import (
 
 WEB = Path(__file__).parent / "web"
 # The page and its files: path -> (file, media type). Served without the token.
+# The script is a few ES modules (app.js imports the others), no build step.
 WEB_FILES = {"/": ("index.html", "text/html; charset=utf-8"),
-             "/app.js": ("app.js", "text/javascript; charset=utf-8"),
-             "/app.css": ("app.css", "text/css; charset=utf-8")}
+             "/app.css": ("app.css", "text/css; charset=utf-8"),
+             **{f"/{name}": (name, "text/javascript; charset=utf-8")
+                for name in ("app.js", "util.js", "results.js", "viewer.js", "info.js")}}
 # Served without the token: the page and its files, and signing in and out.
 PUBLIC_PATHS = frozenset({*WEB_FILES, "/session"})
 

@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from retrieval import Collection
+from retrieval.interfaces.page import WEB_FILES
 from retrieval.interfaces.server import create_app
 
 TOKEN = "s3cret-token"
@@ -208,19 +209,35 @@ def test_the_page_forbids_inline_script(site: Site) -> None:
     assert scripts and all('src="' in attrs and not body.strip() for attrs, body in scripts)
     assert not re.search(r"\son[a-z]+\s*=", html, re.I), "an inline event handler"
     assert not re.search(r"<style|\sstyle\s*=", html, re.I), "inline style"
-    for url, kind in (("/app.js", "text/javascript"), ("/app.css", "text/css")):
+    assert '<script type="module" src="/app.js">' in html and "/app.css" in html
+    for url in WEB_FILES:
         asset = site.guarded.get(url)  # public, like the page
         assert asset.status_code == 200, url
+        kind = "text/html" if url == "/" else "text/css" if url.endswith(".css") \
+            else "text/javascript"
         assert asset.headers["content-type"].startswith(kind), asset.headers
         assert asset.headers["x-content-type-options"] == "nosniff"
-        assert url in html
+
+
+def _scripts(site: Site) -> dict[str, str]:
+    return {url: site.http.get(url).text for url in WEB_FILES if url.endswith(".js")}
 
 
 def test_the_page_keeps_no_token_where_a_script_can_read_it(site: Site) -> None:
-    js = site.http.get("/app.js").text
-    for name in ("localStorage", "sessionStorage", "document.cookie", "indexedDB"):
-        assert name not in js, name
-    assert "/session" in js
+    scripts = _scripts(site)
+    for url, js in scripts.items():
+        for name in ("localStorage", "sessionStorage", "document.cookie", "indexedDB"):
+            assert name not in js, (url, name)
+    assert "/session" in scripts["/app.js"]
+
+
+def test_the_page_never_parses_data_as_html(site: Site) -> None:
+    """Paths, captions and texts go into the page as text nodes: no script of the page parses
+    a string as HTML or runs one as code."""
+    for url, js in _scripts(site).items():
+        for name in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write",
+                     "eval(", "new Function", "setTimeout(\"", "DOMParser"):
+            assert name not in js, (url, name)
 
 
 # --- the token: an HttpOnly cookie --------------------------------------------------------------

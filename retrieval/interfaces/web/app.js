@@ -1,24 +1,271 @@
-"use strict";
 // The page's script, served from the server (its policy allows no inline script). On a server
 // with a token the page signs in once through POST /session: the answer is an HttpOnly cookie
 // that the browser sends with the page's requests. The token itself is never kept.
-const $ = (s) => document.querySelector(s);
-let last = null;  // {kind: "json"|"upload", body, file}
-let offset = 0;
+//
+// A search is a state (the query, filters, target and page) written in the address: every new
+// search or page is a history entry, and reloading, a bookmark, Back and Forward run the search
+// of their address again. A search by an uploaded image names the image by the id the server
+// keeps it under (POST /uploads; ?upload=ID), "more like this" the item (?like=ID).
+import {$, call, fileName, queryWords, thumbUrl, whenSignInNeeded} from "./util.js";
+import {showCards} from "./results.js";
+import {closeViewer, openViewer, setViewerHooks} from "./viewer.js";
+import {showInfo} from "./info.js";
 
-async function call(url, options) {
-  const res = await fetch(url, Object.assign({credentials: "same-origin"}, options));
-  if (res.status === 401) {
-    showSession({token_required: true, signed_in: false});
-    throw new Error("This server needs an access token: enter it above.");
+// The address's fields: name in the URL -> [form field, default].
+const FIELDS = {q: ["q", ""], target: ["target", "image"], segments: ["segments", false],
+                path: ["path", ""], after: ["after", ""], before: ["before", ""],
+                where: ["where", ""], hybrid: ["hybrid", false], keywords: ["keywords", false],
+                cutoff: ["cutoff", ""], min: ["min_score", ""], k: ["k", "24"]};
+let current = null;  // the state of the search shown: {...FIELDS, like, upload, page}
+let shown = null;  // what the grid shows: {hits, offset, total, hasNext, words}
+const uploads = new Map();  // upload id -> File, for the searches of this visit
+
+const field = (name) => document.querySelector(`[name=${name}]`);
+
+function readForm() {
+  const s = {};
+  for (const [key, [name]] of Object.entries(FIELDS)) {
+    const f = field(name);
+    s[key] = f.type === "checkbox" ? f.checked : f.value.trim();
   }
-  if (!res.ok) {
-    let msg = res.statusText;
-    try { msg = (await res.json()).detail || msg; } catch (e) {}
-    throw new Error(msg);
-  }
-  return res;
+  return Object.assign(s, {like: null, upload: null, page: 1});
 }
+
+function writeForm(s) {
+  for (const [key, [name]] of Object.entries(FIELDS)) {
+    const f = field(name);
+    if (f.type === "checkbox") f.checked = s[key];
+    else f.value = s[key];
+  }
+  segmentsChoice();
+}
+
+function toAddress(s) {
+  const p = new URLSearchParams();
+  if (s.like !== null) p.set("like", s.like);
+  if (s.upload !== null) p.set("upload", s.upload);
+  for (const [key, [, fallback]] of Object.entries(FIELDS)) {
+    if (s[key] !== fallback) p.set(key, s[key] === true ? "1" : s[key]);
+  }
+  if (s.page > 1) p.set("page", s.page);
+  const query = p.toString();
+  return query ? `?${query}` : location.pathname;
+}
+
+function fromAddress(search) {
+  const p = new URLSearchParams(search);
+  const s = {};
+  for (const [key, [name, fallback]] of Object.entries(FIELDS)) {
+    const value = p.get(key);
+    s[key] = typeof fallback === "boolean" ? value === "1" : value === null ? fallback : value;
+    const f = field(name);
+    if (f.tagName === "SELECT" && ![...f.options].some((o) => o.value === s[key])) {
+      s[key] = fallback;  // a value the form does not offer: the default
+    }
+  }
+  const id = (v) => /^\d{1,18}$/.test(v || "") ? v : null;
+  s.like = id(p.get("like"));
+  s.upload = /^[0-9a-f]{64}$/.test(p.get("upload") || "") ? p.get("upload") : null;
+  s.page = Math.max(1, parseInt(p.get("page"), 10) || 1);
+  return s;
+}
+
+const hasQuery = (s) => s.q !== "" || s.like !== null || s.upload !== null;
+const perPage = (s) => parseInt(s.k, 10) || 24;
+
+function filters(s) {
+  const f = [];
+  if (s.path) f.push(`path ~ ${s.path.includes("*") ? s.path : "*" + s.path + "*"}`);
+  if (s.after) f.push(`date >= ${s.after}`);
+  if (s.before) f.push(`date < ${s.before}`);
+  for (const w of s.where.split(";")) if (w.trim()) f.push(w.trim());
+  return f;
+}
+
+// Where the results end: the cutoff and the min score, when set (both cut before paging).
+function cut(s) {
+  const c = {};
+  if (s.cutoff) c.cutoff = s.cutoff;
+  if (s.min !== "") c.min_score = parseFloat(s.min);
+  return c;
+}
+
+// Every matching shot of a video, not only its best: asked for on video searches only.
+const segments = (s) => s.target === "video" && s.segments;
+
+async function request(s) {
+  const offset = (s.page - 1) * perPage(s);
+  if (s.upload !== null) {
+    const form = new FormData();
+    form.append("image", await uploaded(s.upload));
+    if (s.q) form.append("text", s.q);
+    form.append("k", perPage(s));
+    form.append("offset", offset);
+    form.append("target", s.target);
+    if (segments(s)) form.append("segments", "true");
+    for (const f of filters(s)) form.append("filters", f);
+    for (const [name, value] of Object.entries(cut(s))) form.append(name, value);
+    return call("/search/upload", {method: "POST", body: form});
+  }
+  const keywords = s.like === null && s.keywords;
+  const body = Object.assign({k: perPage(s), offset, target: s.target, segments: segments(s),
+                              filters: filters(s), keywords,
+                              hybrid: !keywords && s.like === null && s.hybrid},
+                             keywords ? {} : cut(s),
+                             s.like !== null ? {like: parseInt(s.like, 10)} : {text: s.q});
+  return call("/search", {method: "POST", body: JSON.stringify(body),
+                          headers: {"Content-Type": "application/json"}});
+}
+
+// The image a search is by: from this visit, else from the server that keeps it.
+async function uploaded(id) {
+  if (!uploads.has(id)) {
+    try {
+      const blob = await (await call(`/uploads/${id}`)).blob();
+      uploads.set(id, new File([blob], "example", {type: blob.type}));
+    } catch (e) {
+      if (e.status === 404) {
+        throw new Error("The image this search was by is no longer kept on the server "
+                        + "(it keeps them for a day): drop it or choose it again.");
+      }
+      throw e;
+    }
+  }
+  return uploads.get(id);
+}
+
+// Run the search of state `s`; `how`: "push" a new history entry, "replace" this one, or
+// "none" (the address already says it: a reload, Back or Forward).
+async function run(s, how = "push") {
+  current = s;
+  const address = toAddress(s);
+  if (how === "push" && address !== location.search && address !== location.pathname + location.search) {
+    history.pushState(null, "", address);
+  } else if (how !== "none") {
+    history.replaceState(null, "", address);
+  }
+  document.title = s.q ? `${s.q} \u2013 retrieval` : "retrieval";
+  showExample(s);
+  setStatus("searching...");
+  try {
+    const data = await (await request(s)).json();
+    if (current !== s) return null;  // a newer search started meanwhile
+    show(s, data);
+    return shown;
+  } catch (e) {
+    if (current === s) showError(e.message);
+    return null;
+  }
+}
+
+function show(s, data) {
+  const hits = data.hits;
+  const offset = (s.page - 1) * perPage(s);
+  const total = data.total ?? null;
+  const hasNext = hits.length >= perPage(s) && (total === null || offset + hits.length < total);
+  shown = {hits, offset, total, hasNext, words: queryWords(s.q)};
+  showCards(hits, (i) => openViewer(shown, i), like);
+  let status = hits.length ? `${hits.length} results in ${data.took_ms} ms` : "no results";
+  if (hits.length && hits[0].metadata && hits[0].metadata.score_kind === "keywords") {
+    status += " (ranked by keywords; the first scores 1)";
+  }
+  if (total !== null && data.threshold !== null && data.threshold !== undefined) {
+    status += `; ${total} in all, down to similarity ${data.threshold.toFixed(3)}`;
+  }
+  setStatus(status);
+  $("#notice").textContent = data.notice || "";
+  $("#prev").hidden = offset === 0;
+  $("#next").hidden = !hasNext;
+  const pages = total !== null ? Math.max(1, Math.ceil(total / perPage(s))) : null;
+  $("#page").textContent = offset === 0 && !hasNext ? ""
+    : pages ? `page ${s.page} of ${pages}` : `page ${s.page}`;
+}
+
+function setStatus(text) {
+  $("#status").className = "";
+  $("#status").textContent = text;
+}
+
+function showError(message) {
+  $("#status").className = "error";
+  $("#status").textContent = message;
+}
+
+// What a search by example is by: an uploaded image, or an item ("more like this").
+function showExample(s) {
+  const box = $("#example");
+  box.hidden = s.like === null && s.upload === null;
+  if (box.hidden) return;
+  const img = $("img", box);
+  const label = $(".label", box);
+  img.hidden = false;
+  img.onerror = () => { img.hidden = true; };
+  if (s.upload !== null) {
+    label.textContent = "Searching by an uploaded image";
+    img.alt = "the uploaded image";
+    img.src = uploads.has(s.upload) ? URL.createObjectURL(uploads.get(s.upload))
+      : `/uploads/${s.upload}`;
+  } else {
+    label.textContent = `Searching by example of item ${s.like}`;
+    img.alt = `item ${s.like}`;
+    img.src = thumbUrl(s.like, 128);
+    call(`/items/${s.like}`).then((r) => r.json()).then((h) => {
+      if (current === s && fileName(h)) label.textContent = `More like ${fileName(h)}`;
+    }).catch(() => {});
+  }
+}
+
+// more of the same kind: images like an image or a text, moments like a shot
+function like(h) {
+  const s = Object.assign(readForm(), {q: "", like: String(h.id), keywords: false,
+                                       target: h.kind === "video" ? "video" : "image"});
+  writeForm(s);
+  run(s);
+}
+
+async function byImage(file) {
+  setStatus("uploading...");
+  try {
+    const kept = await (await call("/uploads", {method: "POST", body: formWith(file)})).json();
+    uploads.set(kept.id, file);
+    const s = Object.assign(readForm(), {q: "", upload: kept.id});
+    writeForm(s);
+    run(s);
+  } catch (e) {
+    showError(e.message);
+  }
+}
+
+function formWith(file) {
+  const form = new FormData();
+  form.append("image", file);
+  return form;
+}
+
+// Turning a page from the viewer: the next or previous page's results.
+async function turn(delta) {
+  if (!current) return null;
+  return run(Object.assign({}, current, {page: current.page + delta}));
+}
+
+// The address's search, on arrival, reload, Back and Forward.
+function fromHere() {
+  closeViewer();
+  const s = fromAddress(location.search);
+  writeForm(s);
+  if (hasQuery(s)) {
+    run(s, "none");
+  } else {
+    current = shown = null;
+    $("#grid").textContent = "";
+    $("#prev").hidden = $("#next").hidden = true;
+    $("#page").textContent = "";
+    showExample(s);
+    setStatus("");
+  }
+}
+
+// --- signing in ------------------------------------------------------------------------------
 
 function showSession(s) {
   $("#login").hidden = !s.token_required || s.signed_in;
@@ -33,16 +280,10 @@ async function checkSession() {
   } catch (e) {}
 }
 
-function showError(message) {
-  $("#status").className = "error";
-  $("#status").textContent = message;
-}
-
 async function signIn(ev) {
   ev.preventDefault();
-  const field = $("#login [name=token]");
-  const token = field.value;
-  field.value = "";
+  const token = $("#login [name=token]").value;
+  $("#login [name=token]").value = "";
   const res = await fetch("/session", {method: "POST", credentials: "same-origin",
                                        headers: {"Content-Type": "application/json"},
                                        body: JSON.stringify({token})});
@@ -53,265 +294,40 @@ async function signIn(ev) {
     return;
   }
   showSession({token_required: true, signed_in: true});
-  $("#status").className = "";
-  $("#status").textContent = "signed in";
-  if (last) run(last, offset);
+  setStatus("signed in");
+  showInfo();
+  if (current) run(current, "replace");
 }
 
 async function signOut() {
   await fetch("/session", {method: "DELETE", credentials: "same-origin"});
   $("#grid").textContent = "";
-  $("#status").className = "";
-  $("#status").textContent = "signed out";
+  setStatus("signed out");
   checkSession();
 }
 
-function filters() {
-  const f = [];
-  const v = (n) => $(`#filters [name=${n}]`).value.trim();
-  if (v("path")) f.push(`path ~ ${v("path").includes("*") ? v("path") : "*" + v("path") + "*"}`);
-  if (v("after")) f.push(`date >= ${v("after")}`);
-  if (v("before")) f.push(`date < ${v("before")}`);
-  for (const w of v("where").split(";")) if (w.trim()) f.push(w.trim());
-  return f;
-}
+// --- wiring ----------------------------------------------------------------------------------
 
-// Every matching shot of a video, not only its best: asked for on video searches only.
-const segments = () => $("[name=target]").value === "video" && $("[name=segments]").checked;
-
-function perPage() { return parseInt($("#filters [name=k]").value, 10); }
-
-// Where the results end: the cutoff and the min score, when set (both cut before paging).
-function cut() {
-  const c = {};
-  const cutoff = $("#filters [name=cutoff]").value;
-  const min = $("#filters [name=min_score]").value.trim();
-  if (cutoff) c.cutoff = cutoff;
-  if (min !== "") c.min_score = parseFloat(min);
-  return c;
-}
-
-// Fill `el` with `text`, the query words that matched it (`words`, as the text writes them)
-// in <mark> elements: marked in the text itself, not only by colour. Text goes in as text
-// nodes, never as HTML. Latin words are marked where they stand whole; Chinese, Japanese and
-// Korean words wherever they occur (they sit inside runs without spaces).
-const CJK = /[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]/u;
-const escapeRe = (w) => w.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
-
-function marked(el, text, words) {
-  el.textContent = "";
-  const parts = (words || []).filter((w) => w && w.trim()).sort((a, b) => b.length - a.length)
-    .map((w) => CJK.test(w) ? escapeRe(w) : `(?<![\\p{L}\\p{N}])${escapeRe(w)}(?![\\p{L}\\p{N}])`);
-  if (!parts.length) { el.textContent = text; return; }
-  const re = new RegExp(parts.join("|"), "giu");
-  let at = 0;
-  for (const m of text.matchAll(re)) {
-    if (m.index > at) el.appendChild(document.createTextNode(text.slice(at, m.index)));
-    const mark = document.createElement("mark");
-    mark.textContent = m[0];
-    el.appendChild(mark);
-    at = m.index + m[0].length;
-  }
-  if (at < text.length) el.appendChild(document.createTextNode(text.slice(at)));
-}
-
-// A long recognised text, cut to about `room` characters around the first matched word.
-function excerpt(text, words, room = 160) {
-  const flat = text.split(/\s+/).join(" ").trim();
-  if (flat.length <= room) return flat;
-  const folded = flat.toLowerCase();
-  const found = (words || []).map((w) => folded.indexOf(w.toLowerCase())).filter((i) => i >= 0);
-  const first = found.length ? Math.min(...found) : 0;
-  const start = first < room / 2 ? 0 : first - 30;
-  const end = start + room;
-  return (start ? "..." : "") + flat.slice(start, end).trim() + (end < flat.length ? "..." : "");
-}
-
-async function thumb(img, id) {
-  try {
-    const res = await call(`/items/${id}/thumbnail?size=256`);
-    img.src = URL.createObjectURL(await res.blob());
-  } catch (e) { img.alt = "no preview"; }
-}
-
-// A time in seconds as a player shows it: 01:23, or 1:02:03 from an hour on.
-function clock(seconds) {
-  const s = Math.floor((seconds || 0) + 0.001);
-  const two = (n) => String(n).padStart(2, "0");
-  const hours = Math.floor(s / 3600);
-  return (hours ? `${hours}:` : "") + `${two(Math.floor((s % 3600) / 60))}:${two(s % 60)}`;
-}
-
-const fileName = (h) => h.path ? h.path.split("/").pop() : "";
-const timeSpan = (h) => `${clock(h.start)}\u2013${clock(h.end)}`;
-
-// A video's hit: its keyframe and the shot's time, a button that plays it from there.
-function videoFrame(h) {
-  const play = document.createElement("button");
-  play.type = "button";
-  play.className = "play";
-  play.title = `play ${fileName(h)} from ${clock(h.start)}`;
-  const img = document.createElement("img");
-  img.alt = fileName(h);
-  thumb(img, h.id);
-  const time = document.createElement("span");
-  time.className = "time";
-  time.textContent = timeSpan(h);
-  play.append(img, time);
-  play.addEventListener("click", () => playVideo(h));
-  return play;
-}
-
-// The player: one <video> in a dialog, its file from /items/{id}/video (the browser asks for
-// byte ranges as it seeks), started at the shot by a media fragment (#t=start).
-const player = $("#player");
-const screen = player.querySelector("video");
-
-function playVideo(h) {
-  const url = `/items/${h.id}/video`;
-  player.querySelector(".title").textContent = `${fileName(h)} ${timeSpan(h)}`;
-  screen.onloadedmetadata = () => {
-    // where a browser ignores the fragment, seek to the shot
-    if (Math.abs(screen.currentTime - h.start) > 0.25) screen.currentTime = h.start;
-  };
-  screen.onerror = () => explain(url, fileName(h));
-  screen.src = `${url}#t=${h.start}`;
-  player.showModal();
-  screen.play().catch(() => {});  // autoplay refused: its controls play it
-}
-
-// A media element does not say why it cannot play: the server's answer for the first byte does
-// (gone, changed since indexed, outside the folders), else it is the browser's format.
-async function explain(url, name) {
-  player.close();
-  try {
-    await call(url, {headers: {Range: "bytes=0-0"}});
-    showError(`cannot play ${name}: this browser does not play its format`);
-  } catch (e) {
-    showError(`cannot play ${name}: ${e.message}`);
-  }
-}
-
-function stopVideo() {
-  screen.onerror = null;
-  screen.pause();
-  screen.removeAttribute("src");
-  screen.load();  // lets go of the file
-}
-
-function show(hits, took, total, threshold) {
-  const grid = $("#grid");
-  grid.textContent = "";
-  for (const h of hits) {
-    const card = document.createElement("div");
-    card.className = "hit";
-    card.dataset.id = h.id;
-    const m = h.metadata || {};
-    const match = m.match || {};
-    if (h.kind === "video") {
-      card.appendChild(videoFrame(h));
-    } else if (h.kind === "image") {
-      const img = document.createElement("img");
-      img.alt = h.text || h.path || "";
-      thumb(img, h.id);
-      card.appendChild(img);
-    } else {
-      const t = document.createElement("div");
-      t.className = "text";
-      const own = match.source === "ocr" ? excerpt(h.text || "", match.words) : h.text || "";
-      marked(t, own, match.words);
-      card.appendChild(t);
-    }
-    const meta = document.createElement("div");
-    meta.className = "meta";
-    const name = fileName(h);
-    meta.innerHTML = `<span class="score">${h.score === null ? "" : h.score.toFixed(3)}</span> ` +
-      `<span class="name"></span><div class="caption"></div><div class="generated"></div>` +
-      `<div class="ocr"></div>`;
-    meta.querySelector(".name").textContent = name;
-    const words = (source) => match.source === source ? match.words : [];
-    marked(meta.querySelector(".caption"), h.kind === "image" && h.text ? h.text : "",
-           words("caption"));
-    const generated = m.generated_caption;
-    const gen = meta.querySelector(".generated");
-    if (generated) {
-      marked(gen, generated, words("generated"));
-      gen.prepend("generated: ");
-    } else {
-      gen.textContent = m.source === "generated" ? "(generated caption)" : "";
-    }
-    // The text recognised in an image (OCR), labelled in words, its matched words marked.
-    const ocr = meta.querySelector(".ocr");
-    if (m.ocr_text) {
-      marked(ocr, excerpt(m.ocr_text, words("ocr")), words("ocr"));
-      ocr.prepend("text in image: ");
-      ocr.title = m.ocr_text;
-    } else if (m.source === "ocr") {
-      ocr.textContent = "(text recognised in an image)";
-    }
-    card.appendChild(meta);
-    const more = document.createElement("button");
-    more.className = "more";
-    more.textContent = "more like this";
-    // more of the same kind: images like an image or a text, moments like a shot
-    const like = {like: h.id, target: h.kind === "video" ? "video" : "image", keywords: false};
-    more.onclick = () => run({kind: "json", body: like}, 0);
-    card.appendChild(more);
-    grid.appendChild(card);
-  }
-  $("#status").className = "";
-  let status = hits.length ? `${hits.length} results in ${took} ms` : "no results";
-  if (hits.length && hits[0].metadata && hits[0].metadata.score_kind === "keywords") {
-    status += " (ranked by keywords; the first scores 1)";
-  }
-  if (total !== null && total !== undefined && threshold !== null) {
-    status += `; ${total} in all, down to similarity ${threshold.toFixed(3)}`;
-  }
-  $("#status").textContent = status;
-  $("#prev").hidden = offset === 0;
-  $("#next").hidden = hits.length < perPage() ||
-    (total !== null && total !== undefined && offset + hits.length >= total);
-}
-
-async function run(query, newOffset) {
-  last = query;
-  offset = newOffset;
-  $("#status").textContent = "searching...";
-  try {
-    let res;
-    if (query.kind === "upload") {
-      const form = new FormData();
-      form.append("image", query.file);
-      form.append("k", perPage());
-      form.append("offset", offset);
-      form.append("target", $("[name=target]").value);
-      if (segments()) form.append("segments", "true");
-      for (const f of filters()) form.append("filters", f);
-      for (const [name, value] of Object.entries(cut())) form.append(name, value);
-      res = await call("/search/upload", {method: "POST", body: form});
-    } else {
-      const keywords = $("[name=keywords]").checked;
-      const body = Object.assign({k: perPage(), offset, target: $("[name=target]").value,
-                                  segments: segments(), filters: filters(), keywords,
-                                  hybrid: !keywords && $("[name=hybrid]").checked},
-                                 keywords ? {} : cut(), query.body);
-      res = await call("/search", {method: "POST", body: JSON.stringify(body),
-                                   headers: {"Content-Type": "application/json"}});
-    }
-    const data = await res.json();
-    show(data.hits, data.took_ms, data.total, data.threshold);
-  } catch (e) {
-    showError(e.message);
-  }
-}
+whenSignInNeeded(() => showSession({token_required: true, signed_in: false}));
+setViewerHooks({like, turn, error: showError});
 
 $("#search").addEventListener("submit", (ev) => {
   ev.preventDefault();
-  const q = $("[name=q]").value.trim();
-  if (q) run({kind: "json", body: {text: q}}, 0);
+  const s = readForm();
+  if (s.q) {
+    run(s);
+  } else if (current && (current.like !== null || current.upload !== null)) {
+    run(Object.assign(s, {like: current.like, upload: current.upload}));  // new filters
+  }
 });
-$("[name=file]").addEventListener("change", (ev) => {
-  if (ev.target.files.length) run({kind: "upload", file: ev.target.files[0]}, 0);
+$("#example .clear").addEventListener("click", () => {
+  $("#example").hidden = true;
+  current = Object.assign({}, current, {like: null, upload: null});
+  field("q").focus();
+});
+field("file").addEventListener("change", (ev) => {
+  if (ev.target.files.length) byImage(ev.target.files[0]);
+  ev.target.value = "";
 });
 const drop = $("#drop");
 drop.addEventListener("dragover", (ev) => { ev.preventDefault(); drop.classList.add("over"); });
@@ -319,24 +335,44 @@ drop.addEventListener("dragleave", () => drop.classList.remove("over"));
 drop.addEventListener("drop", (ev) => {
   ev.preventDefault();
   drop.classList.remove("over");
-  if (ev.dataTransfer.files.length) run({kind: "upload", file: ev.dataTransfer.files[0]}, 0);
+  if (ev.dataTransfer.files.length) byImage(ev.dataTransfer.files[0]);
 });
 // Keywords alone and keywords fused with vectors are two rankings: one at a time.
-$("[name=keywords]").addEventListener("change", (ev) => {
-  if (ev.target.checked) $("[name=hybrid]").checked = false;
+field("keywords").addEventListener("change", (ev) => {
+  if (ev.target.checked) field("hybrid").checked = false;
 });
-$("[name=hybrid]").addEventListener("change", (ev) => {
-  if (ev.target.checked) $("[name=keywords]").checked = false;
+field("hybrid").addEventListener("change", (ev) => {
+  if (ev.target.checked) field("keywords").checked = false;
 });
 // "every shot" is a choice of video searches only
-const segmentsChoice = () => { $("#segments").hidden = $("[name=target]").value !== "video"; };
-$("[name=target]").addEventListener("change", segmentsChoice);
-segmentsChoice();
-player.addEventListener("close", stopVideo);
-player.querySelector(".close").addEventListener("click", () => player.close());
-player.addEventListener("click", (ev) => { if (ev.target === player) player.close(); });
-$("#next").onclick = () => last && run(last, offset + perPage());
-$("#prev").onclick = () => last && run(last, Math.max(0, offset - perPage()));
+const segmentsChoice = () => { $("#segments").hidden = field("target").value !== "video"; };
+field("target").addEventListener("change", segmentsChoice);
+const turnPage = (delta) => {
+  if (!current) return;
+  run(Object.assign({}, current, {page: current.page + delta}));
+  window.scrollTo(0, 0);
+};
+$("#next").addEventListener("click", () => turnPage(1));
+$("#prev").addEventListener("click", () => turnPage(-1));
 $("#login").addEventListener("submit", signIn);
 $("#logout").addEventListener("click", signOut);
+// "/" goes to the search box from anywhere but a field being typed in
+document.addEventListener("keydown", (ev) => {
+  const typing = ev.target.closest("input, textarea, select, [contenteditable]");
+  if (ev.key !== "/" || typing || ev.ctrlKey || ev.metaKey || ev.altKey || $("#viewer").open) {
+    return;
+  }
+  ev.preventDefault();
+  field("q").focus();
+  field("q").select();
+});
+window.addEventListener("popstate", fromHere);
+// On a phone the filters start folded, unless the address sets one.
+if (matchMedia("(max-width: 600px)").matches) {
+  const s = fromAddress(location.search);
+  $("#more-filters").open = Object.entries(FIELDS).some(
+    ([key, [, fallback]]) => !["q", "target", "segments"].includes(key) && s[key] !== fallback);
+}
 checkSession();
+showInfo();
+fromHere();
