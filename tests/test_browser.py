@@ -10,7 +10,8 @@ checks that the characters are drawn (a font with CJK glyphs: ``artifacts/browse
 A third signs in to a server with a token: the page keeps no token where a script can read it
 (an HttpOnly cookie set by ``POST /session``), its policy refuses inline script, and signing out
 locks it again. Another searches videos: a card shows the shot's keyframe and time, and a click
-(or Enter) plays the video from the shot's start (``artifacts/browser-video.png``).
+(or Enter) plays the video in the viewer from the shot's start (``artifacts/browser-video.png``).
+The viewer, the address, the layout and accessibility are tested in ``test_browser_page.py``.
 
 Needs Chromium at /usr/bin/chromium (and for Chinese a CJK font, e.g. Debian's
 fonts-wqy-microhei); without them the tests are skipped, unless
@@ -20,17 +21,25 @@ another model than ``demo`` (for example a candidate demo model: ``local-dir:/pa
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from browser import (
+    ARTIFACTS,
+    MODEL,
+    TIMEOUT_MS,
+    chromium_page,
+    require_browser,
+    search_response,
+    thumbnails_loaded,
+)
 from conftest import run_cli
 from PIL import Image
 from servers import ServerProcess
@@ -40,37 +49,14 @@ from retrieval.training.synthetic import write_dataset
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
-MODEL = os.environ.get("RETRIEVAL_BROWSER_MODEL", "demo")
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 N_IMAGES = 60
 PER_PAGE = 24  # the page's default "per page"
-TIMEOUT_MS = 20_000
-
-
-def _require_browser() -> None:
-    required = os.environ.get("RETRIEVAL_REQUIRE_BROWSER") == "1"
-    problem = None
-    if not os.path.exists(CHROMIUM):
-        problem = f"no Chromium at {CHROMIUM}"
-    else:
-        try:
-            import playwright.sync_api  # noqa: F401
-        except ImportError:
-            problem = "the playwright package is not installed (pip install -e '.[test]')"
-    if problem:
-        if required:
-            pytest.fail(f"{problem}, and RETRIEVAL_REQUIRE_BROWSER=1")
-        pytest.skip(problem)
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[ServerProcess, dict[str, str]]]:
     """A server on a demo-model collection; yields it and {file name: caption}."""
-    _require_browser()
+    require_browser()
     if MODEL == "demo" and not (DEMO_MODEL_DIR / "open_clip_config.json").exists():
         pytest.fail(f"the demo model is not in {DEMO_MODEL_DIR} (python -m retrieval.training.demo "
                     f"--out {DEMO_MODEL_DIR})")
@@ -91,59 +77,11 @@ def server(tmp_path: Path) -> Iterator[tuple[ServerProcess, dict[str, str]]]:
     assert "Traceback" not in srv.output(), srv.output()
 
 
-def _cards(page: Any) -> list[dict[str, str]]:
-    return list(page.eval_on_selector_all(".hit", """cards => cards.map(c => ({
-        id: c.dataset.id,
-        name: c.querySelector('.meta .name').textContent,
-        caption: c.querySelector('.meta .caption').textContent,
-        score: c.querySelector('.meta .score').textContent}))"""))
-
-
-def _search_response(page: Any, action: Callable[[], None]) -> dict[str, Any]:
-    """Run ``action``, wait for the search it triggers and for the grid to show its hits;
-    returns the request's parameters and the JSON the page received."""
-    def is_search(r: Any) -> bool:
-        return r.request.method == "POST" and r.url.split("?")[0].endswith(
-            ("/search", "/search/upload"))
-
-    with page.expect_response(is_search, timeout=TIMEOUT_MS) as info:
-        action()
-    response = info.value
-    assert response.status == 200, (response.status, response.text())
-    data = response.json()
-    hits = data["hits"]
-    assert hits, "the search came back empty"
-    page.wait_for_function(
-        """([n, first]) => {
-            const cards = document.querySelectorAll('.hit');
-            return cards.length === n && cards[0].dataset.id === String(first);
-        }""", arg=[len(hits), hits[0]["id"]], timeout=TIMEOUT_MS)
-    request = response.request
-    if request.url.endswith("/search/upload"):
-        params = {"kind": "upload"}  # Chromium does not report multipart bodies with files
-    else:
-        params = {"kind": "json", **json.loads(request.post_data)}
-    cards = _cards(page)
-    assert [int(c["id"]) for c in cards] == [h["id"] for h in hits]
-    assert [c["name"] for c in cards] == [Path(h["path"]).name for h in hits]
-    assert [c["caption"] for c in cards] == [h["text"] or "" for h in hits]
-    status = page.inner_text("#status")
-    assert status.startswith(f"{len(hits)} results in "), status
-    return {"params": params, "hits": hits, "cards": cards}
-
-
 def _api_upload_page(srv: ServerProcess, image: Path, offset: int) -> list[int]:
     r = httpx.post(f"{srv.url}/search/upload", data={"k": str(PER_PAGE), "offset": str(offset)},
                    files={"image": (image.name, image.read_bytes(), "image/png")}, timeout=60)
     assert r.status_code == 200, r.text
     return [h["id"] for h in r.json()["hits"]]
-
-
-def _thumbnails_loaded(page: Any) -> None:
-    page.wait_for_function(
-        """() => [...document.querySelectorAll('.hit img')].every(
-            img => img.src.startsWith('blob:') && img.complete && img.naturalWidth > 0)""",
-        timeout=TIMEOUT_MS)
 
 
 def _unique(captions: dict[str, str]) -> list[str]:
@@ -152,33 +90,11 @@ def _unique(captions: dict[str, str]) -> list[str]:
     return [n for n, c in sorted(captions.items()) if counts[c] == 1]
 
 
-@contextlib.contextmanager
-def _chromium_page(url: str, expected: tuple[str, ...] = ()
-                   ) -> Iterator[tuple[Any, list[str]]]:
-    """A headless Chromium page opened at ``url``, and the list its page errors and console
-    errors (the favicon's, and those containing one of ``expected``, aside) are written to."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            problems: list[str] = []
-            page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-            page.on("console", lambda msg: problems.append(f"console: {msg.text}")
-                    if msg.type == "error" and "favicon" not in (msg.location or {}).get(
-                        "url", "") and not any(e in msg.text for e in expected) else None)
-            page.goto(url, timeout=TIMEOUT_MS)
-            yield page, problems
-        finally:
-            browser.close()
-
-
 def _type_a_caption(page: Any, captions: dict[str, str], target: str) -> dict[str, Any]:
     """Step 1: type an exact caption and press Enter; the page's response (a screenshot is
     left in the artifacts)."""
     page.fill("input[name=q]", captions[target])
-    text = _search_response(page, lambda: page.press("input[name=q]", "Enter"))
+    text = search_response(page, lambda: page.press("input[name=q]", "Enter"))
     assert text["params"]["text"] == captions[target]
     assert text["params"]["k"] == PER_PAGE and text["params"]["offset"] == 0
     assert len(text["cards"]) == PER_PAGE
@@ -189,7 +105,7 @@ def _type_a_caption(page: Any, captions: dict[str, str], target: str) -> dict[st
     assert card["caption"] == captions[target]
     for c in text["cards"]:
         assert c["caption"] == captions[c["name"]]  # every card shows its own caption
-    _thumbnails_loaded(page)
+    thumbnails_loaded(page)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "browser-search.png"), full_page=True)
     return text
@@ -197,7 +113,7 @@ def _type_a_caption(page: Any, captions: dict[str, str], target: str) -> dict[st
 
 def _more_like_this(page: Any, first: dict[str, str]) -> None:
     """Step 2: "more like this" on the first card puts that image first."""
-    like = _search_response(page, lambda: page.locator(".hit .more").first.click())
+    like = search_response(page, lambda: page.locator(".hit .more").first.click())
     assert like["params"]["like"] == int(first["id"])
     assert like["cards"][0]["id"] == first["id"]
     assert like["cards"][0]["name"] == first["name"]
@@ -207,12 +123,12 @@ def _more_like_this(page: Any, first: dict[str, str]) -> None:
 def _upload(page: Any, captions: dict[str, str], path: Path) -> dict[str, Any]:
     """Step 3: upload an image: its own card comes first."""
     upload_name = path.name
-    up = _search_response(page, lambda: page.set_input_files("input[name=file]", str(path)))
+    up = search_response(page, lambda: page.set_input_files("input[name=file]", str(path)))
     assert up["params"]["kind"] == "upload"
     assert up["cards"][0]["name"] == upload_name
     assert up["cards"][0]["caption"] == captions[upload_name]
     assert float(up["cards"][0]["score"]) == pytest.approx(1.0, abs=2e-3)
-    _thumbnails_loaded(page)
+    thumbnails_loaded(page)
     return up
 
 
@@ -221,14 +137,14 @@ def _page_through(page: Any, srv: ServerProcess, up: dict[str, Any], path: Path)
     assert len(up["cards"]) == PER_PAGE
     assert page.is_visible("#next") and page.is_hidden("#prev")
     page1 = [c["id"] for c in up["cards"]]
-    nxt = _search_response(page, lambda: page.click("#next"))
+    nxt = search_response(page, lambda: page.click("#next"))
     assert nxt["params"]["kind"] == "upload"
     page2 = [c["id"] for c in nxt["cards"]]
     assert page2[0] != page1[0]
     assert not set(page1) & set(page2)
     assert len(page2) == PER_PAGE
     assert page.is_visible("#prev")
-    last = _search_response(page, lambda: page.click("#next"))
+    last = search_response(page, lambda: page.click("#next"))
     page3 = [c["id"] for c in last["cards"]]
     assert len(page3) == N_IMAGES - 2 * PER_PAGE  # the short last page
     assert page.is_hidden("#next") and page.is_visible("#prev")
@@ -236,9 +152,9 @@ def _page_through(page: Any, srv: ServerProcess, up: dict[str, Any], path: Path)
     # the pages are the API's pages at offsets 0, 24 and 48 for the same upload
     for offset, shown in ((0, page1), (PER_PAGE, page2), (2 * PER_PAGE, page3)):
         assert _api_upload_page(srv, path, offset) == [int(i) for i in shown], offset
-    back = _search_response(page, lambda: page.click("#prev"))
+    back = search_response(page, lambda: page.click("#prev"))
     assert [c["id"] for c in back["cards"]] == page2
-    _thumbnails_loaded(page)
+    thumbnails_loaded(page)
 
 
 def _cut_off(page: Any, srv: ServerProcess, caption: str) -> None:
@@ -246,7 +162,7 @@ def _cut_off(page: Any, srv: ServerProcess, caption: str) -> None:
     how many there are in all (as the API does), and Next shows only when more are left."""
     page.select_option("#filters [name=cutoff]", "auto")
     page.fill("input[name=q]", caption)
-    cut = _search_response(page, lambda: page.press("input[name=q]", "Enter"))
+    cut = search_response(page, lambda: page.press("input[name=q]", "Enter"))
     assert cut["params"]["cutoff"] == "auto" and "min_score" not in cut["params"]
     status = page.inner_text("#status")
     found = re.search(r"; (\d+) in all, down to similarity (-?\d\.\d{3})$", status)
@@ -266,7 +182,7 @@ def test_search_page_in_chromium(server: tuple[ServerProcess, dict[str, str]],
     unique = _unique(captions)
     target = next((n for n in unique if " and " in captions[n]), unique[0])
 
-    with _chromium_page(srv.url + "/") as (page, problems):
+    with chromium_page(srv.url + "/") as (page, problems):
         assert page.title() == "retrieval"
         assert page.locator(".hit").count() == 0
         assert page.is_hidden("#next") and page.is_hidden("#prev")
@@ -292,7 +208,7 @@ def zh_server(tmp_path: Path) -> Iterator[tuple[ServerProcess, dict[str, str], l
     Chinese texts; yields it, {file name: caption} and the texts."""
     from cjk_corpus import corpus
 
-    _require_browser()
+    require_browser()
     _require_cjk_font()
     folder = tmp_path / "scenes"
     written = write_dataset(folder, ZH_IMAGES, seed=11, size=64, languages=("zh", "en"))
@@ -361,13 +277,13 @@ def test_chinese_search_in_chromium(zh_server: tuple[ServerProcess, dict[str, st
     with_word = [t for t in texts if word in t]
     assert with_word and len(with_word) < len(texts)
 
-    with _chromium_page(srv.url + "/") as (page, problems):
+    with chromium_page(srv.url + "/") as (page, problems):
         page.check("[name=hybrid]")
 
         # 1. type an image's Chinese caption: the image comes first, every card shows
         # its own caption in Chinese
         page.fill("input[name=q]", captions[target])
-        found = _search_response(page, lambda: page.press("input[name=q]", "Enter"))
+        found = search_response(page, lambda: page.press("input[name=q]", "Enter"))
         assert found["params"]["text"] == captions[target]
         assert found["params"]["hybrid"] is True
         names = [c["name"] for c in found["cards"]]
@@ -405,7 +321,7 @@ TOKEN_IMAGES = 12
 def token_server(tmp_path: Path) -> Iterator[tuple[ServerProcess, dict[str, str]]]:
     """A server with a token (bound to 127.0.0.1, so it checks Host too) on a small
     demo-model collection; yields it and {file name: caption}."""
-    _require_browser()
+    require_browser()
     folder = tmp_path / "scenes"
     written = write_dataset(folder, TOKEN_IMAGES, seed=7, size=64)
     captions = {p.name: p.with_suffix(".txt").read_text().strip() for p, _ in written}
@@ -433,7 +349,7 @@ def test_token_sign_in_in_chromium(token_server: tuple[ServerProcess, dict[str, 
     target = _unique(captions)[0]
     # Chromium logs every 401 answer, and the inline script refused below, as console errors
     expected = ("401", "Content Security Policy")
-    with _chromium_page(srv.url + "/", expected) as (page, problems):
+    with chromium_page(srv.url + "/", expected) as (page, problems):
         page.wait_for_selector("#login", state="visible", timeout=TIMEOUT_MS)
         assert page.is_hidden("#logout")
         # a search before signing in: refused, and the page says why
@@ -449,9 +365,9 @@ def test_token_sign_in_in_chromium(token_server: tuple[ServerProcess, dict[str, 
         assert page.is_visible("#login") and page.context.cookies() == []
         # the right token: the search typed before runs, thumbnails load with the cookie
         page.fill("#login [name=token]", TOKEN)
-        found = _search_response(page, lambda: page.press("#login [name=token]", "Enter"))
+        found = search_response(page, lambda: page.press("#login [name=token]", "Enter"))
         assert target in [c["name"] for c in found["cards"]][:3]
-        _thumbnails_loaded(page)
+        thumbnails_loaded(page)
         assert page.is_hidden("#login") and page.is_visible("#logout")
         assert page.input_value("#login [name=token]") == ""
         # the token is nowhere a script can read it: an HttpOnly, SameSite=Strict cookie
@@ -487,7 +403,7 @@ def ocr_server(tmp_path: Path) -> Iterator[ServerProcess]:
     from retrieval.media import hash_text
     from retrieval.storage.records import TextRecord
 
-    _require_browser()
+    require_browser()
     folder = tmp_path / "pics"
     for n, name in enumerate([*OCR_TEXTS, "hotel-lobby.png", "plain.png"]):
         make_image(folder / name, seed=n)
@@ -520,14 +436,14 @@ def _ocr_cards(page: Any) -> list[dict[str, Any]]:
 def test_recognised_text_in_chromium(ocr_server: ServerProcess) -> None:
     """'keywords only' sends keywords (and not hybrid); a card shows the text recognised in its
     image and marks the matched words with <mark>, in English and in Chinese."""
-    with _chromium_page(ocr_server.url + "/") as (page, problems):
+    with chromium_page(ocr_server.url + "/") as (page, problems):
         page.check("[name=hybrid]")
         page.check("[name=keywords]")
         assert not page.is_checked("[name=hybrid]")  # one ranking at a time
         for word, name, marked in (("lindner", "receipt.png", ["LINDNER"]),
                                    ("出口", "sign.png", ["出口"])):
             page.fill("input[name=q]", word)
-            found = _search_response(page, lambda: page.press("input[name=q]", "Enter"))
+            found = search_response(page, lambda: page.press("input[name=q]", "Enter"))
             assert found["params"]["keywords"] is True and found["params"]["hybrid"] is False
             cards = _ocr_cards(page)
             assert [c["name"] for c in cards] == [name]
@@ -537,7 +453,7 @@ def test_recognised_text_in_chromium(ocr_server: ServerProcess) -> None:
             assert "ranked by keywords" in page.inner_text("#status")
         # an image found by its name shows its recognised text unmarked, if it has any
         page.fill("input[name=q]", "hotel")
-        _search_response(page, lambda: page.press("input[name=q]", "Enter"))
+        search_response(page, lambda: page.press("input[name=q]", "Enter"))
         by_name = {c["name"]: c for c in _ocr_cards(page)}
         assert set(by_name) == {"receipt.png", "hotel-lobby.png"}
         assert by_name["receipt.png"]["marked"] == ["HOTEL"]
@@ -566,7 +482,7 @@ def video_server(tmp_path: Path) -> Iterator[tuple[ServerProcess, dict[str, list
 
     from retrieval.training.synthetic import render
 
-    _require_browser()
+    require_browser()
     folder = tmp_path / "media"
     folder.mkdir()
     clips = {"holiday.webm": [Clip(RED_CIRCLE, 2.0), Clip(BLUE_SQUARE, 2.0),
@@ -590,19 +506,23 @@ def _video_cards(page: Any) -> list[dict[str, Any]]:
     return list(page.eval_on_selector_all(".hit", """cards => cards.map(c => ({
         id: c.dataset.id,
         name: c.querySelector('.meta .name').textContent,
-        time: (c.querySelector('.play .time') || {}).textContent,
-        thumb: (c.querySelector('.play img') || {}).src}))"""))
+        time: (c.querySelector('.open .time') || {}).textContent,
+        thumb: (c.querySelector('.open img') || {}).src}))"""))
 
 
 def _played_from(page: Any, start: float) -> dict[str, Any]:
-    """Wait for the player to have played a stretch; where it started, its source and state."""
-    page.wait_for_selector("#player[open] video", timeout=TIMEOUT_MS)
-    page.wait_for_function("() => document.querySelector('#player video').played.length > 0",
+    """Wait for the viewer's player to have played a stretch; where it started, its source
+    and state."""
+    page.wait_for_selector("#viewer[open] video", timeout=TIMEOUT_MS)
+    page.wait_for_function("() => document.querySelector('#viewer video').played.length > 0",
                            timeout=TIMEOUT_MS)
     state = dict(page.evaluate("""() => {
-        const v = document.querySelector('#player video');
+        const v = document.querySelector('#viewer video');
+        const facts = [...document.querySelectorAll('#viewer .facts dt')];
+        const moment = facts.find(dt => dt.textContent === 'Moment');
         return {src: v.currentSrc, from: v.played.start(0), now: v.currentTime,
-                title: document.querySelector('#player .title').textContent};
+                title: document.querySelector('#viewer-title').textContent,
+                moment: moment && moment.nextElementSibling.textContent};
     }"""))
     assert state["from"] == pytest.approx(start, abs=0.25), state
     assert state["now"] >= start - 0.05, state
@@ -611,13 +531,13 @@ def _played_from(page: Any, start: float) -> dict[str, Any]:
 
 def test_videos_in_chromium(video_server: tuple[ServerProcess, dict[str, list[float]]]) -> None:
     srv, starts = video_server
-    with _chromium_page(srv.url + "/") as (page, problems):
+    with chromium_page(srv.url + "/") as (page, problems):
         assert page.is_hidden("#segments")
         page.select_option("[name=target]", "video")
         assert page.is_visible("#segments")
         # 1. a blue square: the holiday video's second shot, from 2 s to 4 s
         page.fill("input[name=q]", "a blue square")
-        found = _search_response(page, lambda: page.press("input[name=q]", "Enter"))
+        found = search_response(page, lambda: page.press("input[name=q]", "Enter"))
         assert found["params"]["target"] == "video" and found["params"]["segments"] is False
         hits, cards = found["hits"], _video_cards(page)
         assert [c["name"] for c in cards] == ["holiday.webm", "garden.mp4"]
@@ -625,31 +545,32 @@ def test_videos_in_chromium(video_server: tuple[ServerProcess, dict[str, list[fl
         assert best["kind"] == "video" and best["start"] == pytest.approx(starts[
             "holiday.webm"][1], abs=1 / VIDEO_FPS)
         assert cards[0]["time"] == "00:02\u201300:04", cards
-        _thumbnails_loaded(page)
+        thumbnails_loaded(page)
         # 2. a click plays it in the player, from the shot's start, served by /items/{id}/video
-        page.locator(".hit .play").first.click()
+        page.locator(".hit .open").first.click()
         state = _played_from(page, best["start"])
         assert state["src"] == f"{srv.url}/items/{best['id']}/video#t={best['start']:g}", state
-        assert state["title"] == "holiday.webm 00:02\u201300:04"
+        assert state["title"] == "holiday.webm"
+        assert state["moment"] == "00:02\u201300:04 of 00:06", state
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "browser-video.png"))
-        page.keyboard.press("Escape")  # closes the player and lets go of the file
-        page.wait_for_function("() => !document.querySelector('#player').open && "
-                               "document.querySelector('#player video').src === ''",
+        page.keyboard.press("Escape")  # closes the viewer and lets go of the file
+        page.wait_for_function("() => !document.querySelector('#viewer').open && "
+                               "document.querySelector('#viewer video').src === ''",
                                timeout=TIMEOUT_MS)
         # 3. every shot: the garden's second shot, played with the keyboard
         page.check("[name=segments]")
         page.fill("input[name=q]", "a purple triangle")
-        every = _search_response(page, lambda: page.press("input[name=q]", "Enter"))
+        every = search_response(page, lambda: page.press("input[name=q]", "Enter"))
         assert every["params"]["segments"] is True
         shots = [h for h in every["hits"] if h["path"].endswith("garden.mp4")]
         assert len(every["hits"]) > 2 and len(shots) == 2
         first = every["hits"][0]
         assert first["path"].endswith("garden.mp4") and first["start"] == pytest.approx(
             starts["garden.mp4"][1], abs=1 / VIDEO_FPS)
-        page.locator(".hit .play").first.focus()
+        page.locator(".hit .open").first.focus()
         page.keyboard.press("Enter")
         _played_from(page, first["start"])
-        page.click("#player .close")
-        page.wait_for_selector("#player", state="hidden", timeout=TIMEOUT_MS)
+        page.click("#viewer .close")
+        page.wait_for_selector("#viewer", state="hidden", timeout=TIMEOUT_MS)
         assert not problems, problems
