@@ -247,14 +247,14 @@ class Watcher:
         except Exception as exc:  # the whole batch failed: kept, and tried again later
             self._failed(exc, len(paths))
             return False
-        if self._failures:
-            self._emit(WatchEvent("recovered"))
-        self._failures, self._retry_at = 0, None
+        recovered, self._failures, self._retry_at = self._failures > 0, 0, None
         with self._lock:
             s = self._state
             s.update(last_indexed=_now(), batches=s["batches"] + 1, error=None, retry_in=None,
                      added=s["added"] + summary.added, updated=s["updated"] + summary.updated,
                      removed=s["removed"] + summary.removed, failed=s["failed"] + summary.failed)
+        if recovered:
+            self._emit(WatchEvent("recovered"))
         self._emit(WatchEvent("indexed", summary=summary, changes=len(paths)))
         return True
 
