@@ -22,6 +22,7 @@ from videos import (
     RED_CIRCLE,
     YELLOW_CROSS,
     Clip,
+    random_clips,
     write_absurd_duration,
     write_audio_only,
     write_audio_with_cover,
@@ -105,6 +106,14 @@ def test_probe_reads_size_rate_codec_and_container(written, name) -> None:
     assert (info.codec, info.container, info.has_audio) == (codec, container, False)
     assert json.loads(json.dumps(info.to_metadata())) == {
         "fps": 24.0, "codec": codec, "container": container, "rotation": 0, "has_audio": False}
+
+
+@pytest.mark.parametrize(("size", "fps", "suffix"), [((160, 120), 24, ".mp4"),
+                                                     ((64, 48), 12, ".webm")])
+def test_cuts_between_random_scenes_are_all_found(folder, size, fps, suffix) -> None:
+    path = folder / f"random{suffix}"
+    truth = write_video(path, random_clips(20, seed=5), size=size, fps=fps, seed=5)
+    assert cut_times(str(path)) == pytest.approx(truth, abs=1e-3)
 
 
 def test_variable_frame_rate_cuts_are_frame_accurate(folder) -> None:
@@ -356,10 +365,10 @@ def test_memory_does_not_grow_with_the_video(folder) -> None:
 
 # The detector alone, on made-up thumbnails.
 
-def _thumbs(levels: list[float], seed: int = 0) -> list[np.ndarray]:
+def _thumbs(levels: list[float], seed: int = 0, noise: float = 2.0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     w, h = THUMB
-    return [np.clip(level + rng.normal(0, 2, (h, w, 3)), 0, 255).astype(np.uint8)
+    return [np.clip(level + rng.normal(0, noise, (h, w, 3)), 0, 255).astype(np.uint8)
             for level in levels]
 
 
@@ -377,6 +386,12 @@ def test_detector_ignores_noise_a_flash_and_a_slow_fade() -> None:
     assert _detect(_thumbs([100] * 60)) == []
     assert _detect(_thumbs([60] * 30 + [250] + [60] * 30)) == []
     assert _detect(_thumbs([200 - 4 * i for i in range(48)])) == []
+
+
+def test_detector_cuts_a_small_change_only_in_a_steady_picture() -> None:
+    levels = [100] * 30 + [106] * 30
+    assert _detect(_thumbs(levels, noise=0.4)) == [30 / 24]
+    assert _detect(_thumbs(levels, noise=3.0)) == []
 
 
 def test_detector_keeps_shots_at_least_half_a_second() -> None:

@@ -50,6 +50,24 @@ class Clip:
     flash: float | None = None  # seconds into the clip of one white frame (a camera flash)
 
 
+def random_clips(n: int, seed: int = 0, seconds: tuple[float, float] = (0.8, 2.0)
+                 ) -> list[Clip]:
+    """``n`` clips of random scenes and lengths, each on another background than the clip
+    before it, so every cut is plain to see. (Two scenes on one background can differ by a
+    small shape alone: a small red triangle, then a small purple star in the same corner is
+    a change of 4 levels in 255 on average, which the cut detector may take for noise.)"""
+    from retrieval.training.synthetic import random_scene
+
+    rng = random.Random(seed)
+    clips: list[Clip] = []
+    while len(clips) < n:
+        scene = random_scene(rng)
+        if clips and scene.background == clips[-1].scene.background:
+            continue
+        clips.append(Clip(scene, round(rng.uniform(*seconds), 3)))
+    return clips
+
+
 def _picture(scene: Scene, size: tuple[int, int], seed: int) -> np.ndarray:
     """The scene at ``size`` (width, height); drawn at 256 px at most and scaled, so a 4K
     frame costs no more to draw than a small one."""
