@@ -327,6 +327,24 @@ def test_a_video_added_is_indexed(watched: Watched) -> None:
     wait_for("a video", lambda: "clip.mp4" in watched.names("video"))
 
 
+def test_ocr_reads_the_text_of_a_new_image(tmp_path: Path, encoder: Any) -> None:
+    """Every option of a normal run applies to the batches, --ocr included."""
+    pytest.importorskip("rapidocr", reason="the ocr extra is not installed")
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"
+    if not Path(font).exists():
+        pytest.skip(f"font {font} is not installed")
+    img = Image.new("RGB", (640, 200), (245, 245, 240))
+    ImageDraw.Draw(img).text((30, 60), "HOTEL LINDNER", font=ImageFont.truetype(font, 60),
+                             fill=(10, 10, 10))
+    with Watched(tmp_path, encoder, ocr=True) as watched:
+        img.save(watched.root / "sign.png")
+        wait_for("the text read", lambda: any(
+            h.metadata.get("ocr_text") == "HOTEL LINDNER"
+            for h in watched.col.search("x", k=10)))
+
+
 # -- failures ------------------------------------------------------------------------------------
 
 def test_batches_wait_while_another_process_writes(watched: Watched) -> None:
