@@ -54,11 +54,14 @@ class EventLines:
         if self.bar is not None:
             self.bar.close()
         if self.as_json:
-            out: dict[str, Any] = {"event": event.kind, "time": _clock()}
+            now = dt.datetime.now().astimezone().replace(microsecond=0)
+            out: dict[str, Any] = {"event": event.kind, "time": now.isoformat()}
             if event.message:
                 out["message"] = shown(event.message)
             if event.summary is not None:
-                out.update(event.summary.to_dict(), changes=event.changes)
+                out.update(event.summary.to_dict())
+            if event.changes:
+                out["changes"] = event.changes
             if event.retry_in is not None:
                 out["retry_in"] = event.retry_in
             echo_json(out)
