@@ -283,6 +283,16 @@ def test_an_absurd_header_duration_is_ignored(folder) -> None:
         assert not stream.truncated
 
 
+def test_a_picture_above_the_pixel_limit_is_refused(written) -> None:
+    from retrieval.video.probe import open_input, video_stream
+
+    with open_input(str(written["h264-mp4"][0])) as container:
+        assert video_stream(container, max_pixels=160 * 120).width == 160
+        with pytest.raises(VideoError, match=r"^the picture is 160x120, larger than the "
+                                             r"0\.01 MP a video may have$"):
+            video_stream(container, max_pixels=10_000)
+
+
 def test_a_missing_file_is_an_os_error(folder) -> None:
     with pytest.raises(FileNotFoundError):
         probe(str(folder / "nowhere.mp4"))

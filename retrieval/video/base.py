@@ -25,6 +25,10 @@ SEGMENT = 8.0
 KEYFRAME_SIDE = 512
 # A duration in a header above this (seconds) is a broken header, not a video.
 MAX_DURATION = 7 * 24 * 3600.0
+# Pixels a video's picture may have at most, as an image's (retrieval.media): 8K is 33 MP; a
+# larger picture costs the decoder 1.5 bytes a pixel for each frame it holds (several, with
+# frame threads), which a crafted header could otherwise make any size.
+MAX_PIXELS = 100_000_000
 
 
 class VideoError(Exception):

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from retrieval.video.base import VideoError, VideoInfo, sane_duration
+from retrieval.video.base import MAX_PIXELS, VideoError, VideoInfo, sane_duration
 
 if TYPE_CHECKING:
     from av.container import InputContainer
@@ -90,16 +90,21 @@ def open_input(path: str) -> Iterator[InputContainer]:
         container.close()
 
 
-def video_stream(container: InputContainer) -> VideoStream:
-    """The first real video stream: cover pictures of audio files (attached_pic) are not one."""
+def video_stream(container: InputContainer, max_pixels: int = MAX_PIXELS) -> VideoStream:
+    """The first real video stream: cover pictures of audio files (attached_pic) are not one.
+    VideoError when there is none, or its picture is larger than ``max_pixels``."""
     import av
 
     audio = bool(container.streams.audio)
     for stream in container.streams.video:
         if stream.disposition & av.stream.Disposition.attached_pic:
             continue
-        if stream.codec_context is None:
+        ctx = stream.codec_context
+        if ctx is None:
             raise VideoError("the video codec is unknown to FFmpeg")
+        if ctx.width * ctx.height > max_pixels:
+            raise VideoError(f"the picture is {ctx.width}x{ctx.height}, larger than the "
+                             f"{max_pixels / 1e6:g} MP a video may have")
         return stream
     if audio:
         raise VideoError("no video stream: the file holds audio only")
