@@ -17,7 +17,9 @@ idle: ``retrieval index FOLDER --watch`` as a process (as a systemd unit runs it
 file events and once with ``--poll``, side by side over the same folder: the CPU seconds (user
 and system, all threads, from /proc/PID/stat) each spends during ``--idle`` seconds after it
 reports that it is watching, as a share of one core, with ``--extra-files`` other files in
-the folder (polling looks at every file; events cost nothing per file).
+the folder (polling looks at every file; events cost nothing per file); and in the same
+minute a Watcher on a thread of this process (file events), by ``resource.getrusage`` while
+this thread sleeps.
 
     python benchmarks/watch.py --json benchmarks/results/watch-$(hostname).json
     python benchmarks/watch.py --rounds 3 --idle 10   # quick
@@ -29,6 +31,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -149,10 +152,18 @@ def idle(work: Path, seconds: float, extra: int) -> dict[str, Any]:
             if proc.poll() is not None:
                 raise SystemExit(f"index --watch exited: {log.read_text()}")
             time.sleep(0.1)
+    watcher, col = _watching_here(work / "col", folder)
     time.sleep(2.0)  # past the start-up
     before = {m: _cpu_seconds(p.pid) for m, (p, _) in runs.items()}
+    here = resource.getrusage(resource.RUSAGE_SELF)
     time.sleep(seconds)
-    out: dict[str, Any] = {"seconds": seconds}
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    watcher.stop()
+    watcher.join()
+    col.close()
+    used = after.ru_utime + after.ru_stime - here.ru_utime - here.ru_stime
+    out: dict[str, Any] = {"seconds": seconds, "in_process": {
+        "cpu_s": round(used, 3), "share_of_a_core": round(used / seconds, 5)}}
     for mode, (proc, _) in runs.items():
         used = _cpu_seconds(proc.pid) - before[mode]
         out[mode] = {"cpu_s": round(used, 3), "share_of_a_core": round(used / seconds, 5)}
@@ -160,6 +171,20 @@ def idle(work: Path, seconds: float, extra: int) -> dict[str, Any]:
         proc.wait(60)
     out["files_in_folder"] = sum(1 for p in folder.rglob("*") if p.is_file())
     return out
+
+
+def _watching_here(path: Path, folder: Path) -> tuple[Any, Any]:
+    """A Watcher on a thread of this process (file events), once it watches."""
+    from retrieval import Collection
+    from retrieval.ingest.watch import Watcher
+
+    col = Collection(path)
+    events: list[Any] = []
+    watcher = Watcher(col, [folder], on_event=events.append)
+    watcher.start()
+    while not any(e.kind == "watching" for e in events):
+        time.sleep(0.05)
+    return watcher, col
 
 
 def main() -> None:
@@ -181,7 +206,7 @@ def main() -> None:
               f"index of one photo alone {lat['index_one_s']['median']:.2f} s "
               f"(written / alone = {lat['written_over_index_one']})")
         quiet = idle(work, args.idle, args.extra_files)
-        for mode in ("events", "polling"):
+        for mode in ("in_process", "events", "polling"):
             print(f"idle {mode}: {quiet[mode]['cpu_s']:.2f} CPU s in {args.idle:.0f} s = "
                   f"{100 * quiet[mode]['share_of_a_core']:.3f}% of a core "
                   f"({quiet['files_in_folder']} files watched)")
