@@ -571,6 +571,16 @@ def test_videos_in_chromium(video_server: tuple[ServerProcess, dict[str, list[fl
         page.locator(".hit .open").first.focus()
         page.keyboard.press("Enter")
         _played_from(page, first["start"])
+        # the viewer lists the video's moments among the results; another one plays from there
+        moments = page.eval_on_selector_all("#viewer .moments button", """buttons =>
+            buttons.map(b => [b.textContent, b.getAttribute('aria-pressed')])""")
+        garden = [h for h in every["hits"] if h["video"] == first["video"]]
+        assert [m[0] for m in moments] == [
+            f"00:{int(h['start'] + 0.001):02d}\u201300:{int(h['end'] + 0.001):02d}"
+            for h in garden], moments
+        assert [m[1] for m in moments] == ["true"] + ["false"] * (len(garden) - 1)
+        page.locator("#viewer .moments button").nth(1).click()
+        _played_from(page, garden[1]["start"])
         page.click("#viewer .close")
         page.wait_for_selector("#viewer", state="hidden", timeout=TIMEOUT_MS)
         assert not problems, problems

@@ -186,6 +186,7 @@ function showDetails(h) {
   row("Camera", [m.camera_make, m.camera_model].filter(Boolean).join(" "));
   row("Id", h.id);
   showTags(m.tags);
+  showMoments(h);
   showTexts(h);
   showActions(h);
 }
@@ -199,6 +200,22 @@ function showTags(tags) {
   }
   list.hidden = !entries.length;
   $(".tags-heading", viewer).hidden = !entries.length;
+}
+
+// The moments of this video among the results (every shot of a video search): one button
+// each, the one shown pressed; a press plays the video from there.
+function showMoments(h) {
+  const list = $(".moments", viewer);
+  list.textContent = "";
+  const same = source.hits.map((x, i) => [x, i])
+    .filter(([x]) => h.kind === "video" && x.kind === "video" && x.video === h.video);
+  for (const [x, i] of same) {
+    const moment = el("button", {type: "button", text: timeSpan(x),
+                                 "aria-pressed": String(i === index)});
+    moment.addEventListener("click", () => { index = i; show(); });
+    list.append(el("li", {}, moment));
+  }
+  list.hidden = $(".moments-heading", viewer).hidden = same.length < 2;
 }
 
 // Every text of the item, each under its name, the query's words marked.
