@@ -122,6 +122,9 @@ def test_pending_changes_settle_and_keep_renames(tmp_path: Path) -> None:
                  (ADDED, str(root / "new" / "inside.jpg")), (ADDED, str(root / "captioned.txt")),
                  (ADDED, str(root / ".hidden.jpg")), (ADDED, str(root / "notes.doc"))])
     assert len(pending) == 6  # hidden and unindexed names are dropped
+    collection = PendingChanges([str(root)], exclude=[str(root / "new")])
+    assert collection.add([(DELETED, str(root / "new" / "index.tmp")),
+                           (ADDED, str(root / "new" / "inside.jpg"))]) == 0
     assert pending.ready() == []  # first look
     clock.now += 0.3
     assert pending.ready() == [str(root / "moved.jpg")]  # old: two looks are enough
@@ -193,6 +196,29 @@ def test_changes_are_searchable(watched: Watched) -> None:
     wait_for("a tree moved out and a deleted file", lambda: watched.names() == {"uno.jpg"})
     assert watched.col.roots() == [str(root)]
     assert not watched.seen("failed")
+
+
+def test_a_collection_inside_its_watched_folder(tmp_path: Path, encoder: Any) -> None:
+    """The collection's own writes (catalog, index files) are no changes to index: a batch
+    does not set off the next one."""
+    root = tmp_path / "photos"
+    make_image(root / "one.jpg", seed=1)
+    events: list[WatchEvent] = []
+    with Collection(root / "col", encoder=encoder) as col:
+        watcher = Watcher(col, [root], options=FAST, index={"workers": 0},
+                          on_event=events.append)
+        watcher.start()
+        try:
+            make_image(root / "two.jpg", seed=2)
+            wait_for("the new file", lambda: sum(
+                e.summary.added for e in list(events) if e.summary) == 2)
+            batches = len([e for e in events if e.kind == "indexed"])
+            time.sleep(3 * FAST.settle)  # time for a batch the last one would set off
+            assert len([e for e in events if e.kind == "indexed"]) == batches
+            assert watcher.state()["pending"] == 0
+        finally:
+            watcher.stop()
+            assert watcher.join(TIMEOUT)
 
 
 def test_a_file_written_slowly_is_indexed_once_complete(tmp_path: Path, encoder: Any) -> None:

@@ -61,12 +61,13 @@ class PendingChanges:
     """The paths below ``roots`` that changed and are not indexed yet."""
 
     def __init__(self, roots: Sequence[str], *, settle: float = SETTLE, hidden: bool = False,
-                 captions: bool = True, videos: bool = True,
+                 captions: bool = True, videos: bool = True, exclude: Sequence[str] = (),
                  clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time,
                  stat: Callable[[str], Signature] = look) -> None:
         self.roots = [normalize_path(r) for r in roots]
         self.settle, self.hidden, self.captions, self.videos = settle, hidden, captions, videos
+        self.exclude = [normalize_path(p).rstrip(os.sep) + os.sep for p in exclude]
         self.clock, self.wall, self.stat = clock, wall, stat
         self._paths: dict[str, _Look | None] = {}  # None: not looked at since its event
 
@@ -92,9 +93,10 @@ class PendingChanges:
         """The paths an event makes worth a look: the file itself, the images a caption
         belongs to, a folder made or moved in, or a gone path (it may have held indexed
         files); none for roots themselves (see :class:`~.events.FileEvents`), hidden names,
-        folders whose times changed, or files the index run would not take."""
+        folders whose times changed, files the index run would not take, or anything under
+        ``exclude`` (the collection's own folder: its writes are no content)."""
         root = next((r for r in self.roots if path.startswith(r.rstrip(os.sep) + os.sep)), None)
-        if root is None:
+        if root is None or any((path + os.sep).startswith(p) for p in self.exclude):
             return []
         rel = path[len(root.rstrip(os.sep)) + 1:]
         if not self.hidden and any(part.startswith(".") for part in rel.split(os.sep)):

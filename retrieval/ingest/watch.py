@@ -107,7 +107,8 @@ class Watcher:
         self.pending = PendingChanges(self.roots, settle=self.options.settle,
                                       hidden=bool(self.index_args.get("hidden", False)),
                                       captions=bool(self.index_args.get("captions", True)),
-                                      videos=bool(self.index_args.get("videos", True)))
+                                      videos=bool(self.index_args.get("videos", True)),
+                                      exclude=[str(collection.path)])
         self.on_event, self.progress = on_event, progress
         self.stop_event = threading.Event()
         self._rescans: set[str] = set(self.roots)  # the first pass
