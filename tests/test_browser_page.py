@@ -3,8 +3,9 @@ layout at a phone's width, keyboard use, accessibility (axe-core) and dark mode.
 
 One server for the module, on captioned synthetic images indexed with the demo model and a
 photo (1600 x 1200, a camera and a date in its EXIF, a long file name) with a sidecar caption,
-a generated caption, recognised text and tags. Every wait is on a condition of the page (a
-response, an element, a value), never on time.
+a generated caption, recognised text and tags; and a server of its own for the foot of a
+server that watches its folder (``serve --watch``). Every wait is on a condition of the page
+(a response, an element, a value), never on time.
 """
 
 from __future__ import annotations
@@ -527,3 +528,30 @@ def test_the_foot_says_what_the_collection_holds(site: Site, browser: Any) -> No
         assert said[2].startswith("Watch: indexing 1 change; ") and said[2].endswith(
             "missing: /scans")
         assert not problems, problems
+
+
+def test_the_foot_follows_a_watching_server(tmp_path: Path, browser: Any) -> None:
+    """serve --watch: the foot says the server watches its folder, and counts a new image
+    once the watcher has indexed it (the page reads /info again while the server watches)."""
+    folder = tmp_path / "watched"
+    write_dataset(folder, 4, seed=9, size=64)
+    col = tmp_path / "col"
+    run_cli("index", folder, "--model", MODEL, collection=col)
+    srv = ServerProcess(col, tmp_path / "server.log", "--watch", str(folder), "--settle", "0.3")
+    try:
+        srv.wait_ready()
+        with opened(browser, srv.url + "/") as (page, problems):
+            page.wait_for_function("() => document.querySelector('#watch').textContent"
+                                   ".startsWith('Watching 1 folder for changes')",
+                                   timeout=TIMEOUT_MS)
+            assert page.inner_text("#collection").startswith("4 images")
+            make_image(folder / "new.png", seed=99)
+            page.wait_for_function("() => document.querySelector('#watch').textContent"
+                                   ".includes('1 added, 0 updated, 0 removed')",
+                                   timeout=TIMEOUT_MS * 3)
+            page.wait_for_function("() => document.querySelector('#collection').textContent"
+                                   ".startsWith('5 images')", timeout=TIMEOUT_MS)
+            assert not problems, problems
+    finally:
+        srv.stop()
+    assert "Traceback" not in srv.output(), srv.output()
