@@ -341,6 +341,12 @@ def test_the_address_holds_the_search(site: Site, browser: Any) -> None:
             reloaded = _reload(page)
         assert kept.value.status == 200 and _ids(reloaded) == _ids(up)
         assert page.inner_text("#example .label") == "Searching by an uploaded image"
+        # clearing the example clears its results and the address; Back brings them again
+        page.click("#example .clear")
+        page.wait_for_function("() => !document.querySelector('.hit')", timeout=TIMEOUT_MS)
+        assert "upload" not in _params(page) and page.is_hidden("#example")
+        assert page.evaluate("document.activeElement.id") == "q"
+        assert _ids(search_response(page, lambda: page.go_back(timeout=TIMEOUT_MS))) == _ids(up)
         assert not problems, problems
     # an address whose image the server does not keep (a restart, a day later)
     expected_404 = ("404",)

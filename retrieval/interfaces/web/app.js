@@ -262,6 +262,7 @@ function fromHere() {
     $("#page").textContent = "";
     showExample(s);
     setStatus("");
+    document.title = "retrieval";
   }
 }
 
@@ -320,9 +321,10 @@ $("#search").addEventListener("submit", (ev) => {
     run(Object.assign(s, {like: current.like, upload: current.upload}));  // new filters
   }
 });
+// Clearing the example clears its results, and the address with them.
 $("#example .clear").addEventListener("click", () => {
-  $("#example").hidden = true;
-  current = Object.assign({}, current, {like: null, upload: null});
+  history.pushState(null, "", toAddress(Object.assign(readForm(), {q: ""})));
+  fromHere();
   field("q").focus();
 });
 field("file").addEventListener("change", (ev) => {
