@@ -166,7 +166,7 @@ class Watcher:
             self._set(mode=events.mode, polling_reason=events.reason)
             while not self.stop_event.is_set():
                 self._work()
-                if not announced and not self._rescans and self._retry_at is None:
+                if not announced and not self._rescans and not self._failures:
                     self._emit(WatchEvent("watching", events.mode))  # the first pass is done
                     announced = True
                 changes = events.wait(self._timeout(), self.stop_event)
@@ -211,6 +211,7 @@ class Watcher:
         """Full passes first (roots new, back or replaced), then the settled changes."""
         if self._retry_at is not None and time.monotonic() < self._retry_at:
             return
+        self._retry_at = None  # the time has come (the failures still count for the backoff)
         if self._rescans:
             roots = [r for r in sorted(self._rescans) if os.path.exists(r)]
             self._rescans.clear()
