@@ -253,27 +253,7 @@ def test_viewer_shows_all_of_an_item_and_opens_its_file(site: Site, browser: Any
                                "document.querySelector('#viewer .stage img').naturalWidth > 0",
                                timeout=TIMEOUT_MS)
         assert _viewer(page)["img"].endswith(f"/items/{site.ids[PHOTO]}/thumbnail?size=1024")
-        # open the original: a new tab with the file, as indexed
-        with page.expect_popup(timeout=TIMEOUT_MS) as popup_info:
-            page.click("#viewer .original")
-        popup = popup_info.value
-        popup.wait_for_load_state()
-        assert popup.url == f"{site.srv.url}/items/{site.ids[PHOTO]}/image"
-        original = httpx.get(popup.url, timeout=30)
-        assert original.content == (site.folder / PHOTO).read_bytes()
-        assert original.headers["content-type"] == "image/jpeg"
-        popup.close()
-        # download it under its own name
-        with page.expect_download(timeout=TIMEOUT_MS) as download_info:
-            page.click("#viewer .download")
-        download = download_info.value
-        assert download.suggested_filename == PHOTO
-        assert Path(download.path()).read_bytes() == (site.folder / PHOTO).read_bytes()
-        # copy its path
-        page.click("#viewer .copy")
-        page.wait_for_function("() => document.querySelector('#viewer .note').textContent === "
-                               "'Path copied'", timeout=TIMEOUT_MS)
-        assert page.evaluate("navigator.clipboard.readText()") == str(site.folder / PHOTO)
+        _open_download_copy(page, site)
         # more like this: the viewer closes, the photo comes first, the address says like=ID
         like = search_response(page, lambda: page.click("#viewer .like"))
         assert like["params"]["like"] == site.ids[PHOTO] and like["hits"][0]["id"] == \
@@ -283,6 +263,32 @@ def test_viewer_shows_all_of_an_item_and_opens_its_file(site: Site, browser: Any
         page.wait_for_function("name => document.querySelector('#example .label').textContent "
                                "=== `More like ${name}`", arg=PHOTO, timeout=TIMEOUT_MS)
         assert not problems, problems
+
+
+def _open_download_copy(page: Any, site: Site) -> None:
+    """The viewer's actions on the photo: its original opened in a tab, downloaded, its path
+    copied."""
+    # open the original: a new tab with the file, as indexed
+    with page.expect_popup(timeout=TIMEOUT_MS) as popup_info:
+        page.click("#viewer .original")
+    popup = popup_info.value
+    popup.wait_for_load_state()
+    assert popup.url == f"{site.srv.url}/items/{site.ids[PHOTO]}/image"
+    original = httpx.get(popup.url, timeout=30)
+    assert original.content == (site.folder / PHOTO).read_bytes()
+    assert original.headers["content-type"] == "image/jpeg"
+    popup.close()
+    # download it under its own name
+    with page.expect_download(timeout=TIMEOUT_MS) as download_info:
+        page.click("#viewer .download")
+    download = download_info.value
+    assert download.suggested_filename == PHOTO
+    assert Path(download.path()).read_bytes() == (site.folder / PHOTO).read_bytes()
+    # copy its path
+    page.click("#viewer .copy")
+    page.wait_for_function("() => document.querySelector('#viewer .note').textContent === "
+                           "'Path copied'", timeout=TIMEOUT_MS)
+    assert page.evaluate("navigator.clipboard.readText()") == str(site.folder / PHOTO)
 
 
 # --- the address -----------------------------------------------------------------------------
