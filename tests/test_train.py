@@ -94,6 +94,20 @@ def test_resume_continues_exactly(shapes, tiny_json, tmp_path):
         train(_cfg(shapes, tmp_path / "part", tiny_json, epochs=2, batch_size=8), resume=True)
 
 
+def test_a_run_killed_before_its_first_checkpoint_starts_again_from_scratch(
+        shapes, tiny_json, tmp_path):
+    """A run killed after writing its first epoch's weights but before its checkpoint leaves
+    weights and no checkpoint: the run started again from scratch must not start from those
+    weights (open_clip loads any it finds beside the config it builds from)."""
+    full = train(_cfg(shapes, tmp_path / "full", tiny_json, epochs=1))
+    stale = tmp_path / "again"
+    stale.mkdir()
+    for name in ("open_clip_config.json", "open_clip_model.safetensors"):
+        (stale / name).write_bytes((tmp_path / "full" / name).read_bytes())
+    again = train(_cfg(shapes, stale, tiny_json, epochs=1))
+    assert again.epochs[0]["loss"] == pytest.approx(full.epochs[0]["loss"], rel=1e-6)
+
+
 def test_bad_data_is_skipped_and_reported(tmp_path, tiny_json):
     data = tmp_path / "data"
     for i in range(12):

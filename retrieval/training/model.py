@@ -58,22 +58,26 @@ def build_model(cfg: TrainConfig, device: str) -> tuple[Any, Any, dict[str, Any]
         model_cfg = raw["model_cfg"]
     else:
         model_cfg = open_clip.get_model_config(check_architecture(cfg.model))
-    # Build through open_clip's local-dir path from the config written into the output, so the
-    # model trained is exactly the one `local-dir:OUT` will load.
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_config(out, model_cfg, None)
+    # Build through open_clip's local-dir path from the config the output will hold, so the
+    # model trained is exactly the one `local-dir:OUT` will load; from a folder of its own,
+    # holding the config alone: open_clip loads any weights it finds beside the config, and
+    # the output may hold those of a run killed before its first checkpoint, which a run from
+    # scratch must not start from.
     import logging
+    import tempfile
 
-    quiet = logging.getLogger()
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)  # open_clip warns that no weights were found: expected here
-    try:
-        model = open_clip.create_model(f"{LOCAL_DIR_PREFIX}{out}", device=device,
-                                       weights_only=True)
-    finally:
-        quiet.setLevel(level)
-    tokenizer = open_clip.get_tokenizer(f"{LOCAL_DIR_PREFIX}{out}")
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="retrieval-arch-") as arch:
+        write_config(Path(arch), model_cfg, None)
+        quiet = logging.getLogger()
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)  # open_clip warns that no weights were found: expected
+        try:
+            model = open_clip.create_model(f"{LOCAL_DIR_PREFIX}{arch}", device=device,
+                                           weights_only=True)
+        finally:
+            quiet.setLevel(level)
+        tokenizer = open_clip.get_tokenizer(f"{LOCAL_DIR_PREFIX}{arch}")
     if is_coca(model):
         init_coca(model)
     return model, tokenizer, model_cfg
