@@ -318,6 +318,10 @@ def test_a_video_named_on_the_command_line_and_removed(tmp_path: Path) -> None:
     assert (out["added"], out["failed"], out["shots"], out["embedded"]) == (1, 0, 1, 0), out
     info = json.loads(run_cli("info", "--json", collection=col).stdout)
     assert info["counts"]["video"] == 1 and info["counts"]["shot"] == 1, info
+    assert "1 video (1 shot)" in run_cli("info", collection=col).stdout
+    # an image search of a collection of videos says where they are
+    missed = run_cli("search", "a green star", collection=col)
+    assert "holds 1 video: search it with --target video" in missed.stderr, missed.stderr
     assert run_cli("remove", folder / "one.webm", collection=col).stdout.strip() == "1 removed"
     skipped = json.loads(run_cli("index", folder, "--no-videos", "--model", "demo", "--json",
                                  collection=col).stdout.splitlines()[-1])

@@ -81,7 +81,8 @@ def search(ctx: click.Context, texts: tuple[str, ...], images: tuple[str, ...],
     terms = (_terms("text", texts) + _terms("text", adds) + _terms("text", subtracts, -1.0)
              + _terms("image", images) + _terms("like", likes))
     query = build_query(terms=terms, **fields)  # the options of query_options
-    hits = open_collection(ctx, model, pretrained, device, one_shot=True).run(query)
+    col = open_collection(ctx, model, pretrained, device, one_shot=True)
+    hits = col.run(query)
     if as_json:
         echo_json_lines(h.to_dict() for h in hits)
     elif paths_only:
@@ -92,6 +93,11 @@ def search(ctx: click.Context, texts: tuple[str, ...], images: tuple[str, ...],
                 click.echo(h.text)
     else:
         print_hits(hits, first=query.offset + 1, kind=_score_kind(query))
+        if not hits and query.target == "image" and not query.offset:
+            videos = col.info()["counts"].get("video", 0)
+            if videos:  # a reader who indexed a folder of videos and searched as for images
+                click.echo(f"the collection holds {counted(videos, 'video')}: search "
+                           f"{'it' if videos == 1 else 'them'} with --target video", err=True)
         if hits.total is not None:
             click.echo(_cut_note(hits.total, hits.threshold, query.offset), err=True)
 
@@ -218,13 +224,20 @@ def info(ctx: click.Context, as_json: bool) -> None:
         ("model", name + (f", {data['dim']} dimensions" if data["dim"] else "")
          + (f", {data['precision']}" if data["precision"] != "fp32" else "")),
         ("items", f"{counted(data['counts']['image'], 'image')}, "
-                  f"{counted(data['counts']['text'], 'text')}"),
+                  f"{counted(data['counts']['text'], 'text')}" + _videos(data["counts"])),
     ]
     rows += [(f"{kind} index", _describe_index(d)) for kind, d in data["index"].items()]
     rows += [("disk", human_bytes(data["disk_bytes"])),
              ("last indexed", data["last_indexed"] or "never")]
     for key, value in rows:
         click.echo(f"{key:<14}{value}")
+
+
+def _videos(counts: dict[str, int]) -> str:
+    """``, 2 videos (41 shots)`` where the collection holds videos."""
+    if not counts.get("video"):
+        return ""
+    return f", {counted(counts['video'], 'video')} ({counted(counts.get('shot', 0), 'shot')})"
 
 
 def _describe_index(d: dict[str, Any]) -> str:
