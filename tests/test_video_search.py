@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import pairwise
@@ -404,3 +405,19 @@ def test_text_in_a_video_is_found_by_keywords(tmp_path: Path, demo_encoder: Any)
         assert len(hits) == 1 and (hits[0].start or 0) >= 1.4, hits
         assert "INVOICE" in hits[0].metadata["ocr_text"]
         assert col.search("a shape", target="video", filters=["ocr ~ *lindner*"])
+
+
+def test_without_pyav_videos_are_one_line_each(tmp_path: Path, demo_encoder: Any,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """An install without PyAV (the smallest one, without torch) still indexes images; each
+    video is one line saying what to install."""
+    folder = tmp_path / "media"
+    folder.mkdir()
+    write_video(folder / "a.mp4", [Clip(RED_CIRCLE, 1.0)], fps=FPS, size=SIZE)
+    render(GREEN_STAR, 64).save(folder / "star.png")
+    monkeypatch.setitem(sys.modules, "av", None)  # import av raises ImportError
+    with Collection(tmp_path / "col", encoder=demo_encoder) as col:
+        summary = col.index([folder], workers=0)
+    assert (summary.added, summary.failed) == (1, 1), summary
+    assert [e.reason for e in summary.errors] == [
+        "PyAV is not installed (pip install av): videos are not indexed"]

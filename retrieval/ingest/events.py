@@ -86,8 +86,13 @@ class FileEvents:
         """A notifier. Events refuse a folder they cannot watch (a watch limit reached, a
         folder without read permission: the events of the folders after it would be lost in
         silence), polling passes over it."""
-        from watchfiles._rust_notify import RustNotify
+        try:  # the notifier watchfiles' own watch() drives (tested with watchfiles 1.3)
+            from watchfiles._rust_notify import RustNotify
+        except ImportError:
+            from ..errors import InputError
 
+            raise InputError("watching folders needs watchfiles (pip install watchfiles)"
+                             ) from None
         return RustNotify(paths, False, polling, max(1, int(self.poll_interval * 1000)), True,
                           polling)
 

@@ -52,6 +52,12 @@ def index_videos(catalog: Catalog, get_encoder: Callable[[], Encoder],
         else:
             todo.append(st)
     gone = [s.id for p, s in known.items() if p not in found]
+    from ..video import missing
+
+    if todo and (reason := missing()) is not None:  # a small install without PyAV
+        for st in todo:
+            summary.fail(st.path, reason)
+        return gone
     if todo:
         _Videos(catalog, get_encoder, known, options, summary, progress).run(todo)
     return gone

@@ -14,9 +14,10 @@ from retrieval.video.base import (
     Shot,
     VideoError,
     VideoInfo,
+    missing,
 )
 from retrieval.video.probe import probe
 from retrieval.video.shots import ShotStream, cut_times, shots
 
 __all__ = ["KEYFRAME_SIDE", "SEGMENT", "VIDEO_EXTENSIONS", "Shot", "ShotStream", "VideoError",
-           "VideoInfo", "cut_times", "probe", "shots"]
+           "VideoInfo", "cut_times", "missing", "probe", "shots"]

@@ -31,6 +31,19 @@ MAX_DURATION = 7 * 24 * 3600.0
 MAX_PIXELS = 100_000_000
 
 
+MISSING = "PyAV is not installed (pip install av): videos are not indexed"
+
+
+def missing() -> str | None:
+    """Why videos cannot be read here (PyAV missing, as in an install without the default
+    dependencies), or None."""
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        return MISSING
+    return None
+
+
 class VideoError(Exception):
     """A video file cannot be used; the message is one line without the path (callers add it)."""
 
