@@ -178,26 +178,27 @@ def delete_items(conn: Any, ids: Sequence[int]) -> int:
     """Delete items and everything attached to them (captions; a video's shots and their
     texts); returns items deleted."""
     doomed: dict[int, str] = {}
-    parents: set[int] = set()
-    level = list(ids)
-    while level:  # the items, their children, their children's children
+    parents: set[int] = set()  # of the items themselves: their keyword rows change
+    for part in chunks(list(ids)):
+        for r in conn.execute(select(items.c.id, items.c.kind, items.c.parent_id)
+                              .where(items.c.id.in_(part))):
+            doomed[r.id] = r.kind
+            if r.parent_id is not None:
+                parents.add(r.parent_id)
+    level = list(doomed)
+    while level:  # their children, their children's children
         found: list[int] = []
         for part in chunks(level):
-            q = select(items.c.id, items.c.kind, items.c.parent_id).where(
-                items.c.id.in_(part) | items.c.parent_id.in_(part))
-            for r in conn.execute(q):
+            for r in conn.execute(select(items.c.id, items.c.kind)
+                                  .where(items.c.parent_id.in_(part))):
                 if r.id not in doomed:
                     doomed[r.id] = r.kind
                     found.append(r.id)
-                if r.parent_id is not None:
-                    parents.add(r.parent_id)
-        level = [i for i in found if i not in level]
+        level = found
     for part in chunks(list(doomed)):
         for table in (vectors, tags, tag_runs, aux_vectors, derived_runs, keyframes):
             conn.execute(delete(table).where(table.c.item_id.in_(part)))
-    for part in chunks(list(doomed)):  # children first: a child's row names its parent
         conn.execute(delete(items).where(items.c.parent_id.in_(part)))
-    for part in chunks(list(doomed)):
         conn.execute(delete(items).where(items.c.id.in_(part)))
     log_changes(conn, doomed.items())
     refresh_keywords(conn, list(doomed) + list(parents - set(doomed)))
