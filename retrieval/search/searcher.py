@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
 
@@ -46,6 +46,8 @@ if TYPE_CHECKING:
     from indexers import VectorIndex
 
     from ..storage import Catalog
+
+T = TypeVar("T")  # a ranked entry: an (id, score) pair or a candidate
 
 
 class Indexes(Protocol):
@@ -83,11 +85,12 @@ class Searcher:
             conditions = compile_filters(query.filters, self.catalog, query.target)
             allow = self.catalog.ids_where(query.target, conditions)
             budget.check()
-        pairs, cut = self._vector_search(query, q, pool, allow, budget)
-        parents = self._parents(query, [i for i, _ in pairs])
-        if parents is not None and cut is None:  # each video's best shot: rank deeper
-            pairs = per_video(lambda n: self._vector_search(query, q, n, allow, budget)[0],
-                              pool, parents, self.catalog.shot_parents)
+        parents = self._parents(query)
+        if parents is not None and not wants_cut(query):  # each video's best shot: deeper
+            pairs, cut = per_video(lambda n: self._vector_search(query, q, n, allow, budget)[0],
+                                   pool, parents, self.catalog.shot_parents), None
+        else:
+            pairs, cut = self._vector_search(query, q, pool, allow, budget)
         budget.check()
         cands = [Candidate(i, s, scores={"vector": s}) for i, s in pairs]
         if query.hybrid is not None:
@@ -108,7 +111,7 @@ class Searcher:
         if parents is not None:
             parents.update(self.catalog.shot_parents(
                 c.id for c in cands if c.id not in parents))
-            cands = _best_per_video(cands, parents)
+            cands = _best_per_video(cands, lambda c: c.id, parents)
         hits = self._page(query, cands[query.offset:need])
         if cut is None:
             return Hits(hits)
@@ -127,7 +130,7 @@ class Searcher:
             return keyword_ranking(lambda m: self.catalog.keyword_search(words, query.target, m),
                                    n, allow, budget.check)
 
-        parents = self._parents(query, [])
+        parents = self._parents(query)
         ranked = ranking(need) if parents is None else per_video(
             ranking, need, parents, self.catalog.shot_parents)
         page = normalised(ranked)[query.offset:need]
@@ -155,12 +158,11 @@ class Searcher:
                 check=budget.check)
         return cut.pairs, cut
 
-    def _parents(self, query: Query, ids: list[int]) -> dict[int, int] | None:
-        """Shot -> video of ``ids``, for a search that keeps each video's best shot; None for
-        any other search."""
-        if query.target != SHOT or query.segments:
-            return None
-        return self.catalog.shot_parents(ids)
+    @staticmethod
+    def _parents(query: Query) -> dict[int, int] | None:
+        """Where a search that keeps each video's best shot records shot -> video as it
+        reads them (empty to start); None for any other search."""
+        return None if query.target != SHOT or query.segments else {}
 
     def _stored(self, ids: list[int]) -> np.ndarray:
         found, vecs = self.catalog.vectors(ids, self.embedder.dim)
@@ -195,18 +197,19 @@ def per_video(rank: Callable[[int], Pairs], need: int, parents: dict[int, int],
     while True:
         pairs = rank(fetch)
         parents.update(parents_of([i for i, _ in pairs if i not in parents]))
-        best = _best_per_video(pairs, parents)
+        best = _best_per_video(pairs, lambda p: p[0], parents)
         if len(best) >= need or len(pairs) < fetch or fetch >= COUNT_LIMIT:
             return best
         fetch = min(COUNT_LIMIT, fetch * 4)
 
 
-def _best_per_video(ranked: list[Any], parents: dict[int, int]) -> list[Any]:
+def _best_per_video(ranked: list[T], id_of: Callable[[T], int], parents: dict[int, int]
+                    ) -> list[T]:
     """``ranked`` (pairs or candidates, best first) with each video's first shot only."""
     seen: set[int] = set()
     out = []
     for r in ranked:
-        video = parents.get(r[0] if isinstance(r, tuple) else r.id)
+        video = parents.get(id_of(r))
         if video is None or video not in seen:
             out.append(r)
             if video is not None:
