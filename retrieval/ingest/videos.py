@@ -77,13 +77,14 @@ class _Videos:
     def run(self, todo: list[FileStat]) -> None:
         """Each video of ``todo``; progress in seconds of video (its rate is the real-time
         factor), out of the durations their headers give."""
-        lengths = [_length(st.path) for st in todo]
+        probed = [_probe(st.path) for st in todo]  # each file's header, read once
+        lengths = [0.0 if isinstance(p, Exception) else p.duration or 0.0 for p in probed]
         self.total = sum(lengths)
         self.report()
-        for st, length in zip(todo, lengths, strict=True):
+        for st, info, length in zip(todo, probed, lengths, strict=True):
             start = self.seconds
             try:
-                self.one(st)
+                self.one(st, info)
             except OSError as exc:  # gone or unreadable since the scan
                 self.failed(st.path, first_line(exc))
             self.seconds = start + length
@@ -99,7 +100,9 @@ class _Videos:
         if state is not None:  # a changed video that no longer reads: its old shots are wrong
             self.catalog.delete_items([state.id])
 
-    def one(self, st: FileStat) -> None:
+    def one(self, st: FileStat, info: VideoInfo | Exception) -> None:
+        """One video: re-stated, copied from stored shots, or decoded (``info``: what its
+        header said, or why it could not be read)."""
         from ..video import VideoError
 
         content = hash_file(st.path)
@@ -109,13 +112,16 @@ class _Videos:
             self.catalog.restat_video(state.id, st.size, st.mtime_ns)
             self.summary.unchanged += 1  # touched, same bytes
             return
+        if not isinstance(info, Exception):
+            _described(record, info)  # a copy's own creation date, say
         source = self.catalog.videos_by_hash([content]).get(content)
-        if source is not None and self.catalog.copy_video(
-                source, self._with_info(record, st.path)) is not None:
+        if source is not None and self.catalog.copy_video(source, record) is not None:
             self._count(st.path)
             return
         try:
-            shots = self.shots(st.path, record)
+            if isinstance(info, Exception):
+                raise info  # a VideoError is this file's line; an OSError the run's
+            shots = self.shots(st.path, info)
         except VideoError as exc:
             self.failed(st.path, str(exc))
             return
@@ -125,28 +131,17 @@ class _Videos:
         self.catalog.write_video(record, shots)
         self._count(st.path)
 
-    def _with_info(self, record: VideoRecord, path: str) -> VideoRecord:
-        """``record`` with what its container says (a copy's own creation date, say)."""
-        from ..video import VideoError, probe
-
-        try:
-            return _described(record, probe(path))
-        except VideoError:
-            return record
-
     def _count(self, path: str) -> None:
         if path in self.known:
             self.summary.updated += 1
         else:
             self.summary.added += 1
 
-    def shots(self, path: str, record: VideoRecord) -> list[ShotRecord]:
+    def shots(self, path: str, info: VideoInfo) -> list[ShotRecord]:
         """Decode the video (on a thread), embed its keyframes a batch at a time here. A
         truncated file keeps the shots it holds, with a warning."""
-        from ..video import probe, shots
+        from ..video import shots
 
-        info = probe(path)
-        _described(record, info)
         encoder = self.get_encoder()
         out: list[ShotRecord] = []
         batch: list[Shot] = []
@@ -188,14 +183,15 @@ def _end(shot: Shot, info: VideoInfo) -> float:
     return shot.end
 
 
-def _length(path: str) -> float:
-    """A video's duration as its header says, for the progress bar (0 when it cannot say)."""
+def _probe(path: str) -> VideoInfo | Exception:
+    """What a video's header says, or why it cannot be read (raised when the video's turn
+    comes: a copy of stored content needs no header)."""
     from ..video import VideoError, probe
 
     try:
-        return probe(path).duration or 0.0
-    except (VideoError, OSError):
-        return 0.0
+        return probe(path)
+    except (VideoError, OSError) as exc:
+        return exc
 
 
 def _described(record: VideoRecord, info: VideoInfo) -> VideoRecord:
