@@ -96,8 +96,13 @@ def _open_formats() -> tuple[str, ...]:
 
 
 def hash_file(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a file's bytes, hex encoded."""
-    with open(path, "rb") as f:
+    """SHA-256 of a regular file's bytes, hex encoded. Opened without blocking: a named pipe
+    put in the file's place is an OSError, not a read that waits for a writer for ever."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(f.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(f"not a regular file ({file_type(mode)})")
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 

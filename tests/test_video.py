@@ -424,3 +424,18 @@ def test_parts_hold_few_pictures_and_choose_the_middle() -> None:
     assert parts.peak <= 11
     for s in out:
         assert abs(s.keyframe_time - (s.start + s.end) / 2) < 0.3
+
+
+def test_a_named_pipe_in_a_videos_place_is_refused_at_once(tmp_path: Path) -> None:
+    """A named pipe put where a video was (after the scan saw a file) would keep FFmpeg, and
+    the content hash, waiting for a writer for ever: both refuse it in one line."""
+    import os
+
+    from retrieval.media import hash_file
+
+    pipe = tmp_path / "clip.mp4"
+    os.mkfifo(pipe)
+    with pytest.raises(VideoError, match=r"^not a regular file \(a named pipe\)$"):
+        probe(str(pipe))
+    with pytest.raises(OSError, match=r"^not a regular file \(a named pipe\)$"):
+        hash_file(pipe)

@@ -75,9 +75,18 @@ def _unreadable(path: str, exc: BaseException) -> VideoError:
 
 @contextmanager
 def open_input(path: str) -> Iterator[InputContainer]:
-    """The file opened for reading; VideoError when FFmpeg cannot read it as a media file."""
+    """The file opened for reading; VideoError when FFmpeg cannot read it as a media file.
+    Only a regular file is opened: FFmpeg would wait for ever on a named pipe put in a
+    video's place after the scan."""
+    import stat
+
     import av
 
+    from ..media import file_type
+
+    mode = os.stat(path).st_mode  # a missing file is the file system's error, not a video's
+    if not stat.S_ISREG(mode):
+        raise VideoError(f"not a regular file ({file_type(mode)})")
     try:
         container = av.open(str(path), metadata_errors="replace")
     except av.error.FFmpegError as exc:
